@@ -1,0 +1,24 @@
+"""prefork: a socket-sharing pre-fork server toolkit.
+
+A master binds the listening sockets and forks workers that inherit them; it keeps the right
+number of each worker type alive, replaces them without dropping capacity, and never dies
+because a worker did.
+"""
+
+from prefork._broker import EVENTS, Broker
+from prefork._events import ReloadResult, WorkerExit, WorkerInfo
+from prefork._master import Master
+from prefork.config import ConfigError
+from prefork.worker import Worker
+
+__all__ = [
+    "EVENTS",
+    "Broker",
+    "ConfigError",
+    "Master",
+    "ReloadResult",
+    "Worker",
+    "WorkerExit",
+    "WorkerInfo",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,7 @@
+"""``python -m prefork`` runs the command line."""
+
+import sys
+
+from prefork.cli import main
+
+sys.exit(main())

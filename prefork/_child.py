@@ -1,0 +1,154 @@
+"""The worker side: after fork, load the worker class, run it on uvloop, talk to the master.
+
+Heartbeats are sent by a timer on the worker's own event loop, so a loop that is blocked stops
+them and the master notices (a side thread would keep beating for a wedged loop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import importlib
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvloop
+
+from prefork import _messages as frames
+from prefork.worker import Worker
+
+DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)
+log = logging.getLogger("prefork.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """Everything a forked worker needs to start."""
+
+    broker: str
+    worker: type[Worker] | str
+    worker_id: int
+    generation: int
+    channel: socket.socket
+    sockets: list[socket.socket]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    heartbeat: float = 0.0
+    max_frame: int = frames.DEFAULT_MAX_FRAME
+
+
+def load_worker_class(spec: type[Worker] | str) -> type[Worker]:
+    """Import ``"module:attr"`` (or take the class as is); raise if it is not a Worker."""
+    if not isinstance(spec, str):
+        return spec
+    module_name, _, attr = spec.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr)
+    if not (isinstance(cls, type) and issubclass(cls, Worker)):
+        raise TypeError(f"{spec!r} is {cls!r}, not a prefork.Worker subclass")
+    return cls
+
+
+def run(spec: WorkerSpec) -> int:
+    """Run one worker to its end; returns the process exit code."""
+    faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop.run_until_complete(_serve(spec))
+
+
+class _Link(asyncio.Protocol):
+    """The worker's end of the master channel."""
+
+    def __init__(self, max_frame: int) -> None:
+        self.decoder = frames.Decoder(max_frame)
+        self.max_frame = max_frame
+        self.worker: Worker | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
+
+    def send_frame(self, kind: str, body: Any = None) -> None:
+        assert self.transport is not None
+        self.transport.write(frames.encode(kind, body, max_frame=self.max_frame))
+
+    def data_received(self, data: bytes) -> None:
+        assert self.worker is not None
+        for message in self.decoder.feed(data):
+            try:
+                self.worker.on_message(message.body)
+            except Exception:
+                log.exception("[%s] on_message raised", self.worker.type)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # The master is gone (PR_SET_PDEATHSIG covers a SIGKILLed master; this covers the rest).
+        os._exit(1)
+
+
+async def _serve(spec: WorkerSpec) -> int:
+    loop = asyncio.get_running_loop()
+    link = _Link(spec.max_frame)
+    await loop.connect_accepted_socket(lambda: link, sock=spec.channel)
+    cls = load_worker_class(spec.worker)
+    worker = cls(
+        type=spec.broker,
+        id=spec.worker_id,
+        generation=spec.generation,
+        sockets=spec.sockets,
+        options=spec.options,
+        channel=link,
+    )
+    link.worker = worker
+    exit_code: asyncio.Future[int] = loop.create_future()
+    worker._exit = exit_code
+    stopping: list[asyncio.Task[None]] = []
+    loop.add_signal_handler(signal.SIGTERM, _on_sigterm, worker, stopping)
+    if spec.heartbeat:
+        _beat(loop, link, spec.heartbeat)
+    try:
+        started = worker.init()
+        if inspect.isawaitable(started):
+            await started
+    except Exception:
+        log.exception("[%s] worker %d failed in init()", spec.broker, spec.worker_id)
+        return 1
+    if worker.auto_ready:
+        worker.ready()
+    code = await exit_code
+    await _flush(link)
+    return code
+
+
+def _on_sigterm(worker: Worker, stopping: list[asyncio.Task[None]]) -> None:
+    if stopping:
+        return
+    task = asyncio.get_running_loop().create_task(worker.prepare_for_shutdown())
+    stopping.append(task)
+    task.add_done_callback(lambda t: _after_shutdown(worker, t))
+
+
+def _after_shutdown(worker: Worker, task: asyncio.Task[None]) -> None:
+    if task.exception() is not None:
+        log.error("[%s] prepare_for_shutdown raised", worker.type, exc_info=task.exception())
+        worker.shutdown(1)
+
+
+def _beat(loop: asyncio.AbstractEventLoop, link: _Link, interval: float) -> None:
+    link.send_frame(frames.HEARTBEAT)
+    loop.call_later(interval, _beat, loop, link, interval)
+
+
+async def _flush(link: _Link) -> None:
+    """Let queued frames (a last report, say) reach the master before the process exits."""
+    assert link.transport is not None
+    for _ in range(100):
+        if not link.transport.get_write_buffer_size():
+            return
+        await asyncio.sleep(0.01)

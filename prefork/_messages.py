@@ -1,0 +1,82 @@
+"""Master <-> worker frames: a 4-byte big-endian length, then a JSON object.
+
+Pure: no sockets here. JSON (never pickle) so a confused or hostile worker can at worst send a
+frame the master refuses; a frame over ``max_frame`` is refused before it is buffered whole.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 1 << 20
+
+# Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE.
+# Master -> worker: MESSAGE.
+READY = "ready"
+HEARTBEAT = "hb"
+MESSAGE = "msg"
+REPORT = "report"
+RETIRE = "retire"
+KINDS = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE})
+
+
+class FrameError(ValueError):
+    """A frame that cannot be accepted: too large, not JSON, or not a known kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: str
+    body: Any = None
+
+
+def encode(kind: str, body: Any = None, *, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Return the frame for ``(kind, body)``.
+
+    Raises ``TypeError`` if ``body`` is not JSON-serialisable and ``FrameError`` if the encoded
+    frame is larger than ``max_frame``.
+    """
+    if kind not in KINDS:
+        raise FrameError(f"unknown frame kind {kind!r}")
+    payload = json.dumps({"k": kind, "b": body}, separators=(",", ":")).encode()
+    if len(payload) > max_frame:
+        raise FrameError(f"frame of {len(payload)} bytes is over the {max_frame}-byte limit")
+    return HEADER.pack(len(payload)) + payload
+
+
+class Decoder:
+    """Turns a byte stream into messages; feed it whatever ``recv`` returned."""
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Return every message completed by ``data``; raise ``FrameError`` on a bad frame."""
+        self._buffer += data
+        messages: list[Message] = []
+        while len(self._buffer) >= HEADER.size:
+            (size,) = HEADER.unpack_from(self._buffer)
+            if size > self.max_frame:
+                raise FrameError(f"frame of {size} bytes is over the {self.max_frame}-byte limit")
+            end = HEADER.size + size
+            if len(self._buffer) < end:
+                break
+            payload = bytes(self._buffer[HEADER.size : end])
+            del self._buffer[:end]
+            messages.append(_parse(payload))
+        return messages
+
+
+def _parse(payload: bytes) -> Message:
+    try:
+        frame = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FrameError(f"frame is not JSON: {exc}") from None
+    if not isinstance(frame, dict) or frame.get("k") not in KINDS:
+        raise FrameError("frame is not an object with a known kind")
+    return Message(frame["k"], frame.get("b"))

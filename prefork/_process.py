@@ -1,0 +1,79 @@
+"""Forking workers and reaping them.
+
+The child side of ``fork_worker`` always leaves with ``os._exit``: it must never return into
+the master's code (its loop, its ``finally`` blocks, atexit handlers), whatever happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Reaped:
+    pid: int
+    exit_code: int | None
+    signal: int | None
+
+
+def fork_worker(
+    run: Callable[[], int], close_fds: Iterable[int], before: Callable[[], None]
+) -> int:
+    """Fork; in the child close ``close_fds``, call ``before()``, then leave with ``run()``'s code.
+
+    Returns the child's pid in the master. Raises ``OSError`` if the fork fails.
+    """
+    master_pid = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        before()
+        for fd in close_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        die_with_parent(master_pid)
+        code = run()
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel for SIGKILL when the master dies; leave now if it already has."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:  # the master died between fork and prctl
+        os._exit(1)
+
+
+def reap() -> list[Reaped]:
+    """Collect every child that has exited, without blocking."""
+    reaped: list[Reaped] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return reaped
+        if pid == 0:
+            return reaped
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:
+            reaped.append(Reaped(pid, None, -code))
+        else:
+            reaped.append(Reaped(pid, code, None))

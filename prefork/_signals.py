@@ -1,0 +1,99 @@
+"""Signals to the master: handlers that only let the wake-up byte through.
+
+``signal.set_wakeup_fd`` writes each signal's number to a non-blocking socketpair at C level;
+the master's select loop reads it and acts there, outside any handler. Repeated signals simply
+arrive as repeated bytes, and nothing runs inside a handler that could interrupt the loop
+half-way through a change. Alternatives rejected: signalfd (Linux-only and it needs the signals
+blocked in every thread, including in forked children until they unblock them) and a handler
+that appends to a queue (a handler can run between any two bytecodes of the loop).
+"""
+
+from __future__ import annotations
+
+import enum
+import signal
+import socket
+from types import FrameType, TracebackType
+
+
+class Intent(enum.Enum):
+    RELOAD = "reload"
+    DRAIN = "drain"
+    RESUME = "resume"
+    STOP = "stop"
+    SCALE_UP = "scale up"
+    SCALE_DOWN = "scale down"
+    REOPEN_LOGS = "reopen logs"
+    CHILD = "child exited"
+
+
+INTENTS: dict[int, Intent] = {
+    signal.SIGHUP: Intent.RELOAD,
+    signal.SIGTERM: Intent.DRAIN,
+    signal.SIGUSR2: Intent.RESUME,
+    signal.SIGINT: Intent.STOP,
+    signal.SIGQUIT: Intent.STOP,
+    signal.SIGTTIN: Intent.SCALE_UP,
+    signal.SIGTTOU: Intent.SCALE_DOWN,
+    signal.SIGUSR1: Intent.REOPEN_LOGS,
+    signal.SIGCHLD: Intent.CHILD,
+}
+
+
+def _let_through(signum: int, frame: FrameType | None) -> None:
+    """The wake-up fd already carries the signal; nothing to do here."""
+
+
+class SignalWakeup:
+    """Context manager: while active, each signal in ``INTENTS`` arrives as a byte on
+    ``fileno()``; on exit the previous handlers and wake-up fd are restored."""
+
+    def __init__(self) -> None:
+        self._reader, self._writer = socket.socketpair()
+        self._old: dict[int, object] = {}
+        self._old_fd = -1
+
+    def fileno(self) -> int:
+        return self._reader.fileno()
+
+    def fds(self) -> list[int]:
+        """Every fd this object holds (a forked worker closes them)."""
+        return [self._reader.fileno(), self._writer.fileno()]
+
+    def __enter__(self) -> SignalWakeup:
+        for end in (self._reader, self._writer):
+            end.setblocking(False)
+        self._old_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        for signum in INTENTS:
+            self._old[signum] = signal.signal(signum, _let_through)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._old.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        signal.set_wakeup_fd(self._old_fd)
+        self._reader.close()
+        self._writer.close()
+
+    def read(self) -> list[Intent]:
+        """The intents of every signal received since the last call, in order."""
+        received = bytearray()
+        while True:
+            try:
+                chunk = self._reader.recv(4096)
+            except BlockingIOError:
+                break
+            received += chunk
+        return [INTENTS[n] for n in received if n in INTENTS]
+
+
+def reset_in_child() -> None:
+    """In a forked worker: default handlers and no wake-up fd (the master's is not ours)."""
+    signal.set_wakeup_fd(-1)
+    for signum in INTENTS:
+        signal.signal(signum, signal.SIG_DFL)

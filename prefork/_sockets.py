@@ -1,0 +1,159 @@
+"""Listening sockets, bound once by the master before any fork and inherited by workers.
+
+One shared socket per address (not one SO_REUSEPORT socket per worker): when a worker dies,
+connections queued on the socket wait for the others instead of being reset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import socket
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prefork.config import ConfigError
+
+UNIX_MODE = 0o666
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    kind: str  # "tcp", "unix" or "fd"
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+
+def parse(text: str) -> Address:
+    """Parse ``host:port``, ``[v6]:port``, ``unix:/path`` or ``fd://N``; ``ConfigError`` if bad."""
+    hint = "use host:port, [v6addr]:port, unix:/path or fd://N"
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ConfigError(f"bad address {text!r}: unix: needs a path; {hint}")
+        return Address("unix", path=path)
+    if text.startswith("fd://"):
+        number = text[5:]
+        if not number.isdigit():
+            raise ConfigError(f"bad address {text!r}: fd:// needs a number; {hint}")
+        return Address("fd", fd=int(number))
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"bad address {text!r}: no valid port; {hint}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"bad address {text!r}: {host!r} is not IPv6; {hint}") from None
+    elif ":" in host:
+        raise ConfigError(f"bad address {text!r}: write IPv6 addresses as [addr]:port")
+    return Address("tcp", host=host or "0.0.0.0", port=int(port))
+
+
+def bind(text: str, backlog: int, *, unix_mode: int = UNIX_MODE) -> socket.socket:
+    """Bind and listen on an address; the socket is inheritable by forked workers.
+
+    Raises ``ConfigError`` with a one-line reason when the address cannot be used.
+    """
+    addr = parse(text)
+    if addr.kind == "fd":
+        return _adopt(text, addr.fd, backlog)
+    if addr.kind == "unix":
+        return _bind_unix(text, addr.path, backlog, unix_mode)
+    try:
+        infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot bind {text!r}: unknown host ({exc.strerror})") from None
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    _bind_listen(sock, text, sockaddr, backlog)
+    return sock
+
+
+def _bind_unix(text: str, path: str, backlog: int, mode: int) -> socket.socket:
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            _refuse_if_served(text, path)
+            os.unlink(path)  # a stale socket left by a master that died
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    _bind_listen(sock, text, path, backlog)
+    os.chmod(path, mode)
+    return sock
+
+
+def _refuse_if_served(text: str, path: str) -> None:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"cannot bind {text!r}: a running server answers on it; stop it first")
+
+
+def _bind_listen(sock: socket.socket, text: str, sockaddr: Any, backlog: int) -> None:
+    try:
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot bind {text!r}: {_reason(exc)}") from None
+    sock.set_inheritable(True)
+
+
+def _reason(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EADDRINUSE:
+        return "address already in use; stop what holds it or choose another address"
+    if exc.errno == errno.EACCES:
+        return "permission denied; use a port above 1023 or another path"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    return exc.strerror or str(exc)
+
+
+def _adopt(text: str, fd: int, backlog: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise ConfigError(f"cannot use {text!r}: {exc.strerror}; pass an open socket") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise ConfigError(f"cannot use {text!r}: not a stream socket")
+    try:
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.detach()
+        raise ConfigError(f"cannot use {text!r}: {_reason(exc)}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def systemd_fds(env: Mapping[str, str], pid: int) -> list[str]:
+    """``fd://N`` addresses handed over by systemd socket activation (LISTEN_FDS), if any."""
+    if env.get("LISTEN_PID") != str(pid):
+        return []
+    count = env.get("LISTEN_FDS", "")
+    n = int(count) if count.isdigit() else 0
+    return [f"fd://{SD_LISTEN_FDS_START + i}" for i in range(n)]
+
+
+def describe(sock: socket.socket) -> str:
+    """The address a socket listens on, for logs: ``127.0.0.1:8000``, ``[::1]:80``, a path."""
+    name = sock.getsockname()
+    if isinstance(name, str | bytes):
+        return f"unix:{os.fsdecode(name)}"
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,482 @@
+"""Every lifecycle decision of the master, as a pure state machine.
+
+Rule 1: everything that decides when a worker starts, stops, is killed or replaced lives here.
+Rule 2: nothing here touches the OS: no os, signal, socket or time. Events come in with the
+time in them (``handle(event)``), actions go out as data, and ``next_deadline()`` says when
+the master must call back with ``TimePassed`` even if nothing else happens.
+
+Theory of operation. Each broker (worker type) has a desired count. After every event,
+``_reconcile`` brings each broker towards it: it spawns missing workers (unless a crash loop
+holds it back with exponential backoff), stops surplus ones, and advances the rolling
+replacement. A rolling replacement (reload, recycle, or a worker's own ``retire``) is a queue
+of old workers; for the head of the queue a replacement is spawned first, and the old worker is
+stopped only once the replacement said it is ready ("swap"). If the replacement fails to boot,
+the queue is dropped: the old workers keep serving (``reload_failed``).
+
+Whether an exit is a crash is decided by intent: an exit the supervisor asked for (Terminate, or
+Kill while stopping) is ``worker_exit``; anything else is ``worker_crash``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from prefork import _messages as frames
+from prefork._events import (
+    Action,
+    ChannelBroken,
+    DrainRequested,
+    DumpStack,
+    Emit,
+    Event,
+    Exit,
+    Kill,
+    Log,
+    MessageReceived,
+    ReloadRequested,
+    ReloadResult,
+    ResumeRequested,
+    ScaleRequested,
+    Spawn,
+    SpawnFailed,
+    Started,
+    StopRequested,
+    Terminate,
+    WorkerExit,
+    WorkerExited,
+    WorkerInfo,
+    WorkerSpawned,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerPolicy:
+    """What the supervisor needs to know of one broker. Times in seconds; 0 turns one off."""
+
+    name: str
+    workers: int = 1
+    recycle_rate: float = 0.0
+    timeout: float = 30.0
+    boot_timeout: float = 60.0
+    graceful_timeout: float = 30.0
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    backoff_reset: float = 10.0
+    recycle_jitter: float = 0.1
+
+
+class WorkerState(enum.Enum):
+    BOOTING = "booting"
+    READY = "ready"
+
+
+@dataclass(slots=True)
+class _Worker:
+    id: int
+    broker: str
+    generation: int
+    started: float
+    pid: int = 0
+    state: WorkerState = WorkerState.BOOTING
+    ready_at: float = 0.0
+    heartbeat_at: float = 0.0
+    stop_requested: bool = False
+    kill_at: float | None = None  # SIGKILL at this time unless it left
+    killed: bool = False
+    retire_at: float | None = None
+    failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
+
+
+@dataclass(slots=True)
+class _Swap:
+    old: int | None
+    new: int
+
+
+@dataclass(slots=True)
+class _Broker:
+    policy: BrokerPolicy
+    desired: int
+    generation: int = 1
+    draining: bool = False
+    failures: int = 0
+    not_before: float = 0.0
+    queue: list[int] = field(default_factory=list)
+    swap: _Swap | None = None
+    reloading: bool = False
+    replaced: int = 0
+
+
+class Supervisor:
+    """Decides, event by event, what the master does. See the module comment."""
+
+    def __init__(
+        self,
+        policies: Iterable[BrokerPolicy],
+        *,
+        random: Callable[[], float],
+        dump_grace: float = 1.0,
+    ) -> None:
+        self._brokers = {p.name: _Broker(p, p.workers) for p in policies}
+        self._workers: dict[int, _Worker] = {}
+        self._random = random
+        self._dump_grace = dump_grace
+        self._next_id = 1
+        self._started = False
+        self._stopping = False
+        self._exited = False
+
+    # --- queries ---------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``TimePassed`` must be handled, or None."""
+        times: list[float] = []
+        for w in self._workers.values():
+            p = self._brokers[w.broker].policy
+            if w.kill_at is not None:
+                times.append(w.kill_at)
+            elif w.stop_requested or w.killed:
+                continue
+            elif w.state is WorkerState.BOOTING:
+                if p.boot_timeout:
+                    times.append(w.started + p.boot_timeout)
+            else:
+                if p.timeout:
+                    times.append(w.heartbeat_at + p.timeout)
+                if w.retire_at is not None:
+                    times.append(w.retire_at)
+        for b in self._brokers.values():
+            if b.not_before and self._wants_spawn(b):
+                times.append(b.not_before)
+        return min(times, default=None)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """A snapshot per broker: desired and live counts, generation, crash-loop backoff."""
+        return {
+            name: {
+                "desired": b.desired,
+                "live": len(self._live(name)),
+                "generation": b.generation,
+                "draining": b.draining,
+                "reloading": b.reloading,
+                "failures": b.failures,
+                "backoff_until": b.not_before,
+            }
+            for name, b in self._brokers.items()
+        }
+
+    def draining(self, broker: str) -> bool:
+        return self._brokers[broker].draining
+
+    def desired(self, broker: str) -> int:
+        return self._brokers[broker].desired
+
+    def workers(self, broker: str) -> list[WorkerInfo]:
+        """The live workers of a broker that the master may message."""
+        return [self._info(w) for w in self._workers.values() if w.broker == broker and w.pid]
+
+    def worker_info(self, worker_id: int) -> WorkerInfo | None:
+        w = self._workers.get(worker_id)
+        return self._info(w) if w else None
+
+    # --- events ----------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> list[Action]:
+        """Take one event; return the actions the master must perform, in order."""
+        out: list[Action] = []
+        if isinstance(event, Started):
+            self._started = True
+        elif isinstance(event, WorkerSpawned):
+            if (w := self._workers.get(event.worker_id)) is not None:
+                w.pid = event.pid
+        elif isinstance(event, SpawnFailed):
+            self._on_spawn_failed(event, out)
+        elif isinstance(event, WorkerExited):
+            self._on_exit(event, out)
+        elif isinstance(event, MessageReceived):
+            self._on_message(event, out)
+        elif isinstance(event, ChannelBroken):
+            self._on_channel_broken(event, out)
+        elif isinstance(event, ReloadRequested):
+            for b in self._select(event.broker):
+                self._start_reload(b, event.now, out)
+        elif isinstance(event, DrainRequested):
+            for b in self._select(event.broker):
+                self._drain(b, event.now, "drain requested", out)
+        elif isinstance(event, ResumeRequested):
+            for b in self._select(event.broker):
+                b.draining, b.failures, b.not_before = False, 0, 0.0
+        elif isinstance(event, ScaleRequested):
+            for b in self._select(event.broker):
+                self._scale(b, event, out)
+        elif isinstance(event, StopRequested):
+            self._on_stop(event.now, out)
+        else:
+            self._on_time(event.now, out)
+        if self._started:
+            self._reconcile(event.now, out)
+        return out
+
+    def _select(self, name: str | None) -> list[_Broker]:
+        return list(self._brokers.values()) if name is None else [self._brokers[name]]
+
+    def _on_spawn_failed(self, e: SpawnFailed, out: list[Action]) -> None:
+        w = self._workers.pop(e.worker_id)
+        out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
+        b = self._brokers[w.broker]
+        self._count_failure(b, e.now, out)
+        self._end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", out)
+
+    def _on_exit(self, e: WorkerExited, out: list[Action]) -> None:
+        w = self._workers.pop(e.worker_id, None)
+        if w is None:
+            return
+        b = self._brokers[w.broker]
+        payload = WorkerExit(
+            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, e.now - w.started
+        )
+        if w.stop_requested:
+            out.append(Emit(w.broker, "worker_exit", (payload,)))
+            return
+        how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"
+        why = w.failure or f"exited with {how}"
+        booted = "" if w.state is WorkerState.READY else " before it was ready"
+        out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
+        out.append(Emit(w.broker, "worker_crash", (payload,)))
+        if w.state is WorkerState.BOOTING or e.now - w.ready_at < b.policy.backoff_reset:
+            self._count_failure(b, e.now, out)
+        else:
+            b.failures, b.not_before = 0, 0.0
+        if w.id in b.queue:
+            b.queue.remove(w.id)
+        if b.swap is not None and b.swap.old == w.id:
+            b.swap.old = None
+        self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
+
+    def _count_failure(self, b: _Broker, now: float, out: list[Action]) -> None:
+        b.failures += 1
+        p = b.policy
+        # The first failure is retried at once (a lone crash should cost no time); from the
+        # second in a row the wait doubles, capped, with jitter so brokers drift apart.
+        delay = 0.0
+        if b.failures > 1:
+            delay = min(p.backoff_cap, p.backoff_base * 2 ** (b.failures - 2))
+            delay *= 0.5 + self._random() / 2
+        b.not_before = now + delay
+        out.append(
+            Log(
+                logging.WARNING,
+                f"[{p.name}] {b.failures} early failure(s) in a row; next start in {delay:.2f}s",
+            )
+        )
+
+    def _end_swap_if_new(self, b: _Broker, w: _Worker, reason: str, out: list[Action]) -> None:
+        """A replacement that failed ends the whole rolling replacement: old workers stay."""
+        if b.swap is None or b.swap.new != w.id:
+            return
+        b.swap = None
+        b.queue.clear()
+        if b.reloading:
+            b.reloading = False
+            out.append(Log(logging.ERROR, f"[{b.policy.name}] reload rolled back: {reason}"))
+            result = ReloadResult(b.policy.name, b.generation, b.replaced, reason)
+            out.append(Emit(b.policy.name, "reload_failed", (result,)))
+        else:
+            out.append(Log(logging.ERROR, f"[{b.policy.name}] replacement failed: {reason}"))
+
+    def _on_message(self, e: MessageReceived, out: list[Action]) -> None:
+        w = self._workers.get(e.worker_id)
+        if w is None:
+            return
+        if e.kind == frames.HEARTBEAT:
+            w.heartbeat_at = e.now
+        elif e.kind == frames.READY:
+            self._on_ready(w, e.now, out)
+        elif e.kind == frames.RETIRE:
+            self._enqueue(self._brokers[w.broker], w)
+        else:
+            event = "worker_message" if e.kind == frames.MESSAGE else "worker_report"
+            out.append(Emit(w.broker, event, (e.body, self._info(w))))
+
+    def _on_ready(self, w: _Worker, now: float, out: list[Action]) -> None:
+        if w.state is WorkerState.READY or w.stop_requested:
+            return
+        b = self._brokers[w.broker]
+        w.state, w.ready_at, w.heartbeat_at = WorkerState.READY, now, now
+        if b.policy.recycle_rate:
+            spread = 1 - b.policy.recycle_jitter * self._random()
+            w.retire_at = now + b.policy.recycle_rate * spread
+        out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
+        if b.swap is not None and b.swap.new == w.id:
+            if b.swap.old is not None:
+                self._stop(self._workers[b.swap.old], now, out)
+            b.swap = None
+            b.replaced += 1
+
+    def _on_channel_broken(self, e: ChannelBroken, out: list[Action]) -> None:
+        w = self._workers.get(e.worker_id)
+        if w is None or w.killed:
+            return
+        w.failure = f"sent a bad frame ({e.reason})"
+        out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} {w.failure}; replacing it"))
+        self._kill(w, out)
+
+    def _start_reload(self, b: _Broker, now: float, out: list[Action]) -> None:
+        name = b.policy.name
+        if b.draining or self._stopping:
+            out.append(Log(logging.INFO, f"[{name}] reload ignored: the broker is draining"))
+            return
+        if b.swap is not None:  # a newer reload wins: its replacement boots the newest code
+            new = self._workers[b.swap.new]
+            new.stop_requested = True
+            self._kill(new, out)
+            b.swap = None
+        b.generation += 1
+        b.reloading, b.replaced = True, 0
+        old = sorted(
+            (w for w in self._live(name) if w.generation < b.generation),
+            key=lambda w: w.started,
+        )
+        b.queue = [w.id for w in old]
+        out.append(Log(logging.INFO, f"[{name}] reloading {len(old)} worker(s)"))
+
+    def _drain(self, b: _Broker, now: float, reason: str, out: list[Action]) -> None:
+        b.draining = True
+        b.queue.clear()
+        b.swap = None
+        if b.reloading:
+            b.reloading = False
+            result = ReloadResult(b.policy.name, b.generation, b.replaced, reason)
+            out.append(Emit(b.policy.name, "reload_failed", (result,)))
+        for w in self._live(b.policy.name):
+            self._stop(w, now, out)
+
+    def _scale(self, b: _Broker, e: ScaleRequested, out: list[Action]) -> None:
+        if e.workers is not None:
+            b.desired = e.workers
+        elif e.delta < 0:
+            b.desired = max(min(b.desired, 1), b.desired + e.delta)
+        else:
+            b.desired += e.delta
+        out.append(Log(logging.INFO, f"[{b.policy.name}] scaled to {b.desired} worker(s)"))
+
+    def _on_stop(self, now: float, out: list[Action]) -> None:
+        if not self._stopping:
+            self._stopping = True
+            out.append(Log(logging.INFO, "stopping: draining every worker"))
+            for b in self._brokers.values():
+                self._drain(b, now, "master stopping", out)
+            return
+        out.append(Log(logging.WARNING, "stopping at once: killing every worker"))
+        for w in self._workers.values():
+            w.stop_requested = True
+            if not w.killed:
+                self._kill(w, out)
+
+    def _on_time(self, now: float, out: list[Action]) -> None:
+        for w in list(self._workers.values()):
+            p = self._brokers[w.broker].policy
+            if w.kill_at is not None:
+                if now >= w.kill_at:
+                    if w.stop_requested:
+                        msg = f"[{w.broker}] worker {w.id} did not leave in time; killing it"
+                        out.append(Log(logging.WARNING, msg))
+                    self._kill(w, out)
+            elif w.stop_requested or w.killed:
+                continue
+            elif w.state is WorkerState.BOOTING:
+                if p.boot_timeout and now >= w.started + p.boot_timeout:
+                    w.failure = f"missed boot_timeout ({p.boot_timeout:g}s)"
+                    self._kill(w, out)
+            elif p.timeout and now >= w.heartbeat_at + p.timeout:
+                w.failure = f"sent no heartbeat for {p.timeout:g}s (hung): stack dumped, killed"
+                msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) is hung; dumping its stack"
+                out.append(Log(logging.ERROR, msg))
+                out.append(DumpStack(w.id))
+                w.kill_at = now + self._dump_grace
+            elif w.retire_at is not None and now >= w.retire_at:
+                w.retire_at = None
+                self._enqueue(self._brokers[w.broker], w)
+
+    def _enqueue(self, b: _Broker, w: _Worker) -> None:
+        swapping = b.swap is not None and w.id in (b.swap.old, b.swap.new)
+        if w.id not in b.queue and not swapping and not w.stop_requested:
+            b.queue.append(w.id)
+
+    # --- the reconciler ------------------------------------------------------------------
+
+    def _reconcile(self, now: float, out: list[Action]) -> None:
+        if self._stopping:
+            if not self._workers and not self._exited:
+                self._exited = True
+                out.append(Log(logging.INFO, "every worker has left; master exiting"))
+                out.append(Exit(0))
+            return
+        for b in self._brokers.values():
+            if b.draining:
+                continue
+            self._advance_rolling(b, now, out)
+            missing = b.desired + (b.swap is not None) - len(self._live(b.policy.name))
+            if missing > 0 and now >= b.not_before:
+                for _ in range(missing):
+                    self._spawn(b, now, out)
+            elif missing < 0:
+                self._shrink(b, -missing, now, out)
+
+    def _advance_rolling(self, b: _Broker, now: float, out: list[Action]) -> None:
+        if b.swap is None and b.queue and now >= b.not_before:
+            old = b.queue.pop(0)
+            b.swap = _Swap(old, self._spawn(b, now, out))
+        if b.swap is None and not b.queue and b.reloading:
+            b.reloading = False
+            name = b.policy.name
+            out.append(Log(logging.INFO, f"[{name}] reload done: {b.replaced} worker(s) replaced"))
+            out.append(Emit(name, "reload_done", (ReloadResult(name, b.generation, b.replaced),)))
+
+    def _shrink(self, b: _Broker, surplus: int, now: float, out: list[Action]) -> None:
+        busy = {b.swap.old, b.swap.new} if b.swap else set()
+        live = [w for w in self._live(b.policy.name) if w.id not in busy]
+        # Booting workers first (they serve nobody yet), then the youngest.
+        live.sort(key=lambda w: (w.state is WorkerState.READY, -w.started))
+        for w in live[:surplus]:
+            if w.id in b.queue:
+                b.queue.remove(w.id)
+            self._stop(w, now, out)
+
+    def _spawn(self, b: _Broker, now: float, out: list[Action]) -> int:
+        w = _Worker(self._next_id, b.policy.name, b.generation, now, heartbeat_at=now)
+        self._next_id += 1
+        self._workers[w.id] = w
+        out.append(Spawn(w.id, w.broker, w.generation))
+        return w.id
+
+    def _stop(self, w: _Worker, now: float, out: list[Action]) -> None:
+        """Stop on purpose: a ready worker drains (SIGTERM); a booting one serves nobody yet."""
+        w.stop_requested = True
+        if w.killed:
+            return
+        if w.state is WorkerState.READY:
+            w.kill_at = now + self._brokers[w.broker].policy.graceful_timeout
+            out.append(Terminate(w.id))
+        else:
+            self._kill(w, out)
+
+    @staticmethod
+    def _kill(w: _Worker, out: list[Action]) -> None:
+        w.killed, w.kill_at = True, None
+        out.append(Kill(w.id))
+
+    def _wants_spawn(self, b: _Broker) -> bool:
+        if b.draining or self._stopping:
+            return False
+        return bool(b.queue) or b.desired > len(self._live(b.policy.name))
+
+    def _live(self, broker: str) -> list[_Worker]:
+        return [w for w in self._workers.values() if w.broker == broker and not w.stop_requested]
+
+    @staticmethod
+    def _info(w: _Worker) -> WorkerInfo:
+        return WorkerInfo(w.id, w.pid, w.broker, w.generation)

@@ -1,0 +1,92 @@
+"""The Worker base class: what a worker type subclasses.
+
+A worker runs in its own forked process on a uvloop event loop. The master starts it, calls
+``init()``, and treats it as ready when ``init()`` returns (or, with ``auto_ready = False``,
+when it calls ``ready()``). SIGTERM runs ``prepare_for_shutdown()``, which must end with
+``shutdown()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Mapping
+from typing import Any, ClassVar, Protocol
+
+from prefork import _messages
+
+
+class Channel(Protocol):
+    """The worker's end of its link to the master."""
+
+    def send_frame(self, kind: str, body: Any = None) -> None: ...
+
+
+class Worker:
+    """Base class for a worker type.
+
+    Attributes set before ``init()`` runs: ``type`` (the broker's name), ``id`` (unique in this
+    master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
+    sockets, inherited from the master) and ``options`` (the broker's extra keyword options).
+    """
+
+    #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
+    #: call ``ready()`` yourself when readiness comes later.
+    auto_ready: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        *,
+        type: str,
+        id: int,
+        generation: int,
+        sockets: list[socket.socket],
+        options: Mapping[str, Any],
+        channel: Channel,
+    ) -> None:
+        self.type = type
+        self.id = id
+        self.generation = generation
+        self.sockets = sockets
+        self.options = dict(options)
+        self._channel = channel
+        self._exit: asyncio.Future[int] | None = None
+        self._ready_sent = False
+
+    def init(self) -> Awaitable[None] | None:
+        """Start the worker's work. May be ``async``. An exception here is a boot failure."""
+        return None
+
+    async def prepare_for_shutdown(self) -> None:
+        """Stop gracefully; runs on SIGTERM. Must end by calling ``shutdown()``."""
+        self.shutdown()
+
+    def on_message(self, obj: Any) -> None:
+        """Receive an object the master sent with ``broker.send(obj)``."""
+
+    def shutdown(self, code: int = 0) -> None:
+        """End the worker: its process exits with ``code`` once the current callback returns."""
+        if self._exit is not None and not self._exit.done():
+            self._exit.set_result(code)
+
+    def ready(self) -> None:
+        """Tell the master this worker is ready (once; later calls do nothing)."""
+        if not self._ready_sent:
+            self._ready_sent = True
+            self._channel.send_frame(_messages.READY)
+
+    def send(self, obj: Any) -> None:
+        """Send a JSON-serialisable object to the master (``worker_message`` event).
+
+        Raises ``TypeError`` if it is not JSON-serialisable and ``FrameError`` if it is too big.
+        """
+        self._channel.send_frame(_messages.MESSAGE, obj)
+
+    def report(self, obj: Any) -> None:
+        """Send operational data to the master (``worker_report`` event)."""
+        self._channel.send_frame(_messages.REPORT, obj)
+
+    def retire(self) -> None:
+        """Ask to be replaced through the rolling path: a replacement starts first, then this
+        worker gets SIGTERM. Used for recycling after N requests."""
+        self._channel.send_frame(_messages.RETIRE)
