@@ -419,7 +419,8 @@ class Supervisor:
             if b.draining:
                 continue
             self._advance_rolling(b, now, out)
-            missing = b.desired + (b.swap is not None) - len(self._live(b.policy.name))
+            standing_in = b.swap is not None and b.swap.old is not None  # capacity N+1
+            missing = b.desired + standing_in - len(self._live(b.policy.name))
             if missing > 0 and now >= b.not_before:
                 for _ in range(missing):
                     self._spawn(b, now, out)
@@ -440,7 +441,7 @@ class Supervisor:
         busy = {b.swap.old, b.swap.new} if b.swap else set()
         live = [w for w in self._live(b.policy.name) if w.id not in busy]
         # Booting workers first (they serve nobody yet), then the youngest.
-        live.sort(key=lambda w: (w.state is WorkerState.READY, -w.started))
+        live.sort(key=lambda w: (w.state is WorkerState.READY, -w.started, -w.id))
         for w in live[:surplus]:
             if w.id in b.queue:
                 b.queue.remove(w.id)

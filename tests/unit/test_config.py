@@ -1,0 +1,119 @@
+"""Option validation: every bad value is a one-line ConfigError saying what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from prefork import ConfigError, Master, Worker
+from prefork.config import BrokerConfig, MasterConfig, check_worker_spec
+
+
+class Nop(Worker):
+    pass
+
+
+def test_defaults() -> None:
+    c = MasterConfig()
+    assert c.graceful_timeout == 30.0 and c.pidfile is None
+
+
+def test_unknown_master_option_lists_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match="unknown Master option 'gracefull_timeout'; known"):
+        Master(gracefull_timeout=3)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"graceful_timeout": -1}, "graceful_timeout must be a number of seconds >= 0"),
+        ({"graceful_timeout": "3"}, "graceful_timeout must be a number"),
+        ({"graceful_timeout": float("nan")}, "graceful_timeout must be a number"),
+        ({"graceful_timeout": True}, "graceful_timeout must be a number"),
+        ({"backoff_base": 0}, "backoff_base must be a number of seconds > 0"),
+        ({"max_frame": 10}, "max_frame must be a whole number >= 64"),
+        ({"pidfile": 3}, "pidfile must be a path string"),
+    ],
+)
+def test_bad_master_options(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Master(**options)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": -1}, "workers must be a whole number >= 0"),
+        ({"workers": 1.5}, "workers must be a whole number"),
+        ({"recycle_rate": -5}, "recycle_rate must be"),
+        ({"timeout": -1}, "timeout must be"),
+        ({"boot_timeout": 0}, "boot_timeout must be a number of seconds > 0"),
+        ({"graceful_timeout": -2}, "graceful_timeout must be"),
+        ({"backlog": 0}, "backlog must be a whole number >= 1"),
+        ({"listen": [3]}, "listen must be a list of address strings"),
+        ({"listen": ["nowhere"]}, "bad address 'nowhere'"),
+    ],
+)
+def test_bad_broker_options(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Master().broker("web", Nop, **kwargs)  # type: ignore[arg-type]
+
+
+def test_broker_options_and_extra_worker_options() -> None:
+    b = Master(graceful_timeout=5).broker("web", Nop, workers=3, recycle_rate=60, app="x:y")
+    assert (b.type, b.workers, b.recycle_rate, b.draining) == ("web", 3, 60, False)
+    assert dict(b.config.worker_options) == {"app": "x:y"}
+    assert BrokerConfig("w", Nop, listen=("127.0.0.1:1",)).listen == ("127.0.0.1:1",)
+
+
+def test_listen_as_a_single_string_is_one_address() -> None:
+    b = Master().broker("web", Nop, listen="127.0.0.1:0")  # type: ignore[arg-type]
+    assert b.config.listen == ("127.0.0.1:0",)
+
+
+def test_bad_broker_names_and_duplicates() -> None:
+    m = Master()
+    with pytest.raises(ConfigError, match="broker type 'a b' must be"):
+        m.broker("a b", Nop)
+    m.broker("web", Nop)
+    with pytest.raises(ConfigError, match="declared twice"):
+        m.broker("web", Nop)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (42, "worker must be a Worker subclass or 'module:attr'"),
+        (object, "worker must be a Worker subclass"),
+        ("nocolon", "must look like 'package.module:ClassName'"),
+        ("mod:not an attr", "must look like"),
+        ("no_such_module_xyz:W", "no module named 'no_such_module_xyz'"),
+        ("no_such_pkg_xyz.sub:W", "cannot be imported: No module named 'no_such_pkg_xyz'"),
+        (".relative:W", "cannot be imported"),
+    ],
+)
+def test_worker_specs_that_cannot_work(spec: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_worker_spec(spec)
+
+
+def test_worker_spec_is_located_not_imported() -> None:
+    check_worker_spec("json:JSONDecoder")  # found; what it names is checked after fork
+    check_worker_spec(Nop)
+
+
+def test_unknown_event_lists_the_known_ones() -> None:
+    b = Master().broker("web", Nop)
+    with pytest.raises(ValueError, match="unknown event 'worker_died'; known events: worker_exit"):
+        b.on("worker_died", print)
+    assert b.on("worker_exit", print) is print
+
+
+def test_scale_takes_a_count() -> None:
+    b = Master().broker("web", Nop)
+    with pytest.raises(ConfigError, match="scale takes a whole number >= 0"):
+        b.scale(-1)
+
+
+def test_run_without_brokers_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="no brokers"):
+        Master().run()
