@@ -55,6 +55,11 @@ class Broker:
     def draining(self) -> bool:
         return self._master._draining(self)
 
+    @property
+    def status(self) -> dict[str, object]:
+        """Desired and live counts, generation, draining/reloading, crash-loop backoff."""
+        return self._master._status(self)
+
     def on(self, event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``fn`` on ``event``; returns ``fn``. Raises ``ValueError`` for an unknown event."""
         if event not in self._callbacks:

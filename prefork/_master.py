@@ -374,6 +374,11 @@ class Master:
             return broker.config.workers
         return self._supervisor.desired(broker.type)
 
+    def _status(self, broker: Broker) -> dict[str, object]:
+        if self._supervisor is None:
+            return {"desired": broker.config.workers, "live": 0, "draining": False}
+        return self._supervisor.status()[broker.type]
+
     def _draining(self, broker: Broker) -> bool:
         return self._supervisor is not None and self._supervisor.draining(broker.type)
 

@@ -53,7 +53,9 @@ def test_every_split_point_of_one_frame() -> None:
     data = frames.encode(frames.MESSAGE, {"k": "v"})
     for i in range(len(data) + 1):
         decoder = frames.Decoder()
-        assert decoder.feed(data[:i]) + decoder.feed(data[i:]) == [frames.Message("msg", {"k": "v"})]
+        assert decoder.feed(data[:i]) + decoder.feed(data[i:]) == [
+            frames.Message("msg", {"k": "v"})
+        ]
 
 
 def test_oversized_frame_is_refused_from_its_header() -> None:

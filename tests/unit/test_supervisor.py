@@ -118,7 +118,9 @@ def test_exit_the_master_asked_for_is_worker_exit_even_with_a_bad_code() -> None
     assert isinstance(stop, Terminate)
     i = stop.worker_id
     out = sup.handle(WorkerExited(i, 3, None, now=2.0))
-    assert effects(out) == [Emit("web", "worker_exit", (WorkerExit(i, 100 + i, "web", 1, 3, None, 2.0),))]
+    assert effects(out) == [
+        Emit("web", "worker_exit", (WorkerExit(i, 100 + i, "web", 1, 3, None, 2.0),))
+    ]
 
 
 def test_unknown_worker_events_are_ignored() -> None:
@@ -314,7 +316,9 @@ def test_drain_then_resume() -> None:
     boot(sup)
     assert effects(sup.handle(DrainRequested(1.0))) == [Terminate(1), Terminate(2)]
     out = sup.handle(WorkerExited(1, 0, None, 2.0))
-    assert effects(out) == [Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 2.0),))]
+    assert effects(out) == [
+        Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 2.0),))
+    ]
     sup.handle(WorkerExited(2, 0, None, 2.0))
     assert sup.next_deadline() is None  # drained: nothing to wait for, no exit either
     assert effects(sup.handle(ResumeRequested(3.0))) == [Spawn(3, "web", 1), Spawn(4, "web", 1)]
@@ -421,7 +425,8 @@ def test_timeout_zero_turns_heartbeat_checks_off() -> None:
 
 def test_recycle_replaces_workers_one_at_a_time_with_jitter() -> None:
     sup = make(
-        BrokerPolicy("web", workers=2, timeout=0, recycle_rate=100.0, recycle_jitter=0.1), random=0.5
+        BrokerPolicy("web", workers=2, timeout=0, recycle_rate=100.0, recycle_jitter=0.1),
+        random=0.5,
     )
     boot(sup)
     assert sup.next_deadline() == 95.0  # 100 * (1 - 0.1 * 0.5)

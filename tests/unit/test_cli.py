@@ -1,0 +1,90 @@
+"""The command line's refusals: one line on stderr, exit code 2, nothing bound or forked."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from prefork import cli
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = cli.main(["serve", *argv])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def test_app_module_that_does_not_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "no_such_app_module:app")
+    assert code == 2
+    assert err == (
+        "prefork: error: cannot import app 'no_such_app_module:app': "
+        "no module named 'no_such_app_module'; check APP and --app-dir"
+    )
+
+
+def test_preload_reports_the_import_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "broken_app_mod.py").write_text("raise RuntimeError('boom at import')\n")
+    code, err = run(capsys, "--app-dir", str(tmp_path), "--preload", "broken_app_mod:app")
+    assert code == 2
+    assert "cannot import app 'broken_app_mod:app': RuntimeError: boom at import" in err
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bind", "nowhere", "json:app"], "bad address 'nowhere'"),
+        (["--workers", "-1", "json:app"], "workers must be a whole number >= 0"),
+        (["--timeout", "-1", "json:app"], "timeout must be"),
+        (["--keep-alive", "0", "json:app"], "keep_alive"),
+        (["jsonapp"], "not 'module:attr'"),
+    ],
+)
+def test_bad_values(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("prefork: error: ") and message in err
+    assert "\n" not in err
+
+
+def test_address_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        code, err = run(capsys, "--bind", f"127.0.0.1:{holder.getsockname()[1]}", "json:app")
+    finally:
+        holder.close()
+    assert code == 2
+    assert "address already in use" in err
+
+
+def test_unknown_flag_is_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["serve", "--wokers", "2", "json:app"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --wokers" in capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for flag in [
+        "--bind", "--workers", "--timeout", "--graceful-timeout", "--boot-timeout", "--recycle",
+        "--max-requests", "--max-requests-jitter", "--keep-alive", "--limit-concurrency",
+        "--backlog", "--root-path", "--proxy-headers", "--forwarded-allow-ips", "--lifespan",
+        "--access-log", "--log-level", "--pid", "--factory", "--app-dir", "--preload",
+    ]:  # fmt: skip
+        assert flag in out
+
+
+def test_default_workers_is_the_usable_cpus() -> None:
+    import os
+
+    assert cli.default_workers() == len(os.sched_getaffinity(0))

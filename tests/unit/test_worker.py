@@ -1,0 +1,118 @@
+"""The Worker base class and Broker callbacks, without a process around them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prefork import Master, Worker
+from prefork import _messages as frames
+from prefork._child import load_worker_class
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, Any]] = []
+
+    def send_frame(self, kind: str, body: Any = None) -> None:
+        self.frames.append((kind, body))
+
+
+def make_worker(cls: type[Worker] = Worker) -> tuple[Worker, Recorder]:
+    link = Recorder()
+    w = cls(type="web", id=3, generation=2, sockets=[], options={"a": 1}, channel=link)
+    return w, link
+
+
+def test_attributes() -> None:
+    w, _ = make_worker()
+    assert (w.type, w.id, w.generation, w.sockets, w.options) == ("web", 3, 2, [], {"a": 1})
+    assert w.init() is None
+    w.on_message({"x": 1})  # the default ignores messages
+
+
+def test_frames_sent_to_the_master() -> None:
+    w, link = make_worker()
+    w.ready()
+    w.ready()  # once only
+    w.send({"n": 1})
+    w.report([1, 2])
+    w.retire()
+    assert link.frames == [
+        (frames.READY, None),
+        (frames.MESSAGE, {"n": 1}),
+        (frames.REPORT, [1, 2]),
+        (frames.RETIRE, None),
+    ]
+
+
+def test_shutdown_resolves_the_exit_code_once() -> None:
+    async def scenario() -> int:
+        w, _ = make_worker()
+        w.shutdown(5)  # before the runtime set up the future: nothing to resolve
+        w._exit = asyncio.get_running_loop().create_future()
+        await w.prepare_for_shutdown()  # the default calls shutdown()
+        w.shutdown(7)  # already resolved: ignored
+        return await w._exit
+
+    assert asyncio.run(scenario()) == 0
+
+
+class Named(Worker):
+    pass
+
+
+def test_load_worker_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lw_workers.py").write_text(
+        "from prefork import Worker\nclass W(Worker):\n    pass\nNotAWorker = object\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_worker_class(Named) is Named
+    assert load_worker_class("lw_workers:W").__name__ == "W"
+    with pytest.raises(TypeError, match=r"not a prefork\.Worker subclass"):
+        load_worker_class("lw_workers:NotAWorker")
+    with pytest.raises(AttributeError):
+        load_worker_class("lw_workers:Missing")
+
+
+def test_a_raising_callback_is_logged_and_the_others_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker = Master().broker("web", Named)
+    seen: list[object] = []
+
+    def boom(*args: object) -> None:
+        raise RuntimeError("user bug")
+
+    broker.on("worker_exit", boom)
+    broker.on("worker_exit", seen.append)
+    with caplog.at_level(logging.ERROR, logger="prefork.master"):
+        broker._emit("worker_exit", ("payload",))
+    assert seen == ["payload"]
+    assert "worker_exit callback" in caplog.text and "user bug" in caplog.text
+
+
+def test_broker_commands_before_run_are_queued_and_send_is_a_no_op() -> None:
+    master = Master()
+    broker = master.broker("web", Named, workers=2)
+    broker.reload()
+    broker.drain()
+    broker.resume()
+    broker.scale(3)
+    broker.send({"hello": 1})
+    assert [type(e).__name__ for e in master._pending] == [
+        "ReloadRequested",
+        "DrainRequested",
+        "ResumeRequested",
+        "ScaleRequested",
+    ]
+    assert broker.workers == 2 and broker.draining is False
+
+
+def test_status_before_run_shows_the_configured_count() -> None:
+    broker = Master().broker("web", Named, workers=2)
+    assert broker.status == {"desired": 2, "live": 0, "draining": False}
