@@ -122,7 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve_master(args: argparse.Namespace) -> Master:
     options = worker_options_from_args(args)
-    options.pop("backlog", None)  # the master's socket option, passed as the broker's backlog
     workers = default_workers() if args.workers is None else args.workers
     binds = args.bind or _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND]
     app_dir = os.path.abspath(args.app_dir)

@@ -1,0 +1,315 @@
+"""ASGI glue for one request: the scope, ``receive``/``send`` with the message order checked,
+and running the app (with its errors turned into a 500 or a closed connection).
+
+The connection (``_connection.py``) owns the bytes; a ``Cycle`` owns one request/response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from prefork.http import _framing
+from prefork.http._framing import CHUNKED, LENGTH, NO_BODY
+
+if TYPE_CHECKING:
+    from prefork.http._connection import HTTPProtocol
+
+logger = logging.getLogger("prefork.http")
+access_logger = logging.getLogger("prefork.access")
+
+Message = dict[str, Any]
+ASGIApp = Callable[..., Any]
+
+_DISCONNECT: Message = {"type": "http.disconnect"}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BIG = 65536
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` once the client has gone away (ASGI spec 2.4)."""
+
+
+def build_scope(
+    proto: HTTPProtocol,
+    method: bytes,
+    target: bytes,
+    http_version: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> dict[str, Any]:
+    """The ASGI ``http`` scope of a request (``target`` in origin-form or ``*``)."""
+    state = proto.state
+    raw_path, _, query = target.partition(b"?")
+    path = raw_path.decode("latin-1")
+    if "%" in path:
+        path = unquote(path)
+    root = state.config.root_path
+    if root:
+        path = root + path
+        raw_path = root.encode() + raw_path
+    client = proto.client
+    scheme = "http"
+    if state.config.proxy_headers and state.trusts(client[0] if client else None):
+        client, scheme = _forwarded(headers, client, scheme, state.trusts)
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1" if http_version == b"1.1" else "1.0",
+        "server": proto.server,
+        "client": client,
+        "scheme": scheme,
+        "method": method.decode("ascii"),
+        "root_path": root,
+        "path": path,
+        "raw_path": raw_path,
+        "query_string": query,
+        "headers": headers,
+        "state": state.lifespan_state.copy(),
+    }
+
+
+def _forwarded(
+    headers: list[tuple[bytes, bytes]],
+    client: tuple[str, int] | None,
+    scheme: str,
+    trusts: Callable[[str | None], bool],
+) -> tuple[tuple[str, int] | None, str]:
+    for name, value in headers:
+        if name == b"x-forwarded-proto":
+            proto = value.decode("latin-1").strip().lower()
+            if proto in ("http", "https"):
+                scheme = proto
+        elif name == b"x-forwarded-for":
+            hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+            # The nearest untrusted hop is the client; if every hop is trusted, the first one.
+            for host in reversed(hosts):
+                if not trusts(host):
+                    client = (host, 0)
+                    break
+            else:
+                if hosts:
+                    client = (hosts[0], 0)
+    return client, scheme
+
+
+class Cycle:
+    """One request/response: the ASGI ``receive`` and ``send`` callables and their state."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "close",
+        "complete",
+        "disconnected",
+        "expect_continue",
+        "final_sent",
+        "framing",
+        "head_request",
+        "http_11",
+        "keep_alive",
+        "method",
+        "more_body",
+        "proto",
+        "scope",
+        "sent",
+        "start",
+        "status",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        proto: HTTPProtocol,
+        scope: dict[str, Any],
+        *,
+        has_body: bool,
+        keep_alive: bool,
+        expect_continue: bool,
+        http_11: bool,
+        head_request: bool,
+    ) -> None:
+        self.proto = proto
+        self.scope = scope
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.more_body = has_body
+        self.final_sent = False
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.http_11 = http_11
+        self.head_request = head_request
+        self.disconnected = False
+        self.start: Message | None = None
+        self.framing: _framing.ResponseHead | None = None
+        self.complete = False
+        self.close = False
+        self.sent = 0
+        self.status = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    # -- events from the connection --------------------------------------------------------
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- the app's side --------------------------------------------------------------------
+
+    async def receive(self) -> Message:
+        while True:
+            if self.disconnected:
+                return _DISCONNECT
+            if self.body:
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                self.body.clear()
+                self.body_size = 0
+                self.final_sent = not self.more_body
+                self.proto.body_consumed()
+                return {"type": "http.request", "body": body, "more_body": self.more_body}
+            if not self.more_body and not self.final_sent:
+                self.final_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.complete:
+                return _DISCONNECT
+            if self.more_body:
+                if self.expect_continue:
+                    self.expect_continue = False
+                    if self.start is None:
+                        self.proto.transport.write(_CONTINUE)
+                self.proto.body_consumed()
+            self.waiter = self.proto.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if self.disconnected:
+            raise ClientDisconnected("the client closed the connection")
+        if kind == "http.response.body":
+            if self.start is None:
+                raise RuntimeError(
+                    "Expected ASGI message 'http.response.start', but got 'http.response.body'."
+                )
+            if self.complete:
+                raise RuntimeError("Unexpected ASGI message 'http.response.body' after the end.")
+            body = message.get("body", b"")
+            if not isinstance(body, bytes):
+                if not isinstance(body, bytearray | memoryview):
+                    raise TypeError(f"http.response.body 'body' must be bytes, not {body!r}")
+                body = bytes(body)
+            more = message.get("more_body", False)
+            self._write_body(body, bool(more))
+            if more and self.proto.write_paused:
+                await self.proto.drain()
+        elif kind == "http.response.start":
+            if self.start is not None:
+                raise RuntimeError("Unexpected ASGI message 'http.response.start' sent twice.")
+            self.start = message
+            self.status = message["status"]
+        else:
+            raise RuntimeError(f"Unexpected ASGI message type {kind!r} in an HTTP response.")
+
+    def _write_body(self, body: bytes, more: bool) -> None:
+        framing = self.framing
+        proto = self.proto
+        if framing is None:
+            start = self.start
+            assert start is not None
+            framing = _framing.build_head(
+                self.status,
+                start.get("headers", ()),
+                http_11=self.http_11,
+                head_request=self.head_request,
+                keep_alive=self.keep_alive and not proto.draining,
+                server_header=proto.state.config.server_header,
+                body_length=None if more else len(body),
+            )
+            head = framing.head
+        else:
+            head = b""
+        mode = framing.mode
+        if mode == LENGTH:
+            sent = self.sent + len(body)
+            if sent > framing.content_length:
+                raise RuntimeError("Response content longer than its Content-Length.")
+            if not more and sent < framing.content_length:
+                raise RuntimeError("Response content shorter than its Content-Length.")
+            self.sent = sent
+        elif mode == CHUNKED:
+            body = _framing.chunk(body)
+            if not more:
+                body += _framing.LAST_CHUNK
+        elif mode == NO_BODY:
+            body = b""
+        if head:
+            self.framing = framing
+            self.close = framing.close
+            if len(body) < _BIG:
+                proto.transport.write(head + body)
+            else:
+                proto.transport.writelines((head, body))
+        elif body:
+            proto.transport.write(body)
+        if not more:
+            self.complete = True
+            proto.response_complete(self)
+
+    # -- running the app -------------------------------------------------------------------
+
+    def app_returned(self, result: object) -> None:
+        """The app's coroutine ended normally."""
+        if result is not None:
+            logger.error("ASGI callable should return None, but returned %r.", result)
+            self.proto.abort_cycle(self)
+        elif not self.complete:
+            if self.start is None:
+                logger.error("ASGI callable returned without starting a response.")
+            else:
+                logger.error("ASGI callable returned without completing the response.")
+            self.proto.abort_cycle(self)
+
+    def app_failed(self, exc: BaseException) -> None:
+        """The app raised ``exc``."""
+        if self.disconnected and isinstance(exc, OSError | asyncio.CancelledError):
+            logger.debug("client went away during the response: %r", exc)
+        else:
+            logger.error("Exception in ASGI application", exc_info=exc)
+        self.proto.abort_cycle(self)
+
+
+async def run_app(app: ASGIApp, cycle: Cycle) -> None:
+    """Run the app for one request and settle the response whatever it does."""
+    try:
+        result = await app(cycle.scope, cycle.receive, cycle.send)
+    except BaseException as exc:  # the app's errors, also CancelledError at shutdown
+        cycle.app_failed(exc)
+        if not isinstance(exc, Exception):
+            raise
+    else:
+        cycle.app_returned(result)
+    finally:
+        cycle.proto.state.inflight -= 1
+
+
+def log_access(cycle: Cycle) -> None:
+    """One access-log line (only called when access logging is on)."""
+    scope = cycle.scope
+    client = scope["client"]
+    where = f"{client[0]}:{client[1]}" if client else "-"
+    path = scope["raw_path"].decode("latin-1")
+    if scope["query_string"]:
+        path += "?" + scope["query_string"].decode("latin-1")
+    access_logger.info(
+        '%s - "%s %s HTTP/%s" %d',
+        where,
+        scope["method"],
+        path,
+        scope["http_version"],
+        cycle.status,
+    )

@@ -1,0 +1,178 @@
+"""Response framing, done by us rather than by h11 (it doubles throughput): status lines,
+header validation, Date caching, and the Content-Length / chunked / close-delimited decision.
+
+Pure: bytes in, bytes out. The rules (RFC 9112 section 6):
+- 1xx, 204 and 304 responses, and responses to HEAD, carry no body bytes;
+- with a Content-Length the body is exactly that long;
+- without one, HTTP/1.1 responses are chunked; HTTP/1.0 ones end when the connection closes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from http import HTTPStatus
+
+# Framing modes of a response body.
+LENGTH = 0  # Content-Length given: pass bytes through, count them
+CHUNKED = 1  # Transfer-Encoding: chunked, added by us
+UNTIL_CLOSE = 2  # HTTP/1.0 client, no length: the close ends the body
+NO_BODY = 3  # HEAD, 1xx, 204, 304: drop body bytes
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """Return ``HTTP/1.1 <status> <reason>\\r\\n`` (cached)."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            reason = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            reason = b""
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        _STATUS_LINES[status] = line
+    return line
+
+
+_date_second = 0
+_date_header = b""
+
+
+def date_header() -> bytes:
+    """Return ``date: <IMF-fixdate>\\r\\n``, formatted at most once a second."""
+    global _date_second, _date_header
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_header = b"date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date_header
+
+
+class ResponseHead:
+    """What ``http.response.start`` decided, and the encoded head to write."""
+
+    __slots__ = ("close", "content_length", "head", "mode")
+
+    def __init__(self, head: bytes, mode: int, content_length: int, close: bool) -> None:
+        self.head = head
+        self.mode = mode
+        self.content_length = content_length
+        self.close = close
+
+
+def _as_bytes(value: object, what: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    raise TypeError(f"response header {what} must be bytes, got {type(value).__name__}")
+
+
+def build_head(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]] | Iterable[list[bytes]],
+    *,
+    http_11: bool,
+    head_request: bool,
+    keep_alive: bool,
+    server_header: bool,
+    body_length: int | None,
+) -> ResponseHead:
+    """Validate the app's status and headers and frame the response head.
+
+    ``body_length`` is the whole body's length when the app gave it at once (start then one
+    final body), else None (streaming). ``keep_alive`` False adds ``connection: close``.
+    Raises ``TypeError``/``ValueError`` for a bad status or header (the app's error).
+    """
+    if type(status) is not int or not 100 <= status <= 999:
+        raise ValueError(f"response status must be an int in 100..999, got {status!r}")
+    if 100 <= status < 200:
+        raise ValueError("http.response.start cannot carry a 1xx status")
+    parts = [status_line(status)]
+    content_length = -1
+    saw_date = saw_server = False
+    close = not keep_alive
+    for name, value in headers:
+        name = _as_bytes(name, "name").lower()
+        value = _as_bytes(value, "value")
+        if _TOKEN.fullmatch(name) is None:
+            raise ValueError(f"invalid response header name {name!r}")
+        if _BAD_VALUE.search(value) is not None:
+            raise ValueError(f"invalid response header value {value!r} for {name.decode()}")
+        if name == b"content-length":
+            if content_length != -1 or not value.isdigit():
+                raise ValueError(f"invalid content-length response header {value!r}")
+            content_length = int(value)
+        elif name == b"transfer-encoding":
+            continue  # ours to decide
+        elif name == b"connection":
+            if b"close" in [t.strip() for t in value.lower().split(b",")]:
+                close = True
+            continue  # re-added below when we close
+        elif name == b"date":
+            saw_date = True
+        elif name == b"server":
+            saw_server = True
+        parts.append(b"%s: %s\r\n" % (name, value))
+    if not saw_date:
+        parts.append(date_header())
+    if server_header and not saw_server:
+        parts.append(b"server: prefork\r\n")
+
+    if status in (204, 304) or head_request:
+        mode = NO_BODY
+        if head_request and content_length == -1 and status not in (204, 304):
+            if body_length is not None:
+                parts.append(b"content-length: %d\r\n" % body_length)
+            elif http_11:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                close = True
+    elif content_length != -1:
+        mode = LENGTH
+    elif body_length is not None:
+        mode = LENGTH
+        content_length = body_length
+        parts.append(b"content-length: %d\r\n" % body_length)
+    elif http_11:
+        mode = CHUNKED
+        parts.append(b"transfer-encoding: chunked\r\n")
+    else:
+        mode = UNTIL_CLOSE
+        close = True
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return ResponseHead(b"".join(parts), mode, content_length, close)
+
+
+def chunk(data: bytes) -> bytes:
+    """Encode one chunk (never the last one: empty data gives b"")."""
+    if not data:
+        return b""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def simple_response(status: int, body: bytes, *, close: bool = True) -> bytes:
+    """A complete plain-text response of our own (errors, refusals)."""
+    return b"".join(
+        (
+            status_line(status),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            date_header(),
+            b"server: prefork\r\n",
+            b"connection: close\r\n" if close else b"",
+            b"\r\n",
+            body,
+        )
+    )

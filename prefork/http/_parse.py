@@ -1,0 +1,153 @@
+"""Request checks h11 does not make (see reference/http-checklist.md, "Headline findings").
+
+Pure: each check returns None when the request may pass, else ``(status, message)`` to
+answer with before closing the connection.
+
+- ``check_raw_head``: our own size limits on the raw bytes, whatever the client's write sizes
+  (h11 only limits an *incomplete* head, so one large write got through).
+- ``inspect_request``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE,
+  field count, and the facts the connection needs (body, keep-alive, expect, upgrade).
+"""
+
+from __future__ import annotations
+
+import re
+
+import h11
+
+Refusal = tuple[int, bytes]
+
+# h11 ends a head at "\n\r?\n" (bare LF lines are allowed by RFC 9112 section 2.2).
+HEAD_END = re.compile(rb"\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([^\r\n]*)")
+_ABSOLUTE = re.compile(rb"(?i)https?://[^/?#\s]+([/?][^#\s]*)?")
+
+
+def check_raw_head(
+    buf: bytes, end: int, *, line_limit: int, field_limit: int, head_limit: int
+) -> Refusal | None:
+    """Check a head's raw bytes. ``end`` is where the head ends in ``buf`` (-1: incomplete).
+
+    Returns 414 for a long request line, 431 for a long field line or a long head.
+    """
+    size = end if end != -1 else len(buf)
+    if size > head_limit:
+        return 431, b"Request header fields too large.\n"
+    if end == -1:
+        first = buf.find(b"\n")
+        if first == -1:
+            if len(buf) > line_limit + 1:
+                return 414, b"Request line too long.\n"
+        elif first > line_limit + 1:
+            return 414, b"Request line too long.\n"
+        elif len(buf) - buf.rfind(b"\n") - 1 > field_limit + 1:
+            return 431, b"Request header field too large.\n"
+        return None
+    if end <= min(line_limit, field_limit):
+        return None  # fast path: no line of a head this short can be over a limit
+    lines = buf[:end].split(b"\n")
+    if len(lines[0].rstrip(b"\r")) > line_limit:
+        return 414, b"Request line too long.\n"
+    for line in lines[1:]:
+        if len(line.rstrip(b"\r")) > field_limit:
+            return 431, b"Request header field too large.\n"
+    return None
+
+
+class RequestInfo:
+    """What the connection needs to know about a request that passed the checks.
+
+    ``path`` is the target's path and query, for absolute-form as for origin-form.
+    """
+
+    __slots__ = ("expect_continue", "has_body", "headers", "keep_alive", "path", "websocket")
+
+    def __init__(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        has_body: bool,
+        keep_alive: bool,
+        expect_continue: bool,
+        websocket: bool,
+        path: bytes,
+    ) -> None:
+        self.headers = headers
+        self.has_body = has_body
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.websocket = websocket
+        self.path = path
+
+
+def inspect_request(
+    event: h11.Request, buf: bytes, end: int, *, field_count_limit: int
+) -> RequestInfo | Refusal:
+    """Check what h11 lets through and gather the facts about a parsed request.
+
+    ``buf[:end]`` is the head as received: h11 merges repeated equal Content-Length values
+    (``5`` twice, or ``5, 5``) into one, so duplicates are found there.
+    """
+    version = event.http_version
+    if version != b"1.1" and version != b"1.0":
+        return 505, b"HTTP version not supported.\n"
+    method = event.method
+    target = event.target
+    first = target[:1]
+    if first == b"/":
+        path = target
+    elif target == b"*":
+        if method != b"OPTIONS":
+            return 400, b"Invalid request target.\n"
+        path = target
+    elif method == b"CONNECT":
+        return 501, b"CONNECT is not supported.\n"
+    else:
+        match = _ABSOLUTE.fullmatch(target)
+        if match is None:
+            return 400, b"Invalid request target.\n"
+        path = match.group(1) or b"/"
+        if path[:1] == b"?":
+            path = b"/" + path
+    if method == b"CONNECT":
+        return 501, b"CONNECT is not supported.\n"
+
+    # h11 keeps (raw name, lowercased name, value) triples; reading them directly saves a
+    # Python-level __getitem__ per header (tests/unit/test_http_parse.py pins this).
+    items = event.headers._full_items
+    if len(items) > field_count_limit:
+        return 431, b"Too many request header fields.\n"
+    headers = [(name, value) for _, name, value in items]
+    content_lengths = 0
+    has_length = False
+    chunked = False
+    connection: list[bytes] = []
+    expect = False
+    upgrade = b""
+    for name, value in headers:
+        if name == b"content-length":
+            content_lengths += 1
+            has_length = value != b"0"
+        elif name == b"transfer-encoding":
+            chunked = True
+        elif name == b"connection":
+            connection.extend(t.strip() for t in value.lower().split(b","))
+        elif name == b"expect":
+            expect = value.lower() == b"100-continue"
+        elif name == b"upgrade":
+            upgrade = value.lower()
+    if content_lengths and _duplicate_length(buf, end):
+        return 400, b"Duplicate Content-Length.\n"
+    if chunked:
+        if content_lengths:
+            return 400, b"Both Content-Length and Transfer-Encoding.\n"
+        if version == b"1.0":
+            return 400, b"Transfer-Encoding in an HTTP/1.0 request.\n"
+    has_body = chunked or has_length
+    keep_alive = b"close" not in connection if version == b"1.1" else False
+    websocket = b"upgrade" in connection and b"websocket" in upgrade
+    return RequestInfo(headers, has_body, keep_alive, expect and version == b"1.1", websocket, path)
+
+
+def _duplicate_length(buf: bytes, end: int) -> bool:
+    values = _CONTENT_LENGTH.findall(buf, 0, end)
+    return len(values) != 1 or b"," in values[0]

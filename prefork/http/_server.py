@@ -1,0 +1,110 @@
+"""The HTTP worker: imports the app after fork, runs lifespan, serves the inherited sockets,
+and drains on SIGTERM (aiohttp ``SockSite``'s shape: stop accepting, close idle connections,
+wait for the busy ones, then lifespan shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+from prefork.http._asgi import ASGIApp
+from prefork.http._config import HTTPConfig
+from prefork.http._connection import HTTPProtocol, ServerState
+from prefork.http._lifespan import Lifespan
+from prefork.worker import Worker
+
+logger = logging.getLogger("prefork.http")
+
+
+class AppImportError(ImportError):
+    """The APP named in the options cannot be imported or is not callable."""
+
+
+def import_app(config: HTTPConfig) -> ASGIApp:
+    """Import ``config.app`` (``"module:attr"``, ``attr`` may be dotted); call it with
+    ``factory``. Raises ``AppImportError`` with a one-line reason."""
+    spec = config.app
+    if not isinstance(spec, str):
+        app: Any = spec
+    else:
+        if config.app_dir:
+            path = os.path.abspath(config.app_dir)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        module_name, _, attrs = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise  # the module exists but one of its own imports is missing
+            raise AppImportError(
+                f"could not import module {module_name!r} (is --app-dir right?)"
+            ) from None
+        app = module
+        try:
+            for attr in attrs.split("."):
+                app = getattr(app, attr)
+        except AttributeError:
+            raise AppImportError(f"module {module_name!r} has no attribute {attrs!r}") from None
+    if config.factory:
+        app = app()
+    if not callable(app):
+        raise AppImportError(f"{spec!r} is not callable (an ASGI app or, with factory, a factory)")
+    return app  # type: ignore[no-any-return]
+
+
+class HTTPWorker(Worker):
+    """A worker serving an ASGI 3 app over HTTP/1.1 on the broker's sockets.
+
+    Options (``self.options``): the fields of ``HTTPConfig`` (``app`` is required).
+    ``init()`` raises ``HTTPConfigError``, ``AppImportError``, the app's own import errors,
+    or ``LifespanFailure``; each is a boot failure for the master.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.config = HTTPConfig.from_options(self.options)
+        self.state: ServerState | None = None
+        self.servers: list[asyncio.AbstractServer] = []
+        self.lifespan: Lifespan | None = None
+
+    async def init(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            app = import_app(self.config)
+        except BaseException:
+            logger.exception("Error importing the app %r", self.config.app)
+            raise
+        state = self.state = ServerState(self.config, app, loop, retire=self.retire)
+        lifespan = self.lifespan = Lifespan(app, self.config.lifespan, state.lifespan_state)
+        await lifespan.startup()
+        for sock in self.sockets:
+            sock.setblocking(False)
+            server = await loop.create_server(
+                lambda: HTTPProtocol(state), sock=sock, backlog=self.config.listen_backlog
+            )
+            self.servers.append(server)
+        state.start_sweeping()
+
+    async def prepare_for_shutdown(self) -> None:
+        """Drain: stop accepting, finish in-flight requests, close, lifespan shutdown, exit."""
+        try:
+            await self.drain()
+        finally:
+            self.shutdown()
+
+    async def drain(self) -> None:
+        """Everything ``prepare_for_shutdown`` does except leaving."""
+        for server in self.servers:
+            server.close()
+        state = self.state
+        if state is not None:
+            await state.drain()
+            state.stop_sweeping()
+        if self.lifespan is not None:
+            await self.lifespan.shutdown()

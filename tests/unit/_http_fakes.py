@@ -1,0 +1,198 @@
+"""Test doubles for the HTTP worker: a fake transport, a client that drives HTTPProtocol
+directly, and a response parser built on h11's client side (an independent check of our
+framing)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+
+from prefork.http._config import HTTPConfig
+from prefork.http._connection import HTTPProtocol, ServerState
+
+
+class FakeTransport:
+    """Records writes; ``close()`` reports connection_lost on the next loop turn, like uvloop."""
+
+    def __init__(
+        self,
+        protocol: asyncio.Protocol,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        sockname: Any = ("127.0.0.1", 8000),
+        peername: Any = ("127.0.0.1", 50000),
+    ) -> None:
+        self.protocol = protocol
+        self.loop = loop
+        self.out = bytearray()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.reading = True
+        self.pauses = 0
+        self.extra = {"sockname": sockname, "peername": peername}
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.writes.append(bytes(data))
+        self.out += data
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.loop.call_soon(self.protocol.connection_lost, None)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.reading = False
+        self.pauses += 1
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+
+@dataclass
+class Response:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes = b""
+    http_version: bytes = b"1.1"
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+def parse_responses(data: bytes, methods: list[str]) -> list[Response]:
+    """Parse ``data`` as the responses to requests with ``methods``, using h11 as a client."""
+    conn = h11.Connection(h11.CLIENT)
+    out: list[Response] = []
+    if not data:
+        return out
+    conn.receive_data(bytes(data))
+    for method in methods:
+        conn.send(h11.Request(method=method, target="/", headers=[("Host", "t")]))
+        conn.send(h11.EndOfMessage())
+        response: Response | None = None
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.InformationalResponse):
+                continue
+            if isinstance(event, h11.Response):
+                response = Response(event.status_code, list(event.headers), b"", event.http_version)
+            elif isinstance(event, h11.Data):
+                assert response is not None
+                response.body += bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                assert response is not None
+                out.append(response)
+                break
+            else:
+                return out  # NEED_DATA / ConnectionClosed: no (more) whole responses
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            return out  # the connection closes after this one
+    return out
+
+
+@dataclass
+class Harness:
+    """One connection of HTTPProtocol on a FakeTransport, on the running loop."""
+
+    app: Callable[..., Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    sockname: Any = ("127.0.0.1", 8000)
+    peername: Any = ("127.0.0.1", 50000)
+
+    def __post_init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.config = HTTPConfig(app=self.app, **self.options)
+        self.retired = 0
+        self.state = ServerState(self.config, self.app, self.loop, retire=self._retire)
+        self.proto = self.connect()
+        self.transport: FakeTransport = self.proto.transport  # type: ignore[assignment]
+
+    def _retire(self) -> None:
+        self.retired += 1
+
+    def connect(self) -> HTTPProtocol:
+        proto = HTTPProtocol(self.state)
+        transport = FakeTransport(proto, self.loop, sockname=self.sockname, peername=self.peername)
+        proto.connection_made(transport)  # type: ignore[arg-type]
+        return proto
+
+    def feed(self, data: bytes, how: str = "whole", seed: int = 0) -> None:
+        for piece in split(data, how, seed):
+            if self.transport.closed:
+                return
+            self.proto.data_received(piece)
+
+    async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Let the loop run until ``cond()`` holds (polling with a deadline)."""
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0)
+
+    async def settle(self) -> None:
+        """Run the loop until no request task is left and callbacks have run."""
+        await self.until(lambda: not self.state.tasks)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def responses(self, *methods: str) -> list[Response]:
+        return parse_responses(bytes(self.transport.out), list(methods))
+
+    @property
+    def out(self) -> bytes:
+        return bytes(self.transport.out)
+
+
+def split(data: bytes, how: str, seed: int = 0) -> Iterator[bytes]:
+    """``whole``, ``bytes`` (one at a time) or ``random`` pieces of ``data``."""
+    if how == "whole":
+        yield data
+    elif how == "bytes":
+        for i in range(len(data)):
+            yield data[i : i + 1]
+    else:
+        rng = random.Random(seed)
+        i = 0
+        while i < len(data):
+            n = rng.randint(1, 17)
+            yield data[i : i + n]
+            i += n
+
+
+SPLITS = ["whole", "bytes", "random"]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def request(method: str = "GET", target: str = "/", *headers: str, body: bytes = b"") -> bytes:
+    lines = [f"{method} {target} HTTP/1.1", "Host: t", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body

@@ -1,0 +1,76 @@
+"""Response framing rules, pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from prefork.http import _framing
+from prefork.http._framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, build_head
+
+
+def head(status: int = 200, headers: Any = (), **kw: Any) -> _framing.ResponseHead:
+    args = {"http_11": True, "head_request": False, "keep_alive": True, "server_header": True,
+            "body_length": None}  # fmt: skip
+    args.update(kw)
+    return build_head(status, headers, **args)
+
+
+@pytest.mark.parametrize(
+    ("kw", "headers", "status", "mode", "has", "lacks"),
+    [
+        ({"body_length": 3}, (), 200, LENGTH, [b"content-length: 3"], [b"transfer-encoding"]),
+        ({}, (), 200, CHUNKED, [b"transfer-encoding: chunked"], [b"content-length"]),
+        ({"http_11": False}, (), 200, UNTIL_CLOSE, [b"connection: close"], [b"chunked"]),
+        ({}, [(b"content-length", b"7")], 200, LENGTH, [b"content-length: 7"], [b"chunked"]),
+        ({}, [(b"transfer-encoding", b"gzip")], 200, CHUNKED, [b"chunked"], [b"gzip"]),
+        ({}, (), 204, NO_BODY, [], [b"content-length", b"transfer-encoding"]),
+        ({"body_length": 0}, (), 304, NO_BODY, [], [b"content-length"]),
+        ({"head_request": True, "body_length": 5}, (), 200, NO_BODY, [b"content-length: 5"], []),
+        ({"head_request": True}, (), 200, NO_BODY, [b"transfer-encoding: chunked"], []),
+        ({"keep_alive": False, "body_length": 0}, (), 200, LENGTH, [b"connection: close"], []),
+        ({"server_header": False, "body_length": 0}, (), 200, LENGTH, [], [b"server:"]),
+        ({"body_length": 0}, [(b"Server", b"me")], 404, LENGTH, [b"server: me"], [b"prefork"]),
+        ({"body_length": 0}, [(b"connection", b"keep-alive")], 200, LENGTH, [], [b"connection"]),
+    ],
+)
+def test_framing_decisions(
+    kw: dict[str, Any], headers: Any, status: int, mode: int, has: list[bytes], lacks: list[bytes]
+) -> None:
+    h = head(status, headers, **kw)
+    assert h.mode == mode
+    assert h.head.startswith(_framing.status_line(status)) and h.head.endswith(b"\r\n\r\n")
+    for piece in has:
+        assert piece in h.head
+    for piece in lacks:
+        assert piece not in h.head
+
+
+def test_status_lines_cache_and_unknown_codes() -> None:
+    assert _framing.status_line(200) == b"HTTP/1.1 200 OK\r\n"
+    assert _framing.status_line(200) is _framing.status_line(200)
+    assert _framing.status_line(599) == b"HTTP/1.1 599 \r\n"
+
+
+def test_date_is_formatted_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [1_700_000_000.2]
+    monkeypatch.setattr(_framing.time, "time", lambda: now[0])
+    first = _framing.date_header()
+    assert first == b"date: Tue, 14 Nov 2023 22:13:20 GMT\r\n"
+    now[0] += 0.5
+    assert _framing.date_header() is first
+    now[0] += 1
+    assert _framing.date_header() == b"date: Tue, 14 Nov 2023 22:13:21 GMT\r\n"
+
+
+def test_chunks() -> None:
+    assert _framing.chunk(b"") == b""
+    assert _framing.chunk(b"a" * 26) == b"1a\r\n" + b"a" * 26 + b"\r\n"
+
+
+def test_simple_response_is_complete() -> None:
+    r = _framing.simple_response(400, b"bad\n")
+    assert r.startswith(b"HTTP/1.1 400 Bad Request\r\n") and r.endswith(b"\r\n\r\nbad\n")
+    assert b"content-length: 4\r\n" in r and b"connection: close" in r
+    assert b"connection" not in _framing.simple_response(200, b"", close=False)

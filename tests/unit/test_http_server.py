@@ -1,0 +1,265 @@
+"""HTTPWorker on real sockets (127.0.0.1, port 0) with http.client in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import itertools
+import os
+import signal
+import socket
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from prefork.http import AppImportError, HTTPConfig, HTTPWorker, LifespanFailure, _standalone
+from prefork.http._server import import_app
+
+_names = itertools.count()
+
+APP_SOURCE = """
+import asyncio
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["greeting"] = b"hi from lifespan"
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    if scope["path"] == "/slow":
+        await asyncio.sleep(0.2)
+    if scope["path"] == "/server":
+        body = repr(scope["server"]).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope["state"]["greeting"] + b" " + body})
+
+def make():
+    return app
+
+not_callable = 3
+"""
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.frames: list[tuple[str, Any]] = []
+
+    def send_frame(self, kind: str, body: Any = None) -> None:
+        self.frames.append((kind, body))
+
+
+def write_module(tmp_path: Path, source: str = APP_SOURCE) -> str:
+    name = f"prefork_test_app_{os.getpid()}_{next(_names)}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    return name
+
+
+def listener(family: int = socket.AF_INET, path: str | None = None) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind(path if path else ("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+def make_worker(sock: socket.socket, **options: Any) -> tuple[HTTPWorker, Channel]:
+    channel = Channel()
+    worker = HTTPWorker(
+        type="http", id=1, generation=1, sockets=[sock], options=options, channel=channel
+    )
+    return worker, channel
+
+
+def get(port: int, requests: list[tuple[str, str, bytes | None]]) -> list[tuple[int, Any, bytes]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    out = []
+    for method, path, body in requests:
+        conn.request(method, path, body=body)
+        response = conn.getresponse()
+        out.append((response.status, response.headers, response.read()))
+    conn.close()
+    return out
+
+
+def test_worker_serves_keep_alive_post_head_with_lifespan_state(tmp_path: Path) -> None:
+    name = write_module(tmp_path)
+
+    async def main() -> None:
+        sock = listener()
+        port = sock.getsockname()[1]
+        worker, channel = make_worker(
+            sock, app=f"{name}:make", factory=True, app_dir=str(tmp_path), max_requests=2
+        )
+        worker._exit = asyncio.get_running_loop().create_future()
+        await worker.init()
+        results = await asyncio.to_thread(
+            get, port, [("GET", "/", None), ("POST", "/", b"abc"), ("HEAD", "/", None)]
+        )
+        assert [(s, b) for s, _, b in results] == [
+            (200, b"hi from lifespan "),
+            (200, b"hi from lifespan abc"),
+            (200, b""),
+        ]
+        assert results[0][1]["server"] == "prefork"
+        assert channel.frames == [("retire", None)]  # once, after 2 requests
+        await worker.prepare_for_shutdown()
+        assert worker._exit.result() == 0
+
+    uvloop.run(main())
+
+
+def test_drain_answers_in_flight_with_close_then_exits(tmp_path: Path) -> None:
+    name = write_module(tmp_path)
+
+    async def main() -> None:
+        sock = listener()
+        port = sock.getsockname()[1]
+        worker, _ = make_worker(sock, app=f"{name}:app", app_dir=str(tmp_path))
+        worker._exit = asyncio.get_running_loop().create_future()
+        await worker.init()
+        assert worker.state is not None
+        slow = asyncio.ensure_future(asyncio.to_thread(get, port, [("GET", "/slow", None)]))
+        while worker.state.inflight == 0:
+            await asyncio.sleep(0.005)
+        await worker.prepare_for_shutdown()
+        [(status, headers, _body)] = await slow
+        assert status == 200 and headers["connection"] == "close"
+        assert worker._exit.result() == 0
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    uvloop.run(main())
+
+
+def test_unix_socket_scope(tmp_path: Path) -> None:
+    name = write_module(tmp_path)
+    path = str(tmp_path / "s.sock")
+
+    async def main() -> None:
+        sock = listener(socket.AF_UNIX, path)
+        worker, _ = make_worker(sock, app=f"{name}:app", app_dir=str(tmp_path))
+        await worker.init()
+
+        def talk() -> bytes:
+            with socket.socket(socket.AF_UNIX) as c:
+                c.connect(path)
+                c.sendall(b"GET /server HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := c.recv(65536):
+                    data += chunk
+                return data
+
+        data = await asyncio.to_thread(talk)
+        assert data.endswith(f"hi from lifespan ('{path}', None)".encode())
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "words"),
+    [
+        ({"app": "prefork_no_such_module:app"}, AppImportError, "could not import module"),
+        ({"app": "{name}:nothing"}, AppImportError, "has no attribute"),
+        ({"app": "{name}:not_callable"}, AppImportError, "is not callable"),
+        ({"app": "{broken}:app"}, ModuleNotFoundError, "prefork_missing_dependency"),
+        ({"app": "{failing}:app", "lifespan": "on"}, LifespanFailure, "no database"),
+    ],
+)
+def test_boot_failures_raise_and_log(
+    tmp_path: Path, options: dict[str, Any], error: type[BaseException], words: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    names = {
+        "name": write_module(tmp_path),
+        "broken": write_module(tmp_path, "import prefork_missing_dependency\n"),
+        "failing": write_module(
+            tmp_path,
+            """
+            async def app(scope, receive, send):
+                await receive()
+                await send({"type": "lifespan.startup.failed", "message": "no database"})
+            """,
+        ),
+    }
+    options = {k: v.format(**names) for k, v in options.items()}
+
+    async def main() -> None:
+        worker, _channel = make_worker(listener(), app_dir=str(tmp_path), **options)
+        with pytest.raises(error, match=words):
+            await worker.init()
+        assert worker.servers == []
+
+    uvloop.run(main())
+    if error is not LifespanFailure:
+        assert "Error importing the app" in caplog.text
+
+
+def test_import_app_accepts_callables_and_dotted_attributes(tmp_path: Path) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None: ...
+
+    assert import_app(HTTPConfig(app=app)) is app
+    name = write_module(tmp_path, "class Holder:\n    async def app(scope, r, s): ...\n")
+    found = import_app(HTTPConfig(app=f"{name}:Holder.app", app_dir=str(tmp_path)))
+    assert found.__name__ == "app"
+    assert import_app(HTTPConfig(app=f"{name}:Holder.app", app_dir="")) is found
+    assert import_app(HTTPConfig(app=f"{name}:Holder.app", app_dir=str(tmp_path))) is found
+
+
+def test_drain_before_init_does_nothing() -> None:
+    async def main() -> None:
+        worker, _ = make_worker(listener(), app="m:app")
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+def test_standalone_serves_until_sigterm(tmp_path: Path) -> None:
+    name = write_module(tmp_path)
+    sock = _standalone.bind("127.0.0.1:0", 16)
+    port = sock.getsockname()[1]
+    channel = _standalone._NullChannel()
+    worker = HTTPWorker(
+        type="http", id=1, generation=1, sockets=[sock],
+        options={"app": f"{name}:app", "app_dir": str(tmp_path)}, channel=channel,
+    )  # fmt: skip
+
+    async def main() -> int:
+        serving = asyncio.ensure_future(_standalone.serve(worker))
+        while not channel.frames:
+            await asyncio.sleep(0.005)
+        [(status, _, _)] = await asyncio.to_thread(get, port, [("GET", "/", None)])
+        assert status == 200
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)  # a second signal does not start a second drain
+        return await serving
+
+    assert uvloop.run(main()) == 0
+    assert channel.frames == [("ready", None)]
+
+
+def test_standalone_main_parses_and_binds(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[HTTPWorker] = []
+
+    async def fake_serve(worker: HTTPWorker) -> int:
+        seen.append(worker)
+        return 0
+
+    monkeypatch.setattr(_standalone, "serve", fake_serve)
+    assert _standalone.main(["--bind", "[::1]:0", "m:app", "--keep-alive", "2"]) == 0
+    [worker] = seen
+    assert worker.config.keep_alive == 2.0
+    assert worker.sockets[0].family == socket.AF_INET6
+    worker.sockets[0].close()
