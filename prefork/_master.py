@@ -160,7 +160,11 @@ class Master:
     def _on_signals(self) -> None:
         assert self._wakeup is not None
         for intent in self._wakeup.read():
-            log.info("signal: %s", intent.value)
+            log.log(
+                logging.DEBUG if intent is Intent.CHILD else logging.INFO,
+                "signal: %s",
+                intent.value,
+            )
             if intent is Intent.CHILD:
                 self._reap()
             elif intent is Intent.REOPEN_LOGS:

@@ -19,10 +19,8 @@ Kill while stopping) is ``worker_exit``; anything else is ``worker_crash``.
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from prefork import _messages as frames
 from prefork._events import (
@@ -50,64 +48,9 @@ from prefork._events import (
     WorkerInfo,
     WorkerSpawned,
 )
+from prefork._roster import BrokerPolicy, BrokerRecord, Swap, WorkerRecord, WorkerState
 
-
-@dataclass(frozen=True, slots=True)
-class BrokerPolicy:
-    """What the supervisor needs to know of one broker. Times in seconds; 0 turns one off."""
-
-    name: str
-    workers: int = 1
-    recycle_rate: float = 0.0
-    timeout: float = 30.0
-    boot_timeout: float = 60.0
-    graceful_timeout: float = 30.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    backoff_reset: float = 10.0
-    recycle_jitter: float = 0.1
-
-
-class WorkerState(enum.Enum):
-    BOOTING = "booting"
-    READY = "ready"
-
-
-@dataclass(slots=True)
-class _Worker:
-    id: int
-    broker: str
-    generation: int
-    started: float
-    pid: int = 0
-    state: WorkerState = WorkerState.BOOTING
-    ready_at: float = 0.0
-    heartbeat_at: float = 0.0
-    stop_requested: bool = False
-    kill_at: float | None = None  # SIGKILL at this time unless it left
-    killed: bool = False
-    retire_at: float | None = None
-    failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
-
-
-@dataclass(slots=True)
-class _Swap:
-    old: int | None
-    new: int
-
-
-@dataclass(slots=True)
-class _Broker:
-    policy: BrokerPolicy
-    desired: int
-    generation: int = 1
-    draining: bool = False
-    failures: int = 0
-    not_before: float = 0.0
-    queue: list[int] = field(default_factory=list)
-    swap: _Swap | None = None
-    reloading: bool = False
-    replaced: int = 0
+__all__ = ["BrokerPolicy", "Supervisor"]
 
 
 class Supervisor:
@@ -120,8 +63,8 @@ class Supervisor:
         random: Callable[[], float],
         dump_grace: float = 1.0,
     ) -> None:
-        self._brokers = {p.name: _Broker(p, p.workers) for p in policies}
-        self._workers: dict[int, _Worker] = {}
+        self._brokers = {p.name: BrokerRecord(p, p.workers) for p in policies}
+        self._workers: dict[int, WorkerRecord] = {}
         self._random = random
         self._dump_grace = dump_grace
         self._next_id = 1
@@ -220,7 +163,7 @@ class Supervisor:
             self._reconcile(event.now, out)
         return out
 
-    def _select(self, name: str | None) -> list[_Broker]:
+    def _select(self, name: str | None) -> list[BrokerRecord]:
         return list(self._brokers.values()) if name is None else [self._brokers[name]]
 
     def _on_spawn_failed(self, e: SpawnFailed, out: list[Action]) -> None:
@@ -239,6 +182,8 @@ class Supervisor:
             w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, e.now - w.started
         )
         if w.stop_requested:
+            msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) left as asked"
+            out.append(Log(logging.INFO, msg))
             out.append(Emit(w.broker, "worker_exit", (payload,)))
             return
         how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"
@@ -256,7 +201,7 @@ class Supervisor:
             b.swap.old = None
         self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
 
-    def _count_failure(self, b: _Broker, now: float, out: list[Action]) -> None:
+    def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         b.failures += 1
         p = b.policy
         # The first failure is retried at once (a lone crash should cost no time); from the
@@ -273,7 +218,9 @@ class Supervisor:
             )
         )
 
-    def _end_swap_if_new(self, b: _Broker, w: _Worker, reason: str, out: list[Action]) -> None:
+    def _end_swap_if_new(
+        self, b: BrokerRecord, w: WorkerRecord, reason: str, out: list[Action]
+    ) -> None:
         """A replacement that failed ends the whole rolling replacement: old workers stay."""
         if b.swap is None or b.swap.new != w.id:
             return
@@ -301,7 +248,7 @@ class Supervisor:
             event = "worker_message" if e.kind == frames.MESSAGE else "worker_report"
             out.append(Emit(w.broker, event, (e.body, self._info(w))))
 
-    def _on_ready(self, w: _Worker, now: float, out: list[Action]) -> None:
+    def _on_ready(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
         if w.state is WorkerState.READY or w.stop_requested:
             return
         b = self._brokers[w.broker]
@@ -309,6 +256,8 @@ class Supervisor:
         if b.policy.recycle_rate:
             spread = 1 - b.policy.recycle_jitter * self._random()
             w.retire_at = now + b.policy.recycle_rate * spread
+        msg = f"[{w.broker}] worker {w.id} (pid {w.pid}, generation {w.generation}) is ready"
+        out.append(Log(logging.INFO, msg))
         out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
         if b.swap is not None and b.swap.new == w.id:
             if b.swap.old is not None:
@@ -324,7 +273,7 @@ class Supervisor:
         out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} {w.failure}; replacing it"))
         self._kill(w, out)
 
-    def _start_reload(self, b: _Broker, now: float, out: list[Action]) -> None:
+    def _start_reload(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         name = b.policy.name
         if b.draining or self._stopping:
             out.append(Log(logging.INFO, f"[{name}] reload ignored: the broker is draining"))
@@ -343,7 +292,7 @@ class Supervisor:
         b.queue = [w.id for w in old]
         out.append(Log(logging.INFO, f"[{name}] reloading {len(old)} worker(s)"))
 
-    def _drain(self, b: _Broker, now: float, reason: str, out: list[Action]) -> None:
+    def _drain(self, b: BrokerRecord, now: float, reason: str, out: list[Action]) -> None:
         b.draining = True
         b.queue.clear()
         b.swap = None
@@ -354,7 +303,7 @@ class Supervisor:
         for w in self._live(b.policy.name):
             self._stop(w, now, out)
 
-    def _scale(self, b: _Broker, e: ScaleRequested, out: list[Action]) -> None:
+    def _scale(self, b: BrokerRecord, e: ScaleRequested, out: list[Action]) -> None:
         if e.workers is not None:
             b.desired = e.workers
         elif e.delta < 0:
@@ -401,7 +350,7 @@ class Supervisor:
                 w.retire_at = None
                 self._enqueue(self._brokers[w.broker], w)
 
-    def _enqueue(self, b: _Broker, w: _Worker) -> None:
+    def _enqueue(self, b: BrokerRecord, w: WorkerRecord) -> None:
         swapping = b.swap is not None and w.id in (b.swap.old, b.swap.new)
         if w.id not in b.queue and not swapping and not w.stop_requested:
             b.queue.append(w.id)
@@ -427,17 +376,17 @@ class Supervisor:
             elif missing < 0:
                 self._shrink(b, -missing, now, out)
 
-    def _advance_rolling(self, b: _Broker, now: float, out: list[Action]) -> None:
+    def _advance_rolling(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         if b.swap is None and b.queue and now >= b.not_before:
             old = b.queue.pop(0)
-            b.swap = _Swap(old, self._spawn(b, now, out))
+            b.swap = Swap(old, self._spawn(b, now, out))
         if b.swap is None and not b.queue and b.reloading:
             b.reloading = False
             name = b.policy.name
             out.append(Log(logging.INFO, f"[{name}] reload done: {b.replaced} worker(s) replaced"))
             out.append(Emit(name, "reload_done", (ReloadResult(name, b.generation, b.replaced),)))
 
-    def _shrink(self, b: _Broker, surplus: int, now: float, out: list[Action]) -> None:
+    def _shrink(self, b: BrokerRecord, surplus: int, now: float, out: list[Action]) -> None:
         busy = {b.swap.old, b.swap.new} if b.swap else set()
         live = [w for w in self._live(b.policy.name) if w.id not in busy]
         # Booting workers first (they serve nobody yet), then the youngest.
@@ -447,14 +396,14 @@ class Supervisor:
                 b.queue.remove(w.id)
             self._stop(w, now, out)
 
-    def _spawn(self, b: _Broker, now: float, out: list[Action]) -> int:
-        w = _Worker(self._next_id, b.policy.name, b.generation, now, heartbeat_at=now)
+    def _spawn(self, b: BrokerRecord, now: float, out: list[Action]) -> int:
+        w = WorkerRecord(self._next_id, b.policy.name, b.generation, now, heartbeat_at=now)
         self._next_id += 1
         self._workers[w.id] = w
         out.append(Spawn(w.id, w.broker, w.generation))
         return w.id
 
-    def _stop(self, w: _Worker, now: float, out: list[Action]) -> None:
+    def _stop(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
         """Stop on purpose: a ready worker drains (SIGTERM); a booting one serves nobody yet."""
         w.stop_requested = True
         if w.killed:
@@ -466,18 +415,18 @@ class Supervisor:
             self._kill(w, out)
 
     @staticmethod
-    def _kill(w: _Worker, out: list[Action]) -> None:
+    def _kill(w: WorkerRecord, out: list[Action]) -> None:
         w.killed, w.kill_at = True, None
         out.append(Kill(w.id))
 
-    def _wants_spawn(self, b: _Broker) -> bool:
+    def _wants_spawn(self, b: BrokerRecord) -> bool:
         if b.draining or self._stopping:
             return False
         return bool(b.queue) or b.desired > len(self._live(b.policy.name))
 
-    def _live(self, broker: str) -> list[_Worker]:
+    def _live(self, broker: str) -> list[WorkerRecord]:
         return [w for w in self._workers.values() if w.broker == broker and not w.stop_requested]
 
     @staticmethod
-    def _info(w: _Worker) -> WorkerInfo:
+    def _info(w: WorkerRecord) -> WorkerInfo:
         return WorkerInfo(w.id, w.pid, w.broker, w.generation)

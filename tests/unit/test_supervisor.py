@@ -88,7 +88,8 @@ def test_ready_worker_is_announced_with_its_pid() -> None:
     sup.handle(Started(0.0))
     sup.handle(WorkerSpawned(1, 501, 0.0))
     out = sup.handle(MessageReceived(1, frames.READY, None, 0.5))
-    assert out == [Emit("web", "worker_ready", (WorkerInfo(1, 501, "web", 1),))]
+    assert effects(out) == [Emit("web", "worker_ready", (WorkerInfo(1, 501, "web", 1),))]
+    assert logs(out) == "[web] worker 1 (pid 501, generation 1) is ready"
     assert sup.handle(MessageReceived(1, frames.READY, None, 0.6)) == []  # once only
 
 
