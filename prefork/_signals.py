@@ -92,8 +92,17 @@ class SignalWakeup:
         return [INTENTS[n] for n in received if n in INTENTS]
 
 
+#: Signals a worker leaves to its master. Ctrl-C (and Ctrl-\) in a terminal reach the whole
+#: foreground process group, workers included; the master turns them into a graceful drain, so
+#: a worker must not die of them on its own. A no-op handler, not SIG_IGN: caught signals go
+#: back to their default in a program the worker execs, ignored ones would stay ignored.
+LEFT_TO_MASTER = (signal.SIGINT, signal.SIGQUIT)
+
+
 def reset_in_child() -> None:
-    """In a forked worker: default handlers and no wake-up fd (the master's is not ours)."""
+    """In a forked worker: default handlers (none for the stop signals, which are the master's
+    business) and no wake-up fd (the master's is not ours)."""
     signal.set_wakeup_fd(-1)
     for signum in INTENTS:
-        signal.signal(signum, signal.SIG_DFL)
+        handler = _let_through if signum in LEFT_TO_MASTER else signal.SIG_DFL
+        signal.signal(signum, handler)

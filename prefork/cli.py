@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from prefork import _sockets
 from prefork._master import Master
@@ -29,8 +30,15 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other refusal of ours."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"prefork: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="prefork",
         description="A pre-fork server: a master that binds the sockets and supervises workers.",
     )
@@ -144,16 +152,20 @@ def _serve_master(args: argparse.Namespace) -> Master:
 
 
 def _check_app(app: str, preload: bool) -> None:
-    """Locate the app's module (import it with ``preload``) so a typo fails before any fork."""
+    """Locate the app's top-level package (import the module with ``preload``) so a typo
+    fails before any fork. Only the top level: finding ``pkg.main`` would import ``pkg`` here,
+    and workers would inherit that old code through every reload."""
     module = app.partition(":")[0]
+    top = module.partition(".")[0]
     try:
         if preload:
             importlib.import_module(module)
             return
-        found = importlib.util.find_spec(module)
+        found = importlib.util.find_spec(top) if top else None
     except Exception as exc:
         raise ConfigError(f"cannot import app {app!r}: {type(exc).__name__}: {exc}") from None
     if found is None:
         raise ConfigError(
-            f"cannot import app {app!r}: no module named {module!r}; check APP and --app-dir"
+            f"cannot import app {app!r}: no module named {top or module!r}; "
+            "check APP and --app-dir"
         )

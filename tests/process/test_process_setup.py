@@ -1,0 +1,182 @@
+"""Bad input fails before anything forks; sockets, pidfile, log files and the example."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+import pytest
+from helpers import ROOT, alive, listener, wait_until
+
+from prefork import ConfigError, Master, Worker, _process
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def no_fork(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fork() -> int:
+        raise AssertionError("nothing may fork on bad input")
+
+    monkeypatch.setattr(os, "fork", fork)
+
+
+def one_line(exc: pytest.ExceptionInfo[ConfigError]) -> str:
+    text = str(exc.value)
+    assert "\n" not in text
+    return text
+
+
+def test_unknown_master_option(no_fork):
+    with pytest.raises(ConfigError) as exc:
+        Master(workers=3)
+    assert "unknown Master option 'workers'; known options: graceful_timeout" in one_line(exc)
+
+
+def test_bad_address(no_fork):
+    master = Master()
+    with pytest.raises(ConfigError) as exc:
+        master.broker("echo", Worker, listen=["localhost"])
+    assert one_line(exc).startswith("bad address 'localhost'")
+
+
+def test_worker_spec_that_does_not_import(no_fork):
+    master = Master()
+    with pytest.raises(ConfigError) as exc:
+        master.broker("echo", "no_such_module_anywhere:Echo")
+    assert "cannot be imported: no module named 'no_such_module_anywhere'" in one_line(exc)
+
+
+def test_address_in_use_fails_before_forking_and_closes_what_was_bound(no_fork):
+    taken = listener()
+    port = taken.getsockname()[1]
+    master = Master()
+    first = master.broker("first", Worker, listen=["127.0.0.1:0"])
+    master.broker("second", Worker, listen=[f"127.0.0.1:{port}"])
+    assert first.workers == 1 and not first.draining
+    assert first.status == {"desired": 1, "live": 0, "draining": False}
+    first.send("nobody listens yet")  # before run(): nothing to deliver to
+    with pytest.raises(ConfigError) as exc:
+        master.run()
+    assert "address already in use" in one_line(exc)
+    assert master._sockets == {}
+    taken.close()
+
+
+def test_preload_that_fails_to_import(no_fork, tmp_path, monkeypatch):
+    (tmp_path / "broken_preload.py").write_text("raise ImportError('missing dependency')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    master = Master()
+    master.broker("echo", "broken_preload:Echo", preload=True)
+    with pytest.raises(ConfigError) as exc:
+        master.run()
+    assert "cannot preload 'broken_preload:Echo': missing dependency" in one_line(exc)
+
+
+def test_master_without_brokers(no_fork):
+    with pytest.raises(ConfigError) as exc:
+        Master().run()
+    assert "no brokers" in one_line(exc)
+
+
+def test_example_with_address_in_use_prints_one_line_and_exits_2(start):
+    taken = listener()
+    port = taken.getsockname()[1]
+    example = start([sys.executable, str(ROOT / "examples" / "brokers.py"), f"127.0.0.1:{port}"])
+    assert example.wait_exit(10) == 2
+    assert example.stderr().splitlines() == [
+        f"error: cannot bind '127.0.0.1:{port}': address already in use; "
+        "stop what holds it or choose another address"
+    ]
+    assert "worker_ready" not in example.stdout()
+    taken.close()
+
+
+def test_example_with_bad_address_exits_2(start):
+    example = start([sys.executable, str(ROOT / "examples" / "brokers.py"), "nowhere"])
+    assert example.wait_exit(10) == 2
+    assert example.stderr().startswith("error: bad address 'nowhere'")
+
+
+def test_example_runs_both_brokers_and_obeys_signals(start, sock):
+    port = sock.getsockname()[1]
+    argv = [sys.executable, str(ROOT / "examples" / "brokers.py")]
+    example = start(argv, pass_fds=[sock], env={"ECHO_LISTEN": f"fd://{sock.fileno()}"})
+    wait_until(lambda: example.stdout().count("worker_ready") == 3, 5)
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
+        conn.sendall(b"hello\n")
+        assert conn.makefile().readline().endswith("] hello\n")
+    wait_until(lambda: "worker_message jobs" in example.stdout(), 5)
+    example.signal(signal.SIGHUP)
+    wait_until(lambda: example.stdout().count("reload_done") == 2, 10)
+    example.signal(signal.SIGTERM)
+    wait_until(lambda: example.stdout().count("worker_exit") == 6, 10)
+    example.signal(signal.SIGUSR2)
+    wait_until(lambda: example.stdout().count("worker_ready") == 9, 5)
+    example.signal(signal.SIGINT)
+    assert example.wait_exit(15) == 0
+    assert "worker_crash" not in example.stdout()
+
+
+def test_unix_socket_pidfile_log_reopen_and_preload(start, tmp_path):
+    path = tmp_path / "echo.sock"
+    pidfile = tmp_path / "master.pid"
+    log = tmp_path / "master.log"
+    config = {
+        "master": {"pidfile": str(pidfile)},
+        "log_file": str(log),
+        "brokers": [
+            {"type": "echo", "worker": "workers:Echo", "listen": [f"unix:{path}"]},
+            {"type": "jobs", "worker": "workers:Jobs", "preload": True, "interval": 60},
+            {"type": "idle", "worker": "workers:Idle", "timeout": 0},
+        ],
+    }
+    master = start(config)
+    master.wait_ready(3)
+    assert pidfile.read_text() == f"{master.pid}\n"
+    assert path.stat().st_mode & 0o777 == 0o666
+    with socket.socket(socket.AF_UNIX) as conn:
+        conn.settimeout(3)
+        conn.connect(str(path))
+        conn.sendall(b"ping\n")
+        assert conn.makefile().readline().startswith("pong")
+    assert f"echo x1 on unix:{path}" in log.read_text()
+    log.rename(tmp_path / "master.log.1")  # as logrotate does; SIGUSR1 reopens the file
+    master.signal(signal.SIGUSR1)
+    wait_until(log.exists, 5, "the log file is reopened")
+    master.signal(signal.SIGTTIN)
+    wait_until(lambda: log.read_text().count("scaled to 2 worker(s)") == 3, 5)
+    assert "signal: reopen logs" in (tmp_path / "master.log.1").read_text()
+    master.signal(signal.SIGINT)
+    assert master.wait_exit() == 0
+    assert not pidfile.exists() and not path.exists()
+
+
+def test_socket_file_removed_under_a_running_master(start, tmp_path):
+    path = tmp_path / "echo.sock"
+    master = start(
+        {"brokers": [{"type": "echo", "worker": "workers:Echo", "listen": [f"unix:{path}"]}]}
+    )
+    master.wait_ready(1)
+    path.unlink()  # someone cleaned up too eagerly: the master still stops cleanly
+    master.signal(signal.SIGINT)
+    assert master.wait_exit() == 0
+
+
+def run_in_child(fn) -> int:  # type: ignore[no-untyped-def]
+    """Run ``fn`` in a forked child; return its exit status."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover  (the child leaves through os._exit in fn)
+        fn()
+        os._exit(0)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_a_worker_forked_after_its_master_died_leaves_at_once(monkeypatch):
+    """die_with_parent: if the parent is already gone (getppid differs), leave with 1."""
+    assert run_in_child(lambda: _process.die_with_parent(os.getppid() + 1_000_000)) == 1
+    monkeypatch.setattr(sys, "platform", "darwin")  # no prctl there: only the getppid check
+    assert run_in_child(lambda: _process.die_with_parent(os.getppid())) == 0
+    assert alive(os.getpid())
