@@ -23,6 +23,7 @@ from prefork.http._config import add_serve_arguments, worker_options_from_args
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_BIND = "127.0.0.1:8000"
+_APP_HINT = "check APP and --app-dir"
 
 
 def default_workers() -> int:
@@ -165,7 +166,10 @@ def _check_app(app: str, preload: bool) -> None:
     except Exception as exc:
         raise ConfigError(f"cannot import app {app!r}: {type(exc).__name__}: {exc}") from None
     if found is None:
+        missing = top or module
+        raise ConfigError(f"cannot import app {app!r}: no module named {missing!r}; {_APP_HINT}")
+    if module != top and found.submodule_search_locations is None:
         raise ConfigError(
-            f"cannot import app {app!r}: no module named {top or module!r}; "
-            "check APP and --app-dir"
+            f"cannot import app {app!r}: ModuleNotFoundError: {top!r} is not a package; "
+            + _APP_HINT
         )

@@ -88,3 +88,9 @@ def test_default_workers_is_the_usable_cpus() -> None:
     import os
 
     assert cli.default_workers() == len(os.sched_getaffinity(0))
+
+
+def test_app_below_a_module_that_is_not_a_package(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "--app-dir", "examples", "hello.sub:app")
+    assert code == 2
+    assert "ModuleNotFoundError: 'hello' is not a package; check APP and --app-dir" in err
