@@ -37,7 +37,7 @@ def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
     py = sys.executable
     out = {
         "prefork": [
-            py, "-m", "prefork.http._standalone",
+            py, "-m", "prefork", "serve", "--workers", "1", "--log-level", "warning",
             "--bind", f"127.0.0.1:{port_of['prefork']}", APP,
         ],
         "uvicorn-h11": [

@@ -6,7 +6,6 @@ import asyncio
 import http.client
 import itertools
 import os
-import signal
 import socket
 import textwrap
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from prefork.http import AppImportError, HTTPConfig, HTTPWorker, LifespanFailure, _standalone
+from prefork.http import AppImportError, HTTPConfig, HTTPWorker, LifespanFailure
 from prefork.http._server import import_app
 
 _names = itertools.count()
@@ -224,42 +223,3 @@ def test_drain_before_init_does_nothing() -> None:
         await worker.drain()
 
     uvloop.run(main())
-
-
-def test_standalone_serves_until_sigterm(tmp_path: Path) -> None:
-    name = write_module(tmp_path)
-    sock = _standalone.bind("127.0.0.1:0", 16)
-    port = sock.getsockname()[1]
-    channel = _standalone._NullChannel()
-    worker = HTTPWorker(
-        type="http", id=1, generation=1, sockets=[sock],
-        options={"app": f"{name}:app", "app_dir": str(tmp_path)}, channel=channel,
-    )  # fmt: skip
-
-    async def main() -> int:
-        serving = asyncio.ensure_future(_standalone.serve(worker))
-        while not channel.frames:
-            await asyncio.sleep(0.005)
-        [(status, _, _)] = await asyncio.to_thread(get, port, [("GET", "/", None)])
-        assert status == 200
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGINT)  # a second signal does not start a second drain
-        return await serving
-
-    assert uvloop.run(main()) == 0
-    assert channel.frames == [("ready", None)]
-
-
-def test_standalone_main_parses_and_binds(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[HTTPWorker] = []
-
-    async def fake_serve(worker: HTTPWorker) -> int:
-        seen.append(worker)
-        return 0
-
-    monkeypatch.setattr(_standalone, "serve", fake_serve)
-    assert _standalone.main(["--bind", "[::1]:0", "m:app", "--keep-alive", "2"]) == 0
-    [worker] = seen
-    assert worker.config.keep_alive == 2.0
-    assert worker.sockets[0].family == socket.AF_INET6
-    worker.sockets[0].close()
