@@ -196,3 +196,14 @@ async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def request(method: str = "GET", target: str = "/", *headers: str, body: bytes = b"") -> bytes:
     lines = [f"{method} {target} HTTP/1.1", "Host: t", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def gated_hello() -> tuple[asyncio.Event, Any]:
+    """``hello_app`` that answers only once the returned event is set."""
+    gate = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await gate.wait()
+        await hello_app(scope, receive, send)
+
+    return gate, app

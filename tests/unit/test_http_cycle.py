@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from _http_fakes import Harness, hello_app, request, run
+from _http_fakes import Harness, gated_hello, hello_app, request, run
 
 from prefork.http._connection import BODY_BUFFER, CLOSED
 
@@ -396,12 +396,7 @@ def test_bad_chunk_while_discarding_just_closes() -> None:
 
 def test_half_closed_client_still_gets_its_answer() -> None:
     async def main() -> None:
-        gate = asyncio.Event()
-
-        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await gate.wait()
-            await hello_app(scope, receive, send)
-
+        gate, app = gated_hello()
         h = Harness(app)
         h.feed(request())
         assert h.proto.eof_received() is True
@@ -468,12 +463,7 @@ def test_disconnect_while_waiting_to_write_raises_on_the_next_send() -> None:
 
 def test_pipelined_backlog_pauses_reading() -> None:
     async def main() -> None:
-        gate = asyncio.Event()
-
-        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await gate.wait()
-            await hello_app(scope, receive, send)
-
+        gate, app = gated_hello()
         h = Harness(app)
         h.feed(request())
         backlog = request("GET", "/", "X-Pad: " + "p" * 250) * 300

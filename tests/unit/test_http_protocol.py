@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from _http_fakes import SPLITS, Harness, hello_app, request, run
+from _http_fakes import SPLITS, Harness, gated_hello, hello_app, request, run
 
 from prefork.http import ClientDisconnected
 
@@ -279,12 +279,7 @@ def test_early_response_discards_the_unread_body_and_keeps_the_connection() -> N
 
 def test_early_response_with_paused_reading_resumes_to_discard() -> None:
     async def main() -> None:
-        gate = asyncio.Event()
-
-        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await gate.wait()
-            await hello_app(scope, receive, send)
-
+        gate, app = gated_hello()
         h = Harness(app)
         h.feed(request("POST", "/", "Content-Length: 100000") + b"y" * 70_000)
         assert not h.transport.reading
