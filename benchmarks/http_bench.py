@@ -49,10 +49,11 @@ def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
             "--port", str(port_of["uvicorn-httptools"]), APP,
         ],
     }  # fmt: skip
-    if importlib.util.find_spec("gunicorn") is not None and "gunicorn-uvicorn" in port_of:
-        out["gunicorn-uvicorn"] = [
-            py, "-m", "gunicorn", "-w", "1", "-k", "uvicorn.workers.UvicornWorker",
-            "-b", f"127.0.0.1:{port_of['gunicorn-uvicorn']}", APP,
+    if importlib.util.find_spec("gunicorn") is not None and "gunicorn-asgi" in port_of:
+        # gunicorn's own ASGI worker (gunicorn >= 25), on uvloop, without an access log.
+        out["gunicorn-asgi"] = [
+            py, "-m", "gunicorn", "-w", "1", "-k", "asgi", "--asgi-loop", "uvloop",
+            "-b", f"127.0.0.1:{port_of['gunicorn-asgi']}", APP,
         ]  # fmt: skip
     return out
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("install wrk: apt-get install wrk", file=sys.stderr)
         return 2
-    names = ["prefork", "uvicorn-h11", "uvicorn-httptools", "gunicorn-uvicorn"]
+    names = ["prefork", "uvicorn-h11", "uvicorn-httptools", "gunicorn-asgi"]
     port_of = {name: free_port() for name in names}
     commands = servers(port_of)
     if args.only:
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         if "uvicorn-httptools" in medians:
             ratio = medians["prefork"] / medians["uvicorn-httptools"]
             print(f"prefork / uvicorn-httptools = {ratio:.2f}x")
+        if "gunicorn-asgi" in medians:
+            print(f"gunicorn-asgi / uvicorn-h11 = {medians['gunicorn-asgi'] / base:.2f}x")
+            ratio = medians["prefork"] / medians["gunicorn-asgi"]
+            print(f"prefork / gunicorn-asgi     = {ratio:.2f}x")
     return 0
 
 

@@ -207,6 +207,8 @@ class Cycle:
             self._write_body(body, bool(more))
             if more and self.proto.write_paused:
                 await self.proto.drain()
+                if self.disconnected:  # gone (or aborted for not reading) while we waited
+                    raise ClientDisconnected("the client closed the connection")
         elif kind == "http.response.start":
             if self.start is not None:
                 raise RuntimeError("Unexpected ASGI message 'http.response.start' sent twice.")
@@ -268,7 +270,9 @@ class Cycle:
             logger.error("ASGI callable should return None, but returned %r.", result)
             self.proto.abort_cycle(self)
         elif not self.complete:
-            if self.start is None:
+            if self.disconnected:
+                logger.debug("ASGI callable returned after the client went away.")
+            elif self.start is None:
                 logger.error("ASGI callable returned without starting a response.")
             else:
                 logger.error("ASGI callable returned without completing the response.")

@@ -45,7 +45,9 @@ class HTTPConfig:
     """Options of one HTTP worker (every worker of a broker shares them).
 
     ``app`` is ``"module:attr"`` (imported in the worker after fork) or an ASGI callable.
-    Timeouts are in seconds. Raises ``HTTPConfigError`` on a bad value.
+    Timeouts are in seconds; ``body_timeout`` bounds a stalled request body and a client that
+    stops reading its response. ``limit_request_body`` is in bytes, 0 for no limit (413).
+    Raises ``HTTPConfigError`` on a bad value.
     """
 
     app: str | Callable[..., Any]
@@ -66,6 +68,7 @@ class HTTPConfig:
     limit_request_fields: int = 100
     limit_request_field_size: int = 8190
     limit_request_head: int = 65536
+    limit_request_body: int = 0
     listen_backlog: int = 2048
     server_header: bool = True
 
@@ -98,7 +101,7 @@ class HTTPConfig:
             "limit_request_head",
             "listen_backlog",
         )
-        _non_negative(self, "max_requests", "max_requests_jitter")
+        _non_negative(self, "max_requests", "max_requests_jitter", "limit_request_body")
         if self.limit_concurrency is not None:
             _positive(self, "limit_concurrency")
         if self.max_requests_jitter and not self.max_requests:
@@ -175,6 +178,7 @@ _ARG_TO_OPTION = {
     "access_log": "access_log",
     "header_timeout": "header_timeout",
     "body_timeout": "body_timeout",
+    "limit_request_body": "limit_request_body",
     "backlog": "listen_backlog",
 }
 
@@ -262,7 +266,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=d.body_timeout,
         metavar="SECONDS",
-        help="close a connection idle this long while sending a body (default %(default)s)",
+        help="close a connection whose body stalls this long, either way (default %(default)s)",
+    )
+    parser.add_argument(
+        "--limit-request-body",
+        type=int,
+        default=d.limit_request_body,
+        metavar="BYTES",
+        help="answer 413 to a request body over BYTES (default 0 = no limit)",
     )
 
 

@@ -2,8 +2,10 @@
 
 h11 parses and validates each request head and body; a fresh ``h11.Connection`` per request is
 fed the bytes left over by the previous one, and responses are framed by ``_framing`` (twice
-as fast as letting h11 frame them). Timeouts are deadlines checked by the server's sweep, so
-arming one costs a float store, not a timer handle per request.
+as fast as letting h11 frame them). The raw bytes of a chunked body pass a ``ChunkScanner``
+before h11 sees them. Timeouts are deadlines checked by the server's sweep, so arming one
+costs a float store, not a timer handle per request; ``write_deadline`` bounds how long a
+client may leave our writes paused (then the connection is aborted, its buffer dropped).
 
 Phases: HEAD (waiting for a request head), BODY (a request is running and its body is still
 arriving), BUSY (the body is complete, the response is not), DISCARD (the response is done
@@ -18,7 +20,13 @@ import h11
 
 from prefork.http._asgi import Cycle, build_scope, log_access, run_app
 from prefork.http._framing import simple_response
-from prefork.http._parse import HEAD_END, RequestInfo, check_raw_head, inspect_request
+from prefork.http._parse import (
+    HEAD_END,
+    ChunkScanner,
+    RequestInfo,
+    check_raw_head,
+    inspect_request,
+)
 from prefork.http._state import ServerState
 
 __all__ = ["BODY_BUFFER", "HTTPProtocol", "ServerState"]
@@ -45,11 +53,13 @@ class HTTPProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None
         self.phase = HEAD
         self.deadline = 0.0
+        self.write_deadline = 0.0
         self.read_paused = False
         self.write_paused = False
         self.draining = False
         self._buf = b""
         self._parser: h11.Connection | None = None
+        self._chunks: ChunkScanner | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._served = 0
@@ -78,9 +88,7 @@ class HTTPProtocol(asyncio.Protocol):
         if cycle is not None:
             cycle.disconnected = True
             cycle.wake()
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_writer()
         self.state.connection_closed(self)
 
     def eof_received(self) -> bool | None:
@@ -96,6 +104,11 @@ class HTTPProtocol(asyncio.Protocol):
             self._handle_heads()
         elif phase in (BODY, DISCARD):
             assert self._parser is not None
+            if self._chunks is not None:
+                refusal = self._chunks.feed(data)
+                if refusal is not None:
+                    self._refuse(*refusal)
+                    return
             self._parser.receive_data(data)
             self._read_body()
         elif phase == BUSY:
@@ -105,9 +118,14 @@ class HTTPProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_deadline = self.loop.time() + self._config.body_timeout
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = 0.0
+        self._wake_writer()
+
+    def _wake_writer(self) -> None:
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -168,6 +186,18 @@ class HTTPProtocol(asyncio.Protocol):
         if info.websocket:
             self._refuse(400, b"WebSocket is not supported by this server.\n")
             return False
+        if info.has_body:
+            body_limit = config.limit_request_body
+            if info.chunked:
+                scanner = ChunkScanner(body_limit, config.limit_request_field_size)
+                refusal = scanner.feed(buf, end)
+                if refusal is not None:
+                    self._refuse(*refusal)
+                    return False
+                self._chunks = scanner
+            elif body_limit and info.content_length > body_limit:
+                self._refuse(413, b"Request body too large.\n")
+                return False
         state = self.state
         limit = config.limit_concurrency
         if limit is not None and (len(state.connections) > limit or state.inflight >= limit):
@@ -223,6 +253,7 @@ class HTTPProtocol(asyncio.Protocol):
                 elif type(event) is h11.EndOfMessage:
                     self._buf = parser.trailing_data[0]
                     self._parser = None
+                    self._chunks = None
                     if discard:
                         self._after_response()
                     else:
@@ -305,20 +336,28 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(simple_response(status, message))
         self._close()
 
-    def _close(self) -> None:
+    def _close(self, abort: bool = False) -> None:
+        """Close (``abort``: at once, dropping what the client has not read yet)."""
         self.phase = CLOSED
         self.deadline = 0.0
         cycle = self.cycle
         if cycle is not None and not cycle.disconnected:
             cycle.disconnected = True
             cycle.wake()
-        self.transport.close()
+        if abort:
+            self.write_deadline = 0.0
+            self._wake_writer()
+            self.transport.abort()
+        else:
+            self.transport.close()  # flushes first: write_deadline still bounds that
 
     # -- timeouts and drain ----------------------------------------------------------------
 
     def check_deadline(self, now: float) -> None:
         """Close the connection if its current deadline has passed."""
-        if self.deadline and now >= self.deadline:
+        if self.write_deadline and now >= self.write_deadline:
+            self._close(abort=True)  # the client stopped reading our response
+        elif self.deadline and now >= self.deadline:
             if self.phase == HEAD and self._buf:
                 self._refuse(408, b"Request timeout.\n")
             else:

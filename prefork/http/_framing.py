@@ -2,7 +2,9 @@
 header validation, Date caching, and the Content-Length / chunked / close-delimited decision.
 
 Pure: bytes in, bytes out. The rules (RFC 9112 section 6):
-- 1xx, 204 and 304 responses, and responses to HEAD, carry no body bytes;
+- 1xx, 204 and 304 responses, and responses to HEAD, carry no body bytes (and no
+  ``Transfer-Encoding``: the app's is always dropped; its Content-Length is kept on HEAD and
+  304, where it describes the body a GET would get, and dropped on 204);
 - with a Content-Length the body is exactly that long;
 - without one, HTTP/1.1 responses are chunked; HTTP/1.0 ones end when the connection closes.
 """
@@ -108,6 +110,8 @@ def build_head(
         if name == b"content-length":
             if content_length != -1 or not value.isdigit():
                 raise ValueError(f"invalid content-length response header {value!r}")
+            if status == 204:
+                continue  # RFC 9110 section 8.6: a 204 MUST NOT send Content-Length
             content_length = int(value)
         elif name == b"transfer-encoding":
             continue  # ours to decide

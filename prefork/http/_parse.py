@@ -7,6 +7,8 @@ answer with before closing the connection.
   (h11 only limits an *incomplete* head, so one large write got through).
 - ``inspect_request``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE,
   field count, and the facts the connection needs (body, keep-alive, expect, upgrade).
+- ``ChunkScanner``: strict chunk-size lines of a chunked body (h11's accept bare CR, NUL and
+  whitespace after the size) and the body size limit, checked on the raw bytes before h11.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ Refusal = tuple[int, bytes]
 HEAD_END = re.compile(rb"\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([^\r\n]*)")
 _ABSOLUTE = re.compile(rb"(?i)https?://[^/?#\s]+([/?][^#\s]*)?")
+# RFC 9112 section 7.1.1: chunk-size *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted ) ] )
+# CRLF, without the BWS right after the size (h11 refuses that one too).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
+_EXT = rb"%s(?:[ \t]*=[ \t]*(?:%s|%s))?" % (_TOKEN, _TOKEN, _QUOTED)
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]{1,20})(?:;[ \t]*%s(?:[ \t]*;[ \t]*%s)*)?\r\n" % (_EXT, _EXT)
+)
 
 
 def check_raw_head(
@@ -60,7 +70,16 @@ class RequestInfo:
     ``path`` is the target's path and query, for absolute-form as for origin-form.
     """
 
-    __slots__ = ("expect_continue", "has_body", "headers", "keep_alive", "path", "websocket")
+    __slots__ = (
+        "chunked",
+        "content_length",
+        "expect_continue",
+        "has_body",
+        "headers",
+        "keep_alive",
+        "path",
+        "websocket",
+    )
 
     def __init__(
         self,
@@ -70,9 +89,13 @@ class RequestInfo:
         expect_continue: bool,
         websocket: bool,
         path: bytes,
+        chunked: bool = False,
+        content_length: int = 0,
     ) -> None:
         self.headers = headers
         self.has_body = has_body
+        self.chunked = chunked
+        self.content_length = content_length
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.websocket = websocket
@@ -118,7 +141,7 @@ def inspect_request(
         return 431, b"Too many request header fields.\n"
     headers = [(name, value) for _, name, value in items]
     content_lengths = 0
-    has_length = False
+    length = b"0"
     chunked = False
     connection: list[bytes] = []
     expect = False
@@ -126,7 +149,7 @@ def inspect_request(
     for name, value in headers:
         if name == b"content-length":
             content_lengths += 1
-            has_length = value != b"0"
+            length = value
         elif name == b"transfer-encoding":
             chunked = True
         elif name == b"connection":
@@ -142,12 +165,81 @@ def inspect_request(
             return 400, b"Both Content-Length and Transfer-Encoding.\n"
         if version == b"1.0":
             return 400, b"Transfer-Encoding in an HTTP/1.0 request.\n"
-    has_body = chunked or has_length
+    content_length = int(length) if length != b"0" else 0  # h11 checked it is digits
     keep_alive = b"close" not in connection if version == b"1.1" else False
     websocket = b"upgrade" in connection and b"websocket" in upgrade
-    return RequestInfo(headers, has_body, keep_alive, expect and version == b"1.1", websocket, path)
+    return RequestInfo(
+        headers,
+        chunked or content_length != 0,
+        keep_alive,
+        expect and version == b"1.1",
+        websocket,
+        path,
+        chunked,
+        content_length,
+    )
 
 
 def _duplicate_length(buf: bytes, end: int) -> bool:
     values = _CONTENT_LENGTH.findall(buf, 0, end)
     return len(values) != 1 or b"," in values[0]
+
+
+class ChunkScanner:
+    """Checks the framing lines of one chunked request body as its raw bytes arrive.
+
+    h11 de-chunks the body; this runs in front of it (only for chunked bodies) and refuses
+    what h11's chunk reader lets through: chunk extensions with bare CR, NUL or other control
+    bytes, whitespace after the size (``0 \\r\\n``, ``1 ;x``), and chunk-size lines
+    longer than ``line_limit``. It also adds up the chunk sizes against ``body_limit`` (0: no
+    limit), so a body is refused as soon as a chunk header announces too much.
+
+    It reads sizes exactly as h11 does and skips the chunk data plus its CRLF (h11 checks
+    those two bytes), so the two stay in step; after the last chunk it stops (h11 checks
+    the trailer fields).
+    """
+
+    __slots__ = ("_body_limit", "_done", "_line", "_line_limit", "_skip", "_total")
+
+    def __init__(self, body_limit: int, line_limit: int) -> None:
+        self._body_limit = body_limit
+        self._line_limit = line_limit
+        self._line = bytearray()  # the start of a chunk-size line cut by a read
+        self._skip = 0  # bytes of chunk data and its CRLF still to pass
+        self._total = 0
+        self._done = False
+
+    def feed(self, data: bytes, pos: int = 0) -> Refusal | None:
+        """Scan ``data[pos:]``; return None while the body is well formed so far."""
+        end = len(data)
+        while pos < end and not self._done:
+            if self._skip:
+                take = min(self._skip, end - pos)
+                self._skip -= take
+                pos += take
+                continue
+            newline = data.find(b"\n", pos)
+            if newline == -1:
+                self._line += data[pos:]
+                if len(self._line) > self._line_limit:
+                    return 400, b"Chunk header too long.\n"
+                return None
+            line = data[pos : newline + 1]
+            if self._line:
+                line = bytes(self._line) + line
+                self._line.clear()
+            pos = newline + 1
+            if len(line) > self._line_limit:
+                return 400, b"Chunk header too long.\n"
+            match = _CHUNK_LINE.fullmatch(line)
+            if match is None:
+                return 400, b"Invalid chunk header.\n"
+            size = int(match.group(1), 16)
+            if size == 0:
+                self._done = True
+            else:
+                self._total += size
+                if self._body_limit and self._total > self._body_limit:
+                    return 413, b"Request body too large.\n"
+                self._skip = size + 2
+        return None

@@ -18,7 +18,11 @@ from prefork.http._connection import HTTPProtocol, ServerState
 
 
 class FakeTransport:
-    """Records writes; ``close()`` reports connection_lost on the next loop turn, like uvloop."""
+    """Records writes; ``close()`` reports connection_lost on the next loop turn, like uvloop.
+
+    With ``hold_close`` set, ``close()`` behaves like uvloop's with unread data buffered for a
+    client that stopped reading: it never reports connection_lost; only ``abort()`` does.
+    """
 
     def __init__(
         self,
@@ -33,6 +37,9 @@ class FakeTransport:
         self.out = bytearray()
         self.writes: list[bytes] = []
         self.closed = False
+        self.aborted = False
+        self.hold_close = False
+        self._lost = False
         self.reading = True
         self.pauses = 0
         self.extra = {"sockname": sockname, "peername": peername}
@@ -46,8 +53,17 @@ class FakeTransport:
         self.write(b"".join(chunks))
 
     def close(self) -> None:
-        if not self.closed:
-            self.closed = True
+        self.closed = True
+        if not self.hold_close:
+            self._report_lost()
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+        self._report_lost()
+
+    def _report_lost(self) -> None:
+        if not self._lost:
+            self._lost = True
             self.loop.call_soon(self.protocol.connection_lost, None)
 
     def is_closing(self) -> bool:

@@ -19,6 +19,7 @@ def test_defaults() -> None:
         8190,
     )
     assert c.forwarded_allow_ips == ("127.0.0.1",)
+    assert c.limit_request_body == 0  # no body limit unless asked
 
 
 @pytest.mark.parametrize(
@@ -38,6 +39,8 @@ def test_defaults() -> None:
         ({"app": "m:a", "limit_concurrency": 0}, "limit_concurrency"),
         ({"app": "m:a", "max_requests": -1}, "max_requests"),
         ({"app": "m:a", "max_requests_jitter": True}, "max_requests_jitter"),
+        ({"app": "m:a", "limit_request_body": -1}, "limit_request_body"),
+        ({"app": "m:a", "limit_request_body": 1.5}, "limit_request_body"),
         ({"app": "m:a", "max_requests_jitter": 5}, "needs max_requests"),
         ({"app": "m:a", "forwarded_allow_ips": "1.2.3.4,bogus"}, "'bogus'"),
         ({"app": "m:a", "colour": "red"}, "unknown HTTP option 'colour'"),
@@ -86,6 +89,7 @@ def test_cli_options_map_to_config_fields() -> None:
             "10", "--max-requests", "100", "--max-requests-jitter", "5", "--root-path", "/x",
             "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1, 10.0.0.2", "--lifespan", "on",
             "--access-log", "--header-timeout", "3", "--body-timeout", "4", "--backlog", "64",
+            "--limit-request-body", "1048576",
         ]
     )  # fmt: skip
     c = HTTPConfig.from_options(worker_options_from_args(ns))
@@ -105,6 +109,7 @@ def test_cli_options_map_to_config_fields() -> None:
         header_timeout=3.0,
         body_timeout=4.0,
         listen_backlog=64,
+        limit_request_body=1048576,
     )
     assert parser().parse_args(["m:a", "--no-access-log"]).access_log is False
 
@@ -126,5 +131,5 @@ def test_help_has_a_line_per_option(capsys: pytest.CaptureFixture[str]) -> None:
     for flag in ("--factory", "--app-dir", "--keep-alive", "--limit-concurrency",
                  "--max-requests", "--max-requests-jitter", "--root-path", "--proxy-headers",
                  "--forwarded-allow-ips", "--lifespan", "--access-log", "--header-timeout",
-                 "--body-timeout"):  # fmt: skip
+                 "--body-timeout", "--limit-request-body"):  # fmt: skip
         assert flag in text

@@ -437,15 +437,14 @@ def test_send_waits_while_writing_is_paused() -> None:
     run(main())
 
 
-def test_disconnect_while_waiting_to_write_raises_on_the_next_send() -> None:
+def test_disconnect_while_waiting_to_write_raises_from_the_waiting_send() -> None:
     async def main() -> None:
         errors: list[BaseException] = []
 
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send(START)
-            await send({**BODY, "more_body": True})
             try:
-                await send({**BODY, "more_body": True})
+                await send({**BODY, "more_body": True})  # waits: writing is paused
             except OSError as exc:
                 errors.append(exc)
 

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import h11
+import time
 
-from prefork.http._parse import HEAD_END, RequestInfo, check_raw_head, inspect_request
+import h11
+import pytest
+from _http_fakes import SPLITS, split
+
+from prefork.http._parse import (
+    HEAD_END,
+    ChunkScanner,
+    RequestInfo,
+    check_raw_head,
+    inspect_request,
+)
 
 LIMITS = {"line_limit": 20, "field_limit": 10, "head_limit": 60}
 
@@ -64,3 +74,73 @@ def test_request_facts() -> None:
     assert isinstance(info, RequestInfo)
     assert (info.has_body, info.keep_alive, info.expect_continue) == (False, False, False)
     assert parse(b"GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n")[0] == 431  # type: ignore[index]
+
+
+def test_request_facts_for_bodies() -> None:
+    info = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 012\r\n\r\n")
+    assert isinstance(info, RequestInfo)
+    assert (info.has_body, info.chunked, info.content_length) == (True, False, 12)
+    info = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    assert isinstance(info, RequestInfo)
+    assert (info.has_body, info.chunked, info.content_length) == (False, False, 0)
+    info = parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert isinstance(info, RequestInfo)
+    assert (info.has_body, info.chunked, info.content_length) == (True, True, 0)
+
+
+GOOD_BODY = (
+    b'1a;n=v;m="q\\"\x80"\r\n' + b"z" * 26 + b"\r\n3\r\nabc\r\n0;end\r\nT: 1\r\n\r\nNEXT \r\n"
+)
+
+
+def scan(data: bytes, how: str, *, body_limit: int = 0, line_limit: int = 100) -> object:
+    scanner = ChunkScanner(body_limit, line_limit)
+    for piece in split(data, how, seed=1):
+        refusal = scanner.feed(piece)
+        if refusal is not None:
+            return refusal
+    return None
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_chunk_scanner_passes_good_bodies_and_stops_after_the_last_chunk(how: str) -> None:
+    # after "0;end" it ignores the trailer and whatever follows (h11 checks those)
+    assert scan(GOOD_BODY + b"\x00 \r\r\n", how) is None
+    assert scan(GOOD_BODY, how, body_limit=29) is None
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize(
+    ("data", "refusal"),
+    [
+        (b"1;a\rb\r\nx\r\n0\r\n\r\n", 400),
+        (b"1;a\x00\r\nx\r\n0\r\n\r\n", 400),
+        (b"1\r\nx\r\n0 \r\n\r\n", 400),
+        (b"1 ;a\r\nx\r\n", 400),  # whitespace after the size, even before an extension
+        (b"1\nx\r\n", 400),  # bare LF ends no chunk-size line
+        (b"g\r\n", 400),
+        (b"1" * 21 + b"\r\n", 400),  # more hex digits than h11 reads
+        (b"1;" + b"a" * 97 + b"\r\n", 400),  # a line of 101 bytes
+        (b"1;" + b"a" * 200, 400),  # ... also before its end arrives
+        (GOOD_BODY, 413),
+    ],
+)
+def test_chunk_scanner_refuses(data: bytes, refusal: int, how: str) -> None:
+    result = scan(data, how, body_limit=28)
+    assert isinstance(result, tuple) and result[0] == refusal
+
+
+def test_chunk_scanner_reads_from_an_offset_and_counts_the_whole_body() -> None:
+    scanner = ChunkScanner(5, 100)
+    assert scanner.feed(b"HEAD\r\n\r\n3\r\nabc\r\n", 8) is None
+    assert scanner.feed(b"2\r\nde\r\n") is None
+    assert scanner.feed(b"1\r\n") == (413, b"Request body too large.\n")
+
+
+def test_chunk_line_regex_is_linear_on_hostile_input() -> None:
+    scanner = ChunkScanner(0, 10**6)
+    start = time.perf_counter()
+    assert scanner.feed(b"1" + b";a" + b" \t" * 200_000 + b"=\r\n") is not None
+    scanner = ChunkScanner(0, 10**6)
+    assert scanner.feed(b"1;a" + b";a=b " * 100_000 + b"\x00\r\n") is not None
+    assert time.perf_counter() - start < 1.0
