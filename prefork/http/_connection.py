@@ -35,6 +35,8 @@ HEAD, BODY, BUSY, DISCARD, CLOSED = range(5)
 
 #: Reading pauses while this much request body waits for the app (and a pipelined backlog).
 BODY_BUFFER = 65536
+#: On drain, how long an idle keep-alive connection may still bring one last request.
+DRAIN_IDLE_GRACE = 0.5
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -368,6 +370,14 @@ class HTTPProtocol(asyncio.Protocol):
         self.draining = True
         if self.phase == HEAD and not self._buf:
             if self._served:
-                self._close()
+                # An idle keep-alive connection may have a request on the wire already:
+                # closing now would reset it. Wait a moment; a request that comes is
+                # answered with ``Connection: close``.
+                grace = min(DRAIN_IDLE_GRACE, self._config.keep_alive)
+                self.loop.call_later(grace, self._close_if_idle)
             else:  # accepted but nothing sent yet: give the client a moment, not forever
                 self.deadline = min(self.deadline, self.loop.time() + self._config.keep_alive)
+
+    def _close_if_idle(self) -> None:
+        if self.phase == HEAD and not self._buf:
+            self._close()

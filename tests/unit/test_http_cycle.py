@@ -636,3 +636,34 @@ def test_no_100_continue_once_the_response_started() -> None:
         assert b"100 Continue" not in h.out and h.responses("POST")[0].body == b"ok"
 
     run(main())
+
+
+def test_drain_gives_idle_keep_alive_a_moment_for_a_request_on_the_wire() -> None:
+    async def main() -> None:
+        h = Harness(hello_app, {"keep_alive": 5.0})
+        h.feed(request())  # served, now idle keep-alive
+        await h.settle()
+        drain = asyncio.ensure_future(h.state.drain())
+        await h.settle()
+        assert not h.transport.closed  # not reset under a request the client already sent
+        h.feed(request())
+        await asyncio.wait_for(drain, 5)
+        [first, last] = h.responses("GET", "GET")
+        assert first.status == last.status == 200
+        assert b"connection: close" in h.out.split(b"\r\n\r\n", 2)[1].lower()
+        assert h.transport.closed
+
+    run(main())
+
+
+def test_drain_closes_an_idle_keep_alive_connection_after_the_grace() -> None:
+    async def main() -> None:
+        h = Harness(hello_app, {"keep_alive": 0.05})
+        h.feed(request())
+        await h.settle()
+        started = h.loop.time()
+        await asyncio.wait_for(h.state.drain(), 5)
+        assert h.transport.closed and h.loop.time() - started >= 0.05
+        h.proto._close_if_idle()  # a late timer on a closed connection does nothing
+
+    run(main())
