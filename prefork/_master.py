@@ -62,6 +62,7 @@ class Master:
         self._selector: selectors.DefaultSelector | None = None
         self._wakeup: SignalWakeup | None = None
         self._exit_code: int | None = None
+        self._pidfile_written = ""
 
     def broker(
         self,
@@ -334,6 +335,7 @@ class Master:
 
     def _write_pidfile(self) -> None:
         if self.config.pidfile:
+            self._pidfile_written = self.config.pidfile
             with open(self.config.pidfile, "w") as f:
                 f.write(f"{os.getpid()}\n")
 
@@ -345,8 +347,9 @@ class Master:
             for sock in socks:
                 _close_listener(sock)
         self._sockets.clear()
-        if self.config.pidfile and os.path.exists(self.config.pidfile):
-            os.unlink(self.config.pidfile)
+        if self._pidfile_written and os.path.exists(self._pidfile_written):
+            os.unlink(self._pidfile_written)  # ours only: never another master's
+        self._pidfile_written = ""
 
     def _policy(self, config: BrokerConfig) -> BrokerPolicy:
         c = self.config

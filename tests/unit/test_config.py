@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
 from prefork import ConfigError, Master, Worker
@@ -117,3 +120,19 @@ def test_scale_takes_a_count() -> None:
 def test_run_without_brokers_is_an_error() -> None:
     with pytest.raises(ConfigError, match="no brokers"):
         Master().run()
+
+
+def test_a_master_that_cannot_bind_leaves_another_masters_pidfile_alone(tmp_path: Path) -> None:
+    pidfile = tmp_path / "prefork.pid"
+    pidfile.write_text("12345\n")  # the running master's
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        master = Master(pidfile=str(pidfile))
+        master.broker("web", Nop, listen=[f"127.0.0.1:{holder.getsockname()[1]}"])
+        with pytest.raises(ConfigError, match="address already in use"):
+            master.run()
+    finally:
+        holder.close()
+    assert pidfile.read_text() == "12345\n"
