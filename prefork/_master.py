@@ -23,7 +23,8 @@ from prefork import _child, _events, _process, _sockets
 from prefork import _messages as frames
 from prefork._broker import Broker
 from prefork._events import Action, Event
-from prefork._signals import Intent, SignalWakeup, reset_in_child
+from prefork._notify import Notifier
+from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
 from prefork._supervisor import BrokerPolicy, Supervisor
 from prefork.config import BrokerConfig, ConfigError, MasterConfig, brokers_unique
 from prefork.worker import Worker
@@ -63,6 +64,9 @@ class Master:
         self._wakeup: SignalWakeup | None = None
         self._exit_code: int | None = None
         self._pidfile_written = ""
+        self._notifier = Notifier(os.environ)
+        self._announced = False  # READY=1 sent since the start or the last RELOADING=1
+        self._stopping = False
 
     def broker(
         self,
@@ -131,6 +135,7 @@ class Master:
         assert self._supervisor is not None and self._selector is not None
         while True:
             self._process_pending()
+            self._announce()
             if self._exit_code is not None:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
@@ -171,7 +176,30 @@ class Master:
             elif intent is Intent.REOPEN_LOGS:
                 _reopen_log_files()
             else:
-                self._post(_intent_event(intent))
+                self._notify_intent(intent)
+                self._post(intent_event(intent))
+
+    def _notify_intent(self, intent: Intent) -> None:
+        """Tell systemd (``Type=notify-reload``) about a reload or a stop as it starts."""
+        if self._stopping:
+            return
+        if intent is Intent.RELOAD:
+            self._announced = False
+            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+            self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
+        elif intent is Intent.STOP:
+            self._stopping = True
+            self._notifier.send("STOPPING=1")
+
+    def _announce(self) -> None:
+        """READY=1 once every broker has its workers ready (at start, after each reload)."""
+        supervisor = self._supervisor
+        assert supervisor is not None
+        if self._announced or self._stopping or supervisor.reloading():
+            return
+        if supervisor.all_ready():
+            self._announced = True
+            self._notifier.send("READY=1", f"STATUS=serving: {self._describe()}")
 
     def _reap(self) -> None:
         for dead in _process.reap():
@@ -345,7 +373,7 @@ class Master:
         self._channels.clear()
         for socks in self._sockets.values():
             for sock in socks:
-                _close_listener(sock)
+                _sockets.close_listener(sock)
         self._sockets.clear()
         if self._pidfile_written and os.path.exists(self._pidfile_written):
             os.unlink(self._pidfile_written)  # ours only: never another master's
@@ -390,18 +418,6 @@ class Master:
         return self._supervisor is not None and self._supervisor.draining(broker.type)
 
 
-def _intent_event(intent: Intent) -> Event:
-    if intent is Intent.RELOAD:
-        return _events.ReloadRequested(0.0)
-    if intent is Intent.DRAIN:
-        return _events.DrainRequested(0.0)
-    if intent is Intent.RESUME:
-        return _events.ResumeRequested(0.0)
-    if intent is Intent.STOP:
-        return _events.StopRequested(0.0)
-    return _events.ScaleRequested(0.0, delta=1 if intent is Intent.SCALE_UP else -1)
-
-
 def _heartbeat_interval(timeout: float) -> float:
     """Beat three times per timeout (two beats may be late before the master acts); none when
     timeouts are off. Each beat wakes the master, so no more often than that."""
@@ -417,11 +433,3 @@ def _reopen_log_files() -> None:
                 handler.stream = handler._open()
             finally:
                 handler.release()
-
-
-def _close_listener(sock: socket.socket) -> None:
-    if sock.family == socket.AF_UNIX:
-        path = sock.getsockname()
-        if path and os.path.exists(path):
-            os.unlink(path)
-    sock.close()

@@ -15,6 +15,15 @@ import signal
 import socket
 from types import FrameType, TracebackType
 
+from prefork._events import (
+    DrainRequested,
+    Event,
+    ReloadRequested,
+    ResumeRequested,
+    ScaleRequested,
+    StopRequested,
+)
+
 
 class Intent(enum.Enum):
     RELOAD = "reload"
@@ -106,3 +115,16 @@ def reset_in_child() -> None:
     for signum in INTENTS:
         handler = _let_through if signum in LEFT_TO_MASTER else signal.SIG_DFL
         signal.signal(signum, handler)
+
+
+def intent_event(intent: Intent) -> Event:
+    """The supervisor event for an intent (not for CHILD or REOPEN_LOGS, handled in the loop)."""
+    if intent is Intent.RELOAD:
+        return ReloadRequested(0.0)
+    if intent is Intent.DRAIN:
+        return DrainRequested(0.0)
+    if intent is Intent.RESUME:
+        return ResumeRequested(0.0)
+    if intent is Intent.STOP:
+        return StopRequested(0.0)
+    return ScaleRequested(0.0, delta=1 if intent is Intent.SCALE_UP else -1)

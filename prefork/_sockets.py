@@ -157,3 +157,12 @@ def describe(sock: socket.socket) -> str:
         return f"unix:{os.fsdecode(name)}"
     host, port = name[0], name[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def close_listener(sock: socket.socket) -> None:
+    """Close a listening socket; a unix socket's file goes with it."""
+    if sock.family == socket.AF_UNIX:
+        path = sock.getsockname()
+        if path and os.path.exists(path):
+            os.unlink(path)
+    sock.close()

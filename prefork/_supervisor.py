@@ -111,6 +111,15 @@ class Supervisor:
             for name, b in self._brokers.items()
         }
 
+    def all_ready(self) -> bool:
+        """True when every broker that is not draining has its desired count ready."""
+        return all(
+            b.draining or self._ready_count(name) >= b.desired for name, b in self._brokers.items()
+        )
+
+    def reloading(self) -> bool:
+        return any(b.reloading for b in self._brokers.values())
+
     def draining(self, broker: str) -> bool:
         return self._brokers[broker].draining
 
@@ -423,6 +432,9 @@ class Supervisor:
         if b.draining or self._stopping:
             return False
         return bool(b.queue) or b.desired > len(self._live(b.policy.name))
+
+    def _ready_count(self, broker: str) -> int:
+        return sum(w.state is WorkerState.READY for w in self._live(broker))
 
     def _live(self, broker: str) -> list[WorkerRecord]:
         return [w for w in self._workers.values() if w.broker == broker and not w.stop_requested]

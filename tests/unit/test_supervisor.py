@@ -528,3 +528,17 @@ def test_backoff_deadline_is_dropped_by_a_drain() -> None:
     assert sup.next_deadline() is not None
     sup.handle(DrainRequested(0.1))
     assert sup.next_deadline() is None
+
+
+def test_all_ready_counts_ready_workers_and_ignores_draining_brokers() -> None:
+    sup = make(BrokerPolicy("web", workers=2), BrokerPolicy("jobs", workers=1))
+    sup.handle(Started(0.0))
+    assert not sup.all_ready()
+    ready(sup, 1, 1.0)
+    ready(sup, 2, 1.0)
+    assert not sup.all_ready()  # jobs is still booting
+    sup.handle(DrainRequested(1.5, "jobs"))
+    assert sup.all_ready()
+    assert not sup.reloading()
+    sup.handle(ReloadRequested(2.0, "web"))
+    assert sup.reloading()
