@@ -22,6 +22,7 @@ from typing import Any
 from prefork import _child, _events, _process, _sockets
 from prefork import _messages as frames
 from prefork._broker import Broker
+from prefork._channels import Channels
 from prefork._events import Action, Event
 from prefork._notify import Notifier
 from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
@@ -30,19 +31,6 @@ from prefork.config import BrokerConfig, ConfigError, MasterConfig, brokers_uniq
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")
-READ_CHUNK = 65536
-READS_PER_TURN = 4  # a flooding worker cannot starve the others or the signal fd
-
-
-class _Channel:
-    """The master's end of one worker's socketpair."""
-
-    def __init__(self, worker_id: int, sock: socket.socket, max_frame: int) -> None:
-        self.worker_id = worker_id
-        self.sock = sock
-        self.decoder = frames.Decoder(max_frame)
-        self.outgoing = bytearray()
-        self.pid = 0
 
 
 class Master:
@@ -57,7 +45,7 @@ class Master:
         self._brokers: dict[str, Broker] = {}
         self._supervisor: Supervisor | None = None
         self._pending: deque[Event] = deque()
-        self._channels: dict[int, _Channel] = {}
+        self._channels: Channels | None = None
         self._by_pid: dict[int, int] = {}
         self._sockets: dict[str, list[socket.socket]] = {}
         self._selector: selectors.DefaultSelector | None = None
@@ -120,6 +108,7 @@ class Master:
             self._write_pidfile()
             with SignalWakeup() as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
+                self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
                 self._supervisor = Supervisor(
                     [self._policy(b.config) for b in self._brokers.values()],
@@ -133,6 +122,8 @@ class Master:
 
     def _loop(self) -> int:
         assert self._supervisor is not None and self._selector is not None
+        channels = self._channels
+        assert channels is not None
         while True:
             self._process_pending()
             self._announce()
@@ -143,10 +134,11 @@ class Master:
             for key, mask in self._selector.select(timeout):
                 if key.data is None:
                     self._on_signals()
-                elif mask & selectors.EVENT_WRITE:
-                    self._flush(key.data)
-                if key.data is not None and mask & selectors.EVENT_READ:
-                    self._read(key.data)
+                    continue
+                if mask & selectors.EVENT_WRITE:
+                    channels.flush(key.data)
+                if mask & selectors.EVENT_READ:
+                    channels.read(key.data)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 self._post(_events.TimePassed(now))
@@ -206,9 +198,7 @@ class Master:
             worker_id = self._by_pid.pop(dead.pid, None)
             if worker_id is None:
                 continue  # not one of ours (we may be PID 1 in a container)
-            channel = self._channels.pop(worker_id)
-            self._read(channel, drain=True)  # its last messages come before its exit
-            self._close_channel(channel)
+            self._live_channels().remove(worker_id)
             self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal, 0.0))
 
     # --- actions -----------------------------------------------------------------------------
@@ -233,7 +223,6 @@ class Master:
         assert self._selector is not None and self._wakeup is not None
         broker = self._brokers[action.broker]
         ours, theirs = socket.socketpair()
-        channel = _Channel(action.worker_id, ours, self.config.max_frame)
         spec = _child.WorkerSpec(
             broker=broker.type,
             worker=broker.config.worker,
@@ -245,7 +234,7 @@ class Master:
             heartbeat=_heartbeat_interval(broker.config.timeout),
             max_frame=self.config.max_frame,
         )
-        others = [c.sock.fileno() for c in self._channels.values()]
+        others = self._live_channels().fds()
         selector_fd = self._selector.fileno()
 
         def before() -> None:
@@ -262,11 +251,8 @@ class Master:
             self._post(_events.SpawnFailed(action.worker_id, str(exc), 0.0))
             return
         theirs.close()
-        ours.setblocking(False)
-        channel.pid = pid
-        self._channels[action.worker_id] = channel
+        self._live_channels().add(action.worker_id, pid, ours)
         self._by_pid[pid] = action.worker_id
-        self._selector.register(ours, selectors.EVENT_READ, channel)
         self._post(_events.WorkerSpawned(action.worker_id, pid, 0.0))
 
     def _wakeup_fds(self) -> list[int]:
@@ -274,71 +260,21 @@ class Master:
         return self._wakeup.fds()
 
     def _signal(self, worker_id: int, signum: int) -> None:
-        channel = self._channels.get(worker_id)
+        channel = self._live_channels().get(worker_id)
         if channel is not None:
             # Already dead is fine: the reaper tells the supervisor.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(channel.pid, signum)
 
-    # --- channels ------------------------------------------------------------------------------
-
-    def _read(self, channel: _Channel, *, drain: bool = False) -> None:
-        if channel.sock.fileno() < 0:
-            return
-        for _ in range(READS_PER_TURN if not drain else 1 << 30):
-            try:
-                data = channel.sock.recv(READ_CHUNK)
-            except (BlockingIOError, ConnectionResetError):
-                return
-            if not data:
-                self._stop_reading(channel)
-                return
-            try:
-                messages = channel.decoder.feed(data)
-            except frames.FrameError as exc:
-                self._stop_reading(channel)
-                self._post(_events.ChannelBroken(channel.worker_id, str(exc), 0.0))
-                return
-            for m in messages:
-                self._post(_events.MessageReceived(channel.worker_id, m.kind, m.body, 0.0))
-
-    def _registered(self, channel: _Channel) -> bool:
-        assert self._selector is not None
-        return channel.sock.fileno() >= 0 and channel.sock in self._selector.get_map()
-
-    def _stop_reading(self, channel: _Channel) -> None:
-        assert self._selector is not None
-        if self._registered(channel):
-            self._selector.unregister(channel.sock)
-        channel.outgoing.clear()
+    def _live_channels(self) -> Channels:
+        assert self._channels is not None
+        return self._channels
 
     def _send(self, broker: Broker, obj: Any) -> None:
         frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
-        supervisor = self._supervisor
-        if supervisor is None:
-            return
-        for info in supervisor.workers(broker.type):
-            channel = self._channels.get(info.id)
-            if channel is not None and self._registered(channel):
-                channel.outgoing += frame
-                self._flush(channel)
-
-    def _flush(self, channel: _Channel) -> None:
-        assert self._selector is not None
-        try:
-            sent = channel.sock.send(channel.outgoing)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._stop_reading(channel)
-            return
-        del channel.outgoing[:sent]
-        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.outgoing else 0)
-        self._selector.modify(channel.sock, mask, channel)
-
-    def _close_channel(self, channel: _Channel) -> None:
-        self._stop_reading(channel)
-        channel.sock.close()
+        if self._supervisor is not None:
+            ids = [info.id for info in self._supervisor.workers(broker.type)]
+            self._live_channels().send(ids, frame)
 
     # --- set-up and tear-down ----------------------------------------------------------------
 
@@ -368,9 +304,8 @@ class Master:
                 f.write(f"{os.getpid()}\n")
 
     def _close_all(self) -> None:
-        for channel in self._channels.values():
-            channel.sock.close()
-        self._channels.clear()
+        if self._channels is not None:
+            self._channels.close_all()
         for socks in self._sockets.values():
             for sock in socks:
                 _sockets.close_listener(sock)

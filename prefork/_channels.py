@@ -1,0 +1,115 @@
+"""The master's ends of the worker channels: reads turned into events, buffered writes.
+
+Each worker has one socketpair. Reads are bounded per loop turn, so a worker that floods the
+master cannot starve the others or the signal fd; a frame the decoder refuses stops reading
+from that worker and reports it (the supervisor then replaces the worker).
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+from collections.abc import Callable, Iterable
+
+from prefork import _messages as frames
+from prefork._events import ChannelBroken, Event, MessageReceived
+
+READ_CHUNK = 65536
+READS_PER_TURN = 4
+
+
+class Channel:
+    """The master's end of one worker's socketpair."""
+
+    def __init__(self, worker_id: int, pid: int, sock: socket.socket, max_frame: int) -> None:
+        self.worker_id = worker_id
+        self.pid = pid
+        self.sock = sock
+        self.decoder = frames.Decoder(max_frame)
+        self.outgoing = bytearray()
+
+
+class Channels:
+    """Every live worker's channel, registered with the master's selector (``data`` is the
+    ``Channel``). What arrives is handed to ``post`` as supervisor events."""
+
+    def __init__(
+        self, selector: selectors.BaseSelector, post: Callable[[Event], None], max_frame: int
+    ) -> None:
+        self._selector = selector
+        self._post = post
+        self._max_frame = max_frame
+        self._by_worker: dict[int, Channel] = {}
+
+    def add(self, worker_id: int, pid: int, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        channel = Channel(worker_id, pid, sock, self._max_frame)
+        self._by_worker[worker_id] = channel
+        self._selector.register(sock, selectors.EVENT_READ, channel)
+
+    def get(self, worker_id: int) -> Channel | None:
+        return self._by_worker.get(worker_id)
+
+    def fds(self) -> list[int]:
+        """Every channel's fd (a newly forked worker closes the others')."""
+        return [c.sock.fileno() for c in self._by_worker.values()]
+
+    def remove(self, worker_id: int) -> None:
+        """A worker was reaped: take in its last frames (they came before its exit), close."""
+        channel = self._by_worker.pop(worker_id)
+        self.read(channel, drain=True)
+        self._stop_reading(channel)
+        channel.sock.close()
+
+    def close_all(self) -> None:
+        for channel in self._by_worker.values():
+            channel.sock.close()
+        self._by_worker.clear()
+
+    def read(self, channel: Channel, *, drain: bool = False) -> None:
+        if channel.sock.fileno() < 0:
+            return
+        for _ in range(READS_PER_TURN if not drain else 1 << 30):
+            try:
+                data = channel.sock.recv(READ_CHUNK)
+            except (BlockingIOError, ConnectionResetError):
+                return
+            if not data:
+                self._stop_reading(channel)
+                return
+            try:
+                messages = channel.decoder.feed(data)
+            except frames.FrameError as exc:
+                self._stop_reading(channel)
+                self._post(ChannelBroken(channel.worker_id, str(exc), 0.0))
+                return
+            for m in messages:
+                self._post(MessageReceived(channel.worker_id, m.kind, m.body, 0.0))
+
+    def send(self, worker_ids: Iterable[int], frame: bytes) -> None:
+        """Queue ``frame`` for each of these workers and write what the sockets take now."""
+        for worker_id in worker_ids:
+            channel = self._by_worker.get(worker_id)
+            if channel is not None and self._registered(channel):
+                channel.outgoing += frame
+                self.flush(channel)
+
+    def flush(self, channel: Channel) -> None:
+        try:
+            sent = channel.sock.send(channel.outgoing)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._stop_reading(channel)
+            return
+        del channel.outgoing[:sent]
+        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.outgoing else 0)
+        self._selector.modify(channel.sock, mask, channel)
+
+    def _registered(self, channel: Channel) -> bool:
+        return channel.sock.fileno() >= 0 and channel.sock in self._selector.get_map()
+
+    def _stop_reading(self, channel: Channel) -> None:
+        if self._registered(channel):
+            self._selector.unregister(channel.sock)
+        channel.outgoing.clear()
