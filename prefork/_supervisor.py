@@ -211,8 +211,10 @@ class Supervisor:
         self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
 
     def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
-        b.failures += 1
         p = b.policy
+        if now - b.not_before >= p.backoff_reset:
+            b.failures = 0  # stable since the last wait ended: an old loop is not this one
+        b.failures += 1
         # The first failure is retried at once (a lone crash should cost no time); from the
         # second in a row the wait doubles, capped, with jitter so brokers drift apart.
         delay = 0.0

@@ -542,3 +542,19 @@ def test_all_ready_counts_ready_workers_and_ignores_draining_brokers() -> None:
     assert not sup.reloading()
     sup.handle(ReloadRequested(2.0, "web"))
     assert sup.reloading()
+
+
+def test_backoff_count_resets_after_a_stable_stretch_without_failures() -> None:
+    sup = make(BrokerPolicy("web", workers=1, timeout=0, backoff_reset=10.0))
+    sup.handle(Started(0.0))
+    sup.handle(WorkerExited(1, 1, None, 0.0))  # failure 1: retried at once (worker 2)
+    sup.handle(WorkerExited(2, 1, None, 0.1))  # failure 2: waits
+    now = sup.next_deadline()
+    assert now is not None
+    (spawn,) = [a for a in sup.handle(TimePassed(now)) if isinstance(a, Spawn)]
+    ready(sup, spawn.worker_id, now)
+    # Long after, one more boot fails (a scale-up, say): it is a first failure again.
+    sup.handle(ScaleRequested(now + 100, "web", workers=2))
+    out = sup.handle(WorkerExited(spawn.worker_id + 1, 1, None, now + 100.5))
+    assert [a for a in out if isinstance(a, Spawn)] == [Spawn(spawn.worker_id + 2, "web", 1)]
+    assert sup.status()["web"]["failures"] == 1
