@@ -39,6 +39,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from _proc import cpu_seconds, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 
 APP = """
@@ -55,12 +57,6 @@ async def app(scope, receive, send):
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
@@ -263,20 +259,15 @@ def scenario_b(server: Server, stats: Stats, threads: int, per_thread: int) -> N
 # -- scenario C: wrk ----------------------------------------------------------------------
 
 
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 def run_wrk(server: Server, duration: int, connections: int, close: bool) -> tuple[float, str]:
     cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s"]
     if close:
         cmd += ["-H", "Connection: close"]
     cmd.append(f"http://127.0.0.1:{server.port}/")
     pids = server.worker_pids()
-    before = [cpu_ticks(p) for p in pids]
+    before = [cpu_seconds(p) for p in pids]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    used = [cpu_ticks(p) - b for p, b in zip(pids, before, strict=True)]
+    used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
     total = sum(used) or 1
     shares = "/".join(f"{100 * u / total:.0f}" for u in sorted(used, reverse=True))
     errors = re.search(r"Socket errors: (.*)", out)

@@ -23,14 +23,10 @@ import sys
 import time
 from pathlib import Path
 
+from _proc import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.hello:app"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def servers(port_of: dict[str, int]) -> dict[str, list[str]]:

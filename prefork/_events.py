@@ -162,7 +162,14 @@ class Exit:
     code: int
 
 
-Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Tell systemd how the service is doing (sd_notify ``KEY=VALUE`` lines)."""
+
+    fields: tuple[str, ...]
+
+
+Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify
 
 # --- payloads of broker events ------------------------------------------------------------
 

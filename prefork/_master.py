@@ -53,8 +53,6 @@ class Master:
         self._exit_code: int | None = None
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
-        self._announced = False  # READY=1 sent since the start or the last RELOADING=1
-        self._stopping = False
 
     def broker(
         self,
@@ -126,7 +124,6 @@ class Master:
         assert channels is not None
         while True:
             self._process_pending()
-            self._announce()
             if self._exit_code is not None:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
@@ -144,9 +141,9 @@ class Master:
                 self._post(_events.TimePassed(now))
 
     def _process_pending(self) -> None:
-        assert self._supervisor is not None
+        supervisor = self._live_supervisor()
         while self._pending:
-            for action in self._supervisor.handle(self._pending.popleft()):
+            for action in supervisor.handle(self._pending.popleft()):
                 self._perform(action)
 
     def _post(self, event: Event) -> None:
@@ -168,30 +165,7 @@ class Master:
             elif intent is Intent.REOPEN_LOGS:
                 _reopen_log_files()
             else:
-                self._notify_intent(intent)
                 self._post(intent_event(intent))
-
-    def _notify_intent(self, intent: Intent) -> None:
-        """Tell systemd (``Type=notify-reload``) about a reload or a stop as it starts."""
-        if self._stopping:
-            return
-        if intent is Intent.RELOAD:
-            self._announced = False
-            usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-            self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={usec}")
-        elif intent is Intent.STOP:
-            self._stopping = True
-            self._notifier.send("STOPPING=1")
-
-    def _announce(self) -> None:
-        """READY=1 once every broker has its workers ready (at start, after each reload)."""
-        supervisor = self._supervisor
-        assert supervisor is not None
-        if self._announced or self._stopping or supervisor.reloading():
-            return
-        if supervisor.all_ready():
-            self._announced = True
-            self._notifier.send("READY=1", f"STATUS=serving: {self._describe()}")
 
     def _reap(self) -> None:
         for dead in _process.reap():
@@ -216,6 +190,8 @@ class Master:
             self._brokers[action.broker]._emit(action.event, action.args)
         elif isinstance(action, _events.Log):
             log.log(action.level, action.message)
+        elif isinstance(action, _events.Notify):
+            self._notifier.send(*action.fields)
         else:
             self._exit_code = action.code
 
@@ -231,7 +207,7 @@ class Master:
             channel=theirs,
             sockets=self._sockets[broker.type],
             options=broker.config.worker_options,
-            heartbeat=_heartbeat_interval(broker.config.timeout),
+            heartbeat=self._live_supervisor().heartbeat_interval(broker.type),
             max_frame=self.config.max_frame,
         )
         others = self._live_channels().fds()
@@ -269,6 +245,10 @@ class Master:
     def _live_channels(self) -> Channels:
         assert self._channels is not None
         return self._channels
+
+    def _live_supervisor(self) -> Supervisor:
+        assert self._supervisor is not None
+        return self._supervisor
 
     def _send(self, broker: Broker, obj: Any) -> None:
         frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
@@ -351,12 +331,6 @@ class Master:
 
     def _draining(self, broker: Broker) -> bool:
         return self._supervisor is not None and self._supervisor.draining(broker.type)
-
-
-def _heartbeat_interval(timeout: float) -> float:
-    """Beat three times per timeout (two beats may be late before the master acts); none when
-    timeouts are off. Each beat wakes the master, so no more often than that."""
-    return timeout / 3 if timeout else 0.0
 
 
 def _reopen_log_files() -> None:

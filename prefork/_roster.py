@@ -24,6 +24,12 @@ class BrokerPolicy:
     backoff_reset: float = 10.0
     recycle_jitter: float = 0.1
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """How often a worker beats: three times per ``timeout`` (two beats may be late before
+        the master acts), never when timeouts are off. Each beat wakes the master."""
+        return self.timeout / 3 if self.timeout else 0.0
+
 
 class WorkerState(enum.Enum):
     BOOTING = "booting"

@@ -34,6 +34,7 @@ from prefork._events import (
     Kill,
     Log,
     MessageReceived,
+    Notify,
     ReloadRequested,
     ReloadResult,
     ResumeRequested,
@@ -71,6 +72,7 @@ class Supervisor:
         self._started = False
         self._stopping = False
         self._exited = False
+        self._announced = False  # READY=1 sent since the start or the last RELOADING=1
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -130,9 +132,8 @@ class Supervisor:
         """The live workers of a broker that the master may message."""
         return [self._info(w) for w in self._workers.values() if w.broker == broker and w.pid]
 
-    def worker_info(self, worker_id: int) -> WorkerInfo | None:
-        w = self._workers.get(worker_id)
-        return self._info(w) if w else None
+    def heartbeat_interval(self, broker: str) -> float:
+        return self._brokers[broker].policy.heartbeat_interval
 
     # --- events ----------------------------------------------------------------------------
 
@@ -153,6 +154,10 @@ class Supervisor:
         elif isinstance(event, ChannelBroken):
             self._on_channel_broken(event, out)
         elif isinstance(event, ReloadRequested):
+            if event.broker is None and not self._stopping:  # the operator's (systemd's) reload
+                self._announced = False
+                usec = int(event.now * 1_000_000)  # ``now`` is CLOCK_MONOTONIC, as systemd wants
+                out.append(Notify(("RELOADING=1", f"MONOTONIC_USEC={usec}")))
             for b in self._select(event.broker):
                 self._start_reload(b, event.now, out)
         elif isinstance(event, DrainRequested):
@@ -170,7 +175,16 @@ class Supervisor:
             self._on_time(event.now, out)
         if self._started:
             self._reconcile(event.now, out)
+            self._announce(out)
         return out
+
+    def _announce(self, out: list[Action]) -> None:
+        """READY=1 once every broker has its workers ready (at start, after each reload)."""
+        if self._announced or self._stopping or self.reloading() or not self.all_ready():
+            return
+        self._announced = True
+        brokers = ", ".join(f"{name} x{b.desired}" for name, b in self._brokers.items())
+        out.append(Notify(("READY=1", f"STATUS=serving: {brokers}")))
 
     def _select(self, name: str | None) -> list[BrokerRecord]:
         return list(self._brokers.values()) if name is None else [self._brokers[name]]
@@ -326,6 +340,7 @@ class Supervisor:
     def _on_stop(self, now: float, out: list[Action]) -> None:
         if not self._stopping:
             self._stopping = True
+            out.append(Notify(("STOPPING=1",)))
             out.append(Log(logging.INFO, "stopping: draining every worker"))
             for b in self._brokers.values():
                 self._drain(b, now, "master stopping", out)

@@ -84,10 +84,13 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         assert flag in out
 
 
-def test_default_workers_is_the_usable_cpus() -> None:
+def test_default_workers_is_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    assert cli.default_workers() == len(os.sched_getaffinity(0))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
+    args = cli.build_parser().parse_args(["serve", "json:app"])
+    master = cli._serve_master(args)
+    assert master._brokers["http"].workers == 3
 
 
 def test_app_below_a_module_that_is_not_a_package(capsys: pytest.CaptureFixture[str]) -> None:

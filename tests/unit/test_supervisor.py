@@ -17,6 +17,7 @@ from prefork._events import (
     Kill,
     Log,
     MessageReceived,
+    Notify,
     ReloadRequested,
     ReloadResult,
     ResumeRequested,
@@ -40,8 +41,12 @@ def make(*policies: BrokerPolicy, random: float = 1.0) -> Supervisor:
 
 
 def effects(actions: list[Action]) -> list[Action]:
-    """The actions without log lines, which tests check separately."""
-    return [a for a in actions if not isinstance(a, Log)]
+    """The actions without log lines and systemd notifications, which tests check separately."""
+    return [a for a in actions if not isinstance(a, Log | Notify)]
+
+
+def notes(actions: list[Action]) -> list[tuple[str, ...]]:
+    return [a.fields for a in actions if isinstance(a, Notify)]
 
 
 def logs(actions: list[Action]) -> str:
@@ -469,7 +474,6 @@ def test_messages_and_reports_reach_callbacks() -> None:
         Emit("web", "worker_report", ([1], info))
     ]
     assert sup.workers("web") == [info, WorkerInfo(2, 102, "web", 1)]
-    assert sup.worker_info(1) == info and sup.worker_info(9) is None
 
 
 def test_a_bad_frame_gets_the_worker_killed_and_replaced() -> None:
@@ -558,3 +562,27 @@ def test_backoff_count_resets_after_a_stable_stretch_without_failures() -> None:
     out = sup.handle(WorkerExited(spawn.worker_id + 1, 1, None, now + 100.5))
     assert [a for a in out if isinstance(a, Spawn)] == [Spawn(spawn.worker_id + 2, "web", 1)]
     assert sup.status()["web"]["failures"] == 1
+
+
+def test_systemd_hears_ready_reloading_ready_stopping() -> None:
+    sup = make(BrokerPolicy("web", workers=2), BrokerPolicy("jobs", workers=1))
+    assert notes(sup.handle(Started(0.0))) == []
+    ready(sup, 1, 1.0)
+    assert notes(ready(sup, 2, 1.0)) == []  # jobs is not ready yet
+    assert notes(ready(sup, 3, 1.5)) == [("READY=1", "STATUS=serving: web x2, jobs x1")]
+    assert notes(sup.handle(MessageReceived(1, frames.HEARTBEAT, None, 2.0))) == []  # once
+    out = sup.handle(ReloadRequested(10.25))
+    assert notes(out) == [("RELOADING=1", "MONOTONIC_USEC=10250000")]
+    assert notes(ready(sup, 4, 11.0)) == []  # web and jobs are still being replaced
+    ready(sup, 5, 11.5)
+    assert notes(ready(sup, 6, 12.0)) == [("READY=1", "STATUS=serving: web x2, jobs x1")]
+    assert notes(sup.handle(ReloadRequested(13.0, "web"))) == []  # the API's reload: no news
+    assert notes(sup.handle(StopRequested(14.0))) == [("STOPPING=1",)]
+    assert notes(sup.handle(ReloadRequested(14.5))) == []
+    assert notes(sup.handle(StopRequested(15.0))) == []
+
+
+def test_heartbeat_interval_is_a_third_of_timeout_or_none() -> None:
+    sup = make(BrokerPolicy("web", timeout=30.0), BrokerPolicy("jobs", timeout=0))
+    assert sup.heartbeat_interval("web") == 10.0
+    assert sup.heartbeat_interval("jobs") == 0.0
