@@ -11,7 +11,7 @@ import selectors
 import socket
 from collections.abc import Callable, Iterable
 
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork._events import ChannelBroken, Event, MessageReceived
 
 READ_CHUNK = 65536

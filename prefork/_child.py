@@ -21,7 +21,7 @@ from typing import Any
 
 import uvloop
 
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork.worker import Worker
 
 DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)
@@ -38,6 +38,7 @@ class WorkerSpec:
     generation: int
     channel: socket.socket
     sockets: list[socket.socket]
+    backlog: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     heartbeat: float = 0.0
     max_frame: int = frames.DEFAULT_MAX_FRAME
@@ -102,6 +103,7 @@ async def _serve(spec: WorkerSpec) -> int:
         id=spec.worker_id,
         generation=spec.generation,
         sockets=spec.sockets,
+        backlog=spec.backlog,
         options=spec.options,
         channel=link,
     )

@@ -20,7 +20,7 @@ from collections import deque
 from typing import Any
 
 from prefork import _child, _events, _process, _sockets
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork._broker import Broker
 from prefork._channels import Channels
 from prefork._events import Action, Event
@@ -206,6 +206,7 @@ class Master:
             generation=action.generation,
             channel=theirs,
             sockets=self._sockets[broker.type],
+            backlog=broker.config.backlog,
             options=broker.config.worker_options,
             heartbeat=self._live_supervisor().heartbeat_interval(broker.type),
             max_frame=self.config.max_frame,

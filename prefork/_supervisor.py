@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork._events import (
     Action,
     ChannelBroken,

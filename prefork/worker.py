@@ -13,7 +13,7 @@ import socket
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from prefork import _messages
+from prefork import _frames
 
 
 class Channel(Protocol):
@@ -27,7 +27,8 @@ class Worker:
 
     Attributes set before ``init()`` runs: ``type`` (the broker's name), ``id`` (unique in this
     master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
-    sockets, inherited from the master) and ``options`` (the broker's extra keyword options).
+    sockets, inherited from the master), ``backlog`` (the listen queue length the master gave
+    them) and ``options`` (the broker's extra keyword options).
     """
 
     #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
@@ -43,11 +44,15 @@ class Worker:
         sockets: list[socket.socket],
         options: Mapping[str, Any],
         channel: Channel,
+        backlog: int = 0,
     ) -> None:
         self.type = type
         self.id = id
         self.generation = generation
         self.sockets = sockets
+        # asyncio's and uvloop's create_server() call listen() on a socket they are given; a
+        # server built on them passes this, so the master's setting stays the only one.
+        self.backlog = backlog
         self.options = dict(options)
         self._channel = channel
         self._exit: asyncio.Future[int] | None = None
@@ -73,20 +78,20 @@ class Worker:
         """Tell the master this worker is ready (once; later calls do nothing)."""
         if not self._ready_sent:
             self._ready_sent = True
-            self._channel.send_frame(_messages.READY)
+            self._channel.send_frame(_frames.READY)
 
     def send(self, obj: Any) -> None:
         """Send a JSON-serialisable object to the master (``worker_message`` event).
 
         Raises ``TypeError`` if it is not JSON-serialisable and ``FrameError`` if it is too big.
         """
-        self._channel.send_frame(_messages.MESSAGE, obj)
+        self._channel.send_frame(_frames.MESSAGE, obj)
 
     def report(self, obj: Any) -> None:
         """Send operational data to the master (``worker_report`` event)."""
-        self._channel.send_frame(_messages.REPORT, obj)
+        self._channel.send_frame(_frames.REPORT, obj)
 
     def retire(self) -> None:
         """Ask to be replaced through the rolling path: a replacement starts first, then this
         worker gets SIGTERM. Used for recycling after N requests."""
-        self._channel.send_frame(_messages.RETIRE)
+        self._channel.send_frame(_frames.RETIRE)

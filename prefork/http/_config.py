@@ -67,7 +67,6 @@ class HTTPConfig:
     limit_request_field_size: int = 8190
     limit_request_head: int = 65536
     limit_request_body: int = 0
-    listen_backlog: int = 2048
     server_header: bool = True
 
     def __post_init__(self) -> None:
@@ -97,7 +96,6 @@ class HTTPConfig:
             "limit_request_fields",
             "limit_request_field_size",
             "limit_request_head",
-            "listen_backlog",
         )
         _non_negative(self, "max_requests", "max_requests_jitter", "limit_request_body")
         if self.limit_concurrency is not None:
@@ -177,7 +175,6 @@ _ARG_TO_OPTION = {
     "header_timeout": "header_timeout",
     "body_timeout": "body_timeout",
     "limit_request_body": "limit_request_body",
-    "backlog": "listen_backlog",
 }
 
 

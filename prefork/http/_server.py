@@ -86,7 +86,7 @@ class HTTPWorker(Worker):
         for sock in self.sockets:
             sock.setblocking(False)
             server = await loop.create_server(
-                lambda: HTTPProtocol(state), sock=sock, backlog=self.config.listen_backlog
+                lambda: HTTPProtocol(state), sock=sock, backlog=self.backlog
             )
             self.servers.append(server)
         state.start_sweeping()

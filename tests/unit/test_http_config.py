@@ -35,7 +35,6 @@ def test_defaults() -> None:
         ({"app": "m:a", "header_timeout": True}, "header_timeout"),
         ({"app": "m:a", "body_timeout": "1"}, "body_timeout"),
         ({"app": "m:a", "limit_request_line": 0}, "limit_request_line"),
-        ({"app": "m:a", "listen_backlog": 1.5}, "listen_backlog"),
         ({"app": "m:a", "limit_concurrency": 0}, "limit_concurrency"),
         ({"app": "m:a", "max_requests": -1}, "max_requests"),
         ({"app": "m:a", "max_requests_jitter": True}, "max_requests_jitter"),
@@ -108,7 +107,6 @@ def test_cli_options_map_to_config_fields() -> None:
         access_log=True,
         header_timeout=3.0,
         body_timeout=4.0,
-        listen_backlog=64,
         limit_request_body=1048576,
     )
     assert parser().parse_args(["m:a", "--no-access-log"]).access_log is False

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork._events import (
     Action,
     ChannelBroken,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prefork import Master, Worker
-from prefork import _messages as frames
+from prefork import _frames as frames
 from prefork._child import load_worker_class
 
 

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from prefork import Worker
-from prefork import _messages as frames
+from prefork import _frames as frames
 
 
 class Echo(Worker):
