@@ -5,15 +5,15 @@ number of each worker type alive, replaces them without dropping capacity, and n
 because a worker did.
 """
 
-from prefork._broker import EVENTS, Broker
-from prefork._events import ReloadResult, WorkerExit, WorkerInfo
+from prefork._broker import EVENTS, Broker, BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._master import Master
-from prefork.config import ConfigError
+from prefork._options import ConfigError
 from prefork.worker import Worker
 
 __all__ = [
     "EVENTS",
     "Broker",
+    "BrokerStatus",
     "ConfigError",
     "Master",
     "ReloadResult",

@@ -1,10 +1,16 @@
-"""Broker: one worker type inside a master, as the user's code sees it."""
+"""Broker: one worker type inside a master, as the user's code sees it, and the payloads of
+the events it fires.
+
+A broker talks to its master through ``MasterDesk`` alone: it posts commands (supervisor
+events) and reads status. It never reaches into the master, and the master never rewrites it.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol, TypedDict
 
 from prefork._events import (
     DrainRequested,
@@ -14,9 +20,6 @@ from prefork._events import (
     ScaleRequested,
 )
 from prefork.config import BrokerConfig, ConfigError
-
-if TYPE_CHECKING:
-    from prefork._master import Master
 
 EVENTS = (
     "worker_exit",
@@ -30,12 +33,76 @@ EVENTS = (
 log = logging.getLogger("prefork.master")
 
 
+# --- payloads of broker events ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """A live worker, as callbacks see it."""
+
+    id: int
+    pid: int
+    type: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """A worker that left. ``code`` is None when it died of ``signal``; ``uptime`` in seconds."""
+
+    id: int
+    pid: int
+    type: str
+    generation: int
+    code: int | None
+    signal: int | None
+    uptime: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    """Payload of ``reload_done`` and ``reload_failed`` (``reason`` is empty when done)."""
+
+    type: str
+    generation: int
+    replaced: int
+    reason: str = ""
+
+
+class BrokerStatus(TypedDict):
+    """A broker as the supervisor sees it (``Broker.status``)."""
+
+    desired: int
+    live: int
+    generation: int
+    draining: bool
+    reloading: bool
+    failures: int  # early failures in a row (crash-loop backoff)
+    backoff_until: float  # monotonic time before which nothing is spawned; 0 when none
+
+
+# --- the broker -----------------------------------------------------------------------------
+
+
+class MasterDesk(Protocol):
+    """What a broker may ask of its master."""
+
+    def post(self, event: Event) -> None:
+        """Queue a command; it takes effect when the current callback returns."""
+
+    def status(self, broker: str) -> BrokerStatus:
+        """The supervisor's view of one broker (``Supervisor.status``)."""
+
+    def send(self, broker: str, obj: Any) -> None:
+        """Send ``obj`` to every live worker of ``broker``."""
+
+
 class Broker:
     """A worker type: its desired count, sockets, callbacks. Made by ``Master.broker()``."""
 
-    def __init__(self, master: Master, config: BrokerConfig) -> None:
-        self._master = master
+    def __init__(self, config: BrokerConfig, desk: MasterDesk) -> None:
         self.config = config
+        self._desk = desk
         self._callbacks: dict[str, list[Callable[..., Any]]] = {name: [] for name in EVENTS}
 
     @property
@@ -45,7 +112,7 @@ class Broker:
     @property
     def workers(self) -> int:
         """The desired number of workers (changed by ``scale`` and SIGTTIN/SIGTTOU)."""
-        return self._master._desired(self)
+        return self.status["desired"]
 
     @property
     def recycle_rate(self) -> float:
@@ -53,12 +120,12 @@ class Broker:
 
     @property
     def draining(self) -> bool:
-        return self._master._draining(self)
+        return self.status["draining"]
 
     @property
-    def status(self) -> dict[str, object]:
+    def status(self) -> BrokerStatus:
         """Desired and live counts, generation, draining/reloading, crash-loop backoff."""
-        return self._master._status(self)
+        return self._desk.status(self.type)
 
     def on(self, event: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Call ``fn`` on ``event``; returns ``fn``. Raises ``ValueError`` for an unknown event."""
@@ -69,30 +136,28 @@ class Broker:
 
     def reload(self) -> None:
         """Replace every worker, one at a time, each only after its replacement is ready."""
-        self._post(ReloadRequested(0.0, self.type))
+        self._desk.post(ReloadRequested(self.type))
 
     def drain(self) -> None:
         """Stop every worker gracefully and start none; the sockets stay bound."""
-        self._post(DrainRequested(0.0, self.type))
+        self._desk.post(DrainRequested(self.type))
 
     def resume(self) -> None:
         """Start workers again after ``drain``."""
-        self._post(ResumeRequested(0.0, self.type))
+        self._desk.post(ResumeRequested(self.type))
 
     def scale(self, n: int) -> None:
         """Set the desired number of workers. Raises ``ConfigError`` if ``n`` is not >= 0."""
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise ConfigError(f"scale takes a whole number >= 0, got {n!r}")
-        self._post(ScaleRequested(0.0, self.type, workers=n))
+        self._desk.post(ScaleRequested(self.type, workers=n))
 
     def send(self, obj: Any) -> None:
         """Send a JSON-serialisable object to each live worker (``Worker.on_message``)."""
-        self._master._send(self, obj)
+        self._desk.send(self.type, obj)
 
-    def _post(self, event: Event) -> None:
-        self._master._post(event)
-
-    def _emit(self, event: str, args: tuple[Any, ...]) -> None:
+    def emit(self, event: str, args: tuple[Any, ...]) -> None:
+        """Call the callbacks of ``event`` (the master does, for the supervisor's ``Emit``)."""
         for fn in self._callbacks[event]:
             try:
                 fn(*args)

@@ -21,9 +21,8 @@ READS_PER_TURN = 4
 class Channel:
     """The master's end of one worker's socketpair."""
 
-    def __init__(self, worker_id: int, pid: int, sock: socket.socket, max_frame: int) -> None:
+    def __init__(self, worker_id: int, sock: socket.socket, max_frame: int) -> None:
         self.worker_id = worker_id
-        self.pid = pid
         self.sock = sock
         self.decoder = frames.Decoder(max_frame)
         self.outgoing = bytearray()
@@ -41,14 +40,11 @@ class Channels:
         self._max_frame = max_frame
         self._by_worker: dict[int, Channel] = {}
 
-    def add(self, worker_id: int, pid: int, sock: socket.socket) -> None:
+    def add(self, worker_id: int, sock: socket.socket) -> None:
         sock.setblocking(False)
-        channel = Channel(worker_id, pid, sock, self._max_frame)
+        channel = Channel(worker_id, sock, self._max_frame)
         self._by_worker[worker_id] = channel
         self._selector.register(sock, selectors.EVENT_READ, channel)
-
-    def get(self, worker_id: int) -> Channel | None:
-        return self._by_worker.get(worker_id)
 
     def fds(self) -> list[int]:
         """Every channel's fd (a newly forked worker closes the others')."""
@@ -81,10 +77,10 @@ class Channels:
                 messages = channel.decoder.feed(data)
             except frames.FrameError as exc:
                 self._stop_reading(channel)
-                self._post(ChannelBroken(channel.worker_id, str(exc), 0.0))
+                self._post(ChannelBroken(channel.worker_id, str(exc)))
                 return
             for m in messages:
-                self._post(MessageReceived(channel.worker_id, m.kind, m.body, 0.0))
+                self._post(MessageReceived(channel.worker_id, m.kind, m.body))
 
     def send(self, worker_ids: Iterable[int], frame: bytes) -> None:
         """Queue ``frame`` for each of these workers and write what the sockets take now."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import faulthandler
 import importlib
+import importlib.util
 import inspect
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import uvloop
 
 from prefork import _frames as frames
+from prefork.config import ConfigError
 from prefork.worker import Worker
 
 DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)
@@ -33,7 +35,7 @@ class WorkerSpec:
     """Everything a forked worker needs to start."""
 
     broker: str
-    worker: type[Worker] | str
+    worker: type | str
     worker_id: int
     generation: int
     channel: socket.socket
@@ -44,13 +46,37 @@ class WorkerSpec:
     max_frame: int = frames.DEFAULT_MAX_FRAME
 
 
-def load_worker_class(spec: type[Worker] | str) -> type[Worker]:
+def check_worker(spec: type | str, options: Mapping[str, Any]) -> None:
+    """Raise ``ConfigError`` unless ``spec`` is a Worker subclass that accepts ``options``, or
+    names a module that exists.
+
+    The module is located, not imported: it is imported after fork, so that a reload picks up
+    new code (its options are checked there).
+    """
+    if isinstance(spec, type):
+        if not issubclass(spec, Worker):
+            raise ConfigError(f"worker must be a Worker subclass or 'module:attr', got {spec!r}")
+        spec.check_options(options)
+        return
+    module = spec.partition(":")[0]
+    try:
+        found = importlib.util.find_spec(module)
+    except (ImportError, ValueError) as exc:
+        raise ConfigError(f"worker {spec!r} cannot be imported: {exc}") from None
+    if found is None:
+        raise ConfigError(
+            f"worker {spec!r} cannot be imported: no module named {module!r} "
+            "(check the name and sys.path)"
+        )
+
+
+def load_worker_class(spec: type | str) -> type[Worker]:
     """Import ``"module:attr"`` (or take the class as is); raise if it is not a Worker."""
-    if not isinstance(spec, str):
-        return spec
-    module_name, _, attr = spec.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, attr)
+    if isinstance(spec, type):
+        cls: object = spec
+    else:
+        module_name, _, attr = spec.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
     if not (isinstance(cls, type) and issubclass(cls, Worker)):
         raise TypeError(f"{spec!r} is {cls!r}, not a prefork.Worker subclass")
     return cls

@@ -1,7 +1,8 @@
 """What the supervisor is told (events, past tense) and what it asks for (actions, verbs).
 
 Pure data: the master loop turns the outside world into events and performs the actions.
-Time is always passed in as ``now`` (monotonic seconds), so tests choose the clock.
+The time travels beside an event, not in it (``Supervisor.handle(event, now)``), so tests
+choose the clock and nobody stamps an event after it was made.
 """
 
 from __future__ import annotations
@@ -14,21 +15,19 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Started:
-    now: float
+    """The master is up: its sockets are bound; workers may be spawned."""
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerSpawned:
     worker_id: int
     pid: int
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class SpawnFailed:
     worker_id: int
     reason: str
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,6 @@ class WorkerExited:
     worker_id: int
     exit_code: int | None
     signal: int | None
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,6 @@ class MessageReceived:
     worker_id: int
     kind: str
     body: Any
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,24 +52,20 @@ class ChannelBroken:
 
     worker_id: int
     reason: str
-    now: float
 
 
 @dataclass(frozen=True, slots=True)
 class ReloadRequested:
-    now: float
     broker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DrainRequested:
-    now: float
     broker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class ResumeRequested:
-    now: float
     broker: str | None = None
 
 
@@ -80,7 +73,6 @@ class ResumeRequested:
 class ScaleRequested:
     """Set a broker's desired count to ``workers``, or change it by ``delta``."""
 
-    now: float
     broker: str | None = None
     workers: int | None = None
     delta: int = 0
@@ -88,14 +80,12 @@ class ScaleRequested:
 
 @dataclass(frozen=True, slots=True)
 class StopRequested:
-    now: float
+    """SIGINT/SIGQUIT: drain every broker, then exit; a second one kills at once."""
 
 
 @dataclass(frozen=True, slots=True)
 class TimePassed:
     """The nearest deadline the supervisor gave has come."""
-
-    now: float
 
 
 Event = (
@@ -170,38 +160,3 @@ class Notify:
 
 
 Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify
-
-# --- payloads of broker events ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerInfo:
-    """A live worker, as callbacks see it."""
-
-    id: int
-    pid: int
-    type: str
-    generation: int
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerExit:
-    """A worker that left. ``code`` is None when it died of ``signal``; ``uptime`` in seconds."""
-
-    id: int
-    pid: int
-    type: str
-    generation: int
-    code: int | None
-    signal: int | None
-    uptime: float
-
-
-@dataclass(frozen=True, slots=True)
-class ReloadResult:
-    """Payload of ``reload_done`` and ``reload_failed`` (``reason`` is empty when done)."""
-
-    type: str
-    generation: int
-    replaced: int
-    reason: str = ""

@@ -7,8 +7,8 @@ an idle master is blocked in ``select``).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
-import dataclasses
 import logging
 import os
 import random
@@ -17,20 +17,38 @@ import signal
 import socket
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, assert_never
 
 from prefork import _child, _events, _process, _sockets
 from prefork import _frames as frames
-from prefork._broker import Broker
+from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
 from prefork._events import Action, Event
 from prefork._notify import Notifier
 from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
-from prefork._supervisor import BrokerPolicy, Supervisor
-from prefork.config import BrokerConfig, ConfigError, MasterConfig, brokers_unique
+from prefork._supervisor import Supervisor
+from prefork.config import BrokerConfig, ConfigError, MasterConfig, brokers_unique, policy_of
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")
+
+
+class _Desk:
+    """What a ``Broker`` may ask of the master (``_broker.MasterDesk``), and nothing more."""
+
+    def __init__(
+        self,
+        post: Callable[[Event], None],
+        status: Callable[[], dict[str, BrokerStatus]],
+        send: Callable[[str, Any], None],
+    ) -> None:
+        self.post = post
+        self._status = status
+        self.send = send
+
+    def status(self, broker: str) -> BrokerStatus:
+        return self._status()[broker]
 
 
 class Master:
@@ -43,9 +61,14 @@ class Master:
     def __init__(self, **options: Any) -> None:
         self.config = MasterConfig.from_options(options)
         self._brokers: dict[str, Broker] = {}
-        self._supervisor: Supervisor | None = None
+        self._classes: dict[
+            str, builtins.type | str
+        ] = {}  # the worker of each broker, once preloaded
+        self._supervisor = Supervisor(random=random.random)
         self._pending: deque[Event] = deque()
+        self._desk = _Desk(self._pending.append, self.status, self._send)
         self._channels: Channels | None = None
+        self._pids: dict[int, int] = {}  # worker id -> pid, while the worker is not reaped
         self._by_pid: dict[int, int] = {}
         self._sockets: dict[str, list[socket.socket]] = {}
         self._selector: selectors.DefaultSelector | None = None
@@ -54,41 +77,28 @@ class Master:
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
 
-    def broker(
-        self,
-        type: str,
-        worker: type[Worker] | str,
-        *,
-        workers: int = 1,
-        recycle_rate: float = 0.0,
-        listen: tuple[str, ...] | list[str] = (),
-        timeout: float = 30.0,
-        boot_timeout: float = 60.0,
-        graceful_timeout: float | None = None,
-        backlog: int = 2048,
-        preload: bool = False,
-        **worker_options: Any,
-    ) -> Broker:
-        """Declare a worker type; returns its ``Broker``. Raises ``ConfigError`` on bad input."""
-        config = BrokerConfig(
-            type,
-            worker,
-            workers,
-            recycle_rate,
-            (listen,) if isinstance(listen, str) else tuple(listen),
-            timeout,
-            boot_timeout,
-            graceful_timeout,
-            backlog,
-            preload,
-            worker_options,
-        )
+    def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
+        """Declare a worker type; returns its ``Broker``.
+
+        ``options`` are the fields of ``BrokerConfig`` (``workers``, ``listen``, ``timeout``,
+        ``backlog``...); the rest are the worker's own options (``self.options``), checked
+        by the worker class's ``check_options`` when ``worker`` is a class. Raises
+        ``ConfigError`` on bad input.
+        """
+        config = BrokerConfig.from_options(type, worker, options)
         brokers_unique([*(b.config for b in self._brokers.values()), config])
+        _child.check_worker(config.worker, config.worker_options)
         for addr in config.listen:
             _sockets.parse(addr)
-        broker = Broker(self, config)
+        broker = Broker(config, self._desk)
         self._brokers[type] = broker
+        self._classes[type] = config.worker
+        self._supervisor.add_broker(policy_of(config, self.config))
         return broker
+
+    def status(self) -> dict[str, BrokerStatus]:
+        """Each broker's desired and live counts, generation, draining, reloading, backoff."""
+        return self._supervisor.status()
 
     # --- running ---------------------------------------------------------------------------
 
@@ -108,27 +118,20 @@ class Master:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
-                self._supervisor = Supervisor(
-                    [self._policy(b.config) for b in self._brokers.values()],
-                    random=random.random,
-                )
                 log.info("master %d started: %s", os.getpid(), self._describe())
-                self._pending.appendleft(_events.Started(time.monotonic()))
-                return self._loop()
+                self._pending.appendleft(_events.Started())
+                return self._loop(selector, self._channels)
         finally:
             self._close_all()
 
-    def _loop(self) -> int:
-        assert self._supervisor is not None and self._selector is not None
-        channels = self._channels
-        assert channels is not None
+    def _loop(self, selector: selectors.BaseSelector, channels: Channels) -> int:
         while True:
             self._process_pending()
             if self._exit_code is not None:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for key, mask in self._selector.select(timeout):
+            for key, mask in selector.select(timeout):
                 if key.data is None:
                     self._on_signals()
                     continue
@@ -136,19 +139,17 @@ class Master:
                     channels.flush(key.data)
                 if mask & selectors.EVENT_READ:
                     channels.read(key.data)
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                self._post(_events.TimePassed(now))
+            if deadline is not None and time.monotonic() >= deadline:
+                self._post(_events.TimePassed())
 
     def _process_pending(self) -> None:
-        supervisor = self._live_supervisor()
         while self._pending:
-            for action in supervisor.handle(self._pending.popleft()):
+            event = self._pending.popleft()
+            for action in self._supervisor.handle(event, time.monotonic()):
                 self._perform(action)
 
     def _post(self, event: Event) -> None:
-        """Queue an event, stamped with the current time."""
-        self._pending.append(dataclasses.replace(event, now=time.monotonic()))
+        self._pending.append(event)
 
     # --- signals and children ----------------------------------------------------------------
 
@@ -160,40 +161,54 @@ class Master:
                 "signal: %s",
                 intent.value,
             )
-            if intent is Intent.CHILD:
-                self._reap()
-            elif intent is Intent.REOPEN_LOGS:
-                _reopen_log_files()
-            else:
-                self._post(intent_event(intent))
+            match intent:
+                case Intent.CHILD:
+                    self._reap()
+                case Intent.REOPEN_LOGS:
+                    _reopen_log_files()
+                case (
+                    Intent.RELOAD
+                    | Intent.DRAIN
+                    | Intent.RESUME
+                    | Intent.STOP
+                    | Intent.SCALE_UP
+                    | Intent.SCALE_DOWN
+                ):
+                    self._post(intent_event(intent))
+                case _:
+                    assert_never(intent)
 
     def _reap(self) -> None:
         for dead in _process.reap():
             worker_id = self._by_pid.pop(dead.pid, None)
             if worker_id is None:
                 continue  # not one of ours (we may be PID 1 in a container)
+            del self._pids[worker_id]
             self._live_channels().remove(worker_id)
-            self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal, 0.0))
+            self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
 
     # --- actions -----------------------------------------------------------------------------
 
     def _perform(self, action: Action) -> None:
-        if isinstance(action, _events.Spawn):
-            self._spawn(action)
-        elif isinstance(action, _events.Terminate):
-            self._signal(action.worker_id, signal.SIGTERM)
-        elif isinstance(action, _events.Kill):
-            self._signal(action.worker_id, signal.SIGKILL)
-        elif isinstance(action, _events.DumpStack):
-            self._signal(action.worker_id, _child.DUMP_SIGNAL)
-        elif isinstance(action, _events.Emit):
-            self._brokers[action.broker]._emit(action.event, action.args)
-        elif isinstance(action, _events.Log):
-            log.log(action.level, action.message)
-        elif isinstance(action, _events.Notify):
-            self._notifier.send(*action.fields)
-        else:
-            self._exit_code = action.code
+        match action:
+            case _events.Spawn():
+                self._spawn(action)
+            case _events.Terminate(worker_id=worker_id):
+                self._signal(worker_id, signal.SIGTERM)
+            case _events.Kill(worker_id=worker_id):
+                self._signal(worker_id, signal.SIGKILL)
+            case _events.DumpStack(worker_id=worker_id):
+                self._signal(worker_id, _child.DUMP_SIGNAL)
+            case _events.Emit(broker=broker, event=event, args=args):
+                self._brokers[broker].emit(event, args)
+            case _events.Log(level=level, message=message):
+                log.log(level, message)
+            case _events.Notify(fields=fields):
+                self._notifier.send(*fields)
+            case _events.Exit(code=code):
+                self._exit_code = code
+            case _:
+                assert_never(action)
 
     def _spawn(self, action: _events.Spawn) -> None:
         assert self._selector is not None and self._wakeup is not None
@@ -201,61 +216,56 @@ class Master:
         ours, theirs = socket.socketpair()
         spec = _child.WorkerSpec(
             broker=broker.type,
-            worker=broker.config.worker,
+            worker=self._classes[broker.type],
             worker_id=action.worker_id,
             generation=action.generation,
             channel=theirs,
             sockets=self._sockets[broker.type],
             backlog=broker.config.backlog,
             options=broker.config.worker_options,
-            heartbeat=self._live_supervisor().heartbeat_interval(broker.type),
+            heartbeat=self._supervisor.heartbeat_interval(broker.type),
             max_frame=self.config.max_frame,
         )
-        others = self._live_channels().fds()
-        selector_fd = self._selector.fileno()
+        close_in_child = [
+            *self._live_channels().fds(),
+            self._selector.fileno(),
+            *self._wakeup.fds(),
+        ]
 
         def before() -> None:
             reset_in_child()
             ours.close()
 
         try:
-            pid = _process.fork_worker(
-                lambda: _child.run(spec), [*others, selector_fd, *self._wakeup_fds()], before
-            )
+            pid = _process.fork_worker(lambda: _child.run(spec), close_in_child, before)
         except OSError as exc:
             ours.close()
             theirs.close()
-            self._post(_events.SpawnFailed(action.worker_id, str(exc), 0.0))
+            self._post(_events.SpawnFailed(action.worker_id, str(exc)))
             return
         theirs.close()
-        self._live_channels().add(action.worker_id, pid, ours)
+        self._live_channels().add(action.worker_id, ours)
+        self._pids[action.worker_id] = pid
         self._by_pid[pid] = action.worker_id
-        self._post(_events.WorkerSpawned(action.worker_id, pid, 0.0))
-
-    def _wakeup_fds(self) -> list[int]:
-        assert self._wakeup is not None
-        return self._wakeup.fds()
+        self._post(_events.WorkerSpawned(action.worker_id, pid))
 
     def _signal(self, worker_id: int, signum: int) -> None:
-        channel = self._live_channels().get(worker_id)
-        if channel is not None:
-            # Already dead is fine: the reaper tells the supervisor.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(channel.pid, signum)
+        # An action may name a worker reaped a moment ago (its exit is still queued as an
+        # event): nothing to signal then; the supervisor hears of the exit next.
+        pid = self._pids.get(worker_id)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # died, not reaped yet
+                os.kill(pid, signum)
 
     def _live_channels(self) -> Channels:
         assert self._channels is not None
         return self._channels
 
-    def _live_supervisor(self) -> Supervisor:
-        assert self._supervisor is not None
-        return self._supervisor
-
-    def _send(self, broker: Broker, obj: Any) -> None:
+    def _send(self, broker: str, obj: Any) -> None:
         frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
-        if self._supervisor is not None:
-            ids = [info.id for info in self._supervisor.workers(broker.type)]
-            self._live_channels().send(ids, frame)
+        if self._channels is not None:
+            ids = [info.id for info in self._supervisor.workers(broker)]
+            self._channels.send(ids, frame)
 
     # --- set-up and tear-down ----------------------------------------------------------------
 
@@ -271,12 +281,12 @@ class Master:
 
     def _preload(self) -> None:
         for broker in self._brokers.values():
-            if broker.config.preload and isinstance(broker.config.worker, str):
+            spec = self._classes[broker.type]
+            if broker.config.preload and isinstance(spec, str):
                 try:
-                    cls = _child.load_worker_class(broker.config.worker)
+                    self._classes[broker.type] = _child.load_worker_class(spec)
                 except Exception as exc:
-                    raise ConfigError(f"cannot preload {broker.config.worker!r}: {exc}") from None
-                broker.config = dataclasses.replace(broker.config, worker=cls)
+                    raise ConfigError(f"cannot preload {spec!r}: {exc}") from None
 
     def _write_pidfile(self) -> None:
         if self.config.pidfile:
@@ -295,43 +305,12 @@ class Master:
             os.unlink(self._pidfile_written)  # ours only: never another master's
         self._pidfile_written = ""
 
-    def _policy(self, config: BrokerConfig) -> BrokerPolicy:
-        c = self.config
-        return BrokerPolicy(
-            name=config.type,
-            workers=config.workers,
-            recycle_rate=config.recycle_rate,
-            timeout=config.timeout,
-            boot_timeout=config.boot_timeout,
-            graceful_timeout=(
-                c.graceful_timeout if config.graceful_timeout is None else config.graceful_timeout
-            ),
-            backoff_base=c.backoff_base,
-            backoff_cap=c.backoff_cap,
-            backoff_reset=c.backoff_reset,
-        )
-
     def _describe(self) -> str:
         parts = []
         for name, broker in self._brokers.items():
             where = ", ".join(_sockets.describe(s) for s in self._sockets[name])
             parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
         return "; ".join(parts)
-
-    # --- what Broker asks of us ----------------------------------------------------------------
-
-    def _desired(self, broker: Broker) -> int:
-        if self._supervisor is None:
-            return broker.config.workers
-        return self._supervisor.desired(broker.type)
-
-    def _status(self, broker: Broker) -> dict[str, object]:
-        if self._supervisor is None:
-            return {"desired": broker.config.workers, "live": 0, "draining": False}
-        return self._supervisor.status()[broker.type]
-
-    def _draining(self, broker: Broker) -> bool:
-        return self._supervisor is not None and self._supervisor.draining(broker.type)
 
 
 def _reopen_log_files() -> None:

@@ -1,6 +1,18 @@
 """What the supervisor remembers: the policy of each broker and a record per worker.
 
-Plain data, no decisions: those are all in ``_supervisor.py``.
+Plain data and the one function that reads a worker's deadline off its state (``due``); the
+decisions are all in ``_supervisor.py``.
+
+A worker moves through these states (h11's ``_state.py`` idea: the state says what the worker
+is waiting for, so one function gives its next deadline, and nothing else can drift from it):
+
+    BOOTING --ready--> READY --Terminate--> STOPPING --deadline--> KILLED --reaped--> (gone)
+       |                 |                                           ^
+       |                 +--no heartbeat--> HUNG --deadline----------+
+       +--boot_timeout, a bad frame, a stop (Kill)-------------------+
+
+Whether the master asked the worker to leave is one flag, ``asked`` (Node's
+``exitedAfterDisconnect``): it decides ``worker_exit`` against ``worker_crash``.
 """
 
 from __future__ import annotations
@@ -9,20 +21,23 @@ import enum
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPolicy:
-    """What the supervisor needs to know of one broker. Times in seconds; 0 turns one off."""
+    """What the supervisor needs to know of one broker. Times in seconds; 0 turns one off.
+
+    No defaults here: ``config.policy_of`` builds it from the declared options.
+    """
 
     name: str
-    workers: int = 1
-    recycle_rate: float = 0.0
-    timeout: float = 30.0
-    boot_timeout: float = 60.0
-    graceful_timeout: float = 30.0
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    backoff_reset: float = 10.0
-    recycle_jitter: float = 0.1
+    workers: int
+    recycle_rate: float
+    timeout: float
+    boot_timeout: float
+    graceful_timeout: float
+    backoff_base: float
+    backoff_cap: float
+    backoff_reset: float
+    recycle_jitter: float = 0.1  # a fixed spread, not an option: recycles must not line up
 
     @property
     def heartbeat_interval(self) -> float:
@@ -32,8 +47,20 @@ class BrokerPolicy:
 
 
 class WorkerState(enum.Enum):
-    BOOTING = "booting"
-    READY = "ready"
+    BOOTING = "booting"  # forked, not ready yet: boot_timeout runs
+    READY = "ready"  # serving: heartbeats expected, maybe a recycle time
+    STOPPING = "stopping"  # asked to leave (SIGTERM): SIGKILL at ``kill_at``
+    HUNG = "hung"  # missed its heartbeats, stack dump asked: SIGKILL at ``kill_at``
+    KILLED = "killed"  # SIGKILL sent: waiting for the reaper, no deadline
+
+
+class Expiry(enum.Enum):
+    """What happens when a worker's deadline comes."""
+
+    BOOT_TIMEOUT = "boot timeout"
+    HUNG = "no heartbeat"
+    RECYCLE = "recycle"
+    KILL = "kill"
 
 
 @dataclass(slots=True)
@@ -44,13 +71,36 @@ class WorkerRecord:
     started: float
     pid: int = 0
     state: WorkerState = WorkerState.BOOTING
-    ready_at: float = 0.0
+    asked: bool = False  # the master asked it to leave: its exit is not a crash
+    ready_at: float | None = None  # None: never ready
     heartbeat_at: float = 0.0
-    stop_requested: bool = False
-    kill_at: float | None = None  # SIGKILL at this time unless it left
-    killed: bool = False
-    retire_at: float | None = None
+    kill_at: float = 0.0  # STOPPING and HUNG: when SIGKILL follows
+    retire_at: float | None = None  # READY with recycling on: when it is replaced
     failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
+
+    @property
+    def live(self) -> bool:
+        """Counts towards the broker's capacity: not asked to leave."""
+        return not self.asked
+
+
+def due(w: WorkerRecord, p: BrokerPolicy) -> tuple[float, Expiry] | None:
+    """The worker's next deadline and what it means, or None. The supervisor's timer handler
+    and ``next_deadline`` both read this, so they cannot disagree."""
+    match w.state:
+        case WorkerState.BOOTING:
+            return w.started + p.boot_timeout, Expiry.BOOT_TIMEOUT  # always > 0 (config.py)
+        case WorkerState.READY:
+            times = []
+            if p.timeout:
+                times.append((w.heartbeat_at + p.timeout, Expiry.HUNG))
+            if w.retire_at is not None:
+                times.append((w.retire_at, Expiry.RECYCLE))
+            return min(times, key=lambda t: t[0], default=None)
+        case WorkerState.STOPPING | WorkerState.HUNG:
+            return w.kill_at, Expiry.KILL
+        case WorkerState.KILLED:
+            return None
 
 
 @dataclass(slots=True)

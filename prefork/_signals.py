@@ -14,6 +14,7 @@ import enum
 import signal
 import socket
 from types import FrameType, TracebackType
+from typing import Literal, assert_never
 
 from prefork._events import (
     DrainRequested,
@@ -117,14 +118,26 @@ def reset_in_child() -> None:
         signal.signal(signum, handler)
 
 
-def intent_event(intent: Intent) -> Event:
-    """The supervisor event for an intent (not for CHILD or REOPEN_LOGS, handled in the loop)."""
-    if intent is Intent.RELOAD:
-        return ReloadRequested(0.0)
-    if intent is Intent.DRAIN:
-        return DrainRequested(0.0)
-    if intent is Intent.RESUME:
-        return ResumeRequested(0.0)
-    if intent is Intent.STOP:
-        return StopRequested(0.0)
-    return ScaleRequested(0.0, delta=1 if intent is Intent.SCALE_UP else -1)
+#: The intents the supervisor decides on; the loop handles CHILD and REOPEN_LOGS itself.
+Command = Literal[
+    Intent.RELOAD, Intent.DRAIN, Intent.RESUME, Intent.STOP, Intent.SCALE_UP, Intent.SCALE_DOWN
+]
+
+
+def intent_event(intent: Command) -> Event:
+    """The supervisor event for a command intent."""
+    match intent:
+        case Intent.RELOAD:
+            return ReloadRequested()
+        case Intent.DRAIN:
+            return DrainRequested()
+        case Intent.RESUME:
+            return ResumeRequested()
+        case Intent.STOP:
+            return StopRequested()
+        case Intent.SCALE_UP:
+            return ScaleRequested(delta=1)
+        case Intent.SCALE_DOWN:
+            return ScaleRequested(delta=-1)
+        case _:
+            assert_never(intent)

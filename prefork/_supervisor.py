@@ -2,8 +2,10 @@
 
 Rule 1: everything that decides when a worker starts, stops, is killed or replaced lives here.
 Rule 2: nothing here touches the OS: no os, signal, socket or time. Events come in with the
-time in them (``handle(event)``), actions go out as data, and ``next_deadline()`` says when
-the master must call back with ``TimePassed`` even if nothing else happens.
+time beside them (``handle(event, now)``), actions go out as data, and ``next_deadline()``
+says when the master must call back with ``TimePassed`` even if nothing else happens.
+Rule 3: every dispatch is exhaustive (``match`` ending in ``assert_never``), so a new event or
+state that nobody handles is a ``mypy --strict`` error, not a silent timer tick.
 
 Theory of operation. Each broker (worker type) has a desired count. After every event,
 ``_reconcile`` brings each broker towards it: it spawns missing workers (unless a crash loop
@@ -14,15 +16,18 @@ stopped only once the replacement said it is ready ("swap"). If the replacement 
 the queue is dropped: the old workers keep serving (``reload_failed``).
 
 Whether an exit is a crash is decided by intent: an exit the supervisor asked for (Terminate, or
-Kill while stopping) is ``worker_exit``; anything else is ``worker_crash``.
+Kill while stopping) is ``worker_exit``; anything else is ``worker_crash``. A worker's states
+and deadlines are in ``_roster.py``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from typing import assert_never
 
 from prefork import _frames as frames
+from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._events import (
     Action,
     ChannelBroken,
@@ -36,7 +41,6 @@ from prefork._events import (
     MessageReceived,
     Notify,
     ReloadRequested,
-    ReloadResult,
     ResumeRequested,
     ScaleRequested,
     Spawn,
@@ -44,14 +48,19 @@ from prefork._events import (
     Started,
     StopRequested,
     Terminate,
-    WorkerExit,
+    TimePassed,
     WorkerExited,
-    WorkerInfo,
     WorkerSpawned,
 )
-from prefork._roster import BrokerPolicy, BrokerRecord, Swap, WorkerRecord, WorkerState
-
-__all__ = ["BrokerPolicy", "Supervisor"]
+from prefork._roster import (
+    BrokerPolicy,
+    BrokerRecord,
+    Expiry,
+    Swap,
+    WorkerRecord,
+    WorkerState,
+    due,
+)
 
 
 class Supervisor:
@@ -59,12 +68,12 @@ class Supervisor:
 
     def __init__(
         self,
-        policies: Iterable[BrokerPolicy],
+        policies: Iterable[BrokerPolicy] = (),
         *,
         random: Callable[[], float],
         dump_grace: float = 1.0,
     ) -> None:
-        self._brokers = {p.name: BrokerRecord(p, p.workers) for p in policies}
+        self._brokers: dict[str, BrokerRecord] = {}
         self._workers: dict[int, WorkerRecord] = {}
         self._random = random
         self._dump_grace = dump_grace
@@ -73,43 +82,35 @@ class Supervisor:
         self._stopping = False
         self._exited = False
         self._announced = False  # READY=1 sent since the start or the last RELOADING=1
+        for policy in policies:
+            self.add_broker(policy)
+
+    def add_broker(self, policy: BrokerPolicy) -> None:
+        """Take on one more broker (before ``Started``: its workers spawn then)."""
+        self._brokers[policy.name] = BrokerRecord(policy, policy.workers)
 
     # --- queries ---------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """The earliest time at which ``TimePassed`` must be handled, or None."""
-        times: list[float] = []
-        for w in self._workers.values():
-            p = self._brokers[w.broker].policy
-            if w.kill_at is not None:
-                times.append(w.kill_at)
-            elif w.stop_requested or w.killed:
-                continue
-            elif w.state is WorkerState.BOOTING:
-                if p.boot_timeout:
-                    times.append(w.started + p.boot_timeout)
-            else:
-                if p.timeout:
-                    times.append(w.heartbeat_at + p.timeout)
-                if w.retire_at is not None:
-                    times.append(w.retire_at)
+        times = [d[0] for w in self._workers.values() if (d := self._due(w)) is not None]
         for b in self._brokers.values():
             if b.not_before and self._wants_spawn(b):
                 times.append(b.not_before)
         return min(times, default=None)
 
-    def status(self) -> dict[str, dict[str, object]]:
+    def status(self) -> dict[str, BrokerStatus]:
         """A snapshot per broker: desired and live counts, generation, crash-loop backoff."""
         return {
-            name: {
-                "desired": b.desired,
-                "live": len(self._live(name)),
-                "generation": b.generation,
-                "draining": b.draining,
-                "reloading": b.reloading,
-                "failures": b.failures,
-                "backoff_until": b.not_before,
-            }
+            name: BrokerStatus(
+                desired=b.desired,
+                live=len(self._live(name)),
+                generation=b.generation,
+                draining=b.draining,
+                reloading=b.reloading,
+                failures=b.failures,
+                backoff_until=b.not_before,
+            )
             for name, b in self._brokers.items()
         }
 
@@ -122,12 +123,6 @@ class Supervisor:
     def reloading(self) -> bool:
         return any(b.reloading for b in self._brokers.values())
 
-    def draining(self, broker: str) -> bool:
-        return self._brokers[broker].draining
-
-    def desired(self, broker: str) -> int:
-        return self._brokers[broker].desired
-
     def workers(self, broker: str) -> list[WorkerInfo]:
         """The live workers of a broker that the master may message."""
         return [self._info(w) for w in self._workers.values() if w.broker == broker and w.pid]
@@ -137,44 +132,48 @@ class Supervisor:
 
     # --- events ----------------------------------------------------------------------------
 
-    def handle(self, event: Event) -> list[Action]:
-        """Take one event; return the actions the master must perform, in order."""
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Take one event that happened at ``now`` (monotonic seconds); return the actions the
+        master must perform, in order."""
         out: list[Action] = []
-        if isinstance(event, Started):
-            self._started = True
-        elif isinstance(event, WorkerSpawned):
-            if (w := self._workers.get(event.worker_id)) is not None:
-                w.pid = event.pid
-        elif isinstance(event, SpawnFailed):
-            self._on_spawn_failed(event, out)
-        elif isinstance(event, WorkerExited):
-            self._on_exit(event, out)
-        elif isinstance(event, MessageReceived):
-            self._on_message(event, out)
-        elif isinstance(event, ChannelBroken):
-            self._on_channel_broken(event, out)
-        elif isinstance(event, ReloadRequested):
-            if event.broker is None and not self._stopping:  # the operator's (systemd's) reload
-                self._announced = False
-                usec = int(event.now * 1_000_000)  # ``now`` is CLOCK_MONOTONIC, as systemd wants
-                out.append(Notify(("RELOADING=1", f"MONOTONIC_USEC={usec}")))
-            for b in self._select(event.broker):
-                self._start_reload(b, event.now, out)
-        elif isinstance(event, DrainRequested):
-            for b in self._select(event.broker):
-                self._drain(b, event.now, "drain requested", out)
-        elif isinstance(event, ResumeRequested):
-            for b in self._select(event.broker):
-                b.draining, b.failures, b.not_before = False, 0, 0.0
-        elif isinstance(event, ScaleRequested):
-            for b in self._select(event.broker):
-                self._scale(b, event, out)
-        elif isinstance(event, StopRequested):
-            self._on_stop(event.now, out)
-        else:
-            self._on_time(event.now, out)
+        match event:
+            case Started():
+                self._started = True
+            case WorkerSpawned(worker_id=worker_id, pid=pid):
+                if (w := self._workers.get(worker_id)) is not None:
+                    w.pid = pid
+            case SpawnFailed():
+                self._on_spawn_failed(event, now, out)
+            case WorkerExited():
+                self._on_exit(event, now, out)
+            case MessageReceived():
+                self._on_message(event, now, out)
+            case ChannelBroken():
+                self._on_channel_broken(event, out)
+            case ReloadRequested(broker=broker):
+                if broker is None and not self._stopping:  # the operator's (systemd's) reload
+                    self._announced = False
+                    usec = int(now * 1_000_000)  # ``now`` is CLOCK_MONOTONIC, as systemd wants
+                    out.append(Notify(("RELOADING=1", f"MONOTONIC_USEC={usec}")))
+                for b in self._select(broker):
+                    self._start_reload(b, now, out)
+            case DrainRequested(broker=broker):
+                for b in self._select(broker):
+                    self._drain(b, now, "drain requested", out)
+            case ResumeRequested(broker=broker):
+                for b in self._select(broker):
+                    b.draining, b.failures, b.not_before = False, 0, 0.0
+            case ScaleRequested(broker=broker):
+                for b in self._select(broker):
+                    self._scale(b, event, out)
+            case StopRequested():
+                self._on_stop(now, out)
+            case TimePassed():
+                self._on_time(now, out)
+            case _:
+                assert_never(event)
         if self._started:
-            self._reconcile(event.now, out)
+            self._reconcile(now, out)
             self._announce(out)
         return out
 
@@ -189,33 +188,33 @@ class Supervisor:
     def _select(self, name: str | None) -> list[BrokerRecord]:
         return list(self._brokers.values()) if name is None else [self._brokers[name]]
 
-    def _on_spawn_failed(self, e: SpawnFailed, out: list[Action]) -> None:
+    def _on_spawn_failed(self, e: SpawnFailed, now: float, out: list[Action]) -> None:
         w = self._workers.pop(e.worker_id)
         out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
         b = self._brokers[w.broker]
-        self._count_failure(b, e.now, out)
+        self._count_failure(b, now, out)
         self._end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", out)
 
-    def _on_exit(self, e: WorkerExited, out: list[Action]) -> None:
+    def _on_exit(self, e: WorkerExited, now: float, out: list[Action]) -> None:
         w = self._workers.pop(e.worker_id, None)
         if w is None:
             return
         b = self._brokers[w.broker]
         payload = WorkerExit(
-            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, e.now - w.started
+            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, now - w.started
         )
-        if w.stop_requested:
-            msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) left as asked"
-            out.append(Log(logging.INFO, msg))
+        if w.asked:
+            how = w.failure or "left as asked"
+            out.append(Log(logging.INFO, f"[{w.broker}] worker {w.id} (pid {w.pid}) {how}"))
             out.append(Emit(w.broker, "worker_exit", (payload,)))
             return
         how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"
         why = w.failure or f"exited with {how}"
-        booted = "" if w.state is WorkerState.READY else " before it was ready"
+        booted = "" if w.ready_at is not None else " before it was ready"
         out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
         out.append(Emit(w.broker, "worker_crash", (payload,)))
-        if w.state is WorkerState.BOOTING or e.now - w.ready_at < b.policy.backoff_reset:
-            self._count_failure(b, e.now, out)
+        if w.ready_at is None or now - w.ready_at < b.policy.backoff_reset:
+            self._count_failure(b, now, out)
         else:
             b.failures, b.not_before = 0, 0.0
         if w.id in b.queue:
@@ -259,14 +258,14 @@ class Supervisor:
         else:
             out.append(Log(logging.ERROR, f"[{b.policy.name}] replacement failed: {reason}"))
 
-    def _on_message(self, e: MessageReceived, out: list[Action]) -> None:
+    def _on_message(self, e: MessageReceived, now: float, out: list[Action]) -> None:
         w = self._workers.get(e.worker_id)
         if w is None:
             return
         if e.kind == frames.HEARTBEAT:
-            w.heartbeat_at = e.now
+            w.heartbeat_at = now
         elif e.kind == frames.READY:
-            self._on_ready(w, e.now, out)
+            self._on_ready(w, now, out)
         elif e.kind == frames.RETIRE:
             self._enqueue(self._brokers[w.broker], w)
         else:
@@ -274,8 +273,8 @@ class Supervisor:
             out.append(Emit(w.broker, event, (e.body, self._info(w))))
 
     def _on_ready(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
-        if w.state is WorkerState.READY or w.stop_requested:
-            return
+        if w.state is not WorkerState.BOOTING:
+            return  # once only; and a worker already being stopped stays stopped
         b = self._brokers[w.broker]
         w.state, w.ready_at, w.heartbeat_at = WorkerState.READY, now, now
         if b.policy.recycle_rate:
@@ -292,7 +291,7 @@ class Supervisor:
 
     def _on_channel_broken(self, e: ChannelBroken, out: list[Action]) -> None:
         w = self._workers.get(e.worker_id)
-        if w is None or w.killed:
+        if w is None or w.state is WorkerState.KILLED:
             return
         w.failure = f"sent a bad frame ({e.reason})"
         out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} {w.failure}; replacing it"))
@@ -304,9 +303,7 @@ class Supervisor:
             out.append(Log(logging.INFO, f"[{name}] reload ignored: the broker is draining"))
             return
         if b.swap is not None:  # a newer reload wins: its replacement boots the newest code
-            new = self._workers[b.swap.new]
-            new.stop_requested = True
-            self._kill(new, out)
+            self._stop(self._workers[b.swap.new], now, out)
             b.swap = None
         b.generation += 1
         b.reloading, b.replaced = True, 0
@@ -347,38 +344,46 @@ class Supervisor:
             return
         out.append(Log(logging.WARNING, "stopping at once: killing every worker"))
         for w in self._workers.values():
-            w.stop_requested = True
-            if not w.killed:
+            w.asked = True
+            if w.state is not WorkerState.KILLED:
                 self._kill(w, out)
 
     def _on_time(self, now: float, out: list[Action]) -> None:
         for w in list(self._workers.values()):
-            p = self._brokers[w.broker].policy
-            if w.kill_at is not None:
-                if now >= w.kill_at:
-                    if w.stop_requested:
-                        msg = f"[{w.broker}] worker {w.id} did not leave in time; killing it"
-                        out.append(Log(logging.WARNING, msg))
-                    self._kill(w, out)
-            elif w.stop_requested or w.killed:
-                continue
-            elif w.state is WorkerState.BOOTING:
-                if p.boot_timeout and now >= w.started + p.boot_timeout:
-                    w.failure = f"missed boot_timeout ({p.boot_timeout:g}s)"
-                    self._kill(w, out)
-            elif p.timeout and now >= w.heartbeat_at + p.timeout:
+            while (d := self._due(w)) is not None and now >= d[0]:
+                self._expire(w, d[1], now, out)
+
+    def _expire(self, w: WorkerRecord, expiry: Expiry, now: float, out: list[Action]) -> None:
+        """``w``'s deadline for ``expiry`` has come (``due`` said which)."""
+        p = self._brokers[w.broker].policy
+        match expiry:
+            case Expiry.BOOT_TIMEOUT:
+                w.failure = f"missed boot_timeout ({p.boot_timeout:g}s)"
+                self._kill(w, out)
+            case Expiry.HUNG:
                 w.failure = f"sent no heartbeat for {p.timeout:g}s (hung): stack dumped, killed"
                 msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) is hung; dumping its stack"
                 out.append(Log(logging.ERROR, msg))
                 out.append(DumpStack(w.id))
-                w.kill_at = now + self._dump_grace
-            elif w.retire_at is not None and now >= w.retire_at:
+                w.state, w.kill_at = WorkerState.HUNG, now + self._dump_grace
+            case Expiry.RECYCLE:
                 w.retire_at = None
                 self._enqueue(self._brokers[w.broker], w)
+            case Expiry.KILL:
+                if w.state is WorkerState.STOPPING:
+                    w.failure = f"did not leave within graceful_timeout ({p.graceful_timeout:g}s)"
+                    msg = f"[{w.broker}] worker {w.id} {w.failure}; killing it"
+                    out.append(Log(logging.WARNING, msg))
+                self._kill(w, out)
+            case _:
+                assert_never(expiry)
+
+    def _due(self, w: WorkerRecord) -> tuple[float, Expiry] | None:
+        return due(w, self._brokers[w.broker].policy)
 
     def _enqueue(self, b: BrokerRecord, w: WorkerRecord) -> None:
         swapping = b.swap is not None and w.id in (b.swap.old, b.swap.new)
-        if w.id not in b.queue and not swapping and not w.stop_requested:
+        if w.id not in b.queue and not swapping and w.live:
             b.queue.append(w.id)
 
     # --- the reconciler ------------------------------------------------------------------
@@ -430,19 +435,18 @@ class Supervisor:
         return w.id
 
     def _stop(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
-        """Stop on purpose: a ready worker drains (SIGTERM); a booting one serves nobody yet."""
-        w.stop_requested = True
-        if w.killed:
-            return
+        """Stop on purpose: a ready worker drains (SIGTERM); any other serves nobody."""
+        w.asked = True
         if w.state is WorkerState.READY:
+            w.state = WorkerState.STOPPING
             w.kill_at = now + self._brokers[w.broker].policy.graceful_timeout
             out.append(Terminate(w.id))
-        else:
+        elif w.state is not WorkerState.KILLED:
             self._kill(w, out)
 
     @staticmethod
     def _kill(w: WorkerRecord, out: list[Action]) -> None:
-        w.killed, w.kill_at = True, None
+        w.state = WorkerState.KILLED
         out.append(Kill(w.id))
 
     def _wants_spawn(self, b: BrokerRecord) -> bool:
@@ -454,7 +458,7 @@ class Supervisor:
         return sum(w.state is WorkerState.READY for w in self._live(broker))
 
     def _live(self, broker: str) -> list[WorkerRecord]:
-        return [w for w in self._workers.values() if w.broker == broker and not w.stop_requested]
+        return [w for w in self._workers.values() if w.broker == broker and w.live]
 
     @staticmethod
     def _info(w: WorkerRecord) -> WorkerInfo:

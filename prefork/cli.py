@@ -12,18 +12,25 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
 
 from prefork import _sockets
 from prefork._master import Master
-from prefork.config import ConfigError
-from prefork.http import HTTPConfigError, HTTPWorker
-from prefork.http._config import add_serve_arguments, worker_options_from_args
+from prefork._options import ConfigError, declared
+from prefork.config import BrokerConfig, MasterConfig
+from prefork.http import HTTPConfig, HTTPWorker
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_BIND = "127.0.0.1:8000"
 _APP_HINT = "check APP and --app-dir"
+#: What ``prefork serve`` takes, in the order ``--help`` lists it.
+SERVE_CONFIGS = (BrokerConfig, MasterConfig, HTTPConfig)
+#: Where ``prefork serve`` differs from the API's defaults (applied in ``_serve_master``).
+SERVE_DEFAULTS = {
+    "workers": "the usable CPUs",
+    "listen": f"{DEFAULT_BIND}, or systemd's LISTEN_FDS",
+}
 
 
 def default_workers() -> int:
@@ -38,6 +45,44 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"prefork: error: {message}; see '{self.prog} --help'\n")
 
 
+def add_options(
+    parser: argparse.ArgumentParser, config: type, shown: Mapping[str, str] | None = None
+) -> None:
+    """Add a flag for every option of ``config`` that declares one; nothing is restated: the
+    help, the default shown and the parsing all come from the declaration. An option left
+    out is absent from the parsed namespace, so the config's own default applies (``shown``
+    names the defaults a command applies itself)."""
+    for f, meta in declared(config):
+        if not meta.flags:
+            continue
+        if not meta.flags[0].startswith("-"):
+            parser.add_argument(f.name, metavar=meta.metavar, help=meta.help)
+            continue
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
+        default = (shown or {}).get(f.name, f.default)
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        hide = default in (None, False, "")
+        kwargs["help"] = meta.help + ("" if hide else f" (default {default})")
+        if meta.parse is None:
+            kwargs["action"] = argparse.BooleanOptionalAction if meta.negatable else "store_true"
+        else:
+            kwargs["type"] = meta.parse
+            kwargs["metavar"] = meta.metavar
+            if meta.choices:
+                kwargs["choices"] = meta.choices
+            if meta.repeat:
+                kwargs["action"] = "append"
+        parser.add_argument(*meta.flags, **kwargs)
+
+
+def given(config: type, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of ``config`` that were given on the command line."""
+    return {
+        f.name: values[f.name] for f, meta in declared(config) if meta.flags and f.name in values
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prefork",
@@ -50,66 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve an ASGI app. Signals to the master: HUP reload, TERM drain, "
         "USR2 resume, INT/QUIT stop, TTIN/TTOU one worker more/fewer, USR1 reopen logs.",
     )
-    serve.add_argument(
-        "-b",
-        "--bind",
-        action="append",
-        metavar="ADDR",
-        help=f"host:port, [v6]:port, unix:PATH or fd://N; repeatable (default {DEFAULT_BIND})",
-    )
-    serve.add_argument(
-        "-w",
-        "--workers",
-        type=int,
-        default=None,
-        metavar="N",
-        help="worker processes (default: CPUs)",
-    )
-    serve.add_argument(
-        "--timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="kill and replace a worker silent this long (0 = off; default %(default)s)",
-    )
-    serve.add_argument(
-        "--graceful-timeout",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="time a stopping worker gets to finish before SIGKILL (default %(default)s)",
-    )
-    serve.add_argument(
-        "--boot-timeout",
-        type=float,
-        default=60.0,
-        metavar="SECONDS",
-        help="time a new worker gets to become ready (default %(default)s)",
-    )
-    serve.add_argument(
-        "--recycle",
-        type=float,
-        default=0.0,
-        metavar="SECONDS",
-        help="replace each worker after about this long, one at a time (0 = never)",
-    )
-    serve.add_argument(
-        "--backlog",
-        type=int,
-        default=2048,
-        metavar="N",
-        help="listen queue length (default %(default)s)",
-    )
+    for config in SERVE_CONFIGS:
+        add_options(serve, config, SERVE_DEFAULTS)
     serve.add_argument(
         "--log-level", choices=LOG_LEVELS, default="info", help="log level (default %(default)s)"
     )
-    serve.add_argument("--pid", metavar="FILE", help="write the master's pid to FILE")
-    serve.add_argument(
-        "--preload",
-        action="store_true",
-        help="import the app in the master (shared memory; a reload then keeps the old code)",
-    )
-    add_serve_arguments(serve)
     return parser
 
 
@@ -124,31 +114,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         master = _serve_master(args)
         return master.run()
-    except (ConfigError, HTTPConfigError) as exc:
+    except ConfigError as exc:
         print(f"prefork: error: {exc}", file=sys.stderr)
         return 2
 
 
 def _serve_master(args: argparse.Namespace) -> Master:
-    options = worker_options_from_args(args)
-    workers = default_workers() if args.workers is None else args.workers
-    binds = args.bind or _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND]
-    app_dir = os.path.abspath(args.app_dir)
+    values = vars(args)
+    http = given(HTTPConfig, values)
+    app = HTTPConfig.from_options(http)  # a bad value is refused before the app is looked for
+    broker = given(BrokerConfig, values)
+    broker.setdefault("workers", default_workers())
+    broker.setdefault("listen", _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND])
+    app_dir = os.path.abspath(app.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    _check_app(args.app, args.preload)
-    master = Master(graceful_timeout=args.graceful_timeout, pidfile=args.pid)
-    master.broker(
-        "http",
-        HTTPWorker,
-        workers=workers,
-        listen=binds,
-        timeout=args.timeout,
-        boot_timeout=args.boot_timeout,
-        recycle_rate=args.recycle,
-        backlog=args.backlog,
-        **options,
-    )
+    preload = BrokerConfig.from_options("http", HTTPWorker, broker).preload
+    _check_app(args.app, preload)
+    master = Master(**given(MasterConfig, values))
+    master.broker("http", HTTPWorker, **broker, **http)
     return master
 
 

@@ -1,115 +1,188 @@
-"""Options of the master and its brokers: frozen dataclasses, each bad value a clear error.
+"""Options of the master and of its brokers, each declared once (see ``_options.py``).
 
-No I/O here beyond asking the import system whether a worker's module exists.
+Pure: no I/O. ``Master(**options)`` builds a ``MasterConfig``, ``master.broker(...)`` a
+``BrokerConfig``, ``prefork serve`` reads the same declarations for its flags, and
+``policy_of`` hands the supervisor what it needs of both.
 """
 
 from __future__ import annotations
 
 import builtins
-import importlib.util
-import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from prefork.worker import Worker
+from prefork._options import (
+    REQUIRED,
+    ConfigError,
+    build,
+    check_fields,
+    option,
+    path_or_none,
+    seconds,
+    strings,
+    switch,
+    whole,
+)
+from prefork._roster import BrokerPolicy
+
+__all__ = ["BrokerConfig", "ConfigError", "MasterConfig", "brokers_unique", "policy_of"]
 
 _BROKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_WORKER_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
-class ConfigError(ValueError):
-    """A bad option. The message is one line: what is wrong and what to do."""
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MasterConfig:
     """Options of ``Master(**options)``. Times are in seconds."""
 
-    graceful_timeout: float = 30.0
-    pidfile: str | None = None
-    backoff_base: float = 0.5
-    backoff_cap: float = 30.0
-    backoff_reset: float = 10.0
-    max_frame: int = 1 << 20
+    graceful_timeout: float = option(
+        30.0,
+        "time a stopping worker gets to finish before SIGKILL",
+        seconds(),
+        "--graceful-timeout",
+        metavar="SECONDS",
+        parse=float,
+    )
+    pidfile: str | None = option(
+        None, "write the master's pid to FILE", path_or_none, "--pid", metavar="FILE"
+    )
+    backoff_base: float = option(
+        0.5, "first wait of the crash-loop backoff", seconds(positive=True)
+    )
+    backoff_cap: float = option(
+        30.0, "longest wait of the crash-loop backoff", seconds(positive=True)
+    )
+    backoff_reset: float = option(
+        10.0, "uptime (or time without a failure) that ends a crash loop", seconds()
+    )
+    max_frame: int = option(
+        1 << 20, "largest frame a worker may send the master, in bytes", whole(64)
+    )
 
     def __post_init__(self) -> None:
-        _seconds("graceful_timeout", self.graceful_timeout)
-        _seconds("backoff_base", self.backoff_base, positive=True)
-        _seconds("backoff_cap", self.backoff_cap, positive=True)
-        _seconds("backoff_reset", self.backoff_reset)
-        if not _is_int(self.max_frame) or self.max_frame < 64:
-            raise ConfigError(f"max_frame must be a whole number >= 64, got {self.max_frame!r}")
-        if self.pidfile is not None and not isinstance(self.pidfile, str):
-            raise ConfigError(f"pidfile must be a path string, got {self.pidfile!r}")
+        check_fields(self)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> MasterConfig:
         """Build from keyword options; an unknown name is a ``ConfigError`` listing the known."""
-        known = [f.name for f in fields(cls)]
-        for name in options:
-            if name not in known:
-                raise ConfigError(
-                    f"unknown Master option {name!r}; known options: {', '.join(known)}"
-                )
-        return cls(**options)
+        return build(cls, "Master", options)
 
 
-@dataclass(frozen=True, slots=True)
+def _broker_type(name: str, value: Any) -> Any:
+    if not isinstance(value, str) or not _BROKER_NAME.match(value):
+        raise ConfigError(f"broker type {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _worker_spec(name: str, value: Any) -> Any:
+    """A class (the master checks it is a Worker) or ``"module:attr"`` (imported after fork)."""
+    if isinstance(value, type):
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"worker must be a Worker subclass or 'module:attr', got {value!r}")
+    if not _WORKER_SPEC.match(value):
+        raise ConfigError(f"worker {value!r} must look like 'package.module:ClassName'")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerConfig:
-    """One worker type: how many, which class, which sockets, and its timeouts."""
+    """One worker type: how many, which class, which sockets, and its timeouts.
 
-    type: str
-    worker: builtins.type[Worker] | str
-    workers: int = 1
-    recycle_rate: float = 0.0
-    listen: tuple[str, ...] = ()
-    timeout: float = 30.0
-    boot_timeout: float = 60.0
-    graceful_timeout: float | None = None
-    backlog: int = 2048
-    preload: bool = False
+    Options not declared here are the worker's own (``worker_options``, ``self.options``).
+    """
+
+    type: str = option(REQUIRED, "the broker's name", _broker_type)
+    worker: builtins.type | str = option(
+        REQUIRED, "a Worker subclass or 'module:attr'", _worker_spec
+    )
+    workers: int = option(
+        1, "worker processes", whole(0), "-w", "--workers", metavar="N", parse=int
+    )
+    recycle_rate: float = option(
+        0.0,
+        "replace each worker after about this long, one at a time (0 = never)",
+        seconds(),
+        "--recycle",
+        metavar="SECONDS",
+        parse=float,
+    )
+    listen: tuple[str, ...] = option(
+        (),
+        "host:port, [v6]:port, unix:PATH or fd://N; repeatable",
+        strings,
+        "-b",
+        "--bind",
+        metavar="ADDR",
+        repeat=True,
+    )
+    timeout: float = option(
+        30.0,
+        "kill and replace a worker silent this long (0 = off)",
+        seconds(),
+        "--timeout",
+        metavar="SECONDS",
+        parse=float,
+    )
+    boot_timeout: float = option(
+        60.0,
+        "time a new worker gets to become ready",
+        seconds(positive=True),
+        "--boot-timeout",
+        metavar="SECONDS",
+        parse=float,
+    )
+    graceful_timeout: float | None = option(
+        None, "this broker's own graceful_timeout (None: the master's)", seconds(optional=True)
+    )
+    backlog: int = option(
+        2048, "listen queue length", whole(1), "--backlog", metavar="N", parse=int
+    )
+    preload: bool = option(
+        False,
+        "import the worker (serve: the app) in the master: shares memory, reloads keep old code",
+        switch,
+        "--preload",
+        parse=None,
+    )
     worker_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.type, str) or not _BROKER_NAME.match(self.type):
-            raise ConfigError(
-                f"broker type {self.type!r} must be 1-64 letters, digits, '_', '.' or '-'"
-            )
-        if not _is_int(self.workers) or self.workers < 0:
-            raise ConfigError(f"workers must be a whole number >= 0, got {self.workers!r}")
-        _seconds("recycle_rate", self.recycle_rate)
-        _seconds("timeout", self.timeout)
-        _seconds("boot_timeout", self.boot_timeout, positive=True)
-        if self.graceful_timeout is not None:
-            _seconds("graceful_timeout", self.graceful_timeout)
-        if not _is_int(self.backlog) or self.backlog < 1:
-            raise ConfigError(f"backlog must be a whole number >= 1, got {self.backlog!r}")
-        if isinstance(self.listen, str) or not all(isinstance(a, str) for a in self.listen):
-            raise ConfigError(f"listen must be a list of address strings, got {self.listen!r}")
-        check_worker_spec(self.worker)
+        check_fields(self)
+
+    @classmethod
+    def from_options(
+        cls, type: str, worker: builtins.type | str, options: Mapping[str, Any]
+    ) -> BrokerConfig:
+        """Split ``options`` into this broker's own and its workers' (the rest)."""
+        own = {f: v for f, v in options.items() if f in _BROKER_OPTIONS}
+        rest = {f: v for f, v in options.items() if f not in _BROKER_OPTIONS}
+        return cls(type=type, worker=worker, worker_options=rest, **own)
 
 
-def check_worker_spec(spec: object) -> None:
-    """Raise ``ConfigError`` unless ``spec`` is a Worker subclass or an importable
-    ``"module:attr"`` string. The module is located, not imported: it is imported after fork,
-    so that a reload picks up new code."""
-    if isinstance(spec, type) and issubclass(spec, Worker):
-        return
-    if not isinstance(spec, str):
-        raise ConfigError(f"worker must be a Worker subclass or 'module:attr', got {spec!r}")
-    module, _, attr = spec.partition(":")
-    if not module or not attr.isidentifier():
-        raise ConfigError(f"worker {spec!r} must look like 'package.module:ClassName'")
-    try:
-        found = importlib.util.find_spec(module)
-    except (ImportError, ValueError) as exc:
-        raise ConfigError(f"worker {spec!r} cannot be imported: {exc}") from None
-    if found is None:
-        raise ConfigError(
-            f"worker {spec!r} cannot be imported: no module named {module!r} "
-            "(check the name and sys.path)"
-        )
+_BROKER_OPTIONS = frozenset(
+    f for f in BrokerConfig.__dataclass_fields__ if f not in ("type", "worker", "worker_options")
+)
+
+
+def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
+    """What the supervisor needs of one broker, from the declared options."""
+    graceful = (
+        master.graceful_timeout if broker.graceful_timeout is None else broker.graceful_timeout
+    )
+    return BrokerPolicy(
+        name=broker.type,
+        workers=broker.workers,
+        recycle_rate=broker.recycle_rate,
+        timeout=broker.timeout,
+        boot_timeout=broker.boot_timeout,
+        graceful_timeout=graceful,
+        backoff_base=master.backoff_base,
+        backoff_cap=master.backoff_cap,
+        backoff_reset=master.backoff_reset,
+    )
 
 
 def brokers_unique(brokers: Iterable[BrokerConfig]) -> None:
@@ -118,14 +191,3 @@ def brokers_unique(brokers: Iterable[BrokerConfig]) -> None:
         if b.type in seen:
             raise ConfigError(f"broker type {b.type!r} is declared twice; give each a new name")
         seen.add(b.type)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _seconds(name: str, value: object, *, positive: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (positive and value == 0):  # type: ignore[operator]
-        bound = "> 0" if positive else ">= 0"
-        raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")

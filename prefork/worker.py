@@ -58,6 +58,12 @@ class Worker:
         self._exit: asyncio.Future[int] | None = None
         self._ready_sent = False
 
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` if this worker type cannot run with ``options`` (the broker's
+        extra keyword options). Called by ``Master.broker`` before anything forks; the default
+        accepts anything."""
+
     def init(self) -> Awaitable[None] | None:
         """Start the worker's work. May be ``async``. An exception here is a boot failure."""
         return None

@@ -4,12 +4,7 @@
 """
 
 from prefork.http._asgi import ClientDisconnected
-from prefork.http._config import (
-    HTTPConfig,
-    HTTPConfigError,
-    add_serve_arguments,
-    worker_options_from_args,
-)
+from prefork.http._config import HTTPConfig
 from prefork.http._lifespan import LifespanFailure
 from prefork.http._server import AppImportError, HTTPWorker
 
@@ -17,9 +12,6 @@ __all__ = [
     "AppImportError",
     "ClientDisconnected",
     "HTTPConfig",
-    "HTTPConfigError",
     "HTTPWorker",
     "LifespanFailure",
-    "add_serve_arguments",
-    "worker_options_from_args",
 ]

@@ -10,6 +10,7 @@ import importlib
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from prefork.http._asgi import ASGIApp
@@ -62,9 +63,14 @@ class HTTPWorker(Worker):
     """A worker serving an ASGI 3 app over HTTP/1.1 on the broker's sockets.
 
     Options (``self.options``): the fields of ``HTTPConfig`` (``app`` is required).
-    ``init()`` raises ``HTTPConfigError``, ``AppImportError``, the app's own import errors,
+    ``init()`` raises ``ConfigError``, ``AppImportError``, the app's own import errors,
     or ``LifespanFailure``; each is a boot failure for the master.
     """
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ConfigError`` unless ``options`` make a valid ``HTTPConfig``."""
+        HTTPConfig.from_options(options)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

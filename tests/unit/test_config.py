@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
 from prefork import ConfigError, Master, Worker
-from prefork.config import BrokerConfig, MasterConfig, check_worker_spec
+from prefork._child import check_worker
+from prefork.config import BrokerConfig, MasterConfig
 
 
 class Nop(Worker):
@@ -52,7 +54,7 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"boot_timeout": 0}, "boot_timeout must be a number of seconds > 0"),
         ({"graceful_timeout": -2}, "graceful_timeout must be"),
         ({"backlog": 0}, "backlog must be a whole number >= 1"),
-        ({"listen": [3]}, "listen must be a list of address strings"),
+        ({"listen": [3]}, "listen must be a list of strings"),
         ({"listen": ["nowhere"]}, "bad address 'nowhere'"),
     ],
 )
@@ -65,7 +67,7 @@ def test_broker_options_and_extra_worker_options() -> None:
     b = Master(graceful_timeout=5).broker("web", Nop, workers=3, recycle_rate=60, app="x:y")
     assert (b.type, b.workers, b.recycle_rate, b.draining) == ("web", 3, 60, False)
     assert dict(b.config.worker_options) == {"app": "x:y"}
-    assert BrokerConfig("w", Nop, listen=("127.0.0.1:1",)).listen == ("127.0.0.1:1",)
+    assert BrokerConfig(type="w", worker=Nop, listen=["127.0.0.1:1"]).listen == ("127.0.0.1:1",)
 
 
 def test_listen_as_a_single_string_is_one_address() -> None:
@@ -91,17 +93,31 @@ def test_bad_broker_names_and_duplicates() -> None:
         ("mod:not an attr", "must look like"),
         ("no_such_module_xyz:W", "no module named 'no_such_module_xyz'"),
         ("no_such_pkg_xyz.sub:W", "cannot be imported: No module named 'no_such_pkg_xyz'"),
-        (".relative:W", "cannot be imported"),
+        (".relative:W", "must look like"),
     ],
 )
 def test_worker_specs_that_cannot_work(spec: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        check_worker_spec(spec)
+        Master().broker("web", spec)  # type: ignore[arg-type]
 
 
 def test_worker_spec_is_located_not_imported() -> None:
-    check_worker_spec("json:JSONDecoder")  # found; what it names is checked after fork
-    check_worker_spec(Nop)
+    import sys
+
+    sys.modules.pop("json.tool", None)
+    check_worker("json.tool:Main", {})  # found; what it names is checked after fork
+    assert "json.tool" not in sys.modules
+    check_worker(Nop, {})
+
+
+def test_a_worker_class_checks_its_options_before_anything_forks() -> None:
+    class Picky(Worker):
+        @classmethod
+        def check_options(cls, options: object) -> None:
+            raise ConfigError(f"Picky refuses {sorted(options)}")
+
+    with pytest.raises(ConfigError, match=re.escape("Picky refuses ['colour']")):
+        Master().broker("web", Picky, workers=2, colour="red")
 
 
 def test_unknown_event_lists_the_known_ones() -> None:

@@ -1,4 +1,4 @@
-"""HTTPConfig validation and the `prefork serve` argument glue."""
+"""HTTPConfig validation, and its options as `prefork serve` flags (from the same declarations)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from prefork.http import HTTPConfig, HTTPConfigError, add_serve_arguments, worker_options_from_args
+from prefork import ConfigError
+from prefork.cli import add_options, given
+from prefork.http import HTTPConfig
 
 
 def test_defaults() -> None:
@@ -43,11 +45,11 @@ def test_defaults() -> None:
         ({"app": "m:a", "max_requests_jitter": 5}, "needs max_requests"),
         ({"app": "m:a", "forwarded_allow_ips": "1.2.3.4,bogus"}, "'bogus'"),
         ({"app": "m:a", "colour": "red"}, "unknown HTTP option 'colour'"),
-        ({"keep_alive": 1}, "app: missing"),
+        ({"keep_alive": 1}, "app is missing"),
     ],
 )
 def test_bad_values_say_what_and_how(options: dict[str, Any], words: str) -> None:
-    with pytest.raises(HTTPConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         HTTPConfig.from_options(options)
     assert words in str(info.value) and "\n" not in str(info.value)
     assert isinstance(info.value, ValueError)
@@ -69,29 +71,28 @@ def test_callable_app_is_accepted() -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
-    add_serve_arguments(p)
-    p.add_argument("--backlog", type=int, default=2048)
+    add_options(p, HTTPConfig)
     return p
 
 
-def test_cli_defaults_round_trip_into_options() -> None:
-    options = worker_options_from_args(parser().parse_args(["main:app"]))
-    assert options["app"] == "main:app" and "limit_concurrency" not in options
-    assert options["forwarded_allow_ips"] == "127.0.0.1"
-    assert HTTPConfig.from_options(options) == HTTPConfig(app="main:app")
+def options(*argv: str) -> dict[str, Any]:
+    return given(HTTPConfig, vars(parser().parse_args(argv)))
+
+
+def test_flags_left_out_take_the_declared_defaults() -> None:
+    assert options("main:app") == {"app": "main:app"}
+    assert HTTPConfig.from_options(options("main:app")) == HTTPConfig(app="main:app")
 
 
 def test_cli_options_map_to_config_fields() -> None:
-    ns = parser().parse_args(
-        [
-            "m:f", "--factory", "--app-dir", "src", "--keep-alive", "2", "--limit-concurrency",
-            "10", "--max-requests", "100", "--max-requests-jitter", "5", "--root-path", "/x",
-            "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1, 10.0.0.2", "--lifespan", "on",
-            "--access-log", "--header-timeout", "3", "--body-timeout", "4", "--backlog", "64",
-            "--limit-request-body", "1048576",
-        ]
-    )  # fmt: skip
-    c = HTTPConfig.from_options(worker_options_from_args(ns))
+    argv = [
+        "m:f", "--factory", "--app-dir", "src", "--keep-alive", "2", "--limit-concurrency",
+        "10", "--max-requests", "100", "--max-requests-jitter", "5", "--root-path", "/x",
+        "--proxy-headers", "--forwarded-allow-ips", "10.0.0.1, 10.0.0.2", "--lifespan", "on",
+        "--access-log", "--header-timeout", "3", "--body-timeout", "4",
+        "--limit-request-body", "1048576",
+    ]  # fmt: skip
+    c = HTTPConfig.from_options(options(*argv))
     assert c == HTTPConfig(
         app="m:f",
         factory=True,
@@ -109,25 +110,27 @@ def test_cli_options_map_to_config_fields() -> None:
         body_timeout=4.0,
         limit_request_body=1048576,
     )
-    assert parser().parse_args(["m:a", "--no-access-log"]).access_log is False
-
-
-def test_options_from_a_namespace_with_only_some_attributes() -> None:
-    options = worker_options_from_args(argparse.Namespace(app="m:a", keep_alive=3.0))
-    assert options == {"app": "m:a", "keep_alive": 3.0}
+    assert options("m:a", "--no-access-log") == {"app": "m:a", "access_log": False}
 
 
 def test_cli_bad_value_raises_config_error() -> None:
-    with pytest.raises(HTTPConfigError, match="keep_alive"):
-        worker_options_from_args(parser().parse_args(["m:a", "--keep-alive", "-1"]))
+    with pytest.raises(ConfigError, match="keep_alive"):
+        HTTPConfig.from_options(options("m:a", "--keep-alive", "-1"))
 
 
-def test_help_has_a_line_per_option(capsys: pytest.CaptureFixture[str]) -> None:
+def test_help_shows_each_flag_with_its_declared_help_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit):
         parser().parse_args(["--help"])
-    text = capsys.readouterr().out
-    for flag in ("--factory", "--app-dir", "--keep-alive", "--limit-concurrency",
-                 "--max-requests", "--max-requests-jitter", "--root-path", "--proxy-headers",
-                 "--forwarded-allow-ips", "--lifespan", "--access-log", "--header-timeout",
-                 "--body-timeout", "--limit-request-body"):  # fmt: skip
-        assert flag in text
+    text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "--keep-alive SECONDS close idle keep-alive connections after this long (default 5.0)"
+        in text
+    )
+    assert (
+        "--forwarded-allow-ips IPS comma-separated proxy IPs or networks to trust, or * "
+        "(default 127.0.0.1)" in text
+    )
+    assert "--access-log, --no-access-log" in text
+    assert "--factory APP is a callable returning the ASGI app" in text

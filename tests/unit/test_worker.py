@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from prefork import Master, Worker
+from prefork import Broker, BrokerStatus, Master, Worker
 from prefork import _frames as frames
 from prefork._child import load_worker_class
+from prefork._events import DrainRequested, ReloadRequested, ResumeRequested, ScaleRequested
+from prefork.config import BrokerConfig
 
 
 class Recorder:
@@ -24,15 +26,23 @@ class Recorder:
 
 def make_worker(cls: type[Worker] = Worker) -> tuple[Worker, Recorder]:
     link = Recorder()
-    w = cls(type="web", id=3, generation=2, sockets=[], options={"a": 1}, channel=link)
+    w = cls(type="web", id=3, generation=2, sockets=[], options={"a": 1}, channel=link, backlog=64)
     return w, link
 
 
-def test_attributes() -> None:
+def test_attributes_come_from_the_master() -> None:
+    options = {"a": 1}
     w, _ = make_worker()
-    assert (w.type, w.id, w.generation, w.sockets, w.options) == ("web", 3, 2, [], {"a": 1})
+    assert (w.type, w.id, w.generation, w.sockets, w.backlog) == ("web", 3, 2, [], 64)
+    assert w.options == options and w.options is not options  # a copy the worker may change
+
+
+def test_the_defaults_do_nothing_and_send_nothing() -> None:
+    w, link = make_worker()
     assert w.init() is None
-    w.on_message({"x": 1})  # the default ignores messages
+    assert w.on_message({"x": 1}) is None
+    Worker.check_options({"anything": object()})  # the base class accepts any options
+    assert link.frames == []
 
 
 def test_frames_sent_to_the_master() -> None:
@@ -91,28 +101,74 @@ def test_a_raising_callback_is_logged_and_the_others_still_run(
     broker.on("worker_exit", boom)
     broker.on("worker_exit", seen.append)
     with caplog.at_level(logging.ERROR, logger="prefork.master"):
-        broker._emit("worker_exit", ("payload",))
+        broker.emit("worker_exit", ("payload",))
     assert seen == ["payload"]
     assert "worker_exit callback" in caplog.text and "user bug" in caplog.text
 
 
-def test_broker_commands_before_run_are_queued_and_send_is_a_no_op() -> None:
-    master = Master()
-    broker = master.broker("web", Named, workers=2)
+class RecordingDesk:
+    """A master as a Broker sees it (``MasterDesk``), recording what the broker asks."""
+
+    def __init__(self) -> None:
+        self.posted: list[object] = []
+        self.sent: list[tuple[str, Any]] = []
+
+    def post(self, event: Any) -> None:
+        self.posted.append(event)
+
+    def status(self, broker: str) -> BrokerStatus:
+        return BrokerStatus(
+            desired=4,
+            live=3,
+            generation=2,
+            draining=True,
+            reloading=False,
+            failures=0,
+            backoff_until=0.0,
+        )
+
+    def send(self, broker: str, obj: Any) -> None:
+        self.sent.append((broker, obj))
+
+
+def test_a_broker_talks_to_its_master_only_through_the_desk() -> None:
+    desk = RecordingDesk()
+    broker = Broker(BrokerConfig(type="web", worker=Named, workers=2), desk)
     broker.reload()
     broker.drain()
     broker.resume()
     broker.scale(3)
     broker.send({"hello": 1})
-    assert [type(e).__name__ for e in master._pending] == [
-        "ReloadRequested",
-        "DrainRequested",
-        "ResumeRequested",
-        "ScaleRequested",
+    assert desk.posted == [
+        ReloadRequested("web"),
+        DrainRequested("web"),
+        ResumeRequested("web"),
+        ScaleRequested("web", workers=3),
     ]
+    assert desk.sent == [("web", {"hello": 1})]
+    assert (broker.workers, broker.draining, broker.status["live"]) == (4, True, 3)
+
+
+def test_broker_commands_before_run_are_queued_and_send_reaches_nobody() -> None:
+    master = Master()
+    broker = master.broker("web", Named, workers=2)
+    broker.reload()
+    broker.scale(3)
+    broker.send({"hello": 1})  # no worker yet: it is dropped, not queued for later
+    assert list(master._pending) == [ReloadRequested("web"), ScaleRequested("web", workers=3)]
+    with pytest.raises(TypeError):
+        broker.send({"not json": object()})  # still checked, so a bug shows before run()
     assert broker.workers == 2 and broker.draining is False
 
 
 def test_status_before_run_shows_the_configured_count() -> None:
     broker = Master().broker("web", Named, workers=2)
-    assert broker.status == {"desired": 2, "live": 0, "draining": False}
+    assert broker.status == {
+        "desired": 2,
+        "live": 0,
+        "generation": 1,
+        "draining": False,
+        "reloading": False,
+        "failures": 0,
+        "backoff_until": 0.0,
+    }

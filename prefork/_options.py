@@ -1,0 +1,154 @@
+"""One declaration per option: default, check, help and command-line flags in one place.
+
+An option is a field of a frozen config dataclass whose metadata holds an ``Option``
+(gunicorn's ``Setting``, without a registry). The config validates itself from it
+(``check_fields``), builds itself from keyword options (``build``), and ``cli.py`` turns the
+same declarations into argparse arguments, so no default or help text is written twice.
+
+Pure: no I/O. Every bad value raises ``ConfigError`` with one line: what is wrong, what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+REQUIRED: Any = dataclasses.MISSING
+
+
+class ConfigError(ValueError):
+    """A bad option. The message is one line: what is wrong and what to do."""
+
+
+Check = Callable[[str, Any], Any]  # (name, value) -> the value to keep; raises ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one option is checked and how it appears on the command line."""
+
+    help: str
+    check: Check
+    flags: tuple[str, ...] = ()  # e.g. ("-w", "--workers"); ("app",) is a positional
+    metavar: str | None = None
+    parse: Callable[[str], Any] | None = str  # one command-line word -> value; None: a switch
+    choices: tuple[str, ...] = ()
+    repeat: bool = False  # the flag may be given several times, values collected in a list
+    negatable: bool = False  # a switch that also has a --no-... form
+
+
+def option(
+    default: Any,
+    help: str,
+    check: Check,
+    *flags: str,
+    metavar: str | None = None,
+    parse: Callable[[str], Any] | None = str,
+    choices: tuple[str, ...] = (),
+    repeat: bool = False,
+    negatable: bool = False,
+) -> Any:
+    """A dataclass field declaring one option (``default=REQUIRED`` for a required one)."""
+    meta = Option(help, check, flags, metavar, parse, choices, repeat, negatable)
+    return dataclasses.field(default=default, metadata={"option": meta})
+
+
+def declared(cls: type) -> Iterator[tuple[dataclasses.Field[Any], Option]]:
+    """The fields of a config class that are options, with their declarations."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata.get("option")
+        if meta is not None:
+            yield f, meta
+
+
+def check_fields(config: Any) -> None:
+    """Check every option of a (frozen) config instance; keep the normalised values."""
+    for f, meta in declared(type(config)):
+        value = getattr(config, f.name)
+        kept = meta.check(f.name, value)
+        if kept is not value:
+            object.__setattr__(config, f.name, kept)
+
+
+def build(cls: Callable[..., T], what: str, options: Mapping[str, Any], **fixed: Any) -> T:
+    """``cls(**fixed, **options)``; an unknown name is a ``ConfigError`` that lists the known."""
+    known = [f.name for f, _ in declared(cls)]  # type: ignore[arg-type]
+    for name in options:
+        if name not in known:
+            raise ConfigError(f"unknown {what} option {name!r}; known options: {', '.join(known)}")
+    return cls(**fixed, **options)
+
+
+# --- checks: each returns the value to keep ----------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def seconds(*, positive: bool = False, optional: bool = False) -> Check:
+    """A finite number of seconds, >= 0 (> 0 with ``positive``); None too with ``optional``."""
+    bound = "> 0" if positive else ">= 0"
+
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return value
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+        return value
+
+    return check
+
+
+def whole(minimum: int = 0, *, optional: bool = False) -> Check:
+    """A whole number >= ``minimum``; None too with ``optional``."""
+
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return value
+        if not _is_int(value) or value < minimum:
+            raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def switch(name: str, value: Any) -> Any:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def one_of(*choices: str) -> Check:
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def text(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def path_or_none(name: str, value: Any) -> Any:
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(f"{name} must be a path string, got {value!r}")
+    return value
+
+
+def strings(name: str, value: Any) -> Any:
+    """A list of strings, kept as a tuple; one string alone is a list of one."""
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+    return tuple(value)
