@@ -204,8 +204,13 @@ class Supervisor:
             w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, now - w.started
         )
         if w.asked:
-            how = w.failure or "left as asked"
-            out.append(Log(logging.INFO, f"[{w.broker}] worker {w.id} (pid {w.pid}) {how}"))
+            if w.failure:  # asked, but it had to be killed
+                msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) {w.failure}: killed"
+                out.append(Log(logging.WARNING, msg))
+            else:
+                out.append(
+                    Log(logging.INFO, f"[{w.broker}] worker {w.id} (pid {w.pid}) left as asked")
+                )
             out.append(Emit(w.broker, "worker_exit", (payload,)))
             return
         how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"

@@ -42,7 +42,9 @@ def test_worker_ignoring_sigterm_is_killed_after_graceful_timeout(start, sock):
     left = master.wait_event("worker_exit", timeout=5)[0]
     assert (left["pid"], left["signal"]) == (pid, signal.SIGKILL)
     assert left["uptime"] > 0.5
-    assert "did not leave in time; killing it" in master.stderr()
+    assert "did not leave within graceful_timeout (0.5s); killing it" in master.stderr()
+    assert "did not leave within graceful_timeout (0.5s): killed" in master.stderr()
+    assert "left as asked" not in master.stderr()
     assert not master.events("worker_crash")
 
 

@@ -60,7 +60,8 @@ class Echo(Worker):
         elif verb == "hang":
             _hang_forever()
         elif verb == "flood":
-            self.flood()
+            # After the answer is written: the master kills the flooder at its first frame.
+            asyncio.get_running_loop().call_soon(self.flood)
         elif verb == "stall":
             self.send({"blast": 4, "size": 300_000})
             time.sleep(float(arg))  # blocks the loop: the master's frames pile up
