@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import assert_never
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +102,8 @@ def due(w: WorkerRecord, p: BrokerPolicy) -> tuple[float, Expiry] | None:
             return w.kill_at, Expiry.KILL
         case WorkerState.KILLED:
             return None
+        case _:
+            assert_never(w.state)
 
 
 @dataclass(slots=True)

@@ -166,7 +166,8 @@ class MasterProcess:
     def events(self, name: str | None = None, **match: Any) -> list[dict[str, Any]]:
         """The JSON event lines printed so far, filtered by name and field values."""
         found = []
-        for line in self.out_path.read_text().splitlines():
+        # The master may be half-way through writing a long line: only whole lines count.
+        for line in self.out_path.read_text().split("\n")[:-1]:
             if not line.startswith("{"):
                 continue
             event = json.loads(line)

@@ -31,7 +31,7 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
-from prefork._roster import BrokerPolicy
+from prefork._roster import BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
 from prefork._supervisor import Supervisor
 from prefork.config import BrokerConfig, MasterConfig, policy_of
 
@@ -593,3 +593,78 @@ def test_heartbeat_interval_is_a_third_of_timeout_or_none() -> None:
     sup = make(policy("web", timeout=30.0), policy("jobs", timeout=0))
     assert sup.heartbeat_interval("web") == 10.0
     assert sup.heartbeat_interval("jobs") == 0.0
+
+
+# --- worker states and their one deadline function ------------------------------------------
+
+
+def test_due_reads_each_states_deadline() -> None:
+    p = policy("web", timeout=10.0, boot_timeout=5.0)
+    w = WorkerRecord(1, "web", 1, started=100.0, heartbeat_at=100.0)
+    assert due(w, p) == (105.0, Expiry.BOOT_TIMEOUT)
+    w.state, w.heartbeat_at = WorkerState.READY, 103.0
+    assert due(w, p) == (113.0, Expiry.HUNG)
+    w.retire_at = 110.0
+    assert due(w, p) == (110.0, Expiry.RECYCLE)
+    assert due(w, dataclasses.replace(p, timeout=0)) == (110.0, Expiry.RECYCLE)
+    w.retire_at = None
+    assert due(w, dataclasses.replace(p, timeout=0)) is None
+    w.state, w.kill_at = WorkerState.STOPPING, 140.0
+    assert due(w, p) == (140.0, Expiry.KILL)
+    w.state = WorkerState.HUNG
+    assert due(w, p) == (140.0, Expiry.KILL)
+    w.state = WorkerState.KILLED
+    assert due(w, p) is None
+
+
+def test_next_deadline_and_the_timer_agree_for_every_state() -> None:
+    """Whatever next_deadline() names, TimePassed at that moment acts, and not a moment before."""
+    sup = make(policy("web", workers=2, timeout=10.0, recycle_rate=100.0), random=0.0)
+    boot(sup)
+    sup.handle(DrainRequested("web"), 1.0)  # both STOPPING: kill at 31
+    acted = []
+    now = 1.0
+    while (deadline := sup.next_deadline()) is not None:
+        assert effects(sup.handle(TimePassed(), deadline - 0.001)) == []
+        out = effects(sup.handle(TimePassed(), deadline))
+        assert out, f"nothing happened at the deadline {deadline}"
+        acted += out
+        now = deadline
+    assert acted == [Kill(1), Kill(2)] and now == 31.0
+
+
+def test_a_hung_worker_that_is_stopped_is_killed_at_once() -> None:
+    sup = make(policy("web", workers=1, timeout=10.0))
+    boot(sup)
+    assert effects(sup.handle(TimePassed(), 10.0)) == [DumpStack(1)]
+    assert effects(sup.handle(DrainRequested(), 10.5)) == [Kill(1)]  # it cannot drain
+    assert emits(sup.handle(WorkerExited(1, None, 9), 10.6), "worker_exit")
+
+
+def test_ready_from_a_worker_already_killed_is_ignored() -> None:
+    sup = make(policy("web", workers=1, boot_timeout=5.0))
+    sup.handle(Started(), 0.0)
+    sup.handle(WorkerSpawned(1, 101), 0.0)
+    assert effects(sup.handle(TimePassed(), 5.0)) == [Kill(1)]
+    assert sup.handle(MessageReceived(1, frames.READY, None), 5.01) == []
+    assert sup.status()["web"]["live"] == 1  # still counted until reaped: no extra spawn
+    out = sup.handle(WorkerExited(1, None, 9), 5.02)
+    assert "missed boot_timeout (5s) before it was ready" in logs(out)
+
+
+def test_hung_and_recycle_due_together_are_both_handled() -> None:
+    sup = make(policy("web", workers=1, timeout=10.0, recycle_rate=5.0), random=0.0)
+    boot(sup)
+    out = effects(sup.handle(TimePassed(), 20.0))  # recycle was due at 5, heartbeat at 10
+    assert out == [DumpStack(1), Spawn(2, "web", 1)]
+
+
+def test_a_worker_killed_at_the_graceful_timeout_is_not_logged_as_leaving_as_asked() -> None:
+    sup = make(policy("web", workers=1, graceful_timeout=5.0))
+    boot(sup)
+    sup.handle(DrainRequested(), 1.0)
+    sup.handle(TimePassed(), 6.0)
+    out = sup.handle(WorkerExited(1, None, 9), 6.1)
+    assert "did not leave within graceful_timeout (5s): killed" in logs(out)
+    assert "left as asked" not in logs(out)
+    assert emits(out, "worker_exit")  # still an exit the master asked for, not a crash

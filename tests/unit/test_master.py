@@ -1,0 +1,81 @@
+"""The master's effectful shell, without forking: actions turned into signals, signals into
+events. (Real processes: tests/process/.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from prefork import Master, Worker
+from prefork._events import (
+    DrainRequested,
+    DumpStack,
+    Kill,
+    ReloadRequested,
+    ResumeRequested,
+    ScaleRequested,
+    StopRequested,
+    Terminate,
+)
+from prefork._signals import INTENTS, Intent, intent_event
+
+
+def test_an_action_for_a_worker_already_reaped_signals_nobody(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reaper forgets a pid at once, while the supervisor hears of the exit only when the
+    queued WorkerExited is handled: an action in between must not signal that pid (it may
+    already belong to another process)."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    master = Master()
+    master._perform(Kill(7))
+    assert sent == []
+    master._pids[7] = 4242
+    master._perform(Terminate(7))
+    master._perform(DumpStack(7))
+    master._perform(Kill(7))
+    assert sent == [(4242, signal.SIGTERM), (4242, signal.SIGUSR2), (4242, signal.SIGKILL)]
+
+
+def test_a_worker_that_died_but_is_not_reaped_yet_is_no_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def gone(pid: int, signum: int) -> None:
+        raise ProcessLookupError(pid)
+
+    monkeypatch.setattr(os, "kill", gone)
+    master = Master()
+    master._pids[3] = 4243
+    master._perform(Terminate(3))  # no exception: the reaper will report the exit
+
+
+def test_each_signal_has_its_intent_and_each_command_its_event() -> None:
+    assert {
+        signal.SIGHUP: Intent.RELOAD,
+        signal.SIGTERM: Intent.DRAIN,
+        signal.SIGUSR2: Intent.RESUME,
+        signal.SIGINT: Intent.STOP,
+        signal.SIGQUIT: Intent.STOP,
+        signal.SIGTTIN: Intent.SCALE_UP,
+        signal.SIGTTOU: Intent.SCALE_DOWN,
+        signal.SIGUSR1: Intent.REOPEN_LOGS,
+        signal.SIGCHLD: Intent.CHILD,
+    } == INTENTS
+    assert intent_event(Intent.RELOAD) == ReloadRequested()
+    assert intent_event(Intent.DRAIN) == DrainRequested()
+    assert intent_event(Intent.RESUME) == ResumeRequested()
+    assert intent_event(Intent.STOP) == StopRequested()
+    assert intent_event(Intent.SCALE_UP) == ScaleRequested(delta=1)
+    assert intent_event(Intent.SCALE_DOWN) == ScaleRequested(delta=-1)
+
+
+def test_status_is_the_supervisors_for_every_broker() -> None:
+    master = Master()
+    master.broker("web", Worker, workers=3)
+    master.broker("jobs", Worker)
+    status = master.status()
+    assert list(status) == ["web", "jobs"]
+    assert (status["web"]["desired"], status["jobs"]["desired"]) == (3, 1)

@@ -1,0 +1,88 @@
+"""Option declarations: one place per option gives the check, the default and the flags."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from prefork import ConfigError
+from prefork._options import (
+    build,
+    declared,
+    one_of,
+    path_or_none,
+    seconds,
+    strings,
+    switch,
+    text,
+    whole,
+)
+from prefork.cli import SERVE_CONFIGS
+from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.http import HTTPConfig
+
+
+@pytest.mark.parametrize(
+    ("check", "value", "message"),
+    [
+        (seconds(), -1, "x must be a number of seconds >= 0, got -1"),
+        (seconds(positive=True), 0, "x must be a number of seconds > 0, got 0"),
+        (seconds(), float("inf"), "x must be a number of seconds >= 0, got inf"),
+        (seconds(), None, "x must be a number of seconds >= 0, got None"),
+        (whole(1), 0, "x must be a whole number >= 1, got 0"),
+        (whole(0), True, "x must be a whole number >= 0, got True"),
+        (whole(0), None, "x must be a whole number >= 0, got None"),
+        (switch, 1, "x must be True or False, got 1"),
+        (one_of("a", "b"), "c", "x must be one of a, b, got 'c'"),
+        (text, 3, "x must be a string, got 3"),
+        (path_or_none, "", "x must be a path string, got ''"),
+        (path_or_none, 3, "x must be a path string, got 3"),
+        (strings, [1], "x must be a list of strings, got [1]"),
+        (strings, "a,b", None),
+    ],
+)
+def test_each_check_refuses_with_one_line(check, value, message) -> None:  # type: ignore[no-untyped-def]
+    if message is None:
+        assert check("x", value) == (value,)
+        return
+    with pytest.raises(ConfigError) as info:
+        check("x", value)
+    assert str(info.value) == message
+
+
+def test_optional_checks_let_none_through() -> None:
+    assert seconds(optional=True)("x", None) is None
+    assert whole(1, optional=True)("x", None) is None
+    assert path_or_none("x", None) is None
+
+
+def test_build_names_the_unknown_option_and_lists_the_known() -> None:
+    with pytest.raises(ConfigError, match=r"unknown Master option 'graceful'; known options: gr"):
+        build(MasterConfig, "Master", {"graceful": 1})
+
+
+def test_every_option_is_declared_with_help_and_every_flag_is_unique() -> None:
+    flags: list[str] = []
+    for config in (MasterConfig, BrokerConfig, HTTPConfig):
+        for f, meta in declared(config):
+            assert meta.help, f.name
+            flags += meta.flags
+    assert len(flags) == len(set(flags))
+    assert {c.__name__ for c in SERVE_CONFIGS} == {"MasterConfig", "BrokerConfig", "HTTPConfig"}
+
+
+def test_configs_are_built_by_keyword_only() -> None:
+    for config in (MasterConfig, BrokerConfig, HTTPConfig):
+        assert all(f.kw_only for f in dataclasses.fields(config)), config.__name__
+    with pytest.raises(TypeError):
+        MasterConfig(30.0)  # type: ignore[misc]
+
+
+def test_policy_takes_the_masters_graceful_timeout_unless_the_broker_has_its_own() -> None:
+    master = MasterConfig(graceful_timeout=7.0, backoff_base=0.25)
+    inherits = policy_of(BrokerConfig(type="web", worker="m:W"), master)
+    own = policy_of(BrokerConfig(type="web", worker="m:W", graceful_timeout=2.0), master)
+    assert (inherits.graceful_timeout, own.graceful_timeout) == (7.0, 2.0)
+    assert inherits.backoff_base == 0.25
+    assert inherits.workers == BrokerConfig(type="x", worker="m:W").workers  # the declared default
