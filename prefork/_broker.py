@@ -19,7 +19,8 @@ from prefork._events import (
     ResumeRequested,
     ScaleRequested,
 )
-from prefork.config import BrokerConfig, ConfigError
+from prefork._options import ConfigError
+from prefork.config import BrokerConfig
 
 EVENTS = (
     "worker_exit",

@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 
 from prefork import _frames as frames
-from prefork.config import ConfigError
+from prefork._options import ConfigError
 from prefork.worker import Worker
 
 DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)

@@ -26,9 +26,10 @@ from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
 from prefork._events import Action, Event
 from prefork._notify import Notifier
+from prefork._options import ConfigError
 from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
 from prefork._supervisor import Supervisor
-from prefork.config import BrokerConfig, ConfigError, MasterConfig, brokers_unique, policy_of
+from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork.config import ConfigError
+from prefork._options import ConfigError
 
 UNIX_MODE = 0o666
 SD_LISTEN_FDS_START = 3

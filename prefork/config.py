@@ -27,7 +27,7 @@ from prefork._options import (
 )
 from prefork._roster import BrokerPolicy
 
-__all__ = ["BrokerConfig", "ConfigError", "MasterConfig", "brokers_unique", "policy_of"]
+__all__ = ["BrokerConfig", "MasterConfig", "brokers_unique", "policy_of"]
 
 _BROKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _WORKER_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from prefork import _sockets
+from prefork._options import ConfigError
 from prefork._sockets import Address
-from prefork.config import ConfigError
 
 
 @pytest.mark.parametrize(
