@@ -1,7 +1,11 @@
 """ASGI glue for one request: the scope, ``receive``/``send`` with the message order checked,
 and running the app (with its errors turned into a 500 or a closed connection).
 
-The connection (``_connection.py``) owns the bytes; a ``Cycle`` owns one request/response.
+The connection (``_connection.py``) owns the bytes; a ``Cycle`` owns one request/response. A
+cycle is given what it uses (uvicorn's ``RequestResponseCycle``): the transport to write to,
+the connection's ``FlowControl``, and three callbacks for what only the connection decides
+(``on_response_complete``, ``on_body_consumed``, ``on_abort``). The connection tells the cycle
+what happens through its methods (``body_received``, ``body_complete``, ``disconnect``, ...).
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from prefork.http import _framing
+from prefork.http._flow import FlowControl
 from prefork.http._framing import CHUNKED, LENGTH, NO_BODY
 
 if TYPE_CHECKING:
-    from prefork.http._connection import HTTPProtocol
+    from prefork.http._state import ServerState
 
 logger = logging.getLogger("prefork.http")
 access_logger = logging.getLogger("prefork.access")
@@ -34,14 +39,15 @@ class ClientDisconnected(OSError):
 
 
 def build_scope(
-    proto: HTTPProtocol,
+    state: ServerState,
+    server: tuple[str, int | None] | None,
+    client: tuple[str, int] | None,
     method: bytes,
     target: bytes,
     http_version: bytes,
     headers: list[tuple[bytes, bytes]],
 ) -> dict[str, Any]:
     """The ASGI ``http`` scope of a request (``target`` in origin-form or ``*``)."""
-    state = proto.state
     raw_path, _, query = target.partition(b"?")
     path = raw_path.decode("latin-1")
     if "%" in path:
@@ -50,7 +56,6 @@ def build_scope(
     if root:
         path = root + path
         raw_path = root.encode() + raw_path
-    client = proto.client
     scheme = "http"
     if state.config.proxy_headers and state.trusts(client[0] if client else None):
         client, scheme = _forwarded(headers, client, scheme, state.trusts)
@@ -58,7 +63,7 @@ def build_scope(
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": "1.1" if http_version == b"1.1" else "1.0",
-        "server": proto.server,
+        "server": server,
         "client": client,
         "scheme": scheme,
         "method": method.decode("ascii"),
@@ -99,6 +104,12 @@ class Cycle:
     """One request/response: the ASGI ``receive`` and ``send`` callables and their state."""
 
     __slots__ = (
+        "_flow",
+        "_loop",
+        "_on_abort",
+        "_on_body_consumed",
+        "_on_response_complete",
+        "_transport",
         "body",
         "body_size",
         "close",
@@ -110,11 +121,10 @@ class Cycle:
         "head_request",
         "http_11",
         "keep_alive",
-        "method",
         "more_body",
-        "proto",
         "scope",
         "sent",
+        "server_header",
         "start",
         "status",
         "waiter",
@@ -122,17 +132,28 @@ class Cycle:
 
     def __init__(
         self,
-        proto: HTTPProtocol,
         scope: dict[str, Any],
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        loop: asyncio.AbstractEventLoop,
         *,
         has_body: bool,
         keep_alive: bool,
         expect_continue: bool,
         http_11: bool,
         head_request: bool,
+        server_header: bool,
+        on_response_complete: Callable[[Cycle], None],
+        on_body_consumed: Callable[[], None],
+        on_abort: Callable[[Cycle], None],
     ) -> None:
-        self.proto = proto
         self.scope = scope
+        self._transport = transport
+        self._flow = flow
+        self._loop = loop
+        self._on_response_complete = on_response_complete
+        self._on_body_consumed = on_body_consumed
+        self._on_abort = on_abort
         self.body: list[bytes] = []
         self.body_size = 0
         self.more_body = has_body
@@ -141,6 +162,7 @@ class Cycle:
         self.expect_continue = expect_continue
         self.http_11 = http_11
         self.head_request = head_request
+        self.server_header = server_header
         self.disconnected = False
         self.start: Message | None = None
         self.framing: _framing.ResponseHead | None = None
@@ -152,7 +174,34 @@ class Cycle:
 
     # -- events from the connection --------------------------------------------------------
 
-    def wake(self) -> None:
+    def body_received(self, data: bytes) -> None:
+        """A piece of the request body arrived: ``receive`` hands it to the app."""
+        self.body.append(data)
+        self.body_size += len(data)
+        self._wake()
+
+    def body_complete(self) -> None:
+        """The request body has ended."""
+        self.more_body = False
+        self._wake()
+
+    def drop_body(self) -> None:
+        """The response is complete: what the app did not read of the body is dropped."""
+        self.body.clear()
+        self.body_size = 0
+
+    def disconnect(self) -> None:
+        """The connection is closing or gone: ``receive`` gives ``http.disconnect`` and
+        ``send`` raises ``ClientDisconnected``."""
+        if not self.disconnected:
+            self.disconnected = True
+            self._wake()
+
+    def close_after_response(self) -> None:
+        """Answer with ``Connection: close`` (the worker is draining)."""
+        self.keep_alive = False
+
+    def _wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -168,7 +217,7 @@ class Cycle:
                 self.body.clear()
                 self.body_size = 0
                 self.final_sent = not self.more_body
-                self.proto.body_consumed()
+                self._on_body_consumed()
                 return {"type": "http.request", "body": body, "more_body": self.more_body}
             if not self.more_body and not self.final_sent:
                 self.final_sent = True
@@ -179,9 +228,9 @@ class Cycle:
                 if self.expect_continue:
                     self.expect_continue = False
                     if self.start is None:
-                        self.proto.transport.write(_CONTINUE)
-                self.proto.body_consumed()
-            self.waiter = self.proto.loop.create_future()
+                        self._transport.write(_CONTINUE)
+                self._on_body_consumed()
+            self.waiter = self._loop.create_future()
             try:
                 await self.waiter
             finally:
@@ -205,8 +254,8 @@ class Cycle:
                 body = bytes(body)
             more = message.get("more_body", False)
             self._write_body(body, bool(more))
-            if more and self.proto.write_paused:
-                await self.proto.drain()
+            if more and self._flow.write_paused:
+                await self._flow.drain()
                 if self.disconnected:  # gone (or aborted for not reading) while we waited
                     raise ClientDisconnected("the client closed the connection")
         elif kind == "http.response.start":
@@ -219,7 +268,6 @@ class Cycle:
 
     def _write_body(self, body: bytes, more: bool) -> None:
         framing = self.framing
-        proto = self.proto
         if framing is None:
             start = self.start
             assert start is not None
@@ -228,8 +276,8 @@ class Cycle:
                 start.get("headers", ()),
                 http_11=self.http_11,
                 head_request=self.head_request,
-                keep_alive=self.keep_alive and not proto.draining,
-                server_header=proto.state.config.server_header,
+                keep_alive=self.keep_alive,
+                server_header=self.server_header,
                 body_length=None if more else len(body),
             )
             head = framing.head
@@ -249,18 +297,19 @@ class Cycle:
                 body += _framing.LAST_CHUNK
         elif mode == NO_BODY:
             body = b""
+        transport = self._transport
         if head:
             self.framing = framing
             self.close = framing.close
             if len(body) < _BIG:
-                proto.transport.write(head + body)
+                transport.write(head + body)
             else:
-                proto.transport.writelines((head, body))
+                transport.writelines((head, body))
         elif body:
-            proto.transport.write(body)
+            transport.write(body)
         if not more:
             self.complete = True
-            proto.response_complete(self)
+            self._on_response_complete(self)
 
     # -- running the app -------------------------------------------------------------------
 
@@ -268,7 +317,7 @@ class Cycle:
         """The app's coroutine ended normally."""
         if result is not None:
             logger.error("ASGI callable should return None, but returned %r.", result)
-            self.proto.abort_cycle(self)
+            self._abort()
         elif not self.complete:
             if self.disconnected:
                 logger.debug("ASGI callable returned after the client went away.")
@@ -276,7 +325,7 @@ class Cycle:
                 logger.error("ASGI callable returned without starting a response.")
             else:
                 logger.error("ASGI callable returned without completing the response.")
-            self.proto.abort_cycle(self)
+            self._abort()
 
     def app_failed(self, exc: BaseException) -> None:
         """The app raised ``exc``."""
@@ -284,11 +333,20 @@ class Cycle:
             logger.debug("client went away during the response: %r", exc)
         else:
             logger.error("Exception in ASGI application", exc_info=exc)
-        self.proto.abort_cycle(self)
+        self._abort()
+
+    def _abort(self) -> None:
+        if not self.complete:
+            self._on_abort(self)
 
 
-async def run_app(app: ASGIApp, cycle: Cycle) -> None:
-    """Run the app for one request and settle the response whatever it does."""
+async def run_app(app: ASGIApp, cycle: Cycle, done: Callable[[], None]) -> None:
+    """Run the app for one request, settle the response whatever it does, then call ``done``.
+
+    ``done`` runs in the task itself, not in a done-callback: those run a loop turn later,
+    after the next pipelined request was already admitted (and counted against
+    ``limit_concurrency``).
+    """
     try:
         result = await app(cycle.scope, cycle.receive, cycle.send)
     except BaseException as exc:  # the app's errors, also CancelledError at shutdown
@@ -298,7 +356,7 @@ async def run_app(app: ASGIApp, cycle: Cycle) -> None:
     else:
         cycle.app_returned(result)
     finally:
-        cycle.proto.state.inflight -= 1
+        done()
 
 
 def log_access(cycle: Cycle) -> None:

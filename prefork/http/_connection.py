@@ -3,13 +3,17 @@
 h11 parses and validates each request head and body; a fresh ``h11.Connection`` per request is
 fed the bytes left over by the previous one, and responses are framed by ``_framing`` (twice
 as fast as letting h11 frame them). The raw bytes of a chunked body pass a ``ChunkScanner``
-before h11 sees them. Timeouts are deadlines checked by the server's sweep, so arming one
-costs a float store, not a timer handle per request; ``write_deadline`` bounds how long a
-client may leave our writes paused (then the connection is aborted, its buffer dropped).
+before h11 sees them.
 
-Phases: HEAD (waiting for a request head), BODY (a request is running and its body is still
-arriving), BUSY (the body is complete, the response is not), DISCARD (the response is done
-and the rest of an unread body is skipped), CLOSED.
+A request head goes through three steps: ``_parse`` (bytes -> ``RequestInfo``, the one step
+that knows h11 parses heads: a second parser plugs in there and in ``_read_body``), ``_admit``
+(limits) and ``_begin`` (the cycle and the app's task). A WebSocket handshake leaves that path
+at ``_upgrade``. Every check refuses by raising ``Refused``; ``_refuse`` answers and closes.
+
+Timeouts are deadlines checked by the server's sweep, so arming one costs a float store, not a
+timer handle per request. Each ``Phase`` arms its own timeout (``_enter``, from the table in
+``_state``); ``write_deadline`` bounds how long a client may leave our writes paused (then the
+connection is aborted, its buffer dropped).
 """
 
 from __future__ import annotations
@@ -18,20 +22,30 @@ import asyncio
 
 import h11
 
-from prefork.http._asgi import Cycle, build_scope, log_access, run_app
+from prefork.http._asgi import Cycle, build_scope, log_access
+from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._parse import (
     HEAD_END,
     ChunkScanner,
+    Refused,
     RequestInfo,
     check_raw_head,
     inspect_request,
 )
-from prefork.http._state import ServerState
+from prefork.http._state import Phase, ServerState
 
-__all__ = ["BODY_BUFFER", "HTTPProtocol", "ServerState"]
+__all__ = ["BODY_BUFFER", "HTTPProtocol", "Phase", "ServerState"]
 
-HEAD, BODY, BUSY, DISCARD, CLOSED = range(5)
+# Module globals: compared by identity on every read, faster than ``Phase.X`` lookups.
+IDLE, HEAD, BODY, BUSY, DISCARD, CLOSED = (
+    Phase.IDLE,
+    Phase.HEAD,
+    Phase.BODY,
+    Phase.BUSY,
+    Phase.DISCARD,
+    Phase.CLOSED,
+)
 
 #: Reading pauses while this much request body waits for the app (and a pipelined backlog).
 BODY_BUFFER = 65536
@@ -43,12 +57,14 @@ class HTTPProtocol(asyncio.Protocol):
     """An ``asyncio.Protocol`` serving HTTP/1.1 requests to an ASGI app."""
 
     transport: asyncio.Transport
+    flow: FlowControl
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.loop = state.loop
         config = state.config
         self._config = config
+        self._timeouts = state.timeouts
         self._fast_head = min(config.limit_request_line, config.limit_request_field_size)
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
@@ -56,13 +72,10 @@ class HTTPProtocol(asyncio.Protocol):
         self.phase = HEAD
         self.deadline = 0.0
         self.write_deadline = 0.0
-        self.read_paused = False
-        self.write_paused = False
         self.draining = False
         self._buf = b""
         self._parser: h11.Connection | None = None
         self._chunks: ChunkScanner | None = None
-        self._drain_waiter: asyncio.Future[None] | None = None
         self._eof = False
         self._served = 0
 
@@ -70,6 +83,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(self.transport, self.loop)
         sockname = transport.get_extra_info("sockname")
         peername = transport.get_extra_info("peername")
         if isinstance(sockname, tuple):
@@ -79,179 +93,190 @@ class HTTPProtocol(asyncio.Protocol):
         if isinstance(peername, tuple):
             self.client = (str(peername[0]), int(peername[1]))
         self.state.connections.add(self)
-        self.deadline = self.loop.time() + self._config.header_timeout
+        self._enter(HEAD)
         if self.state.draining:
             self.start_drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.phase = CLOSED
-        self.deadline = 0.0
-        cycle = self.cycle
-        if cycle is not None:
-            cycle.disconnected = True
-            cycle.wake()
-        self._wake_writer()
+        self._enter(CLOSED)
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        self.flow.lost()
         self.state.connection_closed(self)
 
     def eof_received(self) -> bool | None:
-        if self.phase == BUSY:
+        if self.phase is BUSY:
             self._eof = True  # half-closed after a whole request: answer it, then close
             return True
         return None
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
-        if phase == HEAD:
+        if phase is IDLE or phase is HEAD:
             self._buf = self._buf + data if self._buf else data
-            self._handle_heads()
-        elif phase in (BODY, DISCARD):
+            self._handle_head()
+        elif phase is BODY or phase is DISCARD:
             assert self._parser is not None
-            if self._chunks is not None:
-                refusal = self._chunks.feed(data)
-                if refusal is not None:
-                    self._refuse(*refusal)
-                    return
-            self._parser.receive_data(data)
-            self._read_body()
-        elif phase == BUSY:
+            try:
+                if self._chunks is not None:
+                    self._chunks.feed(data)
+                self._parser.receive_data(data)
+                self._read_body()
+            except Refused as exc:
+                self._refuse(exc.status, exc.reason)
+        elif phase is BUSY:
             self._buf += data  # pipelined: parsed once the response is done
-            if len(self._buf) > BODY_BUFFER and not self.read_paused:
-                self._pause_reading()
+            if len(self._buf) > BODY_BUFFER:
+                self.flow.pause_reading()
 
     def pause_writing(self) -> None:
-        self.write_paused = True
+        self.flow.pause_writing()
         self.write_deadline = self.loop.time() + self._config.body_timeout
 
     def resume_writing(self) -> None:
-        self.write_paused = False
         self.write_deadline = 0.0
-        self._wake_writer()
+        self.flow.resume_writing()
 
-    def _wake_writer(self) -> None:
-        waiter = self._drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    # -- phases ----------------------------------------------------------------------------
 
-    async def drain(self) -> None:
-        """Wait until the transport takes more data (or the connection is gone)."""
-        if self.write_paused and self.phase != CLOSED:
-            self._drain_waiter = self.loop.create_future()
-            try:
-                await self._drain_waiter
-            finally:
-                self._drain_waiter = None
+    def _enter(self, phase: Phase) -> None:
+        """Enter (or stay in) ``phase``: its timeout (``PHASE_TIMEOUTS``) counts from now."""
+        self.phase = phase
+        timeout = self._timeouts[phase]
+        self.deadline = self.loop.time() + timeout if timeout else 0.0
 
-    # -- requests --------------------------------------------------------------------------
+    # -- requests: parse, admit, begin -----------------------------------------------------
 
-    def _handle_heads(self) -> None:
-        # Apps run in tasks, so this loop never re-enters itself: a response completed in a
-        # task schedules the next pipelined request with call_soon (no recursion, however
-        # many requests one write carried).
-        while self.phase == HEAD and self._buf and self._start_request():
-            pass
+    def _handle_head(self) -> None:
+        """Start the request at the front of the buffer, once its head is whole.
 
-    def _start_request(self) -> bool:
-        """Start the request at the front of the buffer; False if there is none (yet)."""
+        Apps run in tasks, so this never re-enters itself: a response completed in a task
+        schedules the next pipelined request with call_soon (no recursion, however many
+        requests one write carried).
+        """
+        if not (self.phase is IDLE or self.phase is HEAD) or not self._buf:
+            return
+        try:
+            info = self._parse()
+            if info is None:
+                return
+            if info.websocket:
+                self._upgrade(info)
+            else:
+                self._admit(info)
+                self._begin(info)
+        except Refused as exc:
+            self._refuse(exc.status, exc.reason)
+
+    def _parse(self) -> RequestInfo | None:
+        """Parse and check the head at the front of the buffer; None while it is incomplete.
+
+        The request's h11 connection is kept in ``_parser`` (it reads the body, and holds the
+        bytes after the head). Raises ``Refused``.
+        """
         buf = self._buf
         if buf[0] in b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
             buf = self._buf = buf.lstrip(b"\r\n")
             if not buf:
-                return False
+                return None
         config = self._config
         match = HEAD_END.search(buf)
         end = match.end() if match is not None else -1
         if end == -1 or end > self._fast_head:
-            refusal = check_raw_head(
+            check_raw_head(
                 buf,
                 end,
                 line_limit=config.limit_request_line,
                 field_limit=config.limit_request_field_size,
                 head_limit=config.limit_request_head,
             )
-            if refusal is not None:
-                self._refuse(*refusal)
-                return False
             if end == -1:
-                return False
+                return None
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=config.limit_request_head)
         parser.receive_data(buf)
         try:
             event = parser.next_event()
         except h11.RemoteProtocolError as exc:
-            self._refuse(exc.error_status_hint, b"Invalid HTTP request.\n")
-            return False
+            raise Refused(exc.error_status_hint, b"Invalid HTTP request.\n") from None
         assert isinstance(event, h11.Request)  # a whole head is in the buffer
         info = inspect_request(event, buf, end, field_count_limit=config.limit_request_fields)
-        if not isinstance(info, RequestInfo):
-            self._refuse(*info)
-            return False
-        if info.websocket:
-            self._refuse(400, b"WebSocket is not supported by this server.\n")
-            return False
+        self._parser = parser
+        return info
+
+    def _upgrade(self, info: RequestInfo) -> None:
+        """Where a WebSocket handshake will hand the connection over to a WebSocket protocol
+        (after its own admission). There is none yet: refused."""
+        raise Refused(400, b"WebSocket is not supported by this server.\n")
+
+    def _admit(self, info: RequestInfo) -> None:
+        """Refuse a request over a limit (body size, concurrency) before it starts."""
+        config = self._config
         if info.has_body:
             body_limit = config.limit_request_body
             if info.chunked:
                 scanner = ChunkScanner(body_limit, config.limit_request_field_size)
-                refusal = scanner.feed(buf, end)
-                if refusal is not None:
-                    self._refuse(*refusal)
-                    return False
+                scanner.feed(self._buf, info.head_end)  # the body bytes that came with the head
                 self._chunks = scanner
             elif body_limit and info.content_length > body_limit:
-                self._refuse(413, b"Request body too large.\n")
-                return False
+                raise Refused(413, b"Request body too large.\n")
         state = self.state
         limit = config.limit_concurrency
         if limit is not None and (len(state.connections) > limit or state.inflight >= limit):
-            self._refuse(503, b"Service unavailable.\n")
-            return False
+            raise Refused(503, b"Service unavailable.\n")
+
+    def _begin(self, info: RequestInfo) -> None:
+        """Create the request's cycle and start the app (once the body so far is read)."""
+        state = self.state
         state.request_started()
         self._served += 1
+        parser = self._parser
+        assert parser is not None
         if info.has_body:
-            self._buf = b""
-            self._parser = parser
-            self.phase = BODY
+            self._buf = b""  # the parser holds the rest
+            self._enter(BODY)
         else:
-            self._buf = parser.trailing_data[0] if end < len(buf) else b""
-            self.phase = BUSY
-            self.deadline = 0.0
-        method = event.method
-        http_11 = event.http_version == b"1.1"
+            buf = self._buf
+            self._buf = parser.trailing_data[0] if info.head_end < len(buf) else b""
+            self._parser = None
+            self._enter(BUSY)
+        method = info.method
+        http_version = info.http_version
         cycle = self.cycle = Cycle(
-            self,
-            build_scope(self, method, info.path, event.http_version, info.headers),
+            build_scope(
+                state, self.server, self.client, method, info.path, http_version, info.headers
+            ),
+            self.transport,
+            self.flow,
+            self.loop,
             has_body=info.has_body,
-            keep_alive=info.keep_alive,
+            keep_alive=info.keep_alive and not self.draining,
             expect_continue=info.expect_continue,
-            http_11=http_11,
+            http_11=http_version == b"1.1",
             head_request=method == b"HEAD",
+            server_header=self._config.server_header,
+            on_response_complete=self.response_complete,
+            on_body_consumed=self.body_consumed,
+            on_abort=self.abort_cycle,
         )
         if info.has_body:
-            self._read_body()
-            if self.phase == CLOSED:
-                return False
-        state.inflight += 1
-        self._run(cycle)
-        return True
-
-    def _run(self, cycle: Cycle) -> None:
-        task = self.loop.create_task(run_app(self.state.app, cycle))
-        tasks = self.state.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+            self._read_body()  # a refusal here leaves the app unstarted
+        state.start_app(cycle)
 
     def _read_body(self) -> None:
+        """Pass the body h11 has parsed so far to the cycle (skip it in DISCARD).
+
+        Raises ``Refused`` for a body h11 finds malformed.
+        """
         parser = self._parser
         cycle = self.cycle
         assert parser is not None and cycle is not None
-        discard = self.phase == DISCARD
+        discard = self.phase is DISCARD
         try:
             while True:
                 event = parser.next_event()
                 if type(event) is h11.Data:
                     if not discard:
-                        cycle.body.append(bytes(event.data))
-                        cycle.body_size += len(event.data)
+                        cycle.body_received(bytes(event.data))
                 elif type(event) is h11.EndOfMessage:
                     self._buf = parser.trailing_data[0]
                     self._parser = None
@@ -259,41 +284,24 @@ class HTTPProtocol(asyncio.Protocol):
                     if discard:
                         self._after_response()
                     else:
-                        self.phase = BUSY
-                        self.deadline = 0.0
-                        cycle.more_body = False
-                        cycle.wake()
+                        self._enter(BUSY)
+                        cycle.body_complete()
                     return
                 else:
                     break  # NEED_DATA
         except h11.RemoteProtocolError as exc:
-            self._refuse(exc.error_status_hint, b"Invalid HTTP request body.\n")
-            return
-        if discard:
-            self.deadline = self.loop.time() + self._config.body_timeout
-        elif cycle.body:
-            if cycle.body_size > BODY_BUFFER:
-                self._pause_reading()
-            else:
-                self.deadline = self.loop.time() + self._config.body_timeout
-            cycle.wake()
+            raise Refused(exc.error_status_hint, b"Invalid HTTP request body.\n") from None
+        if discard or cycle.body_size <= BODY_BUFFER:
+            self._enter(self.phase)  # an idle timeout: counted from the latest bytes
         else:
-            self.deadline = self.loop.time() + self._config.body_timeout
+            self.flow.pause_reading()
+            self.deadline = 0.0  # we are the slow side now: no body timeout while paused
 
     def body_consumed(self) -> None:
         """The app took the buffered body (or waits for more): read again."""
-        if self.read_paused and self.phase == BODY:
-            self._resume_reading()
-            self.deadline = self.loop.time() + self._config.body_timeout
-
-    def _pause_reading(self) -> None:
-        self.read_paused = True
-        self.deadline = 0.0  # we are the slow side now: no body timeout
-        self.transport.pause_reading()
-
-    def _resume_reading(self) -> None:
-        self.read_paused = False
-        self.transport.resume_reading()
+        if self.flow.read_paused and self.phase is BODY:
+            self.flow.resume_reading()
+            self._enter(BODY)
 
     # -- the end of a response -------------------------------------------------------------
 
@@ -301,35 +309,31 @@ class HTTPProtocol(asyncio.Protocol):
         """The app sent the last body message of ``cycle``'s response."""
         if self._config.access_log:
             log_access(cycle)
-        if cycle.close or self.draining or self._eof or self.phase == CLOSED:
+        phase = self.phase
+        if cycle.close or self.draining or self._eof or phase is CLOSED:
             self._close()
-        elif self.phase == BODY:  # the app did not read the whole body: skip the rest
-            cycle.body.clear()
-            self.phase = DISCARD
-            if self.read_paused:
-                self._resume_reading()
-            self._read_body()
+        elif phase is BODY:  # the app did not read the whole body: skip the rest
+            # h11 has parsed every byte it was given (``_read_body`` runs to NEED_DATA), so
+            # there is nothing to skip yet: from now on, ``_read_body`` skips what comes.
+            cycle.drop_body()
+            self._enter(DISCARD)
+            self.flow.resume_reading()
         else:
             self._after_response()
 
     def _after_response(self) -> None:
         self.cycle = None
-        self.phase = HEAD
-        if self.read_paused:
-            self._resume_reading()
+        self.flow.resume_reading()
         if self._buf:
-            self.deadline = self.loop.time() + self._config.header_timeout
-            self.loop.call_soon(self._handle_heads)
+            self._enter(HEAD)
+            self.loop.call_soon(self._handle_head)
         else:
-            self.deadline = self.loop.time() + self._config.keep_alive
+            self._enter(IDLE)
 
     def abort_cycle(self, cycle: Cycle) -> None:
         """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
-        if cycle.complete or cycle is not self.cycle:
-            return
-        if cycle.framing is None and self.phase != CLOSED:
-            self.transport.write(simple_response(500, b"Internal Server Error\n"))
-        self._close()
+        if cycle is self.cycle and self.phase is not CLOSED:
+            self._refuse(500, b"Internal Server Error\n")
 
     def _refuse(self, status: int, message: bytes) -> None:
         """Answer ``status`` (unless a response has begun) and close."""
@@ -340,17 +344,15 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _close(self, abort: bool = False) -> None:
         """Close (``abort``: at once, dropping what the client has not read yet)."""
-        self.phase = CLOSED
-        self.deadline = 0.0
-        cycle = self.cycle
-        if cycle is not None and not cycle.disconnected:
-            cycle.disconnected = True
-            cycle.wake()
+        self._enter(CLOSED)
+        if self.cycle is not None:
+            self.cycle.disconnect()
         if abort:
             self.write_deadline = 0.0
-            self._wake_writer()
+            self.flow.lost()
             self.transport.abort()
         else:
+            self.flow.close()
             self.transport.close()  # flushes first: write_deadline still bounds that
 
     # -- timeouts and drain ----------------------------------------------------------------
@@ -360,7 +362,8 @@ class HTTPProtocol(asyncio.Protocol):
         if self.write_deadline and now >= self.write_deadline:
             self._close(abort=True)  # the client stopped reading our response
         elif self.deadline and now >= self.deadline:
-            if self.phase == HEAD and self._buf:
+            phase = self.phase
+            if (phase is IDLE or phase is HEAD) and self._buf:
                 self._refuse(408, b"Request timeout.\n")
             else:
                 self._close()
@@ -368,7 +371,10 @@ class HTTPProtocol(asyncio.Protocol):
     def start_drain(self) -> None:
         """Finish the request in flight (with ``Connection: close``), then close."""
         self.draining = True
-        if self.phase == HEAD and not self._buf:
+        if self.cycle is not None:
+            self.cycle.close_after_response()
+        phase = self.phase
+        if (phase is IDLE or phase is HEAD) and not self._buf:
             if self._served:
                 # An idle keep-alive connection may have a request on the wire already:
                 # closing now would reset it. Wait a moment; a request that comes is
@@ -376,8 +382,9 @@ class HTTPProtocol(asyncio.Protocol):
                 grace = min(DRAIN_IDLE_GRACE, self._config.keep_alive)
                 self.loop.call_later(grace, self._close_if_idle)
             else:  # accepted but nothing sent yet: give the client a moment, not forever
-                self.deadline = min(self.deadline, self.loop.time() + self._config.keep_alive)
+                idle = self.loop.time() + self._timeouts[IDLE]
+                self.deadline = min(self.deadline, idle)
 
     def _close_if_idle(self) -> None:
-        if self.phase == HEAD and not self._buf:
+        if (self.phase is IDLE or self.phase is HEAD) and not self._buf:
             self._close()

@@ -1,7 +1,8 @@
 """Request checks h11 does not make (see reference/http-checklist.md, "Headline findings").
 
-Pure: each check returns None when the request may pass, else ``(status, message)`` to
-answer with before closing the connection.
+Pure: a check that fails raises ``Refused(status, reason)``, the answer to give before closing
+the connection (h11's ``RemoteProtocolError(error_status_hint=...)``); the connection catches it
+in one place. A second request parser (httptools) would raise the same.
 
 - ``check_raw_head``: our own size limits on the raw bytes, whatever the client's write sizes
   (h11 only limits an *incomplete* head, so one large write got through).
@@ -17,7 +18,15 @@ import re
 
 import h11
 
-Refusal = tuple[int, bytes]
+
+class Refused(Exception):
+    """A request we answer with ``status`` (``reason`` is the plain-text body) and close."""
+
+    def __init__(self, status: int, reason: bytes) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
 
 # h11 ends a head at "\n\r?\n" (bare LF lines are allowed by RFC 9112 section 2.2).
 HEAD_END = re.compile(rb"\n\r?\n")
@@ -35,39 +44,39 @@ _CHUNK_LINE = re.compile(
 
 def check_raw_head(
     buf: bytes, end: int, *, line_limit: int, field_limit: int, head_limit: int
-) -> Refusal | None:
+) -> None:
     """Check a head's raw bytes. ``end`` is where the head ends in ``buf`` (-1: incomplete).
 
-    Returns 414 for a long request line, 431 for a long field line or a long head.
+    Raises ``Refused``: 414 for a long request line, 431 for a long field line or a long head.
     """
     size = end if end != -1 else len(buf)
     if size > head_limit:
-        return 431, b"Request header fields too large.\n"
+        raise Refused(431, b"Request header fields too large.\n")
     if end == -1:
         first = buf.find(b"\n")
         if first == -1:
             if len(buf) > line_limit + 1:
-                return 414, b"Request line too long.\n"
+                raise Refused(414, b"Request line too long.\n")
         elif first > line_limit + 1:
-            return 414, b"Request line too long.\n"
+            raise Refused(414, b"Request line too long.\n")
         elif len(buf) - buf.rfind(b"\n") - 1 > field_limit + 1:
-            return 431, b"Request header field too large.\n"
-        return None
+            raise Refused(431, b"Request header field too large.\n")
+        return
     if end <= min(line_limit, field_limit):
-        return None  # fast path: no line of a head this short can be over a limit
+        return  # fast path: no line of a head this short can be over a limit
     lines = buf[:end].split(b"\n")
     if len(lines[0].rstrip(b"\r")) > line_limit:
-        return 414, b"Request line too long.\n"
+        raise Refused(414, b"Request line too long.\n")
     for line in lines[1:]:
         if len(line.rstrip(b"\r")) > field_limit:
-            return 431, b"Request header field too large.\n"
-    return None
+            raise Refused(431, b"Request header field too large.\n")
 
 
 class RequestInfo:
-    """What the connection needs to know about a request that passed the checks.
+    """A parsed request head that passed the checks, and what the connection needs to know.
 
-    ``path`` is the target's path and query, for absolute-form as for origin-form.
+    ``path`` is the target's path and query, for absolute-form as for origin-form; the head
+    took ``buf[:head_end]`` of the bytes it was parsed from.
     """
 
     __slots__ = (
@@ -75,44 +84,54 @@ class RequestInfo:
         "content_length",
         "expect_continue",
         "has_body",
+        "head_end",
         "headers",
+        "http_version",
         "keep_alive",
+        "method",
         "path",
         "websocket",
     )
 
     def __init__(
         self,
+        method: bytes,
+        path: bytes,
+        http_version: bytes,
         headers: list[tuple[bytes, bytes]],
+        head_end: int,
         has_body: bool,
         keep_alive: bool,
         expect_continue: bool,
         websocket: bool,
-        path: bytes,
-        chunked: bool = False,
-        content_length: int = 0,
+        chunked: bool,
+        content_length: int,
     ) -> None:
+        self.method = method
+        self.path = path
+        self.http_version = http_version
         self.headers = headers
+        self.head_end = head_end
         self.has_body = has_body
-        self.chunked = chunked
-        self.content_length = content_length
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
         self.websocket = websocket
-        self.path = path
+        self.chunked = chunked
+        self.content_length = content_length
 
 
 def inspect_request(
     event: h11.Request, buf: bytes, end: int, *, field_count_limit: int
-) -> RequestInfo | Refusal:
+) -> RequestInfo:
     """Check what h11 lets through and gather the facts about a parsed request.
 
-    ``buf[:end]`` is the head as received: h11 merges repeated equal Content-Length values
-    (``5`` twice, or ``5, 5``) into one, so duplicates are found there.
+    Raises ``Refused`` (400, 431, 501, 505). ``buf[:end]`` is the head as received: h11
+    merges repeated equal Content-Length values (``5`` twice, or ``5, 5``) into one, so
+    duplicates are found there.
     """
     version = event.http_version
     if version != b"1.1" and version != b"1.0":
-        return 505, b"HTTP version not supported.\n"
+        raise Refused(505, b"HTTP version not supported.\n")
     method = event.method
     target = event.target
     first = target[:1]
@@ -120,25 +139,25 @@ def inspect_request(
         path = target
     elif target == b"*":
         if method != b"OPTIONS":
-            return 400, b"Invalid request target.\n"
+            raise Refused(400, b"Invalid request target.\n")
         path = target
     elif method == b"CONNECT":
-        return 501, b"CONNECT is not supported.\n"
+        raise Refused(501, b"CONNECT is not supported.\n")
     else:
         match = _ABSOLUTE.fullmatch(target)
         if match is None:
-            return 400, b"Invalid request target.\n"
+            raise Refused(400, b"Invalid request target.\n")
         path = match.group(1) or b"/"
         if path[:1] == b"?":
             path = b"/" + path
     if method == b"CONNECT":
-        return 501, b"CONNECT is not supported.\n"
+        raise Refused(501, b"CONNECT is not supported.\n")
 
     # h11 keeps (raw name, lowercased name, value) triples; reading them directly saves a
     # Python-level __getitem__ per header (tests/unit/test_http_parse.py pins this).
     items = event.headers._full_items
     if len(items) > field_count_limit:
-        return 431, b"Too many request header fields.\n"
+        raise Refused(431, b"Too many request header fields.\n")
     headers = [(name, value) for _, name, value in items]
     content_lengths = 0
     length = b"0"
@@ -159,22 +178,25 @@ def inspect_request(
         elif name == b"upgrade":
             upgrade = value.lower()
     if content_lengths and _duplicate_length(buf, end):
-        return 400, b"Duplicate Content-Length.\n"
+        raise Refused(400, b"Duplicate Content-Length.\n")
     if chunked:
         if content_lengths:
-            return 400, b"Both Content-Length and Transfer-Encoding.\n"
+            raise Refused(400, b"Both Content-Length and Transfer-Encoding.\n")
         if version == b"1.0":
-            return 400, b"Transfer-Encoding in an HTTP/1.0 request.\n"
+            raise Refused(400, b"Transfer-Encoding in an HTTP/1.0 request.\n")
     content_length = int(length) if length != b"0" else 0  # h11 checked it is digits
     keep_alive = b"close" not in connection if version == b"1.1" else False
     websocket = b"upgrade" in connection and b"websocket" in upgrade
     return RequestInfo(
+        method,
+        path,
+        version,
         headers,
+        end,
         chunked or content_length != 0,
         keep_alive,
         expect and version == b"1.1",
         websocket,
-        path,
         chunked,
         content_length,
     )
@@ -209,8 +231,9 @@ class ChunkScanner:
         self._total = 0
         self._done = False
 
-    def feed(self, data: bytes, pos: int = 0) -> Refusal | None:
-        """Scan ``data[pos:]``; return None while the body is well formed so far."""
+    def feed(self, data: bytes, pos: int = 0) -> None:
+        """Scan ``data[pos:]``. Raises ``Refused``: 400 for a bad chunk-size line, 413 once the
+        chunk sizes add up to more than the body limit."""
         end = len(data)
         while pos < end and not self._done:
             if self._skip:
@@ -222,24 +245,23 @@ class ChunkScanner:
             if newline == -1:
                 self._line += data[pos:]
                 if len(self._line) > self._line_limit:
-                    return 400, b"Chunk header too long.\n"
-                return None
+                    raise Refused(400, b"Chunk header too long.\n")
+                return
             line = data[pos : newline + 1]
             if self._line:
                 line = bytes(self._line) + line
                 self._line.clear()
             pos = newline + 1
             if len(line) > self._line_limit:
-                return 400, b"Chunk header too long.\n"
+                raise Refused(400, b"Chunk header too long.\n")
             match = _CHUNK_LINE.fullmatch(line)
             if match is None:
-                return 400, b"Invalid chunk header.\n"
+                raise Refused(400, b"Invalid chunk header.\n")
             size = int(match.group(1), 16)
             if size == 0:
                 self._done = True
             else:
                 self._total += size
                 if self._body_limit and self._total > self._body_limit:
-                    return 413, b"Request body too large.\n"
+                    raise Refused(413, b"Request body too large.\n")
                 self._skip = size + 2
-        return None

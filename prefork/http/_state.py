@@ -1,5 +1,6 @@
-"""What the connections of one worker share: the app, config, request counters, the deadline
-sweep (one timer per worker instead of one per request) and the drain.
+"""What the connections of one worker share: the app and the tasks running it, config, request
+counters, the deadline sweep (one timer per worker instead of one per request) and the drain;
+and the phases a connection goes through, with the timeout each one arms, as data.
 """
 
 from __future__ import annotations
@@ -7,13 +8,43 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
-from prefork.http._asgi import ASGIApp
+from prefork.http._asgi import ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
 
 if TYPE_CHECKING:
     from prefork.http._connection import HTTPProtocol
+
+
+class Phase(IntEnum):
+    """Where a connection is between two requests or within one.
+
+    An ``IntEnum`` so that a phase indexes ``ServerState.timeouts`` directly (an ``Enum``
+    member hashes in Python code, a dict lookup per change of phase).
+    """
+
+    IDLE = 0  # kept alive after a response, waiting for the next request
+    HEAD = 1  # a request head is due: a fresh connection, or pipelined bytes are waiting
+    BODY = 2  # the app runs and the request body is still arriving
+    BUSY = 3  # the body is complete (or there is none), the response is not
+    DISCARD = 4  # the response is complete; the rest of a body the app did not read is skipped
+    CLOSED = 5
+
+
+#: The ``HTTPConfig`` timeout that arms a connection's deadline as it enters each phase, counted
+#: from then (None: no deadline; the app's own time is not bounded). BODY and DISCARD re-arm on
+#: every read, so theirs is an idle timeout; while reading is paused there is none (we are the
+#: slow side then). A partial head in IDLE keeps the keep-alive deadline.
+PHASE_TIMEOUTS: dict[Phase, str | None] = {
+    Phase.IDLE: "keep_alive",
+    Phase.HEAD: "header_timeout",
+    Phase.BODY: "body_timeout",
+    Phase.BUSY: None,
+    Phase.DISCARD: "body_timeout",
+    Phase.CLOSED: None,
+}
 
 
 class ServerState:
@@ -28,6 +59,11 @@ class ServerState:
         retire: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        #: Seconds of each phase's timeout, indexed by ``Phase`` (0.0: no deadline).
+        self.timeouts = tuple(
+            0.0 if name is None else float(getattr(config, name))
+            for name in (PHASE_TIMEOUTS[phase] for phase in Phase)
+        )
         self.app = app
         self.loop = loop
         self.retire = retire
@@ -54,10 +90,24 @@ class ServerState:
             trusted = self._trust[host] = self.config.trusts(host)
         return trusted
 
+    # -- requests --------------------------------------------------------------------------
+
     def request_started(self) -> None:
+        """A request was admitted: count it (``max_requests`` retires the worker)."""
         self.requests += 1
         if self.requests == self.max_requests and self.retire is not None:
             self.retire()
+
+    def start_app(self, cycle: Cycle) -> None:
+        """Run the app for ``cycle`` in a task, counted in ``inflight`` until it ends."""
+        self.inflight += 1
+        task = self.loop.create_task(run_app(self.app, cycle, self._app_finished))
+        tasks = self.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _app_finished(self) -> None:
+        self.inflight -= 1
 
     # -- timeouts --------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Test doubles for the HTTP worker: a fake transport, a client that drives HTTPProtocol
-directly, and a response parser built on h11's client side (an independent check of our
-framing)."""
+directly, a response parser built on h11's client side (an independent check of our
+framing), and the small apps several test modules share."""
 
 from __future__ import annotations
 
@@ -204,9 +204,35 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+START = {"type": "http.response.start", "status": 200, "headers": []}
+
+
 async def hello_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
     await send({"type": "http.response.body", "body": b"hello"})
+
+
+def echo_app(messages: list[dict[str, Any]] | None = None) -> Any:
+    """Reads the whole body (recording each message in ``messages``), then echoes it back.
+
+    Returns without answering if ``receive`` gives anything but ``http.request``.
+    """
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if messages is not None:
+                messages.append(message)
+            if message["type"] != "http.request":
+                return
+            body += message["body"]
+            if not message["more_body"]:
+                break
+        await send(START)
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 def request(method: str = "GET", target: str = "/", *headers: str, body: bytes = b"") -> bytes:

@@ -7,11 +7,11 @@ import logging
 from typing import Any
 
 import pytest
-from _http_fakes import Harness, gated_hello, hello_app, request, run
+from _http_fakes import START, Harness, echo_app, gated_hello, hello_app, request, run
 
-from prefork.http._connection import BODY_BUFFER, CLOSED
+from prefork.http._connection import BODY_BUFFER
+from prefork.http._state import Phase
 
-START = {"type": "http.response.start", "status": 200, "headers": []}
 BODY = {"type": "http.response.body", "body": b"ok"}
 
 
@@ -219,12 +219,7 @@ def test_proxy_headers_only_from_trusted_peers(
 
 def test_limit_concurrency_answers_503_and_closes() -> None:
     async def main() -> None:
-        gate = asyncio.Event()
-
-        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await gate.wait()
-            await hello_app(scope, receive, send)
-
+        gate, app = gated_hello()
         h = Harness(app, {"limit_concurrency": 1})
         h.feed(request())
         other = h.connect()
@@ -279,6 +274,51 @@ def test_access_log_for_unix_client(caplog: pytest.LogCaptureFixture) -> None:
 # -- timeouts -----------------------------------------------------------------------------
 
 
+def test_each_phase_arms_the_timeout_of_its_table_entry() -> None:
+    async def main() -> None:
+        gate, app = gated_hello()
+        h = Harness(app, {"keep_alive": 1.0, "header_timeout": 2.0, "body_timeout": 3.0})
+        assert [h.state.timeouts[phase] for phase in Phase] == [1.0, 2.0, 3.0, 0.0, 3.0, 0.0]
+
+        def armed() -> tuple[Phase, int]:
+            deadline = h.proto.deadline
+            return h.proto.phase, round(deadline - h.loop.time()) if deadline else 0
+
+        assert armed() == (Phase.HEAD, 2)  # a fresh connection
+        h.feed(request("POST", "/", "Content-Length: 4", body=b"ab"))
+        assert armed() == (Phase.BODY, 3)
+        h.feed(b"cd")
+        assert armed() == (Phase.BUSY, 0)  # the app's time is its own
+        gate.set()
+        await h.settle()
+        assert armed() == (Phase.IDLE, 1)
+        h.feed(request("POST", "/", "Content-Length: 4", body=b"ab"))
+        await h.settle()  # answered without reading the body
+        assert armed() == (Phase.DISCARD, 3)
+        h.feed(b"cd" + request()[:5])
+        assert armed() == (Phase.HEAD, 2)  # pipelined bytes wait: a head is due
+        await h.settle()
+        h.proto.connection_lost(None)
+        assert armed() == (Phase.CLOSED, 0)
+
+    run(main())
+
+
+def test_a_head_begun_on_an_idle_connection_keeps_the_keep_alive_deadline() -> None:
+    async def main() -> None:
+        h = Harness(hello_app, {"keep_alive": 1.0, "header_timeout": 30.0})
+        h.feed(request())
+        await h.settle()
+        now = h.loop.time()
+        h.feed(b"GET / HT")
+        h.state.sweep(now + 0.5)
+        assert not h.transport.closed
+        h.state.sweep(now + 1.5)
+        assert h.out.count(b"HTTP/1.1 408 ") == 1 and h.transport.closed
+
+    run(main())
+
+
 def test_header_timeout_from_accept_closes_silently_when_nothing_came() -> None:
     async def main() -> None:
         h = Harness(hello_app, {"header_timeout": 2.0})
@@ -317,12 +357,7 @@ def test_keep_alive_timeout_after_a_response() -> None:
 
 def test_no_timeout_while_the_app_runs() -> None:
     async def main() -> None:
-        gate = asyncio.Event()
-
-        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            await gate.wait()
-            await hello_app(scope, receive, send)
-
+        gate, app = gated_hello()
         h = Harness(app, {"keep_alive": 1.0, "header_timeout": 1.0})
         h.feed(request())
         h.state.sweep(h.loop.time() + 100)
@@ -451,11 +486,11 @@ def test_disconnect_while_waiting_to_write_raises_from_the_waiting_send() -> Non
         h = Harness(app)
         h.proto.pause_writing()
         h.feed(request())
-        await h.until(lambda: h.proto._drain_waiter is not None)
+        await h.until(lambda: h.proto.flow._waiter is not None)
         h.proto.connection_lost(None)
         await h.settle()
         assert len(errors) == 1
-        await h.proto.drain()  # nothing to wait for once closed
+        await h.proto.flow.drain()  # nothing to wait for once closed
 
     run(main())
 
@@ -481,7 +516,7 @@ def test_data_after_close_is_ignored() -> None:
         h = Harness(hello_app)
         h.feed(b"garbage\r\n\r\n")
         await h.settle()
-        assert h.proto.phase == CLOSED
+        assert h.proto.phase is Phase.CLOSED
         h.proto.data_received(request())
         assert h.out.count(b"HTTP/1.1") == 1
 
@@ -533,6 +568,8 @@ def test_drain_with_no_connections_returns_at_once() -> None:
         h = Harness(hello_app)
         h.proto.connection_lost(None)
         await asyncio.wait_for(h.state.drain(), 5)
+        assert h.state.draining and not h.state.connections
+        assert h.connect().draining  # a connection accepted from now on drains too
 
     run(main())
 
@@ -598,7 +635,7 @@ def test_no_sockname_means_no_server() -> None:
 
 def test_reading_resumes_when_the_app_takes_a_paused_body() -> None:
     async def main() -> None:
-        h = Harness(echo_app_slow)
+        h = Harness(echo_app())
         h.feed(request("POST", "/", "Content-Length: 100000") + b"a" * 70_000)
         assert not h.transport.reading
         await h.until(lambda: h.transport.reading)
@@ -608,17 +645,6 @@ def test_reading_resumes_when_the_app_takes_a_paused_body() -> None:
         assert h.responses("POST")[0].body == b"a" * 70_000 + b"b" * 30_000
 
     run(main())
-
-
-async def echo_app_slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    body = b""
-    more = True
-    while more:
-        message = await receive()
-        body += message["body"]
-        more = message["more_body"]
-    await send(START)
-    await send({**BODY, "body": body})
 
 
 def test_no_100_continue_once_the_response_started() -> None:

@@ -90,14 +90,14 @@ def test_shutdown_failures_are_logged(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_off_and_plain_apps() -> None:
-    async def plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        return None
-
     async def main() -> None:
         called: list[str] = []
 
         async def never(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            called.append("x")
+            called.append("never")
+
+        async def plain(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            called.append(scope["type"])  # returns at once: "no lifespan here"
 
         ls = Lifespan(never, "off", {})
         await ls.startup()
@@ -105,21 +105,25 @@ def test_off_and_plain_apps() -> None:
         assert called == []
         ls = Lifespan(plain, "on", {})
         await ls.startup()
-        await ls.shutdown()
+        await asyncio.wait_for(ls.shutdown(), 1)  # sends nothing: nobody would answer
+        assert called == ["lifespan"] and ls._queue.qsize() == 1  # only the startup message
 
     run(main())
 
 
 def test_app_that_returns_after_startup_needs_no_shutdown() -> None:
+    received: list[str] = []
+
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await receive()
+        received.append((await receive())["type"])
         await send({"type": "lifespan.startup.complete"})
 
     async def main() -> None:
         ls = Lifespan(app, "on", {})
         await ls.startup()
         await asyncio.sleep(0)
-        await ls.shutdown()
+        await asyncio.wait_for(ls.shutdown(), 1)  # the app is gone: nothing to wait for
+        assert received == ["lifespan.startup"] and ls._queue.empty()
 
     run(main())
 

@@ -8,29 +8,9 @@ import logging
 from typing import Any
 
 import pytest
-from _http_fakes import SPLITS, Harness, hello_app, request, run
+from _http_fakes import SPLITS, START, Harness, echo_app, hello_app, request, run
 
-START = {"type": "http.response.start", "status": 200, "headers": []}
 CHUNKED = "Transfer-Encoding: chunked"
-
-
-def recording_app(messages: list[dict[str, Any]]) -> Any:
-    """Reads the whole body (recording each message), then echoes it back."""
-
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        body = b""
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request":
-                return
-            body += message["body"]
-            if not message["more_body"]:
-                break
-        await send(START)
-        await send({"type": "http.response.body", "body": body})
-
-    return app
 
 
 def completed(messages: list[dict[str, Any]]) -> bool:
@@ -60,7 +40,7 @@ def completed(messages: list[dict[str, Any]]) -> bool:
 def test_bad_chunk_headers_are_refused_before_the_app_gets_the_body(body: bytes, how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages))
+        h = Harness(echo_app(messages))
         h.feed(request("POST", "/", CHUNKED, body=body) + request(), how, seed=7)
         await h.settle()
         [r] = h.responses("POST")
@@ -84,7 +64,7 @@ def test_bad_chunk_headers_are_refused_before_the_app_gets_the_body(body: bytes,
 def test_what_h11_checks_after_the_scanner_is_still_refused(body: bytes, how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages))
+        h = Harness(echo_app(messages))
         h.feed(request("POST", "/", CHUNKED, body=body) + request(), how, seed=5)
         await h.settle()
         assert h.out.startswith(b"HTTP/1.1 400 ") and h.out.count(b"HTTP/1.1 ") == 1
@@ -97,7 +77,7 @@ def test_what_h11_checks_after_the_scanner_is_still_refused(body: bytes, how: st
 def test_well_formed_chunk_extensions_and_trailers_pass(how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages))
+        h = Harness(echo_app(messages))
         body = (
             b'5; a = "q\\"t" ;b\t;c=d\r\nhello\r\n'
             b'000A;x="\t\x80"\r\n0123456789\r\n'
@@ -128,7 +108,7 @@ def test_bad_chunk_header_while_discarding_closes_without_a_second_response() ->
 def test_bodies_that_are_not_chunked_are_not_scanned() -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages))
+        h = Harness(echo_app(messages))
         h.feed(request("POST", "/", "Content-Length: 9"))
         assert h.proto._chunks is None
         h.feed(b"0 \r\n\r\n\x00;\r")
@@ -145,7 +125,7 @@ def test_bodies_that_are_not_chunked_are_not_scanned() -> None:
 def test_content_length_over_the_limit_is_413_before_the_app_runs(how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages), {"limit_request_body": 10})
+        h = Harness(echo_app(messages), {"limit_request_body": 10})
         h.feed(
             request("POST", "/", "Content-Length: 11", "Expect: 100-continue", body=b"x" * 11)
             + request(),
@@ -164,7 +144,7 @@ def test_content_length_over_the_limit_is_413_before_the_app_runs(how: str) -> N
 def test_bodies_up_to_the_limit_pass(how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages), {"limit_request_body": 10})
+        h = Harness(echo_app(messages), {"limit_request_body": 10})
         h.feed(
             request("POST", "/", "Content-Length: 10", body=b"a" * 10)
             + request("POST", "/", CHUNKED, body=b"4\r\nbbbb\r\n6\r\ncccccc\r\n0\r\n\r\n"),
@@ -181,7 +161,7 @@ def test_bodies_up_to_the_limit_pass(how: str) -> None:
 def test_chunked_body_growing_past_the_limit_is_413_if_nothing_was_sent(how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages), {"limit_request_body": 10})
+        h = Harness(echo_app(messages), {"limit_request_body": 10})
         body = b"6\r\naaaaaa\r\n5\r\nbbbbb\r\n0\r\n\r\n"
         h.feed(request("POST", "/", CHUNKED, body=body) + request(), how)
         await h.settle()
@@ -218,7 +198,7 @@ def test_chunked_body_growing_past_the_limit_after_the_response_began_closes() -
 def test_limit_counts_the_whole_body_not_what_is_buffered() -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
-        h = Harness(recording_app(messages), {"limit_request_body": 10})
+        h = Harness(echo_app(messages), {"limit_request_body": 10})
         h.feed(request("POST", "/", CHUNKED, body=b"6\r\naaaaaa\r\n"))
         await h.until(lambda: len(messages) == 1)  # the app took the first chunk
         h.feed(b"5\r\nbbbbb\r\n0\r\n\r\n")
@@ -305,7 +285,7 @@ def test_a_client_that_stops_reading_is_aborted_after_the_body_timeout(
         h.proto.pause_writing()  # the client's window is full
         now = h.loop.time()
         h.feed(request())
-        await h.until(lambda: h.proto._drain_waiter is not None)
+        await h.until(lambda: h.proto.flow._waiter is not None)
         h.state.sweep(now + 9.0)
         assert not h.transport.closed
         h.state.sweep(now + 10.5)
@@ -326,7 +306,7 @@ def test_reading_again_clears_the_write_deadline() -> None:
         h = Harness(streaming_app(outcome), {"body_timeout": 10.0})
         h.proto.pause_writing()
         h.feed(request())
-        await h.until(lambda: h.proto._drain_waiter is not None)
+        await h.until(lambda: h.proto.flow._waiter is not None)
         h.proto.resume_writing()
         await h.until(lambda: len(outcome) >= 3)
         h.proto.pause_writing()  # again: a fresh deadline from now

@@ -6,61 +6,71 @@ import asyncio
 from typing import Any
 
 import pytest
-from _http_fakes import SPLITS, Harness, gated_hello, hello_app, request, run
+from _http_fakes import SPLITS, START, Harness, echo_app, gated_hello, hello_app, request, run
 
 from prefork.http import ClientDisconnected
 
 
-def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> Any:
-    async def app() -> None:
-        body = b""
-        while True:
-            message = await receive()
-            assert message["type"] == "http.request"
-            body += message["body"]
-            if not message["more_body"]:
-                break
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": body})
-
-    return app()
-
-
-async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    await asyncio.sleep(0)
-    await send({"type": "http.response.start", "status": 200, "headers": []})
+async def answer_now(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(START)
     await send({"type": "http.response.body", "body": scope["path"].encode()})
 
 
+async def answer_later(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # Earlier requests wait longer: were they run side by side, /1 would be answered last.
+    for _ in range(10 - int(scope["path"][1:])):
+        await asyncio.sleep(0)
+    await answer_now(scope, receive, send)
+
+
+async def answer_streamed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(START)
+    for byte in scope["path"].encode():
+        await send({"type": "http.response.body", "body": bytes([byte]), "more_body": True})
+        await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def answer_with_body(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message["body"]
+        more = message["more_body"]
+    await send(START)
+    await send({"type": "http.response.body", "body": scope["path"].encode() + body})
+
+
+PIPELINED = (
+    request("GET", "/1")
+    + request("POST", "/2", "Content-Length: 2", body=b"b2")
+    + request("POST", "/3", "Transfer-Encoding: chunked", body=b"2\r\nc3\r\n0\r\n\r\n")
+    + request("GET", "/4")
+)
+PATHS = [b"/1", b"/2", b"/3", b"/4"]
+
+
+@pytest.mark.parametrize(
+    ("app", "bodies"),
+    [
+        (hello_app, [b"hello"] * 4),
+        (answer_now, PATHS),
+        (answer_later, PATHS),
+        (answer_streamed, PATHS),
+        (answer_with_body, [b"/1", b"/2b2", b"/3c3", b"/4"]),
+    ],
+)
 @pytest.mark.parametrize("how", SPLITS)
-def test_get_is_answered_with_date_server_and_length(how: str) -> None:
+def test_pipelined_requests_are_answered_in_order(how: str, app: Any, bodies: list[bytes]) -> None:
     async def main() -> None:
-        h = Harness(hello_app)
-        h.feed(request(), how)
-        await h.settle()
-        [r] = h.responses("GET")
-        assert r.status == 200 and r.body == b"hello"
-        assert r.header(b"content-length") == b"5"
-        assert r.header(b"server") == b"prefork"
-        assert (r.header(b"date") or b"").endswith(b" GMT")
-        assert r.header(b"x-a") == b"1"
-        assert not h.transport.closed
-        assert len(h.transport.writes) == 1  # start + one body: one write
-
-    run(main())
-
-
-@pytest.mark.parametrize("app", [hello_app, slow_app])
-@pytest.mark.parametrize("how", SPLITS)
-def test_pipelined_requests_are_answered_in_order(how: str, app: Any) -> None:
-    async def main() -> None:
+        methods = ["GET", "POST", "POST", "GET"]
         h = Harness(app)
-        h.feed(request("GET", "/1") + request("GET", "/2") + request("GET", "/3"), how)
-        await h.until(lambda: len(h.responses("GET", "GET", "GET")) == 3)
-        rs = h.responses("GET", "GET", "GET")
-        if app is slow_app:
-            assert [r.body for r in rs] == [b"/1", b"/2", b"/3"]
-        assert not h.transport.closed
+        h.feed(PIPELINED, how)
+        await h.until(lambda: len(h.responses(*methods)) == 4)
+        await h.settle()
+        assert [r.body for r in h.responses(*methods)] == bodies
+        assert h.out.count(b"HTTP/1.1 ") == 4 and not h.transport.closed
 
     run(main())
 
@@ -215,7 +225,7 @@ def test_app_connection_close_header_closes() -> None:
 @pytest.mark.parametrize("how", SPLITS)
 def test_post_bodies_reach_the_app(how: str) -> None:
     async def main() -> None:
-        h = Harness(echo_app)
+        h = Harness(echo_app())
         chunked = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\n"
         h.feed(
             request("POST", "/", "Content-Length: 3", body=b"abc")
@@ -340,7 +350,7 @@ def test_client_disconnect_wakes_receive_and_send_raises() -> None:
 
 def test_expect_100_continue_only_when_the_body_is_read() -> None:
     async def main() -> None:
-        h = Harness(echo_app)
+        h = Harness(echo_app())
         h.feed(request("POST", "/", "Expect: 100-continue", "Content-Length: 3"))
         await h.until(lambda: b"100 Continue" in h.out)
         h.feed(b"abc")
@@ -479,5 +489,58 @@ def test_limits_at_the_edge_pass() -> None:
         h.feed(request("GET", "/", *[f"X-{i}: a" for i in range(99)]), "random")
         await h.settle()
         assert [r.status for r in h.responses("GET", "GET")] == [200, 200]
+
+    run(main())
+
+
+def test_a_pipelined_head_completed_before_its_turn_is_started_once() -> None:
+    async def main() -> None:
+        started: list[str] = []
+        second = request("GET", "/2")
+        late = second[10:] + request("GET", "/3")
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            started.append(scope["path"])
+            await answer_later(scope, receive, send)  # /2 takes longer than /3 would
+            if scope["path"] == "/1":
+                # The rest of /2 (and all of /3) arrives after /1's response scheduled the
+                # next head but before that callback ran: /2 starts now, /3 waits its turn.
+                h.proto.data_received(late)
+
+        h = Harness(app)
+        h.feed(request("GET", "/1") + second[:10])
+        await h.settle()
+        assert started == ["/1", "/2", "/3"]
+        assert [r.body for r in h.responses("GET", "GET", "GET")] == [b"/1", b"/2", b"/3"]
+
+    run(main())
+
+
+def test_a_pipelined_request_is_not_started_once_the_connection_is_lost() -> None:
+    async def main() -> None:
+        started: list[str] = []
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            started.append(scope["path"])
+            await answer_now(scope, receive, send)
+            h.proto.connection_lost(None)  # before the next head's turn comes
+
+        h = Harness(app)
+        h.feed(request("GET", "/1") + request("GET", "/2"))
+        await h.settle()
+        assert started == ["/1"] and h.out.count(b"HTTP/1.1 ") == 1
+
+    run(main())
+
+
+def test_pipelined_requests_within_limit_concurrency_one_are_all_served() -> None:
+    async def main() -> None:
+        # The app's task counts itself out of ``inflight`` as it ends, before the next
+        # pipelined request is admitted (a done-callback would run after it: 503).
+        h = Harness(answer_now, {"limit_concurrency": 1})
+        h.feed(request("GET", "/1") + request("GET", "/2") + request("GET", "/3"))
+        await h.settle()
+        assert [r.status for r in h.responses("GET", "GET", "GET")] == [200, 200, 200]
+        assert h.state.inflight == 0 and h.state.requests == 3
 
     run(main())

@@ -219,7 +219,16 @@ def test_import_app_accepts_callables_and_dotted_attributes(tmp_path: Path) -> N
 
 def test_drain_before_init_does_nothing() -> None:
     async def main() -> None:
-        worker, _ = make_worker(listener(), app="m:app")
+        worker, channel = make_worker(listener(), app="m:app")
         await worker.drain()
+        assert worker.state is None and worker.lifespan is None and channel.frames == []
 
     uvloop.run(main())
+
+
+def test_check_options_refuses_what_the_worker_could_not_start_with() -> None:
+    HTTPWorker.check_options({"app": "m:app", "keep_alive": 2.0})
+    with pytest.raises(ValueError, match="keep_alive"):
+        HTTPWorker.check_options({"app": "m:app", "keep_alive": 0})
+    with pytest.raises(ValueError, match="app"):
+        HTTPWorker.check_options({})
