@@ -85,7 +85,10 @@ class StopRequested:
 
 @dataclass(frozen=True, slots=True)
 class TimePassed:
-    """The nearest deadline the supervisor gave has come."""
+    """The nearest deadline the supervisor gave has come. ``overslept``: how long after it
+    the master woke (a master stopped by SIGSTOP, a debugger or a paused VM wakes late)."""
+
+    overslept: float = 0.0
 
 
 Event = (

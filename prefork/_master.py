@@ -132,16 +132,24 @@ class Master:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            for key, mask in selector.select(timeout):
-                if key.data is None:
-                    self._on_signals()
-                    continue
-                if mask & selectors.EVENT_WRITE:
-                    channels.flush(key.data)
-                if mask & selectors.EVENT_READ:
-                    channels.read(key.data)
-            if deadline is not None and time.monotonic() >= deadline:
-                self._post(_events.TimePassed())
+            self._dispatch(selector.select(timeout), channels)
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                # Read whatever is waiting before the supervisor judges liveness: after a pause
+                # (SIGSTOP, a paused VM) select() returns nothing once its timeout has passed,
+                # though heartbeats are waiting on every channel.
+                self._dispatch(selector.select(0), channels)
+                self._post(_events.TimePassed(overslept=now - deadline))
+
+    def _dispatch(self, ready: list[tuple[selectors.SelectorKey, int]], channels: Channels) -> None:
+        for key, mask in ready:
+            if key.data is None:
+                self._on_signals()
+                continue
+            if mask & selectors.EVENT_WRITE:
+                channels.flush(key.data)
+            if mask & selectors.EVENT_READ:
+                channels.read(key.data)
 
     def _process_pending(self) -> None:
         while self._pending:

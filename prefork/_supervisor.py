@@ -66,6 +66,9 @@ from prefork._roster import (
 class Supervisor:
     """Decides, event by event, what the master does. See the module comment."""
 
+    #: Waking this late for a deadline means the master was stopped, not merely busy.
+    MAX_OVERSLEEP = 1.0
+
     def __init__(
         self,
         policies: Iterable[BrokerPolicy] = (),
@@ -168,7 +171,9 @@ class Supervisor:
                     self._scale(b, event, out)
             case StopRequested():
                 self._on_stop(now, out)
-            case TimePassed():
+            case TimePassed(overslept=overslept):
+                if overslept > self.MAX_OVERSLEEP:
+                    self._fresh_windows(overslept, now, out)
                 self._on_time(now, out)
             case _:
                 assert_never(event)
@@ -352,6 +357,21 @@ class Supervisor:
             w.asked = True
             if w.state is not WorkerState.KILLED:
                 self._kill(w, out)
+
+    def _fresh_windows(self, overslept: float, now: float, out: list[Action]) -> None:
+        """The master itself was not running: a worker's silence over that time says nothing
+        about the worker (its heartbeats were read, but too late to count), so every ready
+        worker gets a whole ``timeout`` from now instead of being killed as hung."""
+        out.append(
+            Log(
+                logging.WARNING,
+                f"the master was not running for {overslept:.1f}s; "
+                "every worker gets a fresh heartbeat window",
+            )
+        )
+        for w in self._workers.values():
+            if w.state is WorkerState.READY:
+                w.heartbeat_at = now
 
     def _on_time(self, now: float, out: list[Action]) -> None:
         for w in list(self._workers.values()):

@@ -178,3 +178,20 @@ def test_worker_dying_with_frames_waiting_for_it(start, sock):
     assert master.wait_event("worker_crash", pid=pid)[0]["code"] == 4
     master.wait_ready(1)
     assert alive(master.pid)
+
+
+def test_a_master_paused_longer_than_timeout_keeps_its_healthy_workers(start, sock):
+    """SIGSTOP (Ctrl-Z, a debugger, a paused VM) then SIGCONT: the heartbeats that waited in
+    the channels count, and every worker gets a fresh window; none is killed as hung."""
+    port = sock.getsockname()[1]
+    master = start(echo(sock, workers=2, timeout=1), pass_fds=[sock])
+    workers = master.wait_ready(2)
+    master.signal(signal.SIGSTOP)
+    try:
+        time.sleep(2.5)  # the pause under test: over twice the heartbeat timeout
+    finally:
+        master.signal(signal.SIGCONT)
+    wait_until(lambda: "fresh heartbeat window" in master.stderr(), 5)
+    assert all(alive(pid) for pid in workers)
+    assert {pong(port)[0] for _ in range(8)} <= workers
+    assert not master.events("worker_crash") and "is hung" not in master.stderr()

@@ -668,3 +668,13 @@ def test_a_worker_killed_at_the_graceful_timeout_is_not_logged_as_leaving_as_ask
     assert "did not leave within graceful_timeout (5s): killed" in logs(out)
     assert "left as asked" not in logs(out)
     assert emits(out, "worker_exit")  # still an exit the master asked for, not a crash
+
+
+def test_a_master_that_overslept_gives_every_ready_worker_a_fresh_window() -> None:
+    sup = make(policy("web", workers=2, timeout=10.0))
+    boot(sup)
+    out = sup.handle(TimePassed(overslept=30.0), 40.0)  # paused from 10 to 40
+    assert effects(out) == []
+    assert "the master was not running for 30.0s" in logs(out)
+    assert sup.next_deadline() == 50.0
+    assert effects(sup.handle(TimePassed(overslept=0.5), 50.5)) == [DumpStack(1), DumpStack(2)]
