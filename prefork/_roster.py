@@ -124,3 +124,5 @@ class BrokerRecord:
     swap: Swap | None = None
     reloading: bool = False
     replaced: int = 0
+    tokens: float = float("inf")  # replacements of killed workers allowed now (a bucket)
+    tokens_at: float = 0.0

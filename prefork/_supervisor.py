@@ -223,15 +223,36 @@ class Supervisor:
         booted = "" if w.ready_at is not None else " before it was ready"
         out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
         out.append(Emit(w.broker, "worker_crash", (payload,)))
-        if w.ready_at is None or now - w.ready_at < b.policy.backoff_reset:
-            self._count_failure(b, now, out)
-        else:
+        stable = w.ready_at is not None and now - w.ready_at >= b.policy.backoff_reset
+        if stable:
             b.failures, b.not_before = 0, 0.0
+        if w.ready_at is not None and e.signal is not None:
+            # Killed after it served (the OOM killer, an operator, a hang): the code boots, so
+            # capacity comes back at once; backoff is for code that cannot boot.
+            self._cap_replacements(b, now, out)
+        elif not stable:
+            self._count_failure(b, now, out)
         if w.id in b.queue:
             b.queue.remove(w.id)
         if b.swap is not None and b.swap.old == w.id:
             b.swap.old = None
         self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
+
+    def _cap_replacements(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
+        """A token bucket for replacing workers killed after they were ready: a burst of twice
+        the desired count at once, then one wait of at most 1/desired seconds before the next
+        start, so a kill storm cannot leave the broker without workers, nor fork in a loop."""
+        if now < b.not_before:
+            return  # a wait is running already: its end starts every missing worker at once
+        rate = max(1, b.desired)
+        # Debt is capped at one token, so a wait never grows past 1/rate, whatever the storm.
+        b.tokens = max(-1.0, min(2.0 * rate, b.tokens + (now - b.tokens_at) * rate) - 1)
+        b.tokens_at = now
+        if b.tokens < 0:
+            delay = -b.tokens / rate
+            b.not_before = max(b.not_before, now + delay)
+            msg = f"[{b.policy.name}] workers are being killed fast; next start in {delay:.2f}s"
+            out.append(Log(logging.WARNING, msg))
 
     def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         p = b.policy

@@ -678,3 +678,68 @@ def test_a_master_that_overslept_gives_every_ready_worker_a_fresh_window() -> No
     assert "the master was not running for 30.0s" in logs(out)
     assert sup.next_deadline() == 50.0
     assert effects(sup.handle(TimePassed(overslept=0.5), 50.5)) == [DumpStack(1), DumpStack(2)]
+
+
+# --- workers killed from outside after they were ready --------------------------------------
+
+
+def test_a_kill_storm_never_leaves_the_broker_without_ready_workers() -> None:
+    """kill -9 of a ready worker every 200 ms for a minute (the OOM killer does this): each is
+    replaced at once, never held back by the crash-loop backoff."""
+    sup = make(policy("web", workers=4, timeout=0), random=0.5)
+    booting: dict[int, float] = {}  # worker id -> when it reports ready (50 ms to boot)
+
+    def perform(out: list[Action], now: float) -> None:
+        for a in out:
+            if isinstance(a, Spawn):
+                sup.handle(WorkerSpawned(a.worker_id, 1000 + a.worker_id), now)
+                booting[a.worker_id] = now + 0.05
+
+    ready_ids: list[int] = []
+    perform(sup.handle(Started(), 0.0), 0.0)
+    now, fewest = 0.0, 4
+    while now < 60.0:
+        now = round(now + 0.05, 2)
+        for i, at in list(booting.items()):
+            if at <= now:
+                del booting[i]
+                sup.handle(MessageReceived(i, frames.READY, None), now)
+                ready_ids.append(i)
+        if (deadline := sup.next_deadline()) is not None and deadline <= now:
+            perform(sup.handle(TimePassed(), now), now)
+        if now >= 1.0 and round(now * 100) % 20 == 0:  # every 200 ms, the oldest ready one
+            victim = ready_ids.pop(0)
+            perform(sup.handle(WorkerExited(victim, None, 9), now), now)
+            fewest = min(fewest, len(ready_ids))
+    assert fewest >= 2  # of 4: a storm faster than 4 kills/s is slowed, never let through
+    assert sup.status()["web"]["failures"] == 0
+
+
+def test_replacements_of_killed_workers_are_rate_capped() -> None:
+    sup = make(policy("web", workers=1))
+    boot(sup)
+    worker, now, waits = 1, 5.0, []
+    for _ in range(6):  # killed as soon as it is ready, again and again
+        out = sup.handle(WorkerExited(worker, None, 9), now)
+        spawns = [a for a in out if isinstance(a, Spawn)]
+        if not spawns:
+            assert "workers are being killed fast; next start in 1.00s" in logs(out)
+            deadline = sup.next_deadline()
+            assert deadline is not None
+            waits.append(deadline - now)
+            now = deadline
+            spawns = [a for a in sup.handle(TimePassed(), now) if isinstance(a, Spawn)]
+        else:
+            waits.append(0.0)
+        (spawn,) = spawns
+        worker = spawn.worker_id
+        ready(sup, worker, now)
+    assert waits == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # a burst of two, then one a second
+    assert sup.status()["web"]["failures"] == 0  # never counted as a crash loop
+
+
+def test_a_worker_that_exits_non_zero_right_after_ready_counts_towards_backoff() -> None:
+    sup = make(policy("web", workers=1, backoff_reset=10.0))
+    boot(sup)
+    sup.handle(WorkerExited(1, 3, None), 1.0)
+    assert sup.status()["web"]["failures"] == 1
