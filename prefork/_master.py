@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, assert_never
 
-from prefork import _child, _events, _process, _sockets
+from prefork import _child, _events, _pidfile, _process, _sockets
 from prefork import _frames as frames
 from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
@@ -111,10 +111,12 @@ class Master:
         """
         if not self._brokers:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
-        self._bind_all()
+        if self.config.pidfile:
+            _pidfile.claim(self.config.pidfile, os.getpid())
+            self._pidfile_written = self.config.pidfile
         try:
+            self._bind_all()
             self._preload()
-            self._write_pidfile()
             with SignalWakeup() as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
@@ -279,14 +281,10 @@ class Master:
     # --- set-up and tear-down ----------------------------------------------------------------
 
     def _bind_all(self) -> None:
-        try:
-            for broker in self._brokers.values():
-                self._sockets[broker.type] = [
-                    _sockets.bind(addr, broker.config.backlog) for addr in broker.config.listen
-                ]
-        except ConfigError:
-            self._close_all()
-            raise
+        for broker in self._brokers.values():
+            self._sockets[broker.type] = [
+                _sockets.bind(addr, broker.config.backlog) for addr in broker.config.listen
+            ]
 
     def _preload(self) -> None:
         for broker in self._brokers.values():
@@ -297,12 +295,6 @@ class Master:
                 except Exception as exc:
                     raise ConfigError(f"cannot preload {spec!r}: {exc}") from None
 
-    def _write_pidfile(self) -> None:
-        if self.config.pidfile:
-            self._pidfile_written = self.config.pidfile
-            with open(self.config.pidfile, "w") as f:
-                f.write(f"{os.getpid()}\n")
-
     def _close_all(self) -> None:
         if self._channels is not None:
             self._channels.close_all()
@@ -310,8 +302,8 @@ class Master:
             for sock in socks:
                 _sockets.close_listener(sock)
         self._sockets.clear()
-        if self._pidfile_written and os.path.exists(self._pidfile_written):
-            os.unlink(self._pidfile_written)  # ours only: never another master's
+        if self._pidfile_written:
+            _pidfile.release(self._pidfile_written, os.getpid())  # ours only
         self._pidfile_written = ""
 
     def _describe(self) -> str:

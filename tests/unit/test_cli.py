@@ -97,3 +97,15 @@ def test_app_below_a_module_that_is_not_a_package(capsys: pytest.CaptureFixture[
     code, err = run(capsys, "--app-dir", "examples", "hello.sub:app")
     assert code == 2
     assert "ModuleNotFoundError: 'hello' is not a package; check APP and --app-dir" in err
+
+
+def test_pid_file_in_a_missing_directory(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    where = tmp_path / "missing" / "prefork.pid"
+    code, err = run(capsys, "--bind", "127.0.0.1:0", "--pid", str(where), "json:app")
+    assert code == 2
+    assert err == (
+        f"prefork: error: cannot write pid file {str(where)!r}: "
+        f"no directory {str(where.parent)!r}; create it first"
+    )
