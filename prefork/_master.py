@@ -114,9 +114,11 @@ class Master:
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
+        others = _process.children()  # not ours to end: the embedding program's own
         try:
             self._bind_all()
             self._preload()
+            _process.adopt_orphans(True)
             with SignalWakeup() as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
@@ -125,6 +127,10 @@ class Master:
                 self._pending.appendleft(_events.Started())
                 return self._loop(selector, self._channels)
         finally:
+            # Every worker has left; what they forked and left behind was adopted by us:
+            # nothing they started may hold a listener once the master is gone.
+            _process.end(_process.children() - others)
+            _process.adopt_orphans(False)
             self._close_all()
 
     def _loop(self, selector: selectors.BaseSelector, channels: Channels) -> int:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,3 +87,35 @@ def reap() -> list[Reaped]:
             reaped.append(Reaped(pid, None, -code))
         else:
             reaped.append(Reaped(pid, code, None))
+
+
+def _prctl(option: int, value: int) -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def adopt_orphans(on: bool) -> None:
+    """Become (or stop being) a child subreaper: processes that workers fork and leave behind
+    become our children instead of init's, so we reap them and can end them on stop."""
+    _prctl(PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def children() -> set[int]:
+    """The pids of this process's live children (Linux; an empty set elsewhere)."""
+    found: set[int] = set()
+    pid = os.getpid()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                found.update(int(n) for n in f.read().split())
+    return found
+
+
+def end(pids: Iterable[int]) -> None:
+    """SIGKILL each pid and reap it (they are our children)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)

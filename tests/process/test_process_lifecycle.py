@@ -126,3 +126,20 @@ def test_ctrl_c_in_a_terminal_stops_gracefully(start, sock):
     assert master.wait_exit() == 0
     assert {(e["pid"], e["code"]) for e in master.events("worker_exit")} == {(p, 0) for p in pids}
     assert not master.events("worker_crash")
+
+
+def test_what_a_worker_forked_is_adopted_and_ended_with_the_master(start, sock):
+    """A worker's own child keeps the listening socket: when the worker is replaced the master
+    adopts it (it is a child subreaper), and when the master stops it ends it, so nothing
+    holds the port once the master is gone."""
+    port = sock.getsockname()[1]
+    master = start(echo(sock, workers=1), pass_fds=[sock])
+    (worker,) = master.wait_ready(1)
+    grandchild = int(ask(port, "fork").split()[1])
+    assert alive(grandchild) and grandchild not in master.workers()
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: grandchild in master.workers(), 5)  # adopted by the master
+    wait_until(lambda: len(master.ready_pids()) == 1 and worker not in master.ready_pids(), 5)
+    master.signal(signal.SIGINT)
+    assert master.wait_exit() == 0
+    assert proc_state(grandchild) is None  # ended and reaped, not left to init

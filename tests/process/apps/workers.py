@@ -3,7 +3,8 @@
 ``Echo`` answers a line protocol on the broker's first socket, so a test can steer a worker
 from outside: ``ping`` (answers ``pong <pid> <generation> <version>``), ``send <json>``,
 ``report <json>``, ``retire``, ``hang``, ``flood``, ``stall <seconds>``, ``exit <code>``,
-``bigsend-exit``. ``VERSION`` comes from the module named by the ``version_module`` option, a
+``bigsend-exit``, ``fork`` (starts a child that keeps the listening socket and sleeps; answers
+its pid). ``VERSION`` comes from the module named by the ``version_module`` option, a
 file the test rewrites to check that a reload picks up new code.
 """
 
@@ -65,6 +66,12 @@ class Echo(Worker):
         elif verb == "stall":
             self.send({"blast": 4, "size": 300_000})
             time.sleep(float(arg))  # blocks the loop: the master's frames pile up
+        elif verb == "fork":
+            child = os.fork()
+            if child == 0:  # a grandchild of the master, holding the inherited listener
+                time.sleep(60)
+                os._exit(0)
+            return f"forked {child}"
         elif verb == "exit":
             os._exit(int(arg))
         elif verb == "bigsend-exit":  # bigsend-exit SIZE [MASTER_SLEEP]
