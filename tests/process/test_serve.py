@@ -508,7 +508,7 @@ def test_pid_file(start: Start, sock: socket.socket, tmp_path: Path) -> None:
         (["--workers", "-1"], "workers must be a whole number"),
         (["--bind", "nonsense:xx"], "bad address 'nonsense:xx'"),
         (["--bind", "IN_USE"], "address already in use"),
-        (["--keep-alive", "0"], "keep_alive: 0.0 must be a number of seconds above 0"),
+        (["--keep-alive", "0"], "keep_alive must be a number of seconds > 0, got 0.0"),
         (["--app-dir", "/nonexistent-dir"], "cannot import app 'hello:app'"),
         (["--app-dir", "."], "no module named 'hello'"),
         (["--app-dir", str(EXAMPLES), "APP=hello.sub:app"], "ModuleNotFoundError"),
