@@ -65,9 +65,7 @@ def _in_child(
 
 def die_with_parent(parent_pid: int) -> None:
     """Ask the kernel for SIGKILL when the master dies; leave now if it already has."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent_pid:  # the master died between fork and prctl
         os._exit(1)
 

@@ -78,3 +78,16 @@ def test_a_master_refuses_a_pid_file_held_by_a_live_process(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="names running process"):
         master.run()
     assert path.read_text() == f"{os.getppid()}\n"
+
+
+def test_a_process_of_another_user_counts_as_alive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def not_yours(pid: int, signum: int) -> None:
+        raise PermissionError(pid)
+
+    path = tmp_path / "m.pid"
+    path.write_text("4321\n")
+    monkeypatch.setattr(os, "kill", not_yours)
+    with pytest.raises(ConfigError, match="names running process 4321"):
+        claim(str(path), os.getpid())
