@@ -127,9 +127,10 @@ class Master:
                 self._pending.appendleft(_events.Started())
                 return self._loop(selector, self._channels)
         finally:
-            # Every worker has left; what they forked and left behind was adopted by us:
-            # nothing they started may hold a listener once the master is gone.
-            _process.end(_process.children() - others)
+            # What workers forked and left behind was adopted by us: nothing they started may
+            # hold a listener once the master is gone. (Workers still running, if the loop
+            # raised, leave by themselves when their channel closes.)
+            _process.end(_process.children() - others - set(self._by_pid))
             _process.adopt_orphans(False)
             self._close_all()
 
