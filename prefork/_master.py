@@ -115,6 +115,8 @@ class Master:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
         others = _process.children()  # not ours to end: the embedding program's own
+        if self.config.umask is not None:
+            os.umask(self.config.umask)
         try:
             self._bind_all()
             self._preload()

@@ -17,7 +17,7 @@ from typing import Any
 
 from prefork._options import ConfigError
 
-UNIX_MODE = 0o666
+UNIX_MODE = 0o666  # read-write for all, less the process umask (as a created file gets)
 SD_LISTEN_FDS_START = 3
 
 
@@ -57,7 +57,7 @@ def parse(text: str) -> Address:
     return Address("tcp", host=host or "0.0.0.0", port=int(port))
 
 
-def bind(text: str, backlog: int, *, unix_mode: int = UNIX_MODE) -> socket.socket:
+def bind(text: str, backlog: int) -> socket.socket:
     """Bind and listen on an address; the socket is inheritable by forked workers.
 
     Raises ``ConfigError`` with a one-line reason when the address cannot be used.
@@ -66,7 +66,7 @@ def bind(text: str, backlog: int, *, unix_mode: int = UNIX_MODE) -> socket.socke
     if addr.kind == "fd":
         return _adopt(text, addr.fd, backlog)
     if addr.kind == "unix":
-        return _bind_unix(text, addr.path, backlog, unix_mode)
+        return _bind_unix(text, addr.path, backlog)
     try:
         infos = socket.getaddrinfo(addr.host, addr.port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
@@ -80,15 +80,22 @@ def bind(text: str, backlog: int, *, unix_mode: int = UNIX_MODE) -> socket.socke
     return sock
 
 
-def _bind_unix(text: str, path: str, backlog: int, mode: int) -> socket.socket:
+def _bind_unix(text: str, path: str, backlog: int) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             _refuse_if_served(text, path)
             os.unlink(path)  # a stale socket left by a master that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     _bind_listen(sock, text, path, backlog)
-    os.chmod(path, mode)
+    os.chmod(path, UNIX_MODE & ~current_umask())
     return sock
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: put it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _refuse_if_served(text: str, path: str) -> None:

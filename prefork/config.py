@@ -33,6 +33,11 @@ _BROKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _WORKER_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+def octal(text: str) -> int:
+    """An octal number from the command line (027, 0o027); argparse names it on error."""
+    return int(text, 8)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MasterConfig:
     """Options of ``Master(**options)``. Times are in seconds."""
@@ -47,6 +52,14 @@ class MasterConfig:
     )
     pidfile: str | None = option(
         None, "write the master's pid to FILE", path_or_none, "--pid", metavar="FILE"
+    )
+    umask: int | None = option(
+        None,
+        "umask of the master and its workers, in octal, e.g. 027 (unix sockets honour it)",
+        whole(0, optional=True),
+        "--umask",
+        metavar="MASK",
+        parse=octal,
     )
     backoff_base: float = option(
         0.5, "first wait of the crash-loop backoff", seconds(positive=True)

@@ -125,7 +125,7 @@ def test_unix_socket_pidfile_log_reopen_and_preload(start, tmp_path):
     pidfile = tmp_path / "master.pid"
     log = tmp_path / "master.log"
     config = {
-        "master": {"pidfile": str(pidfile)},
+        "master": {"pidfile": str(pidfile), "umask": 0o027},
         "log_file": str(log),
         "brokers": [
             {"type": "echo", "worker": "workers:Echo", "listen": [f"unix:{path}"]},
@@ -136,7 +136,7 @@ def test_unix_socket_pidfile_log_reopen_and_preload(start, tmp_path):
     master = start(config)
     master.wait_ready(3)
     assert pidfile.read_text() == f"{master.pid}\n"
-    assert path.stat().st_mode & 0o777 == 0o666
+    assert path.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask option
     with socket.socket(socket.AF_UNIX) as conn:
         conn.settimeout(3)
         conn.connect(str(path))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from prefork import cli
+from prefork.config import MasterConfig
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -109,3 +110,11 @@ def test_pid_file_in_a_missing_directory(
         f"prefork: error: cannot write pid file {str(where)!r}: "
         f"no directory {str(where.parent)!r}; create it first"
     )
+
+
+def test_umask_is_read_in_octal(capsys: pytest.CaptureFixture[str]) -> None:
+    args = cli.build_parser().parse_args(["serve", "--umask", "027", "json:app"])
+    assert cli.given(MasterConfig, vars(args)) == {"umask": 0o27}
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["serve", "--umask", "9", "json:app"])
+    assert "argument --umask: invalid octal value: '9'" in capsys.readouterr().err

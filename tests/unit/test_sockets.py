@@ -109,14 +109,21 @@ def test_other_bind_errors_keep_the_system_reason(monkeypatch: pytest.MonkeyPatc
         _sockets.bind("127.0.0.1:0", 16)
 
 
-def test_unix_socket_mode_and_stale_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o000, 0o666)])
+def test_unix_socket_honours_the_umask_and_replaces_a_stale_file(
+    tmp_path: Path, umask: int, mode: int
+) -> None:
     path = tmp_path / "app.sock"
     stale = socket.socket(socket.AF_UNIX)
     stale.bind(str(path))  # bound, never listening: what a dead master leaves behind
     stale.close()
-    sock = _sockets.bind(f"unix:{path}", 16, unix_mode=0o660)
+    old = os.umask(umask)
     try:
-        assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+        sock = _sockets.bind(f"unix:{path}", 16)
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == mode
         assert _sockets.describe(sock) == f"unix:{path}"
     finally:
         sock.close()
