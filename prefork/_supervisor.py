@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
+from prefork import _backoff
 from prefork import _frames as frames
 from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._events import (
@@ -229,7 +230,9 @@ class Supervisor:
         if w.ready_at is not None and e.signal is not None:
             # Killed after it served (the OOM killer, an operator, a hang): the code boots, so
             # capacity comes back at once; backoff is for code that cannot boot.
-            self._cap_replacements(b, now, out)
+            if delay := _backoff.killed_after_ready(b, now):
+                msg = f"workers are being killed fast; next start in {delay:.2f}s"
+                out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
         elif not stable:
             self._count_failure(b, now, out)
         if w.id in b.queue:
@@ -238,40 +241,10 @@ class Supervisor:
             b.swap.old = None
         self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
 
-    def _cap_replacements(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
-        """A token bucket for replacing workers killed after they were ready: a burst of twice
-        the desired count at once, then one wait of at most 1/desired seconds before the next
-        start, so a kill storm cannot leave the broker without workers, nor fork in a loop."""
-        if now < b.not_before:
-            return  # a wait is running already: its end starts every missing worker at once
-        rate = max(1, b.desired)
-        # Debt is capped at one token, so a wait never grows past 1/rate, whatever the storm.
-        b.tokens = max(-1.0, min(2.0 * rate, b.tokens + (now - b.tokens_at) * rate) - 1)
-        b.tokens_at = now
-        if b.tokens < 0:
-            delay = -b.tokens / rate
-            b.not_before = max(b.not_before, now + delay)
-            msg = f"[{b.policy.name}] workers are being killed fast; next start in {delay:.2f}s"
-            out.append(Log(logging.WARNING, msg))
-
     def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
-        p = b.policy
-        if now - b.not_before >= p.backoff_reset:
-            b.failures = 0  # stable since the last wait ended: an old loop is not this one
-        b.failures += 1
-        # The first failure is retried at once (a lone crash should cost no time); from the
-        # second in a row the wait doubles, capped, with jitter so brokers drift apart.
-        delay = 0.0
-        if b.failures > 1:
-            delay = min(p.backoff_cap, p.backoff_base * 2 ** (b.failures - 2))
-            delay *= 0.5 + self._random() / 2
-        b.not_before = now + delay
-        out.append(
-            Log(
-                logging.WARNING,
-                f"[{p.name}] {b.failures} early failure(s) in a row; next start in {delay:.2f}s",
-            )
-        )
+        delay = _backoff.early_failure(b, now, jitter=0.5 + self._random() / 2)
+        msg = f"{b.failures} early failure(s) in a row; next start in {delay:.2f}s"
+        out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
 
     def _end_swap_if_new(
         self, b: BrokerRecord, w: WorkerRecord, reason: str, out: list[Action]
