@@ -81,11 +81,7 @@ class HTTPWorker(Worker):
 
     async def init(self) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            app = import_app(self.config)
-        except BaseException:
-            logger.exception("Error importing the app %r", self.config.app)
-            raise
+        app = import_app(self.config)  # an error reaches the master, which prints it once
         state = self.state = ServerState(self.config, app, loop, retire=self.retire)
         lifespan = self.lifespan = Lifespan(app, self.config.lifespan, state.lifespan_state)
         await lifespan.startup()
