@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from prefork import _frames as frames
 from prefork._options import ConfigError
 from prefork.worker import Worker
 
+MAX_ERROR = 16384  # the last characters of a failed start's traceback sent to the master
 DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)
 log = logging.getLogger("prefork.worker")
 
@@ -123,6 +125,24 @@ async def _serve(spec: WorkerSpec) -> int:
     loop = asyncio.get_running_loop()
     link = _Link(spec.max_frame)
     await loop.connect_accepted_socket(lambda: link, sock=spec.channel)
+    try:
+        worker = await _start(spec, link)
+    except Exception:
+        # Sent to the master, which prints it once however many workers fail the same way.
+        link.send_frame(frames.FAILED, traceback.format_exc()[-MAX_ERROR:])
+        await _flush(link)
+        return 1
+    if worker.auto_ready:
+        worker.ready()
+    assert worker._exit is not None
+    code = await worker._exit
+    await _flush(link)
+    return code
+
+
+async def _start(spec: WorkerSpec, link: _Link) -> Worker:
+    """Load the worker class, make the worker and run its ``init()``; raises what they raise."""
+    loop = asyncio.get_running_loop()
     cls = load_worker_class(spec.worker)
     worker = cls(
         type=spec.broker,
@@ -134,24 +154,15 @@ async def _serve(spec: WorkerSpec) -> int:
         channel=link,
     )
     link.worker = worker
-    exit_code: asyncio.Future[int] = loop.create_future()
-    worker._exit = exit_code
+    worker._exit = loop.create_future()
     stopping: list[asyncio.Task[None]] = []
     loop.add_signal_handler(signal.SIGTERM, _on_sigterm, worker, stopping)
     if spec.heartbeat:
         _beat(loop, link, spec.heartbeat)
-    try:
-        started = worker.init()
-        if inspect.isawaitable(started):
-            await started
-    except Exception:
-        log.exception("[%s] worker %d failed in init()", spec.broker, spec.worker_id)
-        return 1
-    if worker.auto_ready:
-        worker.ready()
-    code = await exit_code
-    await _flush(link)
-    return code
+    started = worker.init()
+    if inspect.isawaitable(started):
+        await started
+    return worker
 
 
 def _on_sigterm(worker: Worker, stopping: list[asyncio.Task[None]]) -> None:

@@ -14,14 +14,15 @@ from typing import Any
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20
 
-# Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE.
-# Master -> worker: MESSAGE.
+# Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED (why it
+# could not start: a traceback the master prints once). Master -> worker: MESSAGE.
 READY = "ready"
 HEARTBEAT = "hb"
 MESSAGE = "msg"
 REPORT = "report"
 RETIRE = "retire"
-KINDS = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE})
+FAILED = "failed"
+KINDS = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED})
 
 
 class FrameError(ValueError):

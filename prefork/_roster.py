@@ -78,6 +78,7 @@ class WorkerRecord:
     kill_at: float = 0.0  # STOPPING and HUNG: when SIGKILL follows
     retire_at: float | None = None  # READY with recycling on: when it is replaced
     failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
+    error: str = ""  # what the worker said when it could not start (a traceback)
 
     @property
     def live(self) -> bool:
@@ -124,5 +125,7 @@ class BrokerRecord:
     swap: Swap | None = None
     reloading: bool = False
     replaced: int = 0
+    ever_ready: bool = False  # until then, a failure to start stops the master (exit 3)
+    last_error: str = ""  # the last start error printed, so the same one is printed once
     tokens: float = float("inf")  # replacements of killed workers allowed now (a bucket)
     tokens_at: float = 0.0

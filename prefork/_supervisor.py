@@ -85,6 +85,7 @@ class Supervisor:
         self._started = False
         self._stopping = False
         self._exited = False
+        self._exit_code = 0
         self._announced = False  # READY=1 sent since the start or the last RELOADING=1
         for policy in policies:
             self.add_broker(policy)
@@ -217,13 +218,20 @@ class Supervisor:
                 out.append(
                     Log(logging.INFO, f"[{w.broker}] worker {w.id} (pid {w.pid}) left as asked")
                 )
+            self._print_error(b, w, out)
             out.append(Emit(w.broker, "worker_exit", (payload,)))
             return
         how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"
-        why = w.failure or f"exited with {how}"
+        why = w.failure or ("could not start" if w.error else f"exited with {how}")
         booted = "" if w.ready_at is not None else " before it was ready"
         out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
+        self._print_error(b, w, out)
         out.append(Emit(w.broker, "worker_crash", (payload,)))
+        if not b.ever_ready and not self._stopping:
+            # The first start: no worker of this broker ever became ready. A typo, an import
+            # error or a failing startup must not look like a running service.
+            self._halt(3, f"no {w.broker} worker could start ({why})", now, out)
+            return
         stable = w.ready_at is not None and now - w.ready_at >= b.policy.backoff_reset
         if stable:
             b.failures, b.not_before = 0, 0.0
@@ -240,6 +248,23 @@ class Supervisor:
         if b.swap is not None and b.swap.old == w.id:
             b.swap.old = None
         self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
+
+    @staticmethod
+    def _print_error(b: BrokerRecord, w: WorkerRecord, out: list[Action]) -> None:
+        """A start error, as one block, once: workers failing the same way say so briefly."""
+        if not w.error:
+            return
+        if w.error == b.last_error:
+            out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id}: the same error again"))
+            return
+        b.last_error = w.error
+        out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} could not start:\n{w.error}"))
+
+    def _halt(self, code: int, reason: str, now: float, out: list[Action]) -> None:
+        """Stop every worker and exit with ``code``."""
+        out.append(Log(logging.ERROR, f"{reason}; stopping the master (exit code {code})"))
+        self._exit_code = code
+        self._on_stop(now, out)
 
     def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         delay = _backoff.early_failure(b, now, jitter=0.5 + self._random() / 2)
@@ -272,6 +297,8 @@ class Supervisor:
             self._on_ready(w, now, out)
         elif e.kind == frames.RETIRE:
             self._enqueue(self._brokers[w.broker], w)
+        elif e.kind == frames.FAILED:
+            w.error = str(e.body).rstrip()
         else:
             event = "worker_message" if e.kind == frames.MESSAGE else "worker_report"
             out.append(Emit(w.broker, event, (e.body, self._info(w))))
@@ -281,6 +308,7 @@ class Supervisor:
             return  # once only; and a worker already being stopped stays stopped
         b = self._brokers[w.broker]
         w.state, w.ready_at, w.heartbeat_at = WorkerState.READY, now, now
+        b.ever_ready = True
         if b.policy.recycle_rate:
             spread = 1 - b.policy.recycle_jitter * self._random()
             w.retire_at = now + b.policy.recycle_rate * spread
@@ -412,7 +440,7 @@ class Supervisor:
             if not self._workers and not self._exited:
                 self._exited = True
                 out.append(Log(logging.INFO, "every worker has left; master exiting"))
-                out.append(Exit(0))
+                out.append(Exit(self._exit_code))
             return
         for b in self._brokers.values():
             if b.draining:

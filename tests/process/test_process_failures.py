@@ -100,26 +100,46 @@ def test_failing_prepare_for_shutdown_exits_1(start, sock):
     assert "prepare_for_shutdown raised" in master.stderr()
 
 
-def test_crash_loop_backs_off_and_the_master_stays(start):
+def test_a_first_start_that_cannot_boot_exits_3_with_the_error_printed_once(start):
     config = {
-        "master": {"backoff_base": 0.1, "backoff_cap": 0.4},
         "brokers": [
-            {"type": "broken", "worker": "workers:Broken"},
+            {"type": "broken", "worker": "workers:Broken", "workers": 3},
             {"type": "bad", "worker": "workers:NotAWorker", "timeout": 0},
         ],
     }
     master = start(config)
-    began = time.monotonic()
-    master.wait_event("worker_crash", type="broken", count=4, timeout=10)
-    master.wait_event("worker_crash", type="bad", count=4, timeout=10)
-    elapsed = time.monotonic() - began
-    crashes = len(master.events("worker_crash"))
-    # Backoff doubles from 0.1 s to a 0.4 s cap: a tight loop would crash hundreds of times.
-    assert crashes <= 4 + 2 * (elapsed / 0.2 + 2)
+    assert master.wait_exit(10) == 3
     err = master.stderr()
-    assert "this worker cannot boot" in err and "not a prefork.Worker subclass" in err
+    assert "worker could start" in err and "stopping the master (exit code 3)" in err
+    # Each distinct error once, as one block with its traceback; never a retry loop.
+    broken = err.count("RuntimeError: this worker cannot boot\n")
+    bad = err.count("TypeError: 'workers:NotAWorker' is")
+    assert broken <= 1 and bad <= 1 and broken + bad >= 1
+    assert err.count("Traceback (most recent call last)") == broken + bad
+    assert "early failure" not in err and not master.events("worker_ready")
+
+
+def test_crash_loop_after_serving_backs_off_and_the_master_stays(start, tmp_path):
+    breaker = tmp_path / "broken"
+    config = {
+        "master": {"backoff_base": 0.1, "backoff_cap": 0.4},
+        "brokers": [{"type": "flaky", "worker": "workers:BootsUntil", "until": str(breaker)}],
+    }
+    master = start(config)
+    (pid,) = master.wait_ready(1)
+    breaker.write_text("from now on, init() raises")
+    os.kill(pid, signal.SIGKILL)
+    began = time.monotonic()
+    master.wait_event("worker_crash", type="flaky", count=6, timeout=10)
+    elapsed = time.monotonic() - began
+    crashes = len(master.events("worker_crash")) - 1  # the kill, then the boot failures
+    # Backoff doubles from 0.1 s to a 0.4 s cap: a tight loop would crash hundreds of times.
+    assert crashes <= 2 + elapsed / 0.2 + 2
+    err = master.stderr()
+    assert err.count("RuntimeError: this worker cannot boot any more") == 1  # printed once
+    assert "the same error again" in err
     assert "early failure(s) in a row; next start in" in err
-    assert alive(master.pid) and not master.events("worker_ready")
+    assert alive(master.pid)
 
 
 def test_failed_fork_is_retried_and_a_stray_child_is_ignored(start, sock):

@@ -421,23 +421,40 @@ def test_max_requests_replaces_workers_rolling(start: Start, sock: socket.socket
 # --- an app that cannot start ------------------------------------------------------------------
 
 
-def test_app_failing_at_start_backs_off(start: Start, sock: socket.socket, tmp_path: Path) -> None:
+def test_app_failing_at_its_first_start_exits_3(
+    start: Start, sock: socket.socket, tmp_path: Path
+) -> None:
+    """A typo must not look like a running service: no worker ever served, so the master
+    stops them all and exits 3, with the error printed as one block."""
     flag = tmp_path / "broken.flag"
     flag.touch()
+    env = {"SERVE_APP_BREAK_IMPORT": str(flag)}
+    master = serve(start, sock, workers=2, env=env)
+    assert master.wait_exit(10) == 3
+    log = master.stderr()
+    assert "could not start:\nTraceback (most recent call last)" in log
+    assert "RuntimeError: serving: broken on purpose at import" in log
+    assert "no http worker could start" in log and "(exit code 3)" in log
+    assert "early failure" not in log
+
+
+def test_app_failing_after_it_served_backs_off(
+    start: Start, sock: socket.socket, tmp_path: Path
+) -> None:
+    flag = tmp_path / "broken.flag"
     spawns = tmp_path / "spawns.txt"
     env = {"SERVE_APP_BREAK_IMPORT": str(flag), "SERVE_APP_SPAWNS": str(spawns)}
     master = serve(start, sock, workers=1, env=env)
-    wait_until(lambda: spawns.exists(), 10, "a first boot attempt")
+    (pid,) = wait_serving(master, 1)
+    flag.touch()  # from now on the app cannot be imported
+    os.kill(pid, signal.SIGKILL)
     began = time.monotonic()
-    wait_log(master, "serving: broken on purpose at import")
+    wait_log(master, "early failure(s) in a row; next start in")
     time.sleep(max(0.0, began + 2.0 - time.monotonic()))  # a window to count attempts in
-    attempts = len(spawns.read_text().split())
+    attempts = len(spawns.read_text().split()) - 1
     master.check_running("backing off")
     assert 2 <= attempts <= 8, f"{attempts} boot attempts in 2 s"
-    log = master.stderr()
-    assert "Error importing the app 'serving:app'" in log
-    assert "early failure(s) in a row; next start in" in log
-    assert master.workers() <= {int(p) for p in spawns.read_text().split()}
+    assert master.stderr().count("RuntimeError: serving: broken on purpose at import\n") == 1
     master.signal(signal.SIGINT)
     assert master.wait_exit() == 0
 
@@ -450,18 +467,15 @@ def test_app_failing_at_start_backs_off(start: Start, sock: socket.socket, tmp_p
         ("missing_dep:app", "No module named 'no_such_dependency_for_prefork_tests'"),
     ],
 )
-def test_app_that_fails_in_the_worker_is_a_boot_failure(
+def test_app_that_fails_in_the_worker_stops_a_first_start(
     start: Start, sock: socket.socket, app: str, error: str
 ) -> None:
-    """The master only locates the module; what fails on import in the worker is logged and
-    retried with backoff, and the master keeps running."""
+    """The master only locates the module; what fails on import in the worker is reported
+    once by the master, which exits 3 since no worker ever served."""
     app_dir = SERVE_APPS if app.startswith("missing_dep") else EXAMPLES
     master = serve(start, sock, app=app, app_dir=app_dir, workers=1)
-    wait_log(master, error)
-    wait_log(master, "early failure(s) in a row")
-    assert f"Error importing the app {app!r}" in master.stderr()
-    master.signal(signal.SIGINT)
-    assert master.wait_exit() == 0
+    assert master.wait_exit(10) == 3
+    assert error in master.stderr()
 
 
 def test_factory(start: Start, sock: socket.socket) -> None:

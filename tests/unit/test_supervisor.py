@@ -158,10 +158,11 @@ def test_unknown_worker_events_are_ignored() -> None:
 def test_backoff_grows_exponentially_is_capped_and_never_forks_in_a_tight_loop() -> None:
     sup = make(policy("web", workers=1, backoff_base=0.5, backoff_cap=3.0))
     sup.handle(Started(), 0.0)
+    ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     waits = []
     worker, now = 1, 0.0
     for _ in range(6):
-        out = sup.handle(WorkerExited(worker, 1, None), now)  # dies while booting
+        out = sup.handle(WorkerExited(worker, 1, None), now)  # dies (soon after ready)
         spawns = [a for a in out if isinstance(a, Spawn)]
         if spawns:
             waits.append(0.0)
@@ -181,6 +182,7 @@ def test_backoff_grows_exponentially_is_capped_and_never_forks_in_a_tight_loop()
 def test_backoff_has_jitter() -> None:
     sup = make(policy("web", workers=1, backoff_base=1.0), random=0.0)
     sup.handle(Started(), 0.0)
+    ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     sup.handle(WorkerExited(1, 1, None), 0.0)
     out = sup.handle(WorkerExited(2, 1, None), 0.0)
     assert sup.next_deadline() == 0.5  # half of 1.0 with the lowest jitter
@@ -190,6 +192,7 @@ def test_backoff_has_jitter() -> None:
 def test_backoff_resets_after_stable_uptime() -> None:
     sup = make(policy("web", workers=1, backoff_reset=10.0))
     sup.handle(Started(), 0.0)
+    ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     sup.handle(WorkerExited(1, 1, None), 0.0)  # failure 1: retried at once
     sup.handle(WorkerExited(2, 1, None), 0.1)  # failure 2: waits
     assert sup.status()["web"]["failures"] == 2
@@ -534,6 +537,7 @@ def test_scale_down_during_a_reload_takes_queued_workers_out_of_the_queue() -> N
 def test_backoff_deadline_is_dropped_by_a_drain() -> None:
     sup = make(policy("web", workers=1, timeout=0))
     sup.handle(Started(), 0.0)
+    ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     sup.handle(WorkerExited(1, 1, None), 0.0)
     sup.handle(WorkerExited(2, 1, None), 0.0)
     assert sup.next_deadline() is not None
@@ -558,6 +562,7 @@ def test_all_ready_counts_ready_workers_and_ignores_draining_brokers() -> None:
 def test_backoff_count_resets_after_a_stable_stretch_without_failures() -> None:
     sup = make(policy("web", workers=1, timeout=0, backoff_reset=10.0))
     sup.handle(Started(), 0.0)
+    ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     sup.handle(WorkerExited(1, 1, None), 0.0)  # failure 1: retried at once (worker 2)
     sup.handle(WorkerExited(2, 1, None), 0.1)  # failure 2: waits
     now = sup.next_deadline()
@@ -743,3 +748,40 @@ def test_a_worker_that_exits_non_zero_right_after_ready_counts_towards_backoff()
     boot(sup)
     sup.handle(WorkerExited(1, 3, None), 1.0)
     assert sup.status()["web"]["failures"] == 1
+
+
+# --- the first start: fail fast ---------------------------------------------------------------
+
+TRACEBACK = 'Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named "x"\n'
+
+
+def test_a_first_start_that_fails_stops_the_master_with_code_3_and_one_error_block() -> None:
+    sup = make(policy("web", workers=2), policy("jobs", workers=1))
+    sup.handle(Started(), 0.0)
+    for i in (1, 2, 3):
+        sup.handle(WorkerSpawned(i, 100 + i), 0.0)
+    ready(sup, 3, 0.5)  # jobs is fine
+    sup.handle(MessageReceived(1, frames.FAILED, TRACEBACK), 0.6)
+    out = sup.handle(WorkerExited(1, 1, None), 0.7)
+    assert f"[web] worker 1 could not start:\n{TRACEBACK.rstrip()}" in logs(out)
+    assert "no web worker could start (could not start); stopping the master (exit code 3)" in (
+        logs(out)
+    )
+    assert effects(out)[1:] == [Kill(2), Terminate(3)]  # [0] is the worker_crash event
+    assert [a for a in out if isinstance(a, Spawn)] == []
+    sup.handle(MessageReceived(2, frames.FAILED, TRACEBACK), 0.71)
+    out = sup.handle(WorkerExited(2, 1, None), 0.72)
+    assert "[web] worker 2: the same error again" in logs(out)
+    assert TRACEBACK.rstrip() not in logs(out)  # printed once
+    out = sup.handle(WorkerExited(3, 0, None), 0.8)
+    assert out[-1] == Exit(3)
+
+
+def test_once_a_broker_has_served_a_failed_start_goes_through_the_backoff() -> None:
+    sup = make(policy("web", workers=1))
+    boot(sup)
+    sup.handle(ReloadRequested(), 1.0)  # worker 2 boots the new code, which is broken
+    sup.handle(MessageReceived(2, frames.FAILED, TRACEBACK), 1.5)
+    out = sup.handle(WorkerExited(2, 1, None), 1.6)
+    assert "could not start:\n" in logs(out) and "reload rolled back" in logs(out)
+    assert not [a for a in out if isinstance(a, Exit | Kill | Terminate)]

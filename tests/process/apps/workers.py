@@ -164,4 +164,12 @@ class Broken(Worker):
         raise RuntimeError("this worker cannot boot")
 
 
+class BootsUntil(Worker):
+    """Boots until the file named by the ``until`` option exists; then ``init()`` raises."""
+
+    def init(self) -> None:
+        if os.path.exists(self.options["until"]):
+            raise RuntimeError("this worker cannot boot any more")
+
+
 NotAWorker = object()
