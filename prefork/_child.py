@@ -48,7 +48,7 @@ class WorkerSpec:
     max_frame: int = frames.DEFAULT_MAX_FRAME
 
 
-def check_worker(spec: type | str, options: Mapping[str, Any]) -> None:
+def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] | str:
     """Raise ``ConfigError`` unless ``spec`` is a Worker subclass that accepts ``options``, or
     names a module that exists.
 
@@ -59,7 +59,7 @@ def check_worker(spec: type | str, options: Mapping[str, Any]) -> None:
         if not issubclass(spec, Worker):
             raise ConfigError(f"worker must be a Worker subclass or 'module:attr', got {spec!r}")
         spec.check_options(options)
-        return
+        return spec
     module = spec.partition(":")[0]
     try:
         found = importlib.util.find_spec(module)
@@ -70,6 +70,7 @@ def check_worker(spec: type | str, options: Mapping[str, Any]) -> None:
             f"worker {spec!r} cannot be imported: no module named {module!r} "
             "(check the name and sys.path)"
         )
+    return spec
 
 
 def load_worker_class(spec: type | str) -> type[Worker]:

@@ -156,10 +156,20 @@ class Exit:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnAway:
+    """While ``on``, the master itself accepts the broker's connections and turns them away
+    at once (its workers are drained): a client fails over instead of hanging in the backlog,
+    and the port stays bound for the resume."""
+
+    broker: str
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Notify:
     """Tell systemd how the service is doing (sd_notify ``KEY=VALUE`` lines)."""
 
     fields: tuple[str, ...]
 
 
-Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify
+Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify | TurnAway

@@ -15,6 +15,7 @@ import random
 import selectors
 import signal
 import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +53,33 @@ class _Desk:
         return self._status()[broker]
 
 
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+class _TurnedAway:
+    """A drained broker's listener, served by the master: each connection gets the worker
+    type's ``drained_reply`` (or a reset) and is closed at once, a bounded number per turn."""
+
+    PER_TURN = 64
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def accept(self, listener: socket.socket) -> None:
+        for _ in range(self.PER_TURN):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            with conn:
+                conn.setblocking(False)
+                with contextlib.suppress(OSError):
+                    if self.reply:
+                        conn.send(self.reply)
+                    else:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+
+
 class Master:
     """Binds the sockets, forks and supervises the workers of every broker.
 
@@ -62,9 +90,8 @@ class Master:
     def __init__(self, **options: Any) -> None:
         self.config = MasterConfig.from_options(options)
         self._brokers: dict[str, Broker] = {}
-        self._classes: dict[
-            str, builtins.type | str
-        ] = {}  # the worker of each broker, once preloaded
+        # The worker of each broker: a class, or "module:attr" until preloaded.
+        self._classes: dict[str, builtins.type[Worker] | str] = {}
         self._supervisor = Supervisor(random=random.random)
         self._pending: deque[Event] = deque()
         self._desk = _Desk(self._pending.append, self.status, self._send)
@@ -88,12 +115,10 @@ class Master:
         """
         config = BrokerConfig.from_options(type, worker, options)
         brokers_unique([*(b.config for b in self._brokers.values()), config])
-        _child.check_worker(config.worker, config.worker_options)
         for addr in config.listen:
             _sockets.parse(addr)
-        broker = Broker(config, self._desk)
-        self._brokers[type] = broker
-        self._classes[type] = config.worker
+        self._classes[type] = _child.check_worker(config.worker, config.worker_options)
+        broker = self._brokers[type] = Broker(config, self._desk)
         self._supervisor.add_broker(policy_of(config, self.config))
         return broker
 
@@ -121,7 +146,8 @@ class Master:
             self._bind_all()
             self._preload()
             _process.adopt_orphans(True)
-            with SignalWakeup() as wakeup, selectors.DefaultSelector() as selector:
+            sigterm = Intent.STOP if self.config.sigterm == "stop" else Intent.DRAIN
+            with SignalWakeup(sigterm=sigterm) as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
@@ -154,13 +180,29 @@ class Master:
 
     def _dispatch(self, ready: list[tuple[selectors.SelectorKey, int]], channels: Channels) -> None:
         for key, mask in ready:
-            if key.data is None:
-                self._on_signals()
-                continue
-            if mask & selectors.EVENT_WRITE:
-                channels.flush(key.data)
-            if mask & selectors.EVENT_READ:
-                channels.read(key.data)
+            match key.data:
+                case None:
+                    self._on_signals()
+                case _TurnedAway() as turned:
+                    turned.accept(key.fileobj)  # type: ignore[arg-type]
+                case channel:
+                    if mask & selectors.EVENT_WRITE:
+                        channels.flush(channel)
+                    if mask & selectors.EVENT_READ:
+                        channels.read(channel)
+
+    def _turn_away(self, broker: str, on: bool) -> None:
+        assert self._selector is not None
+        worker = self._classes[broker]
+        reply = b"" if isinstance(worker, str) else worker.drained_reply
+        for sock in self._sockets[broker]:
+            if on:
+                # Non-blocking (a flag the workers' event loops set on these sockets anyway):
+                # a connection a worker takes first must not block the master in accept().
+                sock.setblocking(False)
+                self._selector.register(sock, selectors.EVENT_READ, _TurnedAway(reply))
+            else:
+                self._selector.unregister(sock)
 
     def _process_pending(self) -> None:
         while self._pending:
@@ -227,6 +269,8 @@ class Master:
                 self._notifier.send(*fields)
             case _events.Exit(code=code):
                 self._exit_code = code
+            case _events.TurnAway(broker=broker, on=on):
+                self._turn_away(broker, on)
             case _:
                 assert_never(action)
 

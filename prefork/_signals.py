@@ -58,7 +58,10 @@ class SignalWakeup:
     """Context manager: while active, each signal in ``INTENTS`` arrives as a byte on
     ``fileno()``; on exit the previous handlers and wake-up fd are restored."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sigterm: Intent = Intent.DRAIN) -> None:
+        # SIGTERM drains by default; process managers that stop services with SIGTERM
+        # (systemd, Docker, Kubernetes) can have it stop the master instead.
+        self._intents = {**INTENTS, signal.SIGTERM: sigterm}
         self._reader, self._writer = socket.socketpair()
         self._old: dict[int, object] = {}
         self._old_fd = -1
@@ -99,7 +102,7 @@ class SignalWakeup:
             except BlockingIOError:
                 break
             received += chunk
-        return [INTENTS[n] for n in received if n in INTENTS]
+        return [self._intents[n] for n in received if n in self._intents]
 
 
 #: Signals a worker leaves to its master. Ctrl-C (and Ctrl-\) in a terminal reach the whole

@@ -50,6 +50,7 @@ from prefork._events import (
     StopRequested,
     Terminate,
     TimePassed,
+    TurnAway,
     WorkerExited,
     WorkerSpawned,
 )
@@ -167,7 +168,7 @@ class Supervisor:
                     self._drain(b, now, "drain requested", out)
             case ResumeRequested(broker=broker):
                 for b in self._select(broker):
-                    b.draining, b.failures, b.not_before = False, 0, 0.0
+                    self._resume(b, out)
             case ScaleRequested(broker=broker):
                 for b in self._select(broker):
                     self._scale(b, event, out)
@@ -347,6 +348,11 @@ class Supervisor:
         out.append(Log(logging.INFO, f"[{name}] reloading {len(old)} worker(s)"))
 
     def _drain(self, b: BrokerRecord, now: float, reason: str, out: list[Action]) -> None:
+        if not b.draining:
+            out.append(TurnAway(b.policy.name, on=True))
+            if not self._stopping:
+                msg = "drained: new connections are turned away; SIGUSR2 resumes, SIGINT stops"
+                out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
         b.draining = True
         b.queue.clear()
         b.swap = None
@@ -356,6 +362,12 @@ class Supervisor:
             out.append(Emit(b.policy.name, "reload_failed", (result,)))
         for w in self._live(b.policy.name):
             self._stop(w, now, out)
+
+    def _resume(self, b: BrokerRecord, out: list[Action]) -> None:
+        if b.draining and not self._stopping:
+            b.draining, b.failures, b.not_before = False, 0, 0.0
+            out.append(TurnAway(b.policy.name, on=False))
+            out.append(Log(logging.INFO, f"[{b.policy.name}] resumed"))
 
     def _scale(self, b: BrokerRecord, e: ScaleRequested, out: list[Action]) -> None:
         if e.workers is not None:

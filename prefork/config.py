@@ -18,6 +18,7 @@ from prefork._options import (
     ConfigError,
     build,
     check_fields,
+    one_of,
     option,
     path_or_none,
     seconds,
@@ -52,6 +53,13 @@ class MasterConfig:
     )
     pidfile: str | None = option(
         None, "write the master's pid to FILE", path_or_none, "--pid", metavar="FILE"
+    )
+    sigterm: str = option(
+        "drain",
+        "what SIGTERM does: drain (the master stays, SIGUSR2 resumes) or stop (as SIGINT)",
+        one_of("drain", "stop"),
+        "--sigterm",
+        choices=("drain", "stop"),
     )
     umask: int | None = option(
         None,

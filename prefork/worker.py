@@ -35,6 +35,10 @@ class Worker:
     #: call ``ready()`` yourself when readiness comes later.
     auto_ready: ClassVar[bool] = True
 
+    #: What the master writes to a connection it turns away while the broker is drained
+    #: (empty: the connection is reset). The HTTP worker sends a 503.
+    drained_reply: ClassVar[bytes] = b""
+
     def __init__(
         self,
         *,

@@ -28,6 +28,7 @@ from prefork._events import (
     StopRequested,
     Terminate,
     TimePassed,
+    TurnAway,
     WorkerExited,
     WorkerSpawned,
 )
@@ -314,6 +315,7 @@ def test_sigterm_during_reload_drains_and_reports_the_reload_failed() -> None:
     sup.handle(ReloadRequested(), 10.0)  # spawn 3
     out = sup.handle(DrainRequested(), 10.5)
     assert effects(out) == [
+        TurnAway("web", on=True),
         Emit("web", "reload_failed", (ReloadResult("web", 2, 0, "drain requested"),)),
         Terminate(1),
         Terminate(2),
@@ -337,14 +339,23 @@ def test_reload_while_draining_is_ignored() -> None:
 def test_drain_then_resume() -> None:
     sup = make(policy("web", workers=2, graceful_timeout=5.0))
     boot(sup)
-    assert effects(sup.handle(DrainRequested(), 1.0)) == [Terminate(1), Terminate(2)]
+    assert effects(sup.handle(DrainRequested(), 1.0)) == [
+        TurnAway("web", on=True),
+        Terminate(1),
+        Terminate(2),
+    ]
     out = sup.handle(WorkerExited(1, 0, None), 2.0)
     assert effects(out) == [
         Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 2.0),))
     ]
     sup.handle(WorkerExited(2, 0, None), 2.0)
     assert sup.next_deadline() is None  # drained: nothing to wait for, no exit either
-    assert effects(sup.handle(ResumeRequested(), 3.0)) == [Spawn(3, "web", 1), Spawn(4, "web", 1)]
+    assert effects(sup.handle(ResumeRequested(), 3.0)) == [
+        TurnAway("web", on=False),
+        Spawn(3, "web", 1),
+        Spawn(4, "web", 1),
+    ]
+    assert effects(sup.handle(ResumeRequested(), 3.5)) == []  # not drained: nothing to do
     assert not sup.status()["web"]["draining"]
 
 
@@ -363,14 +374,18 @@ def test_graceful_timeout_then_kill() -> None:
 def test_booting_workers_are_killed_on_drain() -> None:
     sup = make(policy("web", workers=1))
     sup.handle(Started(), 0.0)
-    assert effects(sup.handle(DrainRequested(), 0.5)) == [Kill(1)]
+    assert effects(sup.handle(DrainRequested(), 0.5)) == [TurnAway("web", on=True), Kill(1)]
     assert emits(sup.handle(WorkerExited(1, None, 9), 0.6), "worker_exit")
 
 
 def test_stop_drains_then_exits_zero_and_a_second_stop_kills() -> None:
     sup = make()
     boot(sup)
-    assert effects(sup.handle(StopRequested(), 1.0)) == [Terminate(1), Terminate(2)]
+    assert effects(sup.handle(StopRequested(), 1.0)) == [
+        TurnAway("web", on=True),
+        Terminate(1),
+        Terminate(2),
+    ]
     assert effects(sup.handle(StopRequested(), 1.5)) == [Kill(1), Kill(2)]
     sup.handle(WorkerExited(1, None, 9), 1.6)
     out = sup.handle(WorkerExited(2, None, 9), 1.6)
@@ -381,7 +396,7 @@ def test_stop_drains_then_exits_zero_and_a_second_stop_kills() -> None:
 def test_stop_with_no_workers_exits_at_once() -> None:
     sup = make(policy("web", workers=0))
     sup.handle(Started(), 0.0)
-    assert effects(sup.handle(StopRequested(), 1.0)) == [Exit(0)]
+    assert effects(sup.handle(StopRequested(), 1.0)) == [TurnAway("web", on=True), Exit(0)]
 
 
 def test_reload_during_stop_is_ignored() -> None:
@@ -511,7 +526,7 @@ def test_a_killed_worker_is_killed_only_once() -> None:
     assert sup.handle(TimePassed(), 4.0) == []  # still within boot_timeout
     assert effects(sup.handle(TimePassed(), 5.0)) == [Kill(1)]
     assert sup.handle(TimePassed(), 9.0) == []  # killed, not reaped yet: no second Kill
-    assert effects(sup.handle(DrainRequested(), 9.1)) == []
+    assert effects(sup.handle(DrainRequested(), 9.1)) == [TurnAway("web", on=True)]
     sup.handle(StopRequested(), 9.2)
     assert effects(sup.handle(StopRequested(), 9.3)) == []
 
@@ -642,7 +657,7 @@ def test_a_hung_worker_that_is_stopped_is_killed_at_once() -> None:
     sup = make(policy("web", workers=1, timeout=10.0))
     boot(sup)
     assert effects(sup.handle(TimePassed(), 10.0)) == [DumpStack(1)]
-    assert effects(sup.handle(DrainRequested(), 10.5)) == [Kill(1)]  # it cannot drain
+    assert effects(sup.handle(DrainRequested(), 10.5)) == [TurnAway("web", on=True), Kill(1)]
     assert emits(sup.handle(WorkerExited(1, None, 9), 10.6), "worker_exit")
 
 
@@ -767,7 +782,12 @@ def test_a_first_start_that_fails_stops_the_master_with_code_3_and_one_error_blo
     assert "no web worker could start (could not start); stopping the master (exit code 3)" in (
         logs(out)
     )
-    assert effects(out)[1:] == [Kill(2), Terminate(3)]  # [0] is the worker_crash event
+    assert effects(out)[1:] == [  # [0] is the worker_crash event
+        TurnAway("web", on=True),
+        Kill(2),
+        TurnAway("jobs", on=True),
+        Terminate(3),
+    ]
     assert [a for a in out if isinstance(a, Spawn)] == []
     sup.handle(MessageReceived(2, frames.FAILED, TRACEBACK), 0.71)
     out = sup.handle(WorkerExited(2, 1, None), 0.72)
@@ -785,3 +805,15 @@ def test_once_a_broker_has_served_a_failed_start_goes_through_the_backoff() -> N
     out = sup.handle(WorkerExited(2, 1, None), 1.6)
     assert "could not start:\n" in logs(out) and "reload rolled back" in logs(out)
     assert not [a for a in out if isinstance(a, Exit | Kill | Terminate)]
+
+
+def test_a_drain_turns_connections_away_once_and_says_how_to_resume() -> None:
+    sup = make()
+    boot(sup)
+    out = sup.handle(DrainRequested(), 1.0)
+    assert "[web] drained: new connections are turned away; SIGUSR2 resumes, SIGINT stops" in (
+        logs(out)
+    )
+    assert [a for a in sup.handle(DrainRequested(), 2.0) if isinstance(a, TurnAway)] == []
+    sup.handle(StopRequested(), 3.0)
+    assert effects(sup.handle(ResumeRequested(), 3.5)) == []  # stopping: no way back
