@@ -67,6 +67,12 @@ class HTTPWorker(Worker):
     or ``LifespanFailure``; each is a boot failure for the master.
     """
 
+    #: The master's answer to a connection while the broker is drained.
+    drained_reply = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        b"content-length: 20\r\nconnection: close\r\n\r\nService unavailable\n"
+    )
+
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ConfigError`` unless ``options`` make a valid ``HTTPConfig``."""

@@ -1,0 +1,39 @@
+"""`prefork serve` while drained: a 503 at once, and serving again after SIGUSR2."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, wait_until
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def status(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_a_drained_server_answers_503_at_once_and_serves_again_on_resume(start, sock):
+    port = sock.getsockname()[1]
+    examples = Path(ROOT) / "examples"
+    argv = [sys.executable, "-m", "prefork", "serve", "--bind", f"fd://{sock.fileno()}"]
+    argv += ["--workers", "1", "--app-dir", str(examples), "hello:app"]
+    master = start(argv, pass_fds=[sock])
+    wait_until(lambda: status(port) == 200 if master.workers() else False, 10)
+    master.signal(signal.SIGTERM)
+    wait_until(lambda: not master.workers(), 10, "the workers to leave")
+    began = time.monotonic()
+    assert status(port) == 503
+    assert time.monotonic() - began < 1.0
+    master.signal(signal.SIGUSR2)
+    wait_until(lambda: status(port) == 200, 10, "serving again")
