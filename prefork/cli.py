@@ -7,6 +7,7 @@ code 2, before anything binds or forks.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import logging
@@ -15,6 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
+import prefork
 from prefork import _sockets
 from prefork._master import Master
 from prefork._options import ConfigError, declared
@@ -39,10 +41,38 @@ def default_workers() -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, like every other refusal of ours."""
+    """argparse, but a usage error is one line, like every other refusal of ours, flags are
+    never abbreviated, and a command's unknown flag is named as such (with a close match)
+    rather than its value being taken for APP."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"prefork: error: {message}; see '{self.prog} --help'\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if args is not None and self.prog != "prefork":  # a command's own arguments
+            self._refuse_unknown_flags(args)
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_unknown_flags(self, args: Sequence[str]) -> None:
+        known = self._option_string_actions
+        for arg in args:
+            if arg == "--":
+                return
+            if not arg.startswith("-") or arg == "-" or arg[1:2].isdigit():
+                continue
+            flag = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+            if flag not in known:
+                close = sorted(k for k in known if k.startswith(flag))[:3] or (
+                    difflib.get_close_matches(flag, list(known), n=1)
+                )
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                self.error(f"unknown flag {flag}{hint}")
 
 
 def add_options(
@@ -88,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prefork",
         description="A pre-fork server: a master that binds the sockets and supervises workers.",
     )
+    parser.add_argument(
+        "-v", "--version", action="version", version=f"prefork {prefork.__version__}"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -125,6 +158,8 @@ def _serve_master(args: argparse.Namespace) -> Master:
     app = HTTPConfig.from_options(http)  # a bad value is refused before the app is looked for
     broker = given(BrokerConfig, values)
     broker.setdefault("workers", default_workers())
+    if broker["workers"] < 1:
+        raise ConfigError(f"--workers must be 1 or more, got {broker['workers']}")
     broker.setdefault("listen", _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND])
     app_dir = os.path.abspath(app.app_dir)
     if app_dir not in sys.path:

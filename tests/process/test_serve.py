@@ -519,7 +519,7 @@ def test_pid_file(start: Start, sock: socket.socket, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (["--workers", "-1"], "workers must be a whole number"),
+        (["--workers", "-1"], "--workers must be 1 or more, got -1"),
         (["--bind", "nonsense:xx"], "bad address 'nonsense:xx'"),
         (["--bind", "IN_USE"], "address already in use"),
         (["--keep-alive", "0"], "keep_alive must be a number of seconds > 0, got 0.0"),

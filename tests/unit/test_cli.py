@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import prefork
 from prefork import cli
 from prefork.config import MasterConfig
 
@@ -40,7 +41,7 @@ def test_preload_reports_the_import_error(
     ("argv", "message"),
     [
         (["--bind", "nowhere", "json:app"], "bad address 'nowhere'"),
-        (["--workers", "-1", "json:app"], "workers must be a whole number >= 0"),
+        (["--workers", "-1", "json:app"], "--workers must be 1 or more, got -1"),
         (["--timeout", "-1", "json:app"], "timeout must be"),
         (["--keep-alive", "0", "json:app"], "keep_alive"),
         (["jsonapp"], "not 'module:attr'"),
@@ -65,11 +66,43 @@ def test_address_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     assert "address already in use" in err
 
 
-def test_unknown_flag_is_argparse_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--wokers", "2", "json:app"], "unknown flag --wokers (did you mean --workers?)"),
+        (["--head", "5", "json:app"], "unknown flag --head (did you mean --header-timeout?)"),
+        (["--zzz=1", "json:app"], "unknown flag --zzz; see 'prefork serve --help'"),
+        (["-q", "json:app"], "unknown flag -q"),
+    ],
+)
+def test_unknown_flags_are_named_never_abbreviated_nor_taken_for_app(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as exc:
-        cli.main(["serve", "--wokers", "2", "json:app"])
+        cli.main(["serve", *argv])
     assert exc.value.code == 2
-    assert "unrecognized arguments: --wokers" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("prefork: error: ") and message in err and err.count("\n") == 1
+
+
+def test_values_that_look_like_flags_are_left_to_argparse() -> None:
+    args = cli.build_parser().parse_args(["serve", "-w3", "--root-path=/x", "--", "json:app"])
+    assert (args.workers, args.root_path, args.app) == (3, "/x", "json:app")
+    args = cli.build_parser().parse_args(["serve", "--timeout", "-1", "a:b"])
+    assert args.timeout == -1.0  # refused later by the option's own check, with its message
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version(capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([flag])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"prefork {prefork.__version__}\n"
+
+
+def test_serve_needs_a_worker(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "--workers", "0", "json:app")
+    assert (code, err) == (2, "prefork: error: --workers must be 1 or more, got 0")
 
 
 def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None:
