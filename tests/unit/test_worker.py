@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from prefork import Broker, BrokerStatus, Master, Worker
+from prefork import Broker, BrokerStatus, Master, Worker, _child
 from prefork import _frames as frames
 from prefork._child import load_worker_class
 from prefork._events import DrainRequested, ReloadRequested, ResumeRequested, ScaleRequested
@@ -172,3 +172,25 @@ def test_status_before_run_shows_the_configured_count() -> None:
         "failures": 0,
         "backoff_until": 0.0,
     }
+
+
+class StuckTransport:
+    """A transport whose write buffer never drains (a master that does not read)."""
+
+    def get_write_buffer_size(self) -> int:
+        return 1
+
+
+def test_a_leaving_worker_waits_a_second_at_most_for_its_frames_to_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    naps: list[float] = []
+
+    async def nap(delay: float) -> None:
+        naps.append(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", nap)
+    link = _child._Link(1 << 20)
+    link.transport = StuckTransport()  # type: ignore[assignment]
+    asyncio.run(_child._flush(link))
+    assert naps == [0.01] * 100
