@@ -139,6 +139,13 @@ def text(name: str, value: Any) -> Any:
     return value
 
 
+def maybe_text(name: str, value: Any) -> Any:
+    """A string, or None (not given)."""
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
 def path_or_none(name: str, value: Any) -> Any:
     if value is not None and (not isinstance(value, str) or not value):
         raise ConfigError(f"{name} must be a path string, got {value!r}")

@@ -10,34 +10,39 @@ import argparse
 import difflib
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import prefork
+from prefork import _setup as setup
 from prefork import _sockets
 from prefork._master import Master
-from prefork._options import ConfigError, declared
+from prefork._options import (
+    ConfigError,
+    check_fields,
+    declared,
+    maybe_text,
+    one_of,
+    option,
+    switch,
+    whole,
+)
 from prefork.config import BrokerConfig, MasterConfig
 from prefork.http import HTTPConfig, HTTPWorker
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_BIND = "127.0.0.1:8000"
 _APP_HINT = "check APP and --app-dir"
-#: What ``prefork serve`` takes, in the order ``--help`` lists it.
-SERVE_CONFIGS = (BrokerConfig, MasterConfig, HTTPConfig)
+#: What ``prefork serve`` takes, in the order ``--help`` lists it (``ServeOptions`` below).
+SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig)
 #: Where ``prefork serve`` differs from the API's defaults (applied in ``_serve_master``).
 SERVE_DEFAULTS = {
-    "workers": "the usable CPUs",
+    "workers": "$WEB_CONCURRENCY, else the usable CPUs",
     "listen": f"{DEFAULT_BIND}, or systemd's LISTEN_FDS",
 }
-
-
-def default_workers() -> int:
-    """The number of CPUs this process may run on."""
-    return len(os.sched_getaffinity(0))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -85,8 +90,10 @@ def add_options(
     for f, meta in declared(config):
         if not meta.flags:
             continue
-        if not meta.flags[0].startswith("-"):
-            parser.add_argument(f.name, metavar=meta.metavar, help=meta.help)
+        if not meta.flags[0].startswith("-"):  # APP: may come from the config file instead
+            parser.add_argument(
+                f.name, nargs="?", default=argparse.SUPPRESS, metavar=meta.metavar, help=meta.help
+            )
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         default = (shown or {}).get(f.name, f.default)
@@ -113,6 +120,97 @@ def given(config: type, values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _port(name: str, value: Any) -> Any:
+    if value is not None and (not isinstance(value, int) or not 0 <= value <= 65535):
+        raise ConfigError(f"{name} must be a port number 0-65535, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeOptions:
+    """What only the command line takes: spellings of ``--bind``, the process set-up done
+    before the master starts, logging, and the config file. Declared like every option."""
+
+    host: str | None = option(
+        None, "bind this host (uvicorn's spelling; with --port)", maybe_text, "--host"
+    )
+    port: int | None = option(
+        None,
+        "bind this port (with --host, default 127.0.0.1)",
+        _port,
+        "--port",
+        metavar="PORT",
+        parse=int,
+    )
+    uds: str | None = option(
+        None, "bind this unix socket path", maybe_text, "--uds", metavar="PATH"
+    )
+    fd: int | None = option(
+        None,
+        "serve this inherited socket fd",
+        whole(0, optional=True),
+        "--fd",
+        metavar="N",
+        parse=int,
+    )
+    chdir: str | None = option(
+        None,
+        "change to this directory before loading the app",
+        maybe_text,
+        "--chdir",
+        metavar="DIR",
+    )
+    env_file: str | None = option(
+        None,
+        "read KEY=VALUE lines into the environment first",
+        maybe_text,
+        "--env-file",
+        metavar="FILE",
+    )
+    log_level: str = option(
+        "info", "log level", one_of(*LOG_LEVELS), "--log-level", choices=LOG_LEVELS
+    )
+    log_config: str | None = option(
+        None,
+        "logging config: .json or .toml (dictConfig), or .ini (fileConfig)",
+        maybe_text,
+        "--log-config",
+        metavar="FILE",
+    )
+    error_logfile: str | None = option(
+        None,
+        "write the log to FILE ('-': stderr)",
+        maybe_text,
+        "--error-logfile",
+        "--log-file",
+        metavar="FILE",
+    )
+    access_logfile: str | None = option(
+        None,
+        "log one line per request to FILE ('-': stdout)",
+        maybe_text,
+        "--access-logfile",
+        metavar="FILE",
+    )
+    config: str | None = option(
+        None,
+        "read options from a TOML file ([tool.prefork] of a pyproject.toml)",
+        maybe_text,
+        "-c",
+        "--config",
+        metavar="FILE",
+    )
+    check_config: bool = option(
+        False, "check the options and the app, then exit", switch, "--check-config", parse=None
+    )
+    print_config: bool = option(
+        False, "print the options in effect, then exit", switch, "--print-config", parse=None
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="prefork",
@@ -128,11 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve an ASGI app. Signals to the master: HUP reload, TERM drain, "
         "USR2 resume, INT/QUIT stop, TTIN/TTOU one worker more/fewer, USR1 reopen logs.",
     )
-    for config in SERVE_CONFIGS:
+    for config in (*SERVE_CONFIGS, ServeOptions):
         add_options(serve, config, SERVE_DEFAULTS)
-    serve.add_argument(
-        "--log-level", choices=LOG_LEVELS, default="info", help="log level (default %(default)s)"
-    )
     return parser
 
 
@@ -140,32 +235,70 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s",
-    )
     try:
-        master = _serve_master(args)
+        args = _with_config_file(parser, args, argv)
+        cli = ServeOptions(**given(ServeOptions, vars(args)))
+        setup.configure_logging(
+            cli.log_level, cli.log_config, cli.error_logfile, cli.access_logfile
+        )
+        master = _serve_master(args, cli)
+        if cli.print_config:
+            print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), vars(args)), end="")
+            return 0
+        if cli.check_config:
+            print("prefork: the options and the app are fine", file=sys.stderr)
+            return 0
         return master.run()
     except ConfigError as exc:
         print(f"prefork: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _serve_master(args: argparse.Namespace) -> Master:
+def _with_config_file(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """Options from the config file (or ./pyproject.toml's [tool.prefork]) under the flags."""
+    path = args.config if "config" in args else setup.default_config_file()
+    if path is None:
+        return args
+    serve = _serve_parser(parser)
+    serve.set_defaults(**setup.read_config_file(path, serve))
+    return parser.parse_args(argv)
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]  # type: ignore[no-any-return]
+    raise AssertionError("no serve command")  # pragma: no cover  (build_parser adds it)
+
+
+def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> Master:
+    if cli.env_file is not None:
+        setup.load_env_file(cli.env_file, os.environ)
+    if cli.chdir is not None:
+        setup.change_dir(cli.chdir)
     values = vars(args)
     http = given(HTTPConfig, values)
+    if "app" not in http:
+        raise ConfigError("no APP given; name it (module:attr) or set app in the config file")
+    if cli.access_logfile is not None:
+        http["access_log"] = True
     app = HTTPConfig.from_options(http)  # a bad value is refused before the app is looked for
     broker = given(BrokerConfig, values)
-    broker.setdefault("workers", default_workers())
+    broker.setdefault("workers", setup.default_workers(os.environ))
     if broker["workers"] < 1:
         raise ConfigError(f"--workers must be 1 or more, got {broker['workers']}")
-    broker.setdefault("listen", _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND])
+    extra = setup.binds(cli.host, cli.port, cli.uds, cli.fd)
+    if extra or "listen" not in broker:
+        broker["listen"] = [*broker.get("listen", ()), *extra] or (
+            _sockets.systemd_fds(os.environ, os.getpid()) or [DEFAULT_BIND]
+        )
     app_dir = os.path.abspath(app.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
     preload = BrokerConfig.from_options("http", HTTPWorker, broker).preload
-    _check_app(args.app, preload)
+    _check_app(http["app"], preload)
     master = Master(**given(MasterConfig, values))
     master.broker("http", HTTPWorker, **broker, **http)
     return master

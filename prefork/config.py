@@ -52,7 +52,7 @@ class MasterConfig:
         parse=float,
     )
     pidfile: str | None = option(
-        None, "write the master's pid to FILE", path_or_none, "--pid", metavar="FILE"
+        None, "write the master's pid to FILE", path_or_none, "-p", "--pid", metavar="FILE"
     )
     sigterm: str = option(
         "drain",
@@ -143,6 +143,7 @@ class BrokerConfig:
         30.0,
         "kill and replace a worker silent this long (0 = off)",
         seconds(),
+        "-t",
         "--timeout",
         metavar="SECONDS",
         parse=float,

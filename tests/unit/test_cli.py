@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 import prefork
+from prefork import _setup as setup
 from prefork import cli
+from prefork._options import ConfigError
 from prefork.config import MasterConfig
 
 
@@ -118,13 +120,16 @@ def test_help_documents_every_option(capsys: pytest.CaptureFixture[str]) -> None
         assert flag in out
 
 
-def test_default_workers_is_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_workers_is_web_concurrency_else_the_usable_cpus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import os
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5})
-    args = cli.build_parser().parse_args(["serve", "json:app"])
-    master = cli._serve_master(args)
-    assert master._brokers["http"].workers == 3
+    assert setup.default_workers({}) == 3
+    assert setup.default_workers({"WEB_CONCURRENCY": "7"}) == 7
+    with pytest.raises(ConfigError, match="WEB_CONCURRENCY must be a whole number, got 'x'"):
+        setup.default_workers({"WEB_CONCURRENCY": "x"})
 
 
 def test_app_below_a_module_that_is_not_a_package(capsys: pytest.CaptureFixture[str]) -> None:
