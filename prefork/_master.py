@@ -23,6 +23,7 @@ from typing import Any, assert_never
 
 from prefork import _child, _events, _pidfile, _process, _sockets
 from prefork import _frames as frames
+from prefork import _setup as setup
 from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
 from prefork._events import Action, Event
@@ -136,6 +137,7 @@ class Master:
         """
         if not self._brokers:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
+        _default_logging()
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
@@ -360,11 +362,28 @@ class Master:
         self._pidfile_written = ""
 
     def _describe(self) -> str:
+        """Each broker's workers and where they listen: URLs for worker types that have a
+        ``url_scheme`` (the HTTP worker), so the first log line says what to open."""
         parts = []
         for name, broker in self._brokers.items():
-            where = ", ".join(_sockets.describe(s) for s in self._sockets[name])
+            worker = self._classes[name]
+            scheme = "" if isinstance(worker, str) else worker.url_scheme
+            where = ", ".join(_sockets.describe(s, scheme) for s in self._sockets[name])
             parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
-        return "; ".join(parts)
+        return "; ".join(parts) + " (Ctrl-C stops)"
+
+
+def _default_logging() -> None:
+    """With no logging configured at all, the master's INFO lines go to stderr: a program on
+    the Python API sees what its master does without setting logging up."""
+    ours = logging.getLogger("prefork")
+    if logging.getLogger().handlers or ours.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(setup.LOG_FORMAT))
+    ours.addHandler(handler)
+    if ours.level == logging.NOTSET:
+        ours.setLevel(logging.INFO)
 
 
 def _reopen_log_files() -> None:

@@ -157,13 +157,15 @@ def systemd_fds(env: Mapping[str, str], pid: int) -> list[str]:
     return [f"fd://{SD_LISTEN_FDS_START + i}" for i in range(n)]
 
 
-def describe(sock: socket.socket) -> str:
-    """The address a socket listens on, for logs: ``127.0.0.1:8000``, ``[::1]:80``, a path."""
+def describe(sock: socket.socket, scheme: str = "") -> str:
+    """The address a socket listens on, for logs: ``127.0.0.1:8000``, ``[::1]:80``, a path;
+    with a ``scheme``, a TCP address as a URL (``http://127.0.0.1:8000``)."""
     name = sock.getsockname()
     if isinstance(name, str | bytes):
         return f"unix:{os.fsdecode(name)}"
     host, port = name[0], name[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{scheme}://{where}" if scheme else where
 
 
 def close_listener(sock: socket.socket) -> None:

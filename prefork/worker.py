@@ -39,6 +39,9 @@ class Worker:
     #: (empty: the connection is reset). The HTTP worker sends a 503.
     drained_reply: ClassVar[bytes] = b""
 
+    #: For the master's first log line: its TCP addresses are shown as URLs of this scheme.
+    url_scheme: ClassVar[str] = ""
+
     def __init__(
         self,
         *,

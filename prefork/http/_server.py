@@ -67,6 +67,8 @@ class HTTPWorker(Worker):
     or ``LifespanFailure``; each is a boot failure for the master.
     """
 
+    url_scheme = "http"
+
     #: The master's answer to a connection while the broker is drained.
     drained_reply = (
         b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n"

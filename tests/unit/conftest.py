@@ -12,15 +12,13 @@ import pytest
 def clean_logging() -> Iterator[None]:
     """Each test's logging set-up is undone: ``prefork serve`` configures the root logger,
     whose handlers would outlive the test (and its captured streams)."""
-    root = logging.getLogger()
-    access = logging.getLogger("prefork.access")
-    saved = (root.handlers[:], root.level, access.handlers[:], access.level, access.propagate)
+    loggers = [logging.getLogger(name) for name in ("", "prefork", "prefork.access")]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in loggers]
     yield
-    for logger, handlers in ((root, saved[0]), (access, saved[2])):
+    for logger, handlers, level, propagate in saved:
         for h in logger.handlers:
             if h not in handlers:
                 h.close()
         logger.handlers[:] = handlers
-    root.setLevel(saved[1])
-    access.setLevel(saved[3])
-    access.propagate = saved[4]
+        logger.setLevel(level)
+        logger.propagate = propagate

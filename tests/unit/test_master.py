@@ -3,6 +3,7 @@ events. (Real processes: tests/process/.)"""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -19,6 +20,7 @@ from prefork._events import (
     StopRequested,
     Terminate,
 )
+from prefork._master import _default_logging
 from prefork._signals import INTENTS, Intent, intent_event
 
 
@@ -79,3 +81,24 @@ def test_status_is_the_supervisors_for_every_broker() -> None:
     status = master.status()
     assert list(status) == ["web", "jobs"]
     assert (status["web"]["desired"], status["jobs"]["desired"]) == (3, 1)
+
+
+def test_with_no_logging_set_up_the_master_shows_its_info_lines() -> None:
+    root, ours = logging.getLogger(), logging.getLogger("prefork")
+    root.handlers[:] = []
+    ours.setLevel(logging.NOTSET)
+    _default_logging()
+    assert len(ours.handlers) == 1 and ours.level == logging.INFO
+    _default_logging()  # once only
+    assert len(ours.handlers) == 1
+
+
+def test_logging_the_user_set_up_is_left_alone() -> None:
+    root, ours = logging.getLogger(), logging.getLogger("prefork")
+    root.handlers[:] = [logging.NullHandler()]
+    _default_logging()
+    assert ours.handlers == []
+    root.handlers[:] = []
+    ours.setLevel(logging.WARNING)
+    _default_logging()
+    assert ours.level == logging.WARNING  # a level the user chose stays

@@ -189,3 +189,13 @@ def test_systemd_fds() -> None:
     assert _sockets.systemd_fds(env, 42) == ["fd://3", "fd://4"]
     assert _sockets.systemd_fds(env, 43) == []
     assert _sockets.systemd_fds({"LISTEN_PID": "42", "LISTEN_FDS": "x"}, 42) == []
+
+
+def test_describe_gives_urls_for_a_scheme() -> None:
+    sock = _sockets.bind("127.0.0.1:0", 8)
+    try:
+        port = sock.getsockname()[1]
+        assert _sockets.describe(sock) == f"127.0.0.1:{port}"
+        assert _sockets.describe(sock, "http") == f"http://127.0.0.1:{port}"
+    finally:
+        sock.close()
