@@ -25,6 +25,7 @@ import uvloop
 
 from prefork import _frames as frames
 from prefork._options import ConfigError
+from prefork._process import Identity
 from prefork.worker import Worker
 
 MAX_ERROR = 16384  # the last characters of a failed start's traceback sent to the master
@@ -46,6 +47,7 @@ class WorkerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     heartbeat: float = 0.0
     max_frame: int = frames.DEFAULT_MAX_FRAME
+    identity: Identity = field(default_factory=Identity)
 
 
 def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] | str:
@@ -87,6 +89,7 @@ def load_worker_class(spec: type | str) -> type[Worker]:
 
 def run(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code."""
+    spec.identity.assume()
     faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

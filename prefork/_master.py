@@ -105,6 +105,7 @@ class Master:
         self._exit_code: int | None = None
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
+        self._identity = _process.Identity()
 
     def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
         """Declare a worker type; returns its ``Broker``.
@@ -138,6 +139,7 @@ class Master:
         if not self._brokers:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
         _default_logging()
+        self._identity = _process.identity(self.config.user, self.config.group)
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
@@ -291,6 +293,7 @@ class Master:
             options=broker.config.worker_options,
             heartbeat=self._supervisor.heartbeat_interval(broker.type),
             max_frame=self.config.max_frame,
+            identity=self._identity,
         )
         close_in_child = [
             *self._live_channels().fds(),

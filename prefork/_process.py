@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import grp
 import os
+import pwd
 import signal
 import sys
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
+
+from prefork._options import ConfigError
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -117,3 +121,42 @@ def end(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The user and group workers run as (None: the master's own)."""
+
+    uid: int | None = None
+    gid: int | None = None
+
+    def assume(self) -> None:
+        """In a forked worker: become this group, then this user (the other order would
+        leave no right to change the group)."""
+        if self.gid is not None:
+            with contextlib.suppress(PermissionError):  # not root: keep our groups
+                os.setgroups([self.gid])
+            os.setgid(self.gid)
+        if self.uid is not None:
+            os.setuid(self.uid)
+
+
+def identity(user: str | None, group: str | None) -> Identity:
+    """Resolve ``--user``/``--group`` names or numbers; ``ConfigError`` for an unknown one."""
+    uid = gid = None
+    if user is not None:
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(
+                f"unknown user {user!r}; give a name or uid from /etc/passwd"
+            ) from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ConfigError(
+                f"unknown group {group!r}; give a name or gid from /etc/group"
+            ) from None
+    return Identity(uid, gid)

@@ -18,6 +18,7 @@ from prefork._options import (
     ConfigError,
     build,
     check_fields,
+    maybe_text,
     one_of,
     option,
     path_or_none,
@@ -68,6 +69,16 @@ class MasterConfig:
         "--umask",
         metavar="MASK",
         parse=octal,
+    )
+    user: str | None = option(
+        None, "run the workers as this user (a name or a uid)", maybe_text, "-u", "--user"
+    )
+    group: str | None = option(
+        None,
+        "run the workers in this group (a name or a gid; default: the user's)",
+        maybe_text,
+        "-g",
+        "--group",
     )
     backoff_base: float = option(
         0.5, "first wait of the crash-loop backoff", seconds(positive=True)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, alive, listener, wait_until
@@ -180,3 +181,48 @@ def test_a_worker_forked_after_its_master_died_leaves_at_once(monkeypatch):
     monkeypatch.setattr(sys, "platform", "darwin")  # no prctl there: only the getppid check
     assert run_in_child(lambda: _process.die_with_parent(os.getppid())) == 0
     assert alive(os.getpid())
+
+
+def test_identity_names_and_numbers():
+    assert _process.identity(None, None) == _process.Identity(None, None)
+    assert _process.identity("root", None) == _process.Identity(0, 0)
+    assert _process.identity("0", "65534") == _process.Identity(0, 65534)
+    assert _process.identity("nobody", "nogroup") == _process.Identity(65534, 65534)
+    with pytest.raises(ConfigError, match="unknown user 'no-such-user-q'"):
+        _process.identity("no-such-user-q", None)
+    with pytest.raises(ConfigError, match="unknown group '99999'"):
+        _process.identity(None, "99999")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's group needs root")
+def test_a_worker_takes_on_the_configured_group(start, sock):
+    """-u/-g: the workers run as the given user and group; the master stays as it is. (The
+    user stays root here: a worker must still write its coverage data where root does.)"""
+    master = start(
+        {
+            "master": {"user": "0", "group": "nogroup"},
+            "brokers": [
+                {"type": "echo", "worker": "workers:Echo", "listen": [f"fd://{sock.fileno()}"]}
+            ],
+        },
+        pass_fds=[sock],
+    )
+    (pid,) = master.wait_ready(1)
+
+    def ids(p: int) -> tuple[str, str]:
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{p}/status").read_text().splitlines()
+        )
+        return status["Uid"].split()[0], status["Gid"].split()[0]
+
+    assert ids(pid) == ("0", "65534")
+    assert ids(master.pid) == ("0", "0")
+
+
+def test_an_identity_is_assumed_in_a_child():
+    def become() -> None:
+        _process.Identity(0, 65534).assume()
+        os._exit(0 if (os.getgid(), os.getgroups()) == (65534, [65534]) else 3)
+
+    assert run_in_child(become) == (0 if os.geteuid() == 0 else 1)
+    assert run_in_child(_process.Identity().assume) == 0  # nothing to change
