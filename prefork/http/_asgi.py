@@ -118,6 +118,7 @@ class Cycle:
         "expect_continue",
         "final_sent",
         "framing",
+        "gone",
         "head_request",
         "http_11",
         "keep_alive",
@@ -163,7 +164,8 @@ class Cycle:
         self.http_11 = http_11
         self.head_request = head_request
         self.server_header = server_header
-        self.disconnected = False
+        self.disconnected = False  # receive() gives http.disconnect (once the body is read)
+        self.gone = False  # the connection is closing or lost: send() raises too
         self.start: Message | None = None
         self.framing: _framing.ResponseHead | None = None
         self.complete = False
@@ -193,9 +195,16 @@ class Cycle:
     def disconnect(self) -> None:
         """The connection is closing or gone: ``receive`` gives ``http.disconnect`` and
         ``send`` raises ``ClientDisconnected``."""
-        if not self.disconnected:
-            self.disconnected = True
+        if not self.gone:
+            self.gone = self.disconnected = True
             self._wake()
+
+    def peer_closed(self) -> None:
+        """The client closed its side and no request follows this one: ``receive`` gives
+        ``http.disconnect`` once the body is read; ``send`` still writes (a client that only
+        half-closed reads the answer)."""
+        self.disconnected = True
+        self._wake()
 
     def close_after_response(self) -> None:
         """Answer with ``Connection: close`` (the worker is draining)."""
@@ -210,7 +219,7 @@ class Cycle:
 
     async def receive(self) -> Message:
         while True:
-            if self.disconnected:
+            if self.gone or self.complete:
                 return _DISCONNECT
             if self.body:
                 body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -222,12 +231,12 @@ class Cycle:
             if not self.more_body and not self.final_sent:
                 self.final_sent = True
                 return {"type": "http.request", "body": b"", "more_body": False}
-            if self.complete:
+            if self.disconnected:
                 return _DISCONNECT
             if self.more_body:
                 if self.expect_continue:
                     self.expect_continue = False
-                    if self.start is None:
+                    if self.start is None and not self._transport.is_closing():
                         self._transport.write(_CONTINUE)
                 self._on_body_consumed()
             self.waiter = self._loop.create_future()
@@ -238,7 +247,9 @@ class Cycle:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if self.disconnected:
+        # The transport is closing as soon as a write failed (a reset), before the
+        # connection hears of it: an app that never yields must not stream into nothing.
+        if self.gone or self._transport.is_closing():
             raise ClientDisconnected("the client closed the connection")
         if kind == "http.response.body":
             if self.start is None:
@@ -256,7 +267,7 @@ class Cycle:
             self._write_body(body, bool(more))
             if more and self._flow.write_paused:
                 await self._flow.drain()
-                if self.disconnected:  # gone (or aborted for not reading) while we waited
+                if self.gone:  # gone (or aborted for not reading) while we waited
                     raise ClientDisconnected("the client closed the connection")
         elif kind == "http.response.start":
             if self.start is not None:
@@ -319,7 +330,7 @@ class Cycle:
             logger.error("ASGI callable should return None, but returned %r.", result)
             self._abort()
         elif not self.complete:
-            if self.disconnected:
+            if self._left():
                 logger.debug("ASGI callable returned after the client went away.")
             elif self.start is None:
                 logger.error("ASGI callable returned without starting a response.")
@@ -329,11 +340,15 @@ class Cycle:
 
     def app_failed(self, exc: BaseException) -> None:
         """The app raised ``exc``."""
-        if self.disconnected and isinstance(exc, OSError | asyncio.CancelledError):
+        if self._left() and isinstance(exc, OSError | asyncio.CancelledError):
             logger.debug("client went away during the response: %r", exc)
         else:
             logger.error("Exception in ASGI application", exc_info=exc)
         self._abort()
+
+    def _left(self) -> bool:
+        """Whether the client went away (or closed its side, and the app was told)."""
+        return self.disconnected or self._transport.is_closing()
 
     def _abort(self) -> None:
         if not self.complete:

@@ -46,20 +46,21 @@ def _root_path(name: str, value: Any) -> Any:
 
 
 def _networks(name: str, value: Any) -> Any:
-    """IPs or networks, or ``*``; a comma-separated string is split. Kept as a tuple."""
+    """IPs or networks, ``unix`` (unix-socket peers) or ``*``; a comma-separated string is
+    split. Kept as a tuple."""
     items = value.split(",") if isinstance(value, str) else list(value)
     out: list[str] = []
     for raw in items:
         item = str(raw).strip()
         if not item:
             continue
-        if item != "*":
+        if item not in ("*", "unix"):
             try:
                 ipaddress.ip_network(item, strict=False)
             except ValueError:
                 raise ConfigError(
                     f"{name}: {item!r} is not an IP address or network; "
-                    "use e.g. 127.0.0.1,10.0.0.0/8 or *"
+                    "use e.g. 127.0.0.1,10.0.0.0/8,unix or *"
                 ) from None
         out.append(item)
     return tuple(out)
@@ -94,7 +95,7 @@ class HTTPConfig:
     )
     forwarded_allow_ips: tuple[str, ...] = option(
         ("127.0.0.1",),
-        "comma-separated proxy IPs or networks to trust, or *",
+        "comma-separated proxy IPs or networks to trust, unix (unix-socket peers), or *",
         _networks,
         "--forwarded-allow-ips",
         metavar="IPS",
@@ -196,15 +197,16 @@ class HTTPConfig:
     def trusts(self, host: str | None) -> bool:
         """Whether proxy headers from a client at ``host`` are believed.
 
-        Unix-socket peers (``host`` None) are trusted: the socket's permissions decide who
-        connects.
+        A unix-socket peer (``host`` None) only when ``unix`` (or ``*``) is listed: whoever
+        may connect to the socket would otherwise choose the client address apps see.
         """
-        if host is None or "*" in self.forwarded_allow_ips:
+        allowed = self.forwarded_allow_ips
+        if "*" in allowed:
             return True
+        if host is None:
+            return "unix" in allowed
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
             return False
-        return any(
-            address in ipaddress.ip_network(n, strict=False) for n in self.forwarded_allow_ips
-        )
+        return any(address in ipaddress.ip_network(n, strict=False) for n in allowed if n != "unix")

@@ -5,15 +5,33 @@ fed the bytes left over by the previous one, and responses are framed by ``_fram
 as fast as letting h11 frame them). The raw bytes of a chunked body pass a ``ChunkScanner``
 before h11 sees them.
 
-A request head goes through three steps: ``_parse`` (bytes -> ``RequestInfo``, the one step
-that knows h11 parses heads: a second parser plugs in there and in ``_read_body``), ``_admit``
-(limits) and ``_begin`` (the cycle and the app's task). A WebSocket handshake leaves that path
-at ``_upgrade``. Every check refuses by raising ``Refused``; ``_refuse`` answers and closes.
+A request head goes through three steps: ``RequestReader.parse`` (bytes -> ``RequestInfo``:
+``_lines`` checks the raw lines, h11 parses, ``_parse`` checks what h11 lets through; a second
+parser plugs in there and in ``_read_body``), ``_admit`` (limits) and ``_begin`` (the cycle and
+the app's task). A WebSocket handshake leaves that path at ``_upgrade``. Every check refuses by
+raising ``Refused``; ``_refuse`` answers and closes.
 
 Timeouts are deadlines checked by the server's sweep, so arming one costs a float store, not a
 timer handle per request. Each ``Phase`` arms its own timeout (``_enter``, from the table in
 ``_state``); ``write_deadline`` bounds how long a client may leave our writes paused (then the
 connection is aborted, its buffer dropped).
+
+Memory per connection is bounded whatever the client and the app do: a response completed
+while the client does not read (writing paused) puts the connection in FLUSH, where nothing is
+read, parsed or started until the transport drains; an app streaming a response waits in
+``send()`` meanwhile. So the transport holds at most its high-water mark plus one app message,
+and pipelined bytes at most ``BODY_BUFFER`` plus one read.
+
+End of input (a FIN) looks the same whether the client half-closed (shutdown(SHUT_WR), as
+``nc`` and pipelining scripts do) or is gone; only a write tells them apart. The rule, decided:
+every complete request already read is answered, in order, then the connection closes (a FIN
+while a head or a body is incomplete closes at once: it cannot complete). The app of the last
+such request, if it asks ``receive()`` for more once its body is read, gets ``http.disconnect``
+at once: long-polls and server-sent events end promptly when the client leaves, as with
+uvicorn. Its ``send()`` still writes, so a half-closed client gets its answer; from a client
+that is gone, the write brings a reset and ``send()`` raises (it raises as soon as the
+transport is closing, ASGI 2.4). An app told ``http.disconnect`` that returns without
+answering gets no 500: the connection just closes.
 """
 
 from __future__ import annotations
@@ -25,32 +43,25 @@ import h11
 from prefork.http._asgi import Cycle, build_scope, log_access
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
-from prefork.http._parse import (
-    HEAD_END,
-    ChunkScanner,
-    Refused,
-    RequestInfo,
-    check_raw_head,
-    inspect_request,
-)
+from prefork.http._lines import ChunkScanner, Refused
+from prefork.http._parse import RequestInfo, RequestReader
 from prefork.http._state import Phase, ServerState
 
 __all__ = ["BODY_BUFFER", "HTTPProtocol", "Phase", "ServerState"]
 
 # Module globals: compared by identity on every read, faster than ``Phase.X`` lookups.
-IDLE, HEAD, BODY, BUSY, DISCARD, CLOSED = (
+IDLE, HEAD, BODY, BUSY, DISCARD, FLUSH, CLOSED = (
     Phase.IDLE,
     Phase.HEAD,
     Phase.BODY,
     Phase.BUSY,
     Phase.DISCARD,
+    Phase.FLUSH,
     Phase.CLOSED,
 )
 
 #: Reading pauses while this much request body waits for the app (and a pipelined backlog).
 BODY_BUFFER = 65536
-#: On drain, how long an idle keep-alive connection may still bring one last request.
-DRAIN_IDLE_GRACE = 0.5
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -65,7 +76,6 @@ class HTTPProtocol(asyncio.Protocol):
         config = state.config
         self._config = config
         self._timeouts = state.timeouts
-        self._fast_head = min(config.limit_request_line, config.limit_request_field_size)
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.cycle: Cycle | None = None
@@ -73,7 +83,7 @@ class HTTPProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.write_deadline = 0.0
         self.draining = False
-        self._buf = b""
+        self._reader = RequestReader(state.limits)  # the bytes read and not parsed yet
         self._parser: h11.Connection | None = None
         self._chunks: ChunkScanner | None = None
         self._eof = False
@@ -105,15 +115,28 @@ class HTTPProtocol(asyncio.Protocol):
         self.state.connection_closed(self)
 
     def eof_received(self) -> bool | None:
-        if self.phase is BUSY:
-            self._eof = True  # half-closed after a whole request: answer it, then close
+        """Answer the complete requests already read, then close (module docstring)."""
+        phase = self.phase
+        if phase is BUSY or phase is FLUSH:
+            self._eof = True
+            if phase is BUSY and self._reader.nothing_follows():
+                assert self.cycle is not None
+                self.cycle.peer_closed()
             return True
-        return None
+        if (phase is IDLE or phase is HEAD) and self._reader.buf:
+            self._eof = True
+            self._handle_head()  # a whole request is answered; an incomplete one closes
+            return True
+        return None  # nothing to answer (or a body that cannot complete): close
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
         if phase is IDLE or phase is HEAD:
-            self._buf = self._buf + data if self._buf else data
+            reader = self._reader
+            if reader.buf:
+                reader.append(data)
+            else:
+                reader.buf = data
             self._handle_head()
         elif phase is BODY or phase is DISCARD:
             assert self._parser is not None
@@ -124,9 +147,9 @@ class HTTPProtocol(asyncio.Protocol):
                 self._read_body()
             except Refused as exc:
                 self._refuse(exc.status, exc.reason)
-        elif phase is BUSY:
-            self._buf += data  # pipelined: parsed once the response is done
-            if len(self._buf) > BODY_BUFFER:
+        elif phase is BUSY or phase is FLUSH:
+            self._reader.append(data)  # pipelined: parsed once the response is done and read
+            if len(self._reader.buf) > BODY_BUFFER:
                 self.flow.pause_reading()
 
     def pause_writing(self) -> None:
@@ -136,6 +159,8 @@ class HTTPProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_deadline = 0.0
         self.flow.resume_writing()
+        if self.phase is FLUSH:
+            self._after_response()  # the client read our response: go on
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -154,12 +179,15 @@ class HTTPProtocol(asyncio.Protocol):
         schedules the next pipelined request with call_soon (no recursion, however many
         requests one write carried).
         """
-        if not (self.phase is IDLE or self.phase is HEAD) or not self._buf:
+        if not (self.phase is IDLE or self.phase is HEAD) or not self._reader.buf:
             return
         try:
-            info = self._parse()
-            if info is None:
+            parsed = self._reader.parse()
+            if parsed is None:
+                if self._eof:
+                    self._close()  # the rest of the head cannot come any more
                 return
+            info, self._parser = parsed
             if info.websocket:
                 self._upgrade(info)
             else:
@@ -167,41 +195,6 @@ class HTTPProtocol(asyncio.Protocol):
                 self._begin(info)
         except Refused as exc:
             self._refuse(exc.status, exc.reason)
-
-    def _parse(self) -> RequestInfo | None:
-        """Parse and check the head at the front of the buffer; None while it is incomplete.
-
-        The request's h11 connection is kept in ``_parser`` (it reads the body, and holds the
-        bytes after the head). Raises ``Refused``.
-        """
-        buf = self._buf
-        if buf[0] in b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
-            buf = self._buf = buf.lstrip(b"\r\n")
-            if not buf:
-                return None
-        config = self._config
-        match = HEAD_END.search(buf)
-        end = match.end() if match is not None else -1
-        if end == -1 or end > self._fast_head:
-            check_raw_head(
-                buf,
-                end,
-                line_limit=config.limit_request_line,
-                field_limit=config.limit_request_field_size,
-                head_limit=config.limit_request_head,
-            )
-            if end == -1:
-                return None
-        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=config.limit_request_head)
-        parser.receive_data(buf)
-        try:
-            event = parser.next_event()
-        except h11.RemoteProtocolError as exc:
-            raise Refused(exc.error_status_hint, b"Invalid HTTP request.\n") from None
-        assert isinstance(event, h11.Request)  # a whole head is in the buffer
-        info = inspect_request(event, buf, end, field_count_limit=config.limit_request_fields)
-        self._parser = parser
-        return info
 
     def _upgrade(self, info: RequestInfo) -> None:
         """Where a WebSocket handshake will hand the connection over to a WebSocket protocol
@@ -214,8 +207,8 @@ class HTTPProtocol(asyncio.Protocol):
         if info.has_body:
             body_limit = config.limit_request_body
             if info.chunked:
-                scanner = ChunkScanner(body_limit, config.limit_request_field_size)
-                scanner.feed(self._buf, info.head_end)  # the body bytes that came with the head
+                scanner = ChunkScanner(body_limit, self.state.limits)
+                scanner.feed(self._reader.buf, info.head_end)  # body bytes that came with the head
                 self._chunks = scanner
             elif body_limit and info.content_length > body_limit:
                 raise Refused(413, b"Request body too large.\n")
@@ -231,12 +224,12 @@ class HTTPProtocol(asyncio.Protocol):
         self._served += 1
         parser = self._parser
         assert parser is not None
+        reader = self._reader
         if info.has_body:
-            self._buf = b""  # the parser holds the rest
+            reader.buf = b""  # the parser holds the rest
             self._enter(BODY)
         else:
-            buf = self._buf
-            self._buf = parser.trailing_data[0] if info.head_end < len(buf) else b""
+            reader.buf = parser.trailing_data[0] if info.head_end < len(reader.buf) else b""
             self._parser = None
             self._enter(BUSY)
         method = info.method
@@ -260,6 +253,11 @@ class HTTPProtocol(asyncio.Protocol):
         )
         if info.has_body:
             self._read_body()  # a refusal here leaves the app unstarted
+            if self._eof and self.phase is BODY:
+                self._close()  # the rest of the body cannot come any more
+                return
+        if self._eof and reader.nothing_follows():
+            cycle.peer_closed()
         state.start_app(cycle)
 
     def _read_body(self) -> None:
@@ -278,7 +276,7 @@ class HTTPProtocol(asyncio.Protocol):
                     if not discard:
                         cycle.body_received(bytes(event.data))
                 elif type(event) is h11.EndOfMessage:
-                    self._buf = parser.trailing_data[0]
+                    self._reader.buf = parser.trailing_data[0]
                     self._parser = None
                     self._chunks = None
                     if discard:
@@ -310,7 +308,7 @@ class HTTPProtocol(asyncio.Protocol):
         if self._config.access_log:
             log_access(cycle)
         phase = self.phase
-        if cycle.close or self.draining or self._eof or phase is CLOSED:
+        if cycle.close or self.draining or phase is CLOSED:
             self._close()
         elif phase is BODY:  # the app did not read the whole body: skip the rest
             # h11 has parsed every byte it was given (``_read_body`` runs to NEED_DATA), so
@@ -323,23 +321,43 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _after_response(self) -> None:
         self.cycle = None
-        self.flow.resume_reading()
-        if self._buf:
+        flow = self.flow
+        if flow.write_paused:
+            # The client has not read this response: read and start nothing more until it
+            # has (``resume_writing``), or the write deadline aborts.
+            flow.pause_reading()
+            self._enter(FLUSH)
+            return
+        flow.resume_reading()
+        if self._reader.buf:
             self._enter(HEAD)
             self.loop.call_soon(self._handle_head)
+        elif self._eof:
+            self._close()
         else:
             self._enter(IDLE)
 
     def abort_cycle(self, cycle: Cycle) -> None:
         """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
         if cycle is self.cycle and self.phase is not CLOSED:
-            self._refuse(500, b"Internal Server Error\n")
+            if cycle.disconnected or self.transport.is_closing():
+                self._close()  # the client left (the app was told): nobody to answer
+            else:
+                self._refuse(500, b"Internal Server Error\n")
 
     def _refuse(self, status: int, message: bytes) -> None:
-        """Answer ``status`` (unless a response has begun) and close."""
+        """Answer ``status`` (unless a response has begun) and close.
+
+        The answer to a HEAD request has no body (RFC 9110 section 9.3.2), whether the head
+        was parsed or only begins with ``HEAD``.
+        """
         cycle = self.cycle
-        if cycle is None or cycle.framing is None:
-            self.transport.write(simple_response(status, message))
+        if cycle is None:
+            head = self._reader.buf[:5] == b"HEAD "
+            self.transport.write(simple_response(status, message, head_request=head))
+        elif cycle.framing is None:
+            head = cycle.head_request
+            self.transport.write(simple_response(status, message, head_request=head))
         self._close()
 
     def _close(self, abort: bool = False) -> None:
@@ -363,28 +381,21 @@ class HTTPProtocol(asyncio.Protocol):
             self._close(abort=True)  # the client stopped reading our response
         elif self.deadline and now >= self.deadline:
             phase = self.phase
-            if (phase is IDLE or phase is HEAD) and self._buf:
+            if (phase is IDLE or phase is HEAD) and self._reader.buf:
                 self._refuse(408, b"Request timeout.\n")
             else:
                 self._close()
 
     def start_drain(self) -> None:
-        """Finish the request in flight (with ``Connection: close``), then close."""
+        """Answer the request in flight with ``Connection: close``, then close.
+
+        An idle keep-alive connection stays open until its keep-alive deadline: a request it
+        brings meanwhile (the client may have sent it already) is answered with
+        ``Connection: close``, so a drain costs no request that keep-alive expiry would not
+        cost anyway. A connection waiting for a head gets at most ``keep_alive`` more.
+        """
         self.draining = True
         if self.cycle is not None:
             self.cycle.close_after_response()
-        phase = self.phase
-        if (phase is IDLE or phase is HEAD) and not self._buf:
-            if self._served:
-                # An idle keep-alive connection may have a request on the wire already:
-                # closing now would reset it. Wait a moment; a request that comes is
-                # answered with ``Connection: close``.
-                grace = min(DRAIN_IDLE_GRACE, self._config.keep_alive)
-                self.loop.call_later(grace, self._close_if_idle)
-            else:  # accepted but nothing sent yet: give the client a moment, not forever
-                idle = self.loop.time() + self._timeouts[IDLE]
-                self.deadline = min(self.deadline, idle)
-
-    def _close_if_idle(self) -> None:
-        if (self.phase is IDLE or self.phase is HEAD) and not self._buf:
-            self._close()
+        elif self.phase is HEAD:
+            self.deadline = min(self.deadline, self.loop.time() + self._timeouts[IDLE])

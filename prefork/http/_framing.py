@@ -92,8 +92,8 @@ def build_head(
     final body), else None (streaming). ``keep_alive`` False adds ``connection: close``.
     Raises ``TypeError``/``ValueError`` for a bad status or header (the app's error).
     """
-    if type(status) is not int or not 100 <= status <= 999:
-        raise ValueError(f"response status must be an int in 100..999, got {status!r}")
+    if type(status) is not int or not 100 <= status <= 599:
+        raise ValueError(f"response status must be an int in 100..599, got {status!r}")
     if 100 <= status < 200:
         raise ValueError("http.response.start cannot carry a 1xx status")
     parts = [status_line(status)]
@@ -166,8 +166,11 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def simple_response(status: int, body: bytes, *, close: bool = True) -> bytes:
-    """A complete plain-text response of our own (errors, refusals)."""
+def simple_response(status: int, body: bytes, *, head_request: bool = False) -> bytes:
+    """A complete plain-text response of our own (errors, refusals), closing the connection.
+
+    To a HEAD request, the same head without the body.
+    """
     return b"".join(
         (
             status_line(status),
@@ -175,8 +178,7 @@ def simple_response(status: int, body: bytes, *, close: bool = True) -> bytes:
             b"content-length: %d\r\n" % len(body),
             date_header(),
             b"server: prefork\r\n",
-            b"connection: close\r\n" if close else b"",
-            b"\r\n",
-            body,
+            b"connection: close\r\n\r\n",
+            b"" if head_request else body,
         )
     )

@@ -4,12 +4,11 @@ Pure: a check that fails raises ``Refused(status, reason)``, the answer to give 
 the connection (h11's ``RemoteProtocolError(error_status_hint=...)``); the connection catches it
 in one place. A second request parser (httptools) would raise the same.
 
-- ``check_raw_head``: our own size limits on the raw bytes, whatever the client's write sizes
-  (h11 only limits an *incomplete* head, so one large write got through).
 - ``inspect_request``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE,
-  field count, and the facts the connection needs (body, keep-alive, expect, upgrade).
-- ``ChunkScanner``: strict chunk-size lines of a chunked body (h11's accept bare CR, NUL and
-  whitespace after the size) and the body size limit, checked on the raw bytes before h11.
+  and the facts the connection needs (body, keep-alive, expect, upgrade).
+
+The raw bytes are checked before h11 sees them, in ``_lines``: the size limits and strict
+syntax of heads and trailers, and chunk-size lines.
 """
 
 from __future__ import annotations
@@ -18,58 +17,10 @@ import re
 
 import h11
 
+from prefork.http._lines import FieldLines, Limits, Refused, quick_head_end
 
-class Refused(Exception):
-    """A request we answer with ``status`` (``reason`` is the plain-text body) and close."""
-
-    def __init__(self, status: int, reason: bytes) -> None:
-        super().__init__(status, reason)
-        self.status = status
-        self.reason = reason
-
-
-# h11 ends a head at "\n\r?\n" (bare LF lines are allowed by RFC 9112 section 2.2).
-HEAD_END = re.compile(rb"\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([^\r\n]*)")
 _ABSOLUTE = re.compile(rb"(?i)https?://[^/?#\s]+([/?][^#\s]*)?")
-# RFC 9112 section 7.1.1: chunk-size *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted ) ] )
-# CRLF, without the BWS right after the size (h11 refuses that one too).
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
-_EXT = rb"%s(?:[ \t]*=[ \t]*(?:%s|%s))?" % (_TOKEN, _TOKEN, _QUOTED)
-_CHUNK_LINE = re.compile(
-    rb"([0-9A-Fa-f]{1,20})(?:;[ \t]*%s(?:[ \t]*;[ \t]*%s)*)?\r\n" % (_EXT, _EXT)
-)
-
-
-def check_raw_head(
-    buf: bytes, end: int, *, line_limit: int, field_limit: int, head_limit: int
-) -> None:
-    """Check a head's raw bytes. ``end`` is where the head ends in ``buf`` (-1: incomplete).
-
-    Raises ``Refused``: 414 for a long request line, 431 for a long field line or a long head.
-    """
-    size = end if end != -1 else len(buf)
-    if size > head_limit:
-        raise Refused(431, b"Request header fields too large.\n")
-    if end == -1:
-        first = buf.find(b"\n")
-        if first == -1:
-            if len(buf) > line_limit + 1:
-                raise Refused(414, b"Request line too long.\n")
-        elif first > line_limit + 1:
-            raise Refused(414, b"Request line too long.\n")
-        elif len(buf) - buf.rfind(b"\n") - 1 > field_limit + 1:
-            raise Refused(431, b"Request header field too large.\n")
-        return
-    if end <= min(line_limit, field_limit):
-        return  # fast path: no line of a head this short can be over a limit
-    lines = buf[:end].split(b"\n")
-    if len(lines[0].rstrip(b"\r")) > line_limit:
-        raise Refused(414, b"Request line too long.\n")
-    for line in lines[1:]:
-        if len(line.rstrip(b"\r")) > field_limit:
-            raise Refused(431, b"Request header field too large.\n")
 
 
 class RequestInfo:
@@ -120,12 +71,10 @@ class RequestInfo:
         self.content_length = content_length
 
 
-def inspect_request(
-    event: h11.Request, buf: bytes, end: int, *, field_count_limit: int
-) -> RequestInfo:
+def inspect_request(event: h11.Request, buf: bytes | bytearray, end: int) -> RequestInfo:
     """Check what h11 lets through and gather the facts about a parsed request.
 
-    Raises ``Refused`` (400, 431, 501, 505). ``buf[:end]`` is the head as received: h11
+    Raises ``Refused`` (400, 501, 505). ``buf[:end]`` is the head as received: h11
     merges repeated equal Content-Length values (``5`` twice, or ``5, 5``) into one, so
     duplicates are found there.
     """
@@ -155,10 +104,7 @@ def inspect_request(
 
     # h11 keeps (raw name, lowercased name, value) triples; reading them directly saves a
     # Python-level __getitem__ per header (tests/unit/test_http_parse.py pins this).
-    items = event.headers._full_items
-    if len(items) > field_count_limit:
-        raise Refused(431, b"Too many request header fields.\n")
-    headers = [(name, value) for _, name, value in items]
+    headers = [(name, value) for _, name, value in event.headers._full_items]
     content_lengths = 0
     length = b"0"
     chunked = False
@@ -202,66 +148,68 @@ def inspect_request(
     )
 
 
-def _duplicate_length(buf: bytes, end: int) -> bool:
+def _duplicate_length(buf: bytes | bytearray, end: int) -> bool:
     values = _CONTENT_LENGTH.findall(buf, 0, end)
     return len(values) != 1 or b"," in values[0]
 
 
-class ChunkScanner:
-    """Checks the framing lines of one chunked request body as its raw bytes arrive.
+class RequestReader:
+    """The bytes read from one connection and not parsed yet, and the head at their front.
 
-    h11 de-chunks the body; this runs in front of it (only for chunked bodies) and refuses
-    what h11's chunk reader lets through: chunk extensions with bare CR, NUL or other control
-    bytes, whitespace after the size (``0 \\r\\n``, ``1 ;x``), and chunk-size lines
-    longer than ``line_limit``. It also adds up the chunk sizes against ``body_limit`` (0: no
-    limit), so a body is refused as soon as a chunk header announces too much.
-
-    It reads sizes exactly as h11 does and skips the chunk data plus its CRLF (h11 checks
-    those two bytes), so the two stay in step; after the last chunk it stops (h11 checks
-    the trailer fields).
+    ``buf`` grows by ``append``, in place once it is a bytearray (linear, however small the
+    client's writes); whoever takes bytes off its front assigns the rest.
     """
 
-    __slots__ = ("_body_limit", "_done", "_line", "_line_limit", "_skip", "_total")
+    __slots__ = ("_limits", "_lines", "buf")
 
-    def __init__(self, body_limit: int, line_limit: int) -> None:
-        self._body_limit = body_limit
-        self._line_limit = line_limit
-        self._line = bytearray()  # the start of a chunk-size line cut by a read
-        self._skip = 0  # bytes of chunk data and its CRLF still to pass
-        self._total = 0
-        self._done = False
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self.buf: bytes | bytearray = b""
+        self._lines: FieldLines | None = None  # the checks of an incomplete head in ``buf``
 
-    def feed(self, data: bytes, pos: int = 0) -> None:
-        """Scan ``data[pos:]``. Raises ``Refused``: 400 for a bad chunk-size line, 413 once the
-        chunk sizes add up to more than the body limit."""
-        end = len(data)
-        while pos < end and not self._done:
-            if self._skip:
-                take = min(self._skip, end - pos)
-                self._skip -= take
-                pos += take
-                continue
-            newline = data.find(b"\n", pos)
-            if newline == -1:
-                self._line += data[pos:]
-                if len(self._line) > self._line_limit:
-                    raise Refused(400, b"Chunk header too long.\n")
-                return
-            line = data[pos : newline + 1]
-            if self._line:
-                line = bytes(self._line) + line
-                self._line.clear()
-            pos = newline + 1
-            if len(line) > self._line_limit:
-                raise Refused(400, b"Chunk header too long.\n")
-            match = _CHUNK_LINE.fullmatch(line)
-            if match is None:
-                raise Refused(400, b"Invalid chunk header.\n")
-            size = int(match.group(1), 16)
-            if size == 0:
-                self._done = True
-            else:
-                self._total += size
-                if self._body_limit and self._total > self._body_limit:
-                    raise Refused(413, b"Request body too large.\n")
-                self._skip = size + 2
+    def append(self, data: bytes) -> None:
+        buf = self.buf
+        if type(buf) is bytearray:
+            buf += data
+        elif buf:
+            self.buf = bytearray(buf) + data
+        else:
+            self.buf = data
+
+    def nothing_follows(self) -> bool:
+        """Whether no complete request head waits in ``buf``."""
+        return b"\r\n\r\n" not in self.buf
+
+    def parse(self) -> tuple[RequestInfo, h11.Connection] | None:
+        """The head at the front of ``buf``, checked, and the h11 connection that parsed it
+        (it reads the body, and holds the bytes after the head); None while it is incomplete.
+
+        The raw lines are checked first (``_lines``: a whole short clean head at once, any
+        other line by line as it arrives, never twice). Raises ``Refused``.
+        """
+        buf = self.buf
+        limits = self._limits
+        lines = self._lines
+        if lines is None:
+            if buf[0] in b"\r\n":  # RFC 9112 section 2.2: ignore empty lines before a request
+                buf = self.buf = buf.lstrip(b"\r\n")
+                if not buf:
+                    return None
+            end = quick_head_end(buf, limits)
+            if end == -1:
+                lines = self._lines = FieldLines(limits, request_line=True)
+        if lines is not None:
+            end = lines.feed(buf)
+            if end == -1:
+                if type(buf) is not bytearray:
+                    self.buf = bytearray(buf)  # to be appended to in place
+                return None
+            self._lines = None
+        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head)
+        parser.receive_data(buf)  # type: ignore[arg-type]  # h11 copies any bytes-like
+        try:
+            event = parser.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise Refused(exc.error_status_hint, b"Invalid HTTP request.\n") from None
+        assert isinstance(event, h11.Request)  # a whole head is in the buffer
+        return inspect_request(event, buf, end), parser

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefork.http._asgi import ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
+from prefork.http._lines import Limits
 
 if TYPE_CHECKING:
     from prefork.http._connection import HTTPProtocol
@@ -30,19 +31,22 @@ class Phase(IntEnum):
     BODY = 2  # the app runs and the request body is still arriving
     BUSY = 3  # the body is complete (or there is none), the response is not
     DISCARD = 4  # the response is complete; the rest of a body the app did not read is skipped
-    CLOSED = 5
+    FLUSH = 5  # the response is complete, the client has not read it: nothing else is read
+    CLOSED = 6
 
 
 #: The ``HTTPConfig`` timeout that arms a connection's deadline as it enters each phase, counted
 #: from then (None: no deadline; the app's own time is not bounded). BODY and DISCARD re-arm on
 #: every read, so theirs is an idle timeout; while reading is paused there is none (we are the
-#: slow side then). A partial head in IDLE keeps the keep-alive deadline.
+#: slow side then). A partial head in IDLE keeps the keep-alive deadline. FLUSH has none: the
+#: connection's write deadline bounds it.
 PHASE_TIMEOUTS: dict[Phase, str | None] = {
     Phase.IDLE: "keep_alive",
     Phase.HEAD: "header_timeout",
     Phase.BODY: "body_timeout",
     Phase.BUSY: None,
     Phase.DISCARD: "body_timeout",
+    Phase.FLUSH: None,
     Phase.CLOSED: None,
 }
 
@@ -63,6 +67,13 @@ class ServerState:
         self.timeouts = tuple(
             0.0 if name is None else float(getattr(config, name))
             for name in (PHASE_TIMEOUTS[phase] for phase in Phase)
+        )
+        #: The size limits of request heads and trailers.
+        self.limits = Limits(
+            line=config.limit_request_line,
+            field=config.limit_request_field_size,
+            head=config.limit_request_head,
+            fields=config.limit_request_fields,
         )
         self.app = app
         self.loop = loop

@@ -22,6 +22,12 @@ class FakeTransport:
 
     With ``hold_close`` set, ``close()`` behaves like uvloop's with unread data buffered for a
     client that stopped reading: it never reports connection_lost; only ``abort()`` does.
+
+    With ``high_water`` set, written bytes stay buffered until ``client_reads()``: past the
+    mark the protocol's writing is paused, and resumed once the buffer is down to a quarter.
+    ``reset_on_write`` makes the next write fail as on a connection the client reset: the
+    transport is closing at once, connection_lost comes a loop turn later, and later writes
+    are dropped (counted in ``dropped``), as uvloop does.
     """
 
     def __init__(
@@ -31,6 +37,7 @@ class FakeTransport:
         *,
         sockname: Any = ("127.0.0.1", 8000),
         peername: Any = ("127.0.0.1", 50000),
+        high_water: int | None = None,
     ) -> None:
         self.protocol = protocol
         self.loop = loop
@@ -43,11 +50,41 @@ class FakeTransport:
         self.reading = True
         self.pauses = 0
         self.extra = {"sockname": sockname, "peername": peername}
+        self.high_water = high_water
+        self.buffered = 0
+        self.writing_paused = False
+        self.reset_on_write = False
+        self.broken = False
+        self.dropped = 0
 
     def write(self, data: bytes) -> None:
+        if self.reset_on_write and not self.closed:
+            self.broken = self.closed = True
+            self._report_lost(ConnectionResetError(104, "Connection reset by peer"))
+        if self.broken:
+            self.dropped += 1
+            return
         assert not self.closed, "write after close"
         self.writes.append(bytes(data))
         self.out += data
+        if self.high_water is not None:
+            self.buffered += len(data)
+            if self.buffered > self.high_water and not self.writing_paused:
+                self.writing_paused = True
+                self.protocol.pause_writing()  # type: ignore[attr-defined]
+
+    def client_reads(self) -> None:
+        """The client reads everything buffered (with ``high_water``)."""
+        assert self.high_water is not None
+        self.buffered = 0
+        if self.writing_paused:
+            self.writing_paused = False
+            self.protocol.resume_writing()  # type: ignore[attr-defined]
+
+    def feed_eof(self) -> None:
+        """The client's FIN: like asyncio, close unless ``eof_received()`` keeps us open."""
+        if not self.protocol.eof_received():
+            self.close()
 
     def writelines(self, chunks: Any) -> None:
         self.write(b"".join(chunks))
@@ -61,10 +98,10 @@ class FakeTransport:
         self.closed = self.aborted = True
         self._report_lost()
 
-    def _report_lost(self) -> None:
+    def _report_lost(self, exc: Exception | None = None) -> None:
         if not self._lost:
             self._lost = True
-            self.loop.call_soon(self.protocol.connection_lost, None)
+            self.loop.call_soon(self.protocol.connection_lost, exc)
 
     def is_closing(self) -> bool:
         return self.closed
@@ -135,6 +172,7 @@ class Harness:
     options: dict[str, Any] = field(default_factory=dict)
     sockname: Any = ("127.0.0.1", 8000)
     peername: Any = ("127.0.0.1", 50000)
+    high_water: int | None = None
 
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -149,7 +187,13 @@ class Harness:
 
     def connect(self) -> HTTPProtocol:
         proto = HTTPProtocol(self.state)
-        transport = FakeTransport(proto, self.loop, sockname=self.sockname, peername=self.peername)
+        transport = FakeTransport(
+            proto,
+            self.loop,
+            sockname=self.sockname,
+            peername=self.peername,
+            high_water=self.high_water,
+        )
         proto.connection_made(transport)  # type: ignore[arg-type]
         return proto
 
@@ -159,12 +203,21 @@ class Harness:
                 return
             self.proto.data_received(piece)
 
+    def eof(self) -> None:
+        """The client closes its side (shutdown(SHUT_WR), or close())."""
+        self.transport.feed_eof()
+
     async def until(self, cond: Callable[[], bool], timeout: float = 5.0) -> None:
         """Let the loop run until ``cond()`` holds (polling with a deadline)."""
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:
                 raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0)
+
+    async def settle_loop(self) -> None:
+        """Let every ready callback and task run (a few loop turns)."""
+        for _ in range(10):
             await asyncio.sleep(0)
 
     async def settle(self) -> None:

@@ -58,9 +58,18 @@ def test_bad_values_say_what_and_how(options: dict[str, Any], words: str) -> Non
 def test_from_options_parses_ip_lists_and_trust() -> None:
     c = HTTPConfig.from_options({"app": "m:a", "forwarded_allow_ips": " 10.0.0.0/8, ,::1 "})
     assert c.forwarded_allow_ips == ("10.0.0.0/8", "::1")
-    assert c.trusts("10.2.3.4") and c.trusts("::1") and c.trusts(None)
+    assert c.trusts("10.2.3.4") and c.trusts("::1")
     assert not c.trusts("11.0.0.1") and not c.trusts("not-an-ip")
-    assert HTTPConfig.from_options({"app": "m:a", "forwarded_allow_ips": ["*"]}).trusts("1.1.1.1")
+    everyone = HTTPConfig.from_options({"app": "m:a", "forwarded_allow_ips": ["*"]})
+    assert everyone.trusts("1.1.1.1") and everyone.trusts(None)
+
+
+def test_unix_socket_peers_are_trusted_only_when_listed() -> None:
+    assert not HTTPConfig(app="m:a").trusts(None)  # the default: 127.0.0.1 only
+    c = HTTPConfig.from_options({"app": "m:a", "forwarded_allow_ips": "unix, 10.0.0.0/8"})
+    assert c.forwarded_allow_ips == ("unix", "10.0.0.0/8")
+    assert c.trusts(None) and c.trusts("10.1.1.1") and not c.trusts("unix")
+    assert not c.trusts("127.0.0.1")
 
 
 def test_callable_app_is_accepted() -> None:
@@ -129,8 +138,8 @@ def test_help_shows_each_flag_with_its_declared_help_and_default(
         in text
     )
     assert (
-        "--forwarded-allow-ips IPS comma-separated proxy IPs or networks to trust, or * "
-        "(default 127.0.0.1)" in text
+        "--forwarded-allow-ips IPS comma-separated proxy IPs or networks to trust, unix "
+        "(unix-socket peers), or * (default 127.0.0.1)" in text
     )
     assert "--access-log, --no-access-log" in text
     assert "--factory APP is a callable returning the ASGI app" in text

@@ -278,7 +278,7 @@ def test_each_phase_arms_the_timeout_of_its_table_entry() -> None:
     async def main() -> None:
         gate, app = gated_hello()
         h = Harness(app, {"keep_alive": 1.0, "header_timeout": 2.0, "body_timeout": 3.0})
-        assert [h.state.timeouts[phase] for phase in Phase] == [1.0, 2.0, 3.0, 0.0, 3.0, 0.0]
+        assert [h.state.timeouts[phase] for phase in Phase] == [1.0, 2.0, 3.0, 0.0, 3.0, 0.0, 0.0]
 
         def armed() -> tuple[Phase, int]:
             deadline = h.proto.deadline
@@ -526,7 +526,7 @@ def test_data_after_close_is_ignored() -> None:
 # -- drain -----------------------------------------------------------------------------------
 
 
-def test_drain_closes_idle_answers_busy_with_close_and_waits() -> None:
+def test_drain_answers_busy_with_close_and_waits_for_idle_keep_alive_deadlines() -> None:
     async def main() -> None:
         gate = asyncio.Event()
 
@@ -536,16 +536,17 @@ def test_drain_closes_idle_answers_busy_with_close_and_waits() -> None:
             await hello_app(scope, receive, send)
 
         h = Harness(app, {"keep_alive": 5.0})
-        h.feed(request())  # served, now idle keep-alive
+        h.feed(request())  # served, now idle keep-alive: its deadline is 5 s from now
         await h.settle()
+        idle_until = h.proto.deadline
         busy = h.connect()
         busy.data_received(request("GET", "/slow") + request())
         fresh = h.connect()
         partial = h.connect()
         partial.data_received(b"GET / HTT")
         drain = asyncio.ensure_future(h.state.drain())
-        await h.until(lambda: h.transport.closed)
-        assert not busy.transport.closed  # type: ignore[attr-defined]
+        await asyncio.sleep(0)
+        assert h.proto.deadline == idle_until and not h.transport.closed
         assert fresh.deadline <= h.loop.time() + 5.0
         late = h.connect()
         assert late.draining
@@ -557,6 +558,11 @@ def test_drain_closes_idle_answers_busy_with_close_and_waits() -> None:
         for conn in (busy, fresh, late, partial):
             out = bytes(conn.transport.out)  # type: ignore[attr-defined]
             assert out.count(b"HTTP/1.1 200") == 1 and b"connection: close" in out
+        assert not drain.done() and h.state.connections == {h.proto}
+        h.state.sweep(idle_until - 0.1)
+        assert not h.transport.closed
+        h.state.sweep(idle_until)  # its ordinary keep-alive timeout
+        assert h.transport.closed and h.out.count(b"HTTP/1.1 ") == 1
         await asyncio.wait_for(drain, 5)
         assert not h.state.connections
 
@@ -664,7 +670,7 @@ def test_no_100_continue_once_the_response_started() -> None:
     run(main())
 
 
-def test_drain_gives_idle_keep_alive_a_moment_for_a_request_on_the_wire() -> None:
+def test_drain_answers_the_next_request_of_an_idle_keep_alive_connection_with_close() -> None:
     async def main() -> None:
         h = Harness(hello_app, {"keep_alive": 5.0})
         h.feed(request())  # served, now idle keep-alive
@@ -676,20 +682,21 @@ def test_drain_gives_idle_keep_alive_a_moment_for_a_request_on_the_wire() -> Non
         await asyncio.wait_for(drain, 5)
         [first, last] = h.responses("GET", "GET")
         assert first.status == last.status == 200
-        assert b"connection: close" in h.out.split(b"\r\n\r\n", 2)[1].lower()
+        assert first.header(b"connection") is None and last.header(b"connection") == b"close"
         assert h.transport.closed
 
     run(main())
 
 
-def test_drain_closes_an_idle_keep_alive_connection_after_the_grace() -> None:
+def test_drain_leaves_a_connection_waiting_for_a_head_at_most_keep_alive() -> None:
     async def main() -> None:
-        h = Harness(hello_app, {"keep_alive": 0.05})
-        h.feed(request())
-        await h.settle()
-        started = h.loop.time()
-        await asyncio.wait_for(h.state.drain(), 5)
-        assert h.transport.closed and h.loop.time() - started >= 0.05
-        h.proto._close_if_idle()  # a late timer on a closed connection does nothing
+        h = Harness(hello_app, {"keep_alive": 2.0, "header_timeout": 30.0})
+        h.feed(b"GET / HT")
+        drain = asyncio.ensure_future(h.state.drain())
+        await asyncio.sleep(0)
+        assert h.proto.deadline <= h.loop.time() + 2.0
+        h.state.sweep(h.loop.time() + 2.0)
+        assert h.out.startswith(b"HTTP/1.1 408 ") and h.transport.closed
+        await asyncio.wait_for(drain, 5)
 
     run(main())

@@ -87,4 +87,5 @@ def test_simple_response_is_complete() -> None:
     r = _framing.simple_response(400, b"bad\n")
     assert r.startswith(b"HTTP/1.1 400 Bad Request\r\n") and r.endswith(b"\r\n\r\nbad\n")
     assert b"content-length: 4\r\n" in r and b"connection: close" in r
-    assert b"connection" not in _framing.simple_response(200, b"", close=False)
+    head = _framing.simple_response(400, b"bad\n", head_request=True)
+    assert head == r[: -len(b"bad\n")]  # to HEAD: the same head, no body

@@ -57,11 +57,11 @@ def test_bad_chunk_headers_are_refused_before_the_app_gets_the_body(body: bytes,
 @pytest.mark.parametrize(
     "body",
     [
-        b"3\r\nabcXY0\r\n\r\n",  # chunk data not ended by CRLF: h11 checks that
-        b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n",  # and the trailer fields
+        b"3\r\nabcXY0\r\n\r\n",  # chunk data not ended by CRLF
+        b"3\r\nabc\r\n0\r\nBad Trailer\r\n\r\n",  # a trailer field h11 finds malformed
     ],
 )
-def test_what_h11_checks_after_the_scanner_is_still_refused(body: bytes, how: str) -> None:
+def test_bad_chunk_data_ends_and_trailer_fields_are_refused(body: bytes, how: str) -> None:
     async def main() -> None:
         messages: list[dict[str, Any]] = []
         h = Harness(echo_app(messages))
