@@ -7,14 +7,22 @@ import http.client
 import itertools
 import os
 import socket
+import struct
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 
-from prefork.http import AppImportError, HTTPConfig, HTTPWorker, LifespanFailure
+from prefork.http import (
+    AppImportError,
+    ClientDisconnected,
+    HTTPConfig,
+    HTTPWorker,
+    LifespanFailure,
+)
 from prefork.http._server import import_app
 
 _names = itertools.count()
@@ -231,3 +239,109 @@ def test_check_options_refuses_what_the_worker_could_not_start_with() -> None:
         HTTPWorker.check_options({"app": "m:app", "keep_alive": 0})
     with pytest.raises(ValueError, match="app"):
         HTTPWorker.check_options({})
+
+
+# -- end of input and resets on real sockets (uvloop's transport, not the fake) ----------------
+
+
+def serve_app(app: Any) -> tuple[HTTPWorker, int]:
+    sock = listener()
+    worker, _ = make_worker(sock, app=app, lifespan="off")
+    return worker, sock.getsockname()[1]
+
+
+def talk(port: int, raw: bytes, *, half_close: bool) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(raw)
+        if half_close:
+            c.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+        return data
+
+
+async def until(cond: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+def test_pipelined_requests_then_a_half_close_get_every_answer() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": scope["path"].encode()})
+
+    async def main() -> None:
+        worker, port = serve_app(app)
+        await worker.init()
+        raw = b"".join(b"GET /%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(3))
+        for _ in range(5):
+            data = await asyncio.to_thread(talk, port, raw, half_close=True)
+            assert data.count(b"HTTP/1.1 200 ") == 3 and data.endswith(b"/2")
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+def test_a_client_that_closes_while_the_app_waits_is_noticed_at_once() -> None:
+    told: list[Any] = []
+    waiting: list[int] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        waiting.append(1)
+        told.append(await receive())  # a long-poll: returns when the client leaves
+
+    async def main() -> None:
+        worker, port = serve_app(app)
+        await worker.init()
+        assert worker.state is not None
+        clients = []
+        for _ in range(5):
+            c = await asyncio.to_thread(socket.create_connection, ("127.0.0.1", port), 10)
+            c.sendall(b"GET /poll HTTP/1.1\r\nHost: t\r\n\r\n")
+            clients.append(c)
+        await until(lambda: len(waiting) == 5)
+        for c in clients:
+            c.close()
+        await until(lambda: len(told) == 5 and not worker.state.connections)  # no CLOSE-WAIT
+        assert told == [{"type": "http.disconnect"}] * 5
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+def test_send_raises_as_soon_as_a_write_meets_a_reset() -> None:
+    outcome: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+        sent = 0
+        try:
+            while sent < 2000:
+                time.sleep(0.002)  # work that never yields to the loop
+                await send({"type": "http.response.body", "body": b"x" * 100, "more_body": True})
+                sent += 1
+        except ClientDisconnected as exc:
+            outcome.append(exc)
+        outcome.append(sent)
+
+    def reset(port: int) -> None:
+        c = socket.create_connection(("127.0.0.1", port), timeout=10)
+        c.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        c.recv(10)
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+
+    async def main() -> None:
+        worker, port = serve_app(app)
+        await worker.init()
+        await asyncio.to_thread(reset, port)
+        await until(lambda: len(outcome) == 2)
+        assert isinstance(outcome[0], ClientDisconnected) and outcome[1] < 2000
+        await worker.drain()
+
+    uvloop.run(main())
