@@ -226,3 +226,15 @@ def test_an_identity_is_assumed_in_a_child():
 
     assert run_in_child(become) == (0 if os.geteuid() == 0 else 1)
     assert run_in_child(_process.Identity().assume) == 0  # nothing to change
+
+
+def test_a_worker_whose_start_raises_prints_it_and_exits_1(capfd):
+    """Whatever escapes a worker's run (an identity it may not take, say) is printed and the
+    child leaves with 1, never returning into the master's code."""
+
+    def boom() -> int:
+        raise PermissionError("may not become that user")
+
+    pid = _process.fork_worker(boom, [], lambda: None)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1
+    assert "PermissionError: may not become that user" in capfd.readouterr().err

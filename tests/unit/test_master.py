@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 
 import pytest
 
@@ -20,7 +21,7 @@ from prefork._events import (
     StopRequested,
     Terminate,
 )
-from prefork._master import _default_logging
+from prefork._master import _default_logging, _TurnedAway
 from prefork._signals import INTENTS, Intent, intent_event
 
 
@@ -102,3 +103,24 @@ def test_logging_the_user_set_up_is_left_alone() -> None:
     ours.setLevel(logging.WARNING)
     _default_logging()
     assert ours.level == logging.WARNING  # a level the user chose stays
+
+
+def test_a_drained_listener_turns_connections_away_a_bounded_number_per_turn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    try:
+        monkeypatch.setattr(_TurnedAway, "PER_TURN", 2)
+        _TurnedAway(b"go away\n").accept(listener)  # two of three, then back to the loop
+        assert [c.recv(100) for c in clients[:2]] == [b"go away\n", b"go away\n"]
+        _TurnedAway(b"").accept(listener)  # the third: a reset; then nothing is waiting
+        with pytest.raises(ConnectionResetError):
+            clients[2].recv(100)
+    finally:
+        listener.close()
+        for c in clients:
+            c.close()

@@ -10,6 +10,7 @@ from prefork import ConfigError
 from prefork._options import (
     build,
     declared,
+    maybe_text,
     one_of,
     path_or_none,
     seconds,
@@ -36,6 +37,7 @@ from prefork.http import HTTPConfig
         (switch, 1, "x must be True or False, got 1"),
         (one_of("a", "b"), "c", "x must be one of a, b, got 'c'"),
         (text, 3, "x must be a string, got 3"),
+        (maybe_text, 3, "x must be a string, got 3"),
         (path_or_none, "", "x must be a path string, got ''"),
         (path_or_none, 3, "x must be a path string, got 3"),
         (strings, [1], "x must be a list of strings, got [1]"),

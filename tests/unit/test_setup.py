@@ -218,3 +218,10 @@ def test_bad_log_configs(tmp_path: Path) -> None:
     bad.write_text('{"version": 99}')
     with pytest.raises(ConfigError, match=r"log config .*bad\.json' is not valid"):
         setup.configure_logging("info", str(bad), None, None)
+
+
+def test_an_access_log_file_turns_the_access_log_on(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = serve(
+        capsys, "--access-logfile", "-", "--app-dir", APP_DIR, "--print-config", "hello:app"
+    )
+    assert code == 0 and 'access-logfile = "-"' in out.splitlines()
