@@ -176,6 +176,7 @@ class Harness:
 
     def __post_init__(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._offset: float | None = None
         self.config = HTTPConfig(app=self.app, **self.options)
         self.retired = 0
         self.state = ServerState(self.config, self.app, self.loop, retire=self._retire)
@@ -202,6 +203,15 @@ class Harness:
             if self.transport.closed:
                 return
             self.proto.data_received(piece)
+
+    def advance(self, seconds: float) -> None:
+        """Move the loop's clock ``seconds`` ahead: timers due by then run at the next turns
+        (deadlines are only checked by explicit sweeps)."""
+        if self._offset is None:
+            real = self.loop.time
+            self._offset = 0.0
+            self.loop.time = lambda: real() + (self._offset or 0.0)  # type: ignore[method-assign]
+        self._offset += seconds
 
     def eof(self) -> None:
         """The client closes its side (shutdown(SHUT_WR), or close())."""

@@ -546,8 +546,10 @@ def test_drain_answers_busy_with_close_and_waits_for_idle_keep_alive_deadlines()
         partial.data_received(b"GET / HTT")
         drain = asyncio.ensure_future(h.state.drain())
         await asyncio.sleep(0)
-        assert h.proto.deadline == idle_until and not h.transport.closed
         assert fresh.deadline <= h.loop.time() + 5.0
+        h.advance(idle_until - h.loop.time() - 0.5)  # to half a second before its deadline
+        await h.settle_loop()
+        assert h.proto.deadline == idle_until and not h.transport.closed
         late = h.connect()
         assert late.draining
         for conn in (fresh, late):
@@ -559,9 +561,10 @@ def test_drain_answers_busy_with_close_and_waits_for_idle_keep_alive_deadlines()
             out = bytes(conn.transport.out)  # type: ignore[attr-defined]
             assert out.count(b"HTTP/1.1 200") == 1 and b"connection: close" in out
         assert not drain.done() and h.state.connections == {h.proto}
-        h.state.sweep(idle_until - 0.1)
+        h.state.sweep(h.loop.time())
         assert not h.transport.closed
-        h.state.sweep(idle_until)  # its ordinary keep-alive timeout
+        h.advance(0.5)
+        h.state.sweep(h.loop.time())  # its ordinary keep-alive timeout
         assert h.transport.closed and h.out.count(b"HTTP/1.1 ") == 1
         await asyncio.wait_for(drain, 5)
         assert not h.state.connections
@@ -677,7 +680,9 @@ def test_drain_answers_the_next_request_of_an_idle_keep_alive_connection_with_cl
         await h.settle()
         drain = asyncio.ensure_future(h.state.drain())
         await h.settle()
-        assert not h.transport.closed  # not reset under a request the client already sent
+        h.advance(4.5)  # the client paused (its keep-alive timeout is 5 s)
+        await h.settle_loop()
+        assert not h.transport.closed  # not reset under a request the client may send now
         h.feed(request())
         await asyncio.wait_for(drain, 5)
         [first, last] = h.responses("GET", "GET")
