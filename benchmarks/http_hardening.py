@@ -10,8 +10,9 @@ written to a scratch directory, and prints one line per check:
 - ``half-close``: 3 pipelined GETs then shutdown(SHUT_WR), 50 times: answers received;
 - ``split-431``: a 9,000-byte header field and a partial line in one write: status and
   seconds until it comes (this server runs with ``--header-timeout 5``);
-- ``slow-head``: a 60 KB request head sent one byte per write (0.1 ms apart, so the worker
-  reads them one by one): the worker's CPU seconds;
+- ``slow-head``: a 63 KB request head sent one byte per write (0.1 ms apart, so the worker
+  reads them one by one): the worker's CPU seconds, and for comparison those of a request
+  body of that size sent the same way (each read costs its system calls and callbacks);
 - ``lenient``: the status of obs-fold, bare LF, control bytes, and big trailers;
 - ``gone-while-waiting``: 20 clients whose app awaits receive() close their connection:
   seconds until the app gets http.disconnect, CLOSE-WAIT sockets left after 2 s;
@@ -200,18 +201,29 @@ class Bench:
         return f"{status_of(data)} after {took:.2f} s"
 
     def slow_head(self, server: Served) -> str:
-        pid = server.worker()
-        fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 4000) for i in range(15))
+        fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 4200) for i in range(15))
         head = b"GET / HTTP/1.1\r\nHost: t\r\n" + fields + b"\r\n"
+        used, data = self.bytewise(server, head, b"")
+        # for comparison: a body of that size in one-byte writes (each read has its cost)
+        prefix = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(head)
+        floor, _ = self.bytewise(server, b"x" * len(head), prefix)
+        return (
+            f"{len(head)} bytes: worker CPU {used:.2f} s, answer {status_of(data)}; "
+            f"a body of that size in one-byte writes: {floor:.2f} s"
+        )
+
+    def bytewise(self, server: Served, raw: bytes, prefix: bytes) -> tuple[float, bytes]:
+        """Send ``prefix``, then ``raw`` one byte per write: worker CPU seconds, answer."""
+        pid = server.worker()
         with connect(server.port, timeout=60) as s:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            s.sendall(prefix)
             before = cpu_seconds(pid)
-            for i in range(len(head)):
-                s.send(head[i : i + 1])
+            for i in range(len(raw)):
+                s.send(raw[i : i + 1])
                 time.sleep(0.0001)  # so that the worker reads them one by one
             data = read_all(s, timeout=2)
-            used = cpu_seconds(pid) - before
-        return f"{len(head)} bytes: worker CPU {used:.2f} s, answer {status_of(data)}"
+            return cpu_seconds(pid) - before, data
 
     def lenient(self, server: Served) -> str:
         base = b"POST / HTTP/1.1\r\nHost: t\r\n"
