@@ -2,8 +2,9 @@
 paused, and the one writer waiting for the transport to take more.
 
 The connection pauses reading when too much request body (or pipelined backlog) waits for the
-app; the transport pauses our writing when the client does not read. Timeouts are not kept
-here: the connection's deadlines bound both.
+app, and while a response the client has not read fills the transport; the transport pauses
+our writing when the client does not read. Timeouts are not kept here: the connection's
+deadlines bound both.
 """
 
 from __future__ import annotations

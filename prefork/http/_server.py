@@ -1,6 +1,8 @@
 """The HTTP worker: imports the app after fork, runs lifespan, serves the inherited sockets,
-and drains on SIGTERM (aiohttp ``SockSite``'s shape: stop accepting, close idle connections,
-wait for the busy ones, then lifespan shutdown).
+and drains on SIGTERM (aiohttp ``SockSite``'s shape: stop accepting, let busy connections
+finish and idle keep-alive ones reach their keep-alive deadline, then lifespan shutdown).
+Keep ``keep_alive`` below the master's ``graceful_timeout`` (5 s and 30 s by default), or the
+master's SIGKILL ends a drain before lifespan shutdown runs.
 """
 
 from __future__ import annotations

@@ -142,7 +142,9 @@ class ServerState:
     # -- drain -----------------------------------------------------------------------------
 
     async def drain(self) -> None:
-        """Close idle connections, let busy ones finish (then close), wait for all to go."""
+        """Let busy connections finish their response (with ``Connection: close``) and idle
+        keep-alive ones reach their keep-alive deadline (a request they bring meanwhile is
+        answered with ``Connection: close``); wait for all to go."""
         self.draining = True
         for conn in list(self.connections):
             conn.start_drain()
