@@ -46,6 +46,7 @@ class WorkerSpec:
     backlog: int = 0
     options: Mapping[str, Any] = field(default_factory=dict)
     heartbeat: float = 0.0
+    graceful_timeout: float = 0.0
     max_frame: int = frames.DEFAULT_MAX_FRAME
     identity: Identity = field(default_factory=Identity)
 
@@ -154,6 +155,7 @@ async def _start(spec: WorkerSpec, link: _Link) -> Worker:
         generation=spec.generation,
         sockets=spec.sockets,
         backlog=spec.backlog,
+        graceful_timeout=spec.graceful_timeout,
         options=spec.options,
         channel=link,
     )

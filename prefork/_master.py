@@ -292,6 +292,7 @@ class Master:
             backlog=broker.config.backlog,
             options=broker.config.worker_options,
             heartbeat=self._supervisor.heartbeat_interval(broker.type),
+            graceful_timeout=self._supervisor.graceful_timeout(broker.type),
             max_frame=self.config.max_frame,
             identity=self._identity,
         )

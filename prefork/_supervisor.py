@@ -136,6 +136,9 @@ class Supervisor:
     def heartbeat_interval(self, broker: str) -> float:
         return self._brokers[broker].policy.heartbeat_interval
 
+    def graceful_timeout(self, broker: str) -> float:
+        return self._brokers[broker].policy.graceful_timeout
+
     # --- events ----------------------------------------------------------------------------
 
     def handle(self, event: Event, now: float) -> list[Action]:

@@ -28,7 +28,8 @@ class Worker:
     Attributes set before ``init()`` runs: ``type`` (the broker's name), ``id`` (unique in this
     master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
     sockets, inherited from the master), ``backlog`` (the listen queue length the master gave
-    them) and ``options`` (the broker's extra keyword options).
+    them), ``graceful_timeout`` (how long ``prepare_for_shutdown`` may take before the
+    master's SIGKILL) and ``options`` (the broker's extra keyword options).
     """
 
     #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
@@ -52,6 +53,7 @@ class Worker:
         options: Mapping[str, Any],
         channel: Channel,
         backlog: int = 0,
+        graceful_timeout: float = 0.0,
     ) -> None:
         self.type = type
         self.id = id
@@ -60,6 +62,8 @@ class Worker:
         # asyncio's and uvloop's create_server() call listen() on a socket they are given; a
         # server built on them passes this, so the master's setting stays the only one.
         self.backlog = backlog
+        # The seconds between SIGTERM and the master's SIGKILL (0: not known).
+        self.graceful_timeout = graceful_timeout
         self.options = dict(options)
         self._channel = channel
         self._exit: asyncio.Future[int] | None = None

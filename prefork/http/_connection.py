@@ -386,16 +386,17 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 self._close()
 
-    def start_drain(self) -> None:
+    def start_drain(self, until: float = float("inf")) -> None:
         """Answer the request in flight with ``Connection: close``, then close.
 
-        An idle keep-alive connection stays open until its keep-alive deadline: a request it
-        brings meanwhile (the client may have sent it already) is answered with
-        ``Connection: close``, so a drain costs no request that keep-alive expiry would not
-        cost anyway. A connection waiting for a head gets at most ``keep_alive`` more.
+        An idle keep-alive connection stays open until its keep-alive deadline (or ``until``,
+        the worker's last moment to wait, whichever comes first): a request it brings
+        meanwhile (the client may have sent it already) is answered with ``Connection:
+        close``, so a drain costs no request that keep-alive expiry would not cost anyway. A
+        connection waiting for a head gets at most ``keep_alive`` more, and no later.
         """
         self.draining = True
         if self.cycle is not None:
             self.cycle.close_after_response()
-        elif self.phase is HEAD:
-            self.deadline = min(self.deadline, self.loop.time() + self._timeouts[IDLE])
+        elif self.phase is HEAD or self.phase is IDLE:
+            self.deadline = min(self.deadline, self.loop.time() + self._timeouts[IDLE], until)

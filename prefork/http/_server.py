@@ -24,6 +24,10 @@ from prefork.worker import Worker
 logger = logging.getLogger("prefork.http")
 
 
+#: The part of the master's graceful timeout that idle connections may use on a drain.
+GRACE_SHARE = 0.8
+
+
 class AppImportError(ImportError):
     """The APP named in the options cannot be imported or is not callable."""
 
@@ -116,7 +120,9 @@ class HTTPWorker(Worker):
             server.close()
         state = self.state
         if state is not None:
-            await state.drain()
+            # Idle keep-alive connections wait for their deadline, but never past most of the
+            # graceful timeout: lifespan shutdown must still run before the master's SIGKILL.
+            await state.drain(GRACE_SHARE * self.graceful_timeout or None)
             state.stop_sweeping()
         if self.lifespan is not None:
             await self.lifespan.shutdown()

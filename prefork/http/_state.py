@@ -141,13 +141,15 @@ class ServerState:
 
     # -- drain -----------------------------------------------------------------------------
 
-    async def drain(self) -> None:
+    async def drain(self, idle_for: float | None = None) -> None:
         """Let busy connections finish their response (with ``Connection: close``) and idle
         keep-alive ones reach their keep-alive deadline (a request they bring meanwhile is
-        answered with ``Connection: close``); wait for all to go."""
+        answered with ``Connection: close``), or ``idle_for`` seconds from now if that comes
+        first; wait for all to go."""
         self.draining = True
+        until = float("inf") if idle_for is None else self.loop.time() + idle_for
         for conn in list(self.connections):
-            conn.start_drain()
+            conn.start_drain(until)
         if self.connections:
             self._idle = self.loop.create_future()
             await self._idle

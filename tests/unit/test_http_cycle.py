@@ -705,3 +705,23 @@ def test_drain_leaves_a_connection_waiting_for_a_head_at_most_keep_alive() -> No
         await asyncio.wait_for(drain, 5)
 
     run(main())
+
+
+def test_drain_closes_idle_connections_by_the_workers_last_moment() -> None:
+    """A keep-alive timeout longer than the graceful timeout: idle connections close by the
+    moment the worker gives them (``idle_for``), not at their own later deadline."""
+
+    async def main() -> None:
+        h = Harness(hello_app, {"keep_alive": 60.0})
+        h.feed(request())
+        await h.settle()
+        assert h.proto.deadline == pytest.approx(h.loop.time() + 60.0)
+        drain = asyncio.ensure_future(h.state.drain(idle_for=2.0))
+        await asyncio.sleep(0)
+        assert h.proto.deadline == pytest.approx(h.loop.time() + 2.0)
+        h.advance(2.0)
+        h.state.sweep(h.loop.time())
+        assert h.transport.closed
+        await asyncio.wait_for(drain, 5)
+
+    run(main())

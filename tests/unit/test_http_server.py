@@ -345,3 +345,34 @@ def test_send_raises_as_soon_as_a_write_meets_a_reset() -> None:
         await worker.drain()
 
     uvloop.run(main())
+
+
+@pytest.mark.parametrize(("graceful", "idle_for"), [(10.0, 8.0), (0.0, None)])
+def test_drain_gives_idle_connections_most_of_the_graceful_timeout(
+    graceful: float, idle_for: float | None
+) -> None:
+    asked: list[float | None] = []
+
+    class State:
+        async def drain(self, idle_for: float | None = None) -> None:
+            asked.append(idle_for)
+
+        def stop_sweeping(self) -> None:
+            pass
+
+    async def main() -> None:
+        channel = Channel()
+        worker = HTTPWorker(
+            type="http",
+            id=1,
+            generation=1,
+            sockets=[],
+            options={"app": "m:app"},
+            channel=channel,
+            graceful_timeout=graceful,
+        )
+        worker.state = State()  # type: ignore[assignment]
+        await worker.drain()
+
+    uvloop.run(main())
+    assert asked == [idle_for]
