@@ -540,3 +540,16 @@ def test_a_unix_socket_peer_is_trusted_only_when_allowed(allow: str, client: Any
         assert scopes[0]["scheme"] == ("http" if client is None else "https")
 
     run(main())
+
+
+def test_a_drain_leaves_a_connection_flushing_its_last_response_to_its_write_deadline() -> None:
+    async def main() -> None:
+        h = Harness(big_app, high_water=65536)
+        h.feed(request())
+        await h.settle()
+        assert h.proto.phase is Phase.FLUSH and h.proto.cycle is None
+        h.proto.start_drain(until=h.loop.time() + 1.0)
+        assert h.proto.draining and h.proto.deadline == 0.0  # only write_deadline bounds it
+        assert h.proto.write_deadline > h.loop.time() + 1.0
+
+    run(main())
