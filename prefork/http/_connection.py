@@ -47,7 +47,7 @@ from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
 from prefork.http._state import Phase, ServerState
 
-__all__ = ["BODY_BUFFER", "HTTPProtocol", "Phase", "ServerState"]
+__all__ = ["BODY_BUFFER", "HTTPProtocol"]
 
 # Module globals: compared by identity on every read, faster than ``Phase.X`` lookups.
 IDLE, HEAD, BODY, BUSY, DISCARD, FLUSH, CLOSED = (

@@ -17,8 +17,9 @@ from typing import Any
 
 from prefork.http._asgi import ASGIApp
 from prefork.http._config import HTTPConfig
-from prefork.http._connection import HTTPProtocol, ServerState
+from prefork.http._connection import HTTPProtocol
 from prefork.http._lifespan import Lifespan
+from prefork.http._state import ServerState
 from prefork.worker import Worker
 
 logger = logging.getLogger("prefork.http")

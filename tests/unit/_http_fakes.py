@@ -14,7 +14,8 @@ from typing import Any
 import h11
 
 from prefork.http._config import HTTPConfig
-from prefork.http._connection import HTTPProtocol, ServerState
+from prefork.http._connection import HTTPProtocol
+from prefork.http._state import ServerState
 
 
 class FakeTransport:
