@@ -272,7 +272,10 @@ class Supervisor:
 
     def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         delay = _backoff.early_failure(b, now, jitter=0.5 + self._random() / 2)
-        msg = f"{b.failures} early failure(s) in a row; next start in {delay:.2f}s"
+        if delay:
+            msg = f"{b.failures} failed starts in a row: backing off, next start in {delay:.2f}s"
+        else:
+            msg = "a worker failed early: starting its replacement now"
         out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
 
     def _end_swap_if_new(

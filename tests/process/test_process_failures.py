@@ -116,7 +116,8 @@ def test_a_first_start_that_cannot_boot_exits_3_with_the_error_printed_once(star
     bad = err.count("TypeError: 'workers:NotAWorker' is")
     assert broken <= 1 and bad <= 1 and broken + bad >= 1
     assert err.count("Traceback (most recent call last)") == broken + bad
-    assert "early failure" not in err and not master.events("worker_ready")
+    assert "failed early" not in err and "backing off" not in err
+    assert not master.events("worker_ready")
 
 
 def test_crash_loop_after_serving_backs_off_and_the_master_stays(start, tmp_path):
@@ -138,7 +139,7 @@ def test_crash_loop_after_serving_backs_off_and_the_master_stays(start, tmp_path
     err = master.stderr()
     assert err.count("RuntimeError: this worker cannot boot any more") == 1  # printed once
     assert "the same error again" in err
-    assert "early failure(s) in a row; next start in" in err
+    assert "failed starts in a row: backing off, next start in" in err
     assert alive(master.pid)
 
 

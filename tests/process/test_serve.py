@@ -465,7 +465,7 @@ def test_app_failing_at_its_first_start_exits_3(
     assert "could not start:\nTraceback (most recent call last)" in log
     assert "RuntimeError: serving: broken on purpose at import" in log
     assert "no http worker could start" in log and "(exit code 3)" in log
-    assert "early failure" not in log
+    assert "failed early" not in log and "backing off" not in log
 
 
 def test_app_failing_after_it_served_backs_off(
@@ -479,7 +479,7 @@ def test_app_failing_after_it_served_backs_off(
     flag.touch()  # from now on the app cannot be imported
     os.kill(pid, signal.SIGKILL)
     began = time.monotonic()
-    wait_log(master, "early failure(s) in a row; next start in")
+    wait_log(master, "failed starts in a row: backing off, next start in")
     time.sleep(max(0.0, began + 2.0 - time.monotonic()))  # a window to count attempts in
     attempts = len(spawns.read_text().split()) - 1
     master.check_running("backing off")

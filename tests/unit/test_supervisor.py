@@ -187,7 +187,7 @@ def test_backoff_has_jitter() -> None:
     sup.handle(WorkerExited(1, 1, None), 0.0)
     out = sup.handle(WorkerExited(2, 1, None), 0.0)
     assert sup.next_deadline() == 0.5  # half of 1.0 with the lowest jitter
-    assert "next start in 0.50s" in logs(out)
+    assert "2 failed starts in a row: backing off, next start in 0.50s" in logs(out)
 
 
 def test_backoff_resets_after_stable_uptime() -> None:
@@ -817,3 +817,11 @@ def test_a_drain_turns_connections_away_once_and_says_how_to_resume() -> None:
     assert [a for a in sup.handle(DrainRequested(), 2.0) if isinstance(a, TurnAway)] == []
     sup.handle(StopRequested(), 3.0)
     assert effects(sup.handle(ResumeRequested(), 3.5)) == []  # stopping: no way back
+
+
+def test_a_first_early_failure_reads_as_a_replacement_not_a_retry_loop() -> None:
+    sup = make(policy("web", workers=1))
+    boot(sup)
+    out = sup.handle(WorkerExited(1, 1, None), 1.0)
+    assert "a worker failed early: starting its replacement now" in logs(out)
+    assert "next start in" not in logs(out)
