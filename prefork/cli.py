@@ -98,7 +98,9 @@ def add_options(
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS}
         default = (shown or {}).get(f.name, f.default)
         if isinstance(default, tuple):
-            default = ",".join(default)
+            default = ",".join(map(str, default))
+        if isinstance(default, str):
+            default = default.replace("%", "%%")  # argparse formats help with %
         hide = default in (None, False, "")
         kwargs["help"] = meta.help + ("" if hide else f" (default {default})")
         if meta.parse is None:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from prefork.http._state import ServerState
 
 logger = logging.getLogger("prefork.http")
-access_logger = logging.getLogger("prefork.access")
 
 Message = dict[str, Any]
 ASGIApp = Callable[..., Any]
@@ -119,14 +118,15 @@ class Cycle:
         "final_sent",
         "framing",
         "gone",
+        "head_defaults",
         "head_request",
         "http_11",
         "keep_alive",
         "more_body",
         "scope",
         "sent",
-        "server_header",
         "start",
+        "started",
         "status",
         "waiter",
     )
@@ -143,7 +143,7 @@ class Cycle:
         expect_continue: bool,
         http_11: bool,
         head_request: bool,
-        server_header: bool,
+        head_defaults: _framing.HeadDefaults,
         on_response_complete: Callable[[Cycle], None],
         on_body_consumed: Callable[[], None],
         on_abort: Callable[[Cycle], None],
@@ -163,7 +163,8 @@ class Cycle:
         self.expect_continue = expect_continue
         self.http_11 = http_11
         self.head_request = head_request
-        self.server_header = server_header
+        self.head_defaults = head_defaults
+        self.started = 0.0  # loop time the request began (set when access logging is on)
         self.disconnected = False  # receive() gives http.disconnect (once the body is read)
         self.gone = False  # the connection is closing or lost: send() raises too
         self.start: Message | None = None
@@ -288,7 +289,7 @@ class Cycle:
                 http_11=self.http_11,
                 head_request=self.head_request,
                 keep_alive=self.keep_alive,
-                server_header=self.server_header,
+                defaults=self.head_defaults,
                 body_length=None if more else len(body),
             )
             head = framing.head
@@ -303,11 +304,14 @@ class Cycle:
                 raise RuntimeError("Response content shorter than its Content-Length.")
             self.sent = sent
         elif mode == CHUNKED:
+            self.sent += len(body)
             body = _framing.chunk(body)
             if not more:
                 body += _framing.LAST_CHUNK
         elif mode == NO_BODY:
             body = b""
+        else:  # UNTIL_CLOSE
+            self.sent += len(body)
         transport = self._transport
         if head:
             self.framing = framing
@@ -372,21 +376,3 @@ async def run_app(app: ASGIApp, cycle: Cycle, done: Callable[[], None]) -> None:
         cycle.app_returned(result)
     finally:
         done()
-
-
-def log_access(cycle: Cycle) -> None:
-    """One access-log line (only called when access logging is on)."""
-    scope = cycle.scope
-    client = scope["client"]
-    where = f"{client[0]}:{client[1]}" if client else "-"
-    path = scope["raw_path"].decode("latin-1")
-    if scope["query_string"]:
-        path += "?" + scope["query_string"].decode("latin-1")
-    access_logger.info(
-        '%s - "%s %s HTTP/%s" %d',
-        where,
-        scope["method"],
-        path,
-        scope["http_version"],
-        cycle.status,
-    )

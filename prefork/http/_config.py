@@ -8,6 +8,7 @@ No I/O here: the app is imported later, in the worker, after fork.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from prefork._options import (
     text,
     whole,
 )
+from prefork.http._access import DEFAULT_ACCESS_FORMAT, AtomProbe
 
 LIFESPAN_MODES = ("auto", "on", "off")
 
@@ -64,6 +66,40 @@ def _networks(name: str, value: Any) -> Any:
                 ) from None
         out.append(item)
     return tuple(out)
+
+
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
+
+
+def _headers(name: str, value: Any) -> Any:
+    """``'Name: value'`` strings (or pairs) -> ``((name, value), ...)``, each checked."""
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            field, sep, text = item.partition(":")
+            if not sep:
+                raise ConfigError(f"header {item!r} must look like 'Name: value'")
+        else:
+            field, text = item
+        field, text = str(field).strip(), str(text).strip()
+        if not _TOKEN.match(field) or not _FIELD_VALUE.match(text):
+            raise ConfigError(
+                f"header {field!r}: {text!r} is not a valid header; use 'Name: value' "
+                "with a token name and no control characters"
+            )
+        out.append((field, text))
+    return tuple(out)
+
+
+def _access_format(name: str, value: Any) -> Any:
+    text(name, value)
+    try:
+        value % AtomProbe()
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ConfigError(f"access log format {value!r} is not valid: {exc}") from None
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,6 +156,7 @@ class HTTPConfig:
         "close idle keep-alive connections after this long",
         seconds(positive=True),
         "--keep-alive",
+        "--timeout-keep-alive",
         metavar="SECONDS",
         parse=float,
     )
@@ -136,6 +173,7 @@ class HTTPConfig:
         "replace a worker after N requests (rolling, 0 = never)",
         whole(0),
         "--max-requests",
+        "--limit-max-requests",
         metavar="N",
         parse=int,
     )
@@ -163,10 +201,39 @@ class HTTPConfig:
         metavar="SECONDS",
         parse=float,
     )
-    limit_request_line: int = option(8190, "longest request line (414 beyond)", whole(1))
-    limit_request_fields: int = option(100, "most header fields (431 beyond)", whole(1))
-    limit_request_field_size: int = option(8190, "longest header field (431 beyond)", whole(1))
-    limit_request_head: int = option(65536, "largest request head (431 beyond)", whole(1))
+    limit_request_line: int = option(
+        8190,
+        "longest request line, in bytes (414 beyond)",
+        whole(1),
+        "--limit-request-line",
+        metavar="BYTES",
+        parse=int,
+    )
+    limit_request_fields: int = option(
+        100,
+        "most header fields in a request (431 beyond)",
+        whole(1),
+        "--limit-request-fields",
+        metavar="N",
+        parse=int,
+    )
+    limit_request_field_size: int = option(
+        8190,
+        "longest header field, in bytes (431 beyond)",
+        whole(1),
+        "--limit-request-field-size",
+        "--limit-request-field_size",
+        metavar="BYTES",
+        parse=int,
+    )
+    limit_request_head: int = option(
+        65536,
+        "largest request head, in bytes (431 beyond)",
+        whole(1),
+        "--limit-request-head",
+        metavar="BYTES",
+        parse=int,
+    )
     limit_request_body: int = option(
         0,
         "answer 413 to a request body over BYTES (0 = no limit)",
@@ -175,7 +242,28 @@ class HTTPConfig:
         metavar="BYTES",
         parse=int,
     )
-    server_header: bool = option(True, "send a Server header", switch)
+    server_header: bool = option(
+        True, "send a Server header", switch, "--server-header", parse=None, negatable=True
+    )
+    date_header: bool = option(
+        True, "send a Date header", switch, "--date-header", parse=None, negatable=True
+    )
+    headers: tuple[tuple[str, str], ...] = option(
+        (),
+        "a header every response carries, as 'Name: value'; repeatable",
+        _headers,
+        "--header",
+        metavar="'NAME: VALUE'",
+        repeat=True,
+    )
+    access_log_format: str = option(
+        DEFAULT_ACCESS_FORMAT,
+        "access log line, with gunicorn's atoms: %%(h)s client, %%(r)s request line, "
+        "%%(s)s status, %%(b)s bytes, %%(L)s seconds, %%(M)s ms, %%({name}i)s a header...",
+        _access_format,
+        "--access-logformat",
+        metavar="FORMAT",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)

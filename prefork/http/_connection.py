@@ -40,7 +40,8 @@ import asyncio
 
 import h11
 
-from prefork.http._asgi import Cycle, build_scope, log_access
+from prefork.http._access import log_access
+from prefork.http._asgi import Cycle, build_scope
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
@@ -246,11 +247,13 @@ class HTTPProtocol(asyncio.Protocol):
             expect_continue=info.expect_continue,
             http_11=http_version == b"1.1",
             head_request=method == b"HEAD",
-            server_header=self._config.server_header,
+            head_defaults=self.state.head_defaults,
             on_response_complete=self.response_complete,
             on_body_consumed=self.body_consumed,
             on_abort=self.abort_cycle,
         )
+        if self._config.access_log:
+            cycle.started = self.loop.time()
         if info.has_body:
             self._read_body()  # a refusal here leaves the app unstarted
             if self._eof and self.phase is BODY:
@@ -306,7 +309,7 @@ class HTTPProtocol(asyncio.Protocol):
     def response_complete(self, cycle: Cycle) -> None:
         """The app sent the last body message of ``cycle``'s response."""
         if self._config.access_log:
-            log_access(cycle)
+            log_access(cycle, self._config.access_log_format, self.loop.time())
         phase = self.phase
         if cycle.close or self.draining or phase is CLOSED:
             self._close()

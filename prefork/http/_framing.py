@@ -76,6 +76,22 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise TypeError(f"response header {what} must be bytes, got {type(value).__name__}")
 
 
+class HeadDefaults:
+    """What every response of a worker carries unless the app sent it: ``date`` and
+    ``server`` headers (each may be turned off), and the operator's extra headers (encoded
+    ``name: value\r\n`` lines, always added)."""
+
+    __slots__ = ("date", "extra", "server")
+
+    def __init__(self, *, date: bool = True, server: bool = True, extra: bytes = b"") -> None:
+        self.date = date
+        self.server = server
+        self.extra = extra
+
+
+DEFAULTS = HeadDefaults()
+
+
 def build_head(
     status: int,
     headers: Iterable[tuple[bytes, bytes]] | Iterable[list[bytes]],
@@ -83,7 +99,7 @@ def build_head(
     http_11: bool,
     head_request: bool,
     keep_alive: bool,
-    server_header: bool,
+    defaults: HeadDefaults = DEFAULTS,
     body_length: int | None,
 ) -> ResponseHead:
     """Validate the app's status and headers and frame the response head.
@@ -124,10 +140,12 @@ def build_head(
         elif name == b"server":
             saw_server = True
         parts.append(b"%s: %s\r\n" % (name, value))
-    if not saw_date:
+    if not saw_date and defaults.date:
         parts.append(date_header())
-    if server_header and not saw_server:
+    if defaults.server and not saw_server:
         parts.append(b"server: prefork\r\n")
+    if defaults.extra:
+        parts.append(defaults.extra)
 
     if status in (204, 304) or head_request:
         mode = NO_BODY

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefork.http._asgi import ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
+from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
 
 if TYPE_CHECKING:
@@ -67,6 +68,12 @@ class ServerState:
         self.timeouts = tuple(
             0.0 if name is None else float(getattr(config, name))
             for name in (PHASE_TIMEOUTS[phase] for phase in Phase)
+        )
+        #: What every response carries unless the app sent it.
+        self.head_defaults = HeadDefaults(
+            date=config.date_header,
+            server=config.server_header,
+            extra=b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in config.headers),
         )
         #: The size limits of request heads and trailers.
         self.limits = Limits(

@@ -72,7 +72,10 @@ def test_address_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     ("argv", "message"),
     [
         (["--wokers", "2", "json:app"], "unknown flag --wokers (did you mean --workers?)"),
-        (["--head", "5", "json:app"], "unknown flag --head (did you mean --header-timeout?)"),
+        (
+            ["--head", "5", "json:app"],
+            "unknown flag --head (did you mean --header or --header-timeout?)",
+        ),
         (["--zzz=1", "json:app"], "unknown flag --zzz; see 'prefork serve --help'"),
         (["-q", "json:app"], "unknown flag -q"),
     ],

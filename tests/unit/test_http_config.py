@@ -134,8 +134,8 @@ def test_help_shows_each_flag_with_its_declared_help_and_default(
         parser().parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert (
-        "--keep-alive SECONDS close idle keep-alive connections after this long (default 5.0)"
-        in text
+        "--keep-alive SECONDS, --timeout-keep-alive SECONDS close idle keep-alive connections "
+        "after this long (default 5.0)" in text
     )
     assert (
         "--forwarded-allow-ips IPS comma-separated proxy IPs or networks to trust, unix "

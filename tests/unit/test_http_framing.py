@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 
 from prefork.http import _framing
-from prefork.http._framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, build_head
+from prefork.http._framing import CHUNKED, LENGTH, NO_BODY, UNTIL_CLOSE, HeadDefaults, build_head
+
+NO_SERVER = HeadDefaults(server=False)
+NO_DATE = HeadDefaults(date=False)
+EXTRA = HeadDefaults(extra=b"x-a: 1\r\nx-b: 2\r\n")
 
 
 def head(status: int = 200, headers: Any = (), **kw: Any) -> _framing.ResponseHead:
-    args = {"http_11": True, "head_request": False, "keep_alive": True, "server_header": True,
-            "body_length": None}  # fmt: skip
+    args = {"http_11": True, "head_request": False, "keep_alive": True, "body_length": None}
     args.update(kw)
     return build_head(status, headers, **args)
 
@@ -44,7 +47,10 @@ def head(status: int = 200, headers: Any = (), **kw: Any) -> _framing.ResponseHe
         ({"head_request": True, "body_length": 5}, (), 200, NO_BODY, [b"content-length: 5"], []),
         ({"head_request": True}, (), 200, NO_BODY, [b"transfer-encoding: chunked"], []),
         ({"keep_alive": False, "body_length": 0}, (), 200, LENGTH, [b"connection: close"], []),
-        ({"server_header": False, "body_length": 0}, (), 200, LENGTH, [], [b"server:"]),
+        ({"defaults": NO_SERVER, "body_length": 0}, (), 200, LENGTH, [b"date: "], [b"server:"]),
+        ({"defaults": NO_DATE, "body_length": 0}, (), 200, LENGTH, [b"server: "], [b"date:"]),
+        ({"defaults": EXTRA, "body_length": 0}, (), 200, LENGTH, [b"x-a: 1\r\nx-b: 2\r\n"], []),
+        ({"body_length": 0}, [(b"date", b"x")], 200, LENGTH, [b"date: x\r\n"], [b"GMT"]),
         ({"body_length": 0}, [(b"Server", b"me")], 404, LENGTH, [b"server: me"], [b"prefork"]),
         ({"body_length": 0}, [(b"connection", b"keep-alive")], 200, LENGTH, [], [b"connection"]),
     ],
