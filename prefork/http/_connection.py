@@ -361,6 +361,7 @@ class HTTPProtocol(asyncio.Protocol):
         elif cycle.framing is None:
             head = cycle.head_request
             self.transport.write(simple_response(status, message, head_request=head))
+        self.state.linger(self.transport)
         self._close()
 
     def _close(self, abort: bool = False) -> None:

@@ -6,7 +6,9 @@ and the phases a connection goes through, with the timeout each one arms, as dat
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 from collections.abc import Callable
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
@@ -15,6 +17,11 @@ from prefork.http._asgi import ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
 from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
+
+#: How long a refused connection's socket stays open after our answer (``linger``), and how
+#: many may at once.
+LINGER = 2.0
+MAX_LINGERING = 256
 
 if TYPE_CHECKING:
     from prefork.http._connection import HTTPProtocol
@@ -96,6 +103,7 @@ class ServerState:
         self.draining = False
         self._trust: dict[str | None, bool] = {}
         self._idle: asyncio.Future[None] | None = None
+        self._lingering = 0
         self._sweeper: asyncio.TimerHandle | None = None
         self.sweep_interval = min(
             1.0, config.keep_alive / 4, config.header_timeout / 4, config.body_timeout / 4
@@ -147,6 +155,30 @@ class ServerState:
             conn.check_deadline(now)
 
     # -- drain -----------------------------------------------------------------------------
+
+    def linger(self, transport: asyncio.BaseTransport) -> None:
+        """Keep a refused connection's socket open for ``LINGER`` seconds after we close it
+        (a lingering close, as Apache does): our answer and a FIN go out now, and what the
+        client is still sending is taken in unread meanwhile. Closed at once, its unread input
+        would make the kernel reset the connection, and a client still sending (a head in
+        small writes) would see the reset instead of our 4xx. Bounded in count, and only when
+        the answer already left the buffer (a FIN must come after it)."""
+        sock = transport.get_extra_info("socket")
+        if sock is None or self._lingering >= MAX_LINGERING:
+            return
+        if transport.get_write_buffer_size():  # type: ignore[attr-defined]
+            return
+        try:
+            held = socket.socket(fileno=os.dup(sock.fileno()))
+            held.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        self._lingering += 1
+        self.loop.call_later(LINGER, self._unlinger, held)
+
+    def _unlinger(self, held: socket.socket) -> None:
+        self._lingering -= 1
+        held.close()
 
     async def drain(self, idle_for: float | None = None) -> None:
         """Let busy connections finish their response (with ``Connection: close``) and idle

@@ -376,3 +376,89 @@ def test_drain_gives_idle_connections_most_of_the_graceful_timeout(
 
     uvloop.run(main())
     assert asked == [idle_for]
+
+
+def keeps_sending_after_a_refusal(port: int) -> tuple[bytes, list[str]]:
+    """Send a head with too many fields, read the 431, then keep sending (as a client
+    writing its head in small pieces does): what it read, and the errors its sends met."""
+    errors: list[str] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n" + b"X-F: v\r\n" * 150)
+        answer = c.recv(65536)
+        for _ in range(20):
+            time.sleep(0.005)
+            try:
+                c.sendall(b"X-More: v\r\n" * 10)
+            except OSError as exc:
+                errors.append(type(exc).__name__)
+        while chunk := c.recv(65536):
+            answer += chunk
+        return answer, errors
+
+
+def test_a_refused_client_still_sending_reads_its_answer_and_no_reset() -> None:
+    """A lingering close: our 431 and a FIN go out, the socket stays open a moment, so the
+    client's further writes do not draw a reset that could hide the answer."""
+
+    async def main() -> None:
+        worker, port = serve_app(hello_app_for_linger)
+        await worker.init()
+        assert worker.state is not None
+        answer, errors = await asyncio.to_thread(keeps_sending_after_a_refusal, port)
+        assert answer.startswith(b"HTTP/1.1 431 ") and errors == []
+        assert worker.state._lingering == 1
+        await until(lambda: worker.state is not None and worker.state._lingering == 0, 5)
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+def test_lingering_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefork.http import _state
+
+    monkeypatch.setattr(_state, "MAX_LINGERING", 0)
+
+    async def main() -> None:
+        worker, port = serve_app(hello_app_for_linger)
+        await worker.init()
+        answer, errors = await asyncio.to_thread(keeps_sending_after_a_refusal, port)
+        assert answer.startswith(b"HTTP/1.1 431 ") or errors  # a plain close: a reset may come
+        assert errors  # writes after a plain close meet the reset
+        await worker.drain()
+
+    uvloop.run(main())
+
+
+async def hello_app_for_linger(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+def test_no_lingering_while_the_answer_is_still_buffered_or_when_the_socket_is_gone() -> None:
+    from prefork.http._state import ServerState
+
+    class Transport:
+        def __init__(self, sock: socket.socket, buffered: int) -> None:
+            self.sock, self.buffered = sock, buffered
+
+        def get_extra_info(self, name: str) -> Any:
+            return self.sock if name == "socket" else None
+
+        def get_write_buffer_size(self) -> int:
+            return self.buffered
+
+    async def main() -> None:
+        state = ServerState(
+            HTTPConfig(app="m:app"), hello_app_for_linger, asyncio.get_running_loop()
+        )
+        a, b = socket.socketpair()
+        unconnected = socket.socket()
+        try:
+            state.linger(Transport(a, buffered=5))  # a FIN now would overtake the answer
+            state.linger(Transport(unconnected, buffered=0))  # shutdown() fails: no linger
+            assert state._lingering == 0
+        finally:
+            for s in (a, b, unconnected):
+                s.close()
+
+    uvloop.run(main())
