@@ -17,7 +17,9 @@ checked is searched again. In the order they are checked, a line is refused with
   or starts with whitespace (obs-fold). RFC 9112 lets a server unfold or accept these; a proxy
   in front that reads them differently is how requests are smuggled, so we refuse them
   (h11 would unfold, and accept the rest);
-- 431 when it is field number ``fields + 1``.
+- 431 when the section ends with more than ``fields`` field lines. They are counted as they
+  come, but the verdict waits for the blank line (the size limits bound how long): a client
+  still sending its head would otherwise meet our close as a reset, not read the answer.
 
 ``quick_head_end`` is the fast path of a whole, short, clean head in one buffer (nearly every
 request): a few C-level scans instead of a Python loop per line. It only ever says "fine":
@@ -121,6 +123,8 @@ class FieldLines:
                 raise Refused(400, b"Invalid character in the request head.\n")
             self._line = self._scan = newline + 1
             if end == line:
+                if self._fields > limits.fields:
+                    raise Refused(*_TOO_MANY)
                 return newline + 1
             if self._first:
                 self._first = False
@@ -128,8 +132,6 @@ class FieldLines:
             if buf[line] in b" \t":
                 raise Refused(400, b"Obsolete line folding in the request head.\n")
             self._fields += 1
-            if self._fields > limits.fields:
-                raise Refused(*_TOO_MANY)
 
     def _measure(self, size: int) -> None:
         """Refuse a line that has ``size`` bytes before its LF if it is too long already

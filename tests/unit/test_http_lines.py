@@ -95,15 +95,19 @@ def test_each_line_is_checked_once_in_order_whatever_the_split(
 
 
 @pytest.mark.parametrize("how", SPLITS)
-def test_fields_are_counted_as_their_lines_end(how: str) -> None:
+def test_too_many_fields_are_refused_when_the_head_ends(how: str) -> None:
     few = Limits(line=20, field=10, head=60, fields=3)
     assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", how, few) == 25
     assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4", how, few) == -1
-    assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n", how, few) == TOO_MANY
-    # a bad line before the count is over answers first; the line over the count is counted
-    # once whole, after its own checks
+    # counted as they come, decided at the blank line: the client may finish sending
+    assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n", how, few) == -1
+    assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n", how, few) == TOO_MANY
+    # every line is still checked as it ends, so a bad line answers first
     assert verdict(b"GET\r\nA: 1\r\nB: \x01\r\nC: 3\r\nD: 4\r\n", how, few) == BAD_BYTE
     assert verdict(b"GET\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: \x01\r\n", how, few) == BAD_BYTE
+    # and the size limits bound how much a client may send before the verdict
+    many = b"GET\r\n" + b"A: 1\r\n" * 12
+    assert verdict(many, how, few) == TOO_BIG
 
 
 @pytest.mark.parametrize("how", SPLITS)
