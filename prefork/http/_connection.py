@@ -63,6 +63,9 @@ IDLE, HEAD, BODY, BUSY, DISCARD, FLUSH, CLOSED = (
 
 #: Reading pauses while this much request body waits for the app (and a pipelined backlog).
 BODY_BUFFER = 65536
+#: A read this small that leaves a head incomplete pauses reading for ``GATHER`` seconds.
+TINY_READ = 256
+GATHER = 0.005
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -139,6 +142,12 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 reader.buf = data
             self._handle_head()
+            waiting = (self.phase is IDLE or self.phase is HEAD) and reader.buf
+            if len(data) < TINY_READ and waiting and not self.flow.read_paused:
+                # A head coming in tiny pieces (a slow client, or one byte per write): each
+                # read costs a system call and a callback, so let the kernel gather a few.
+                self.flow.pause_reading()
+                self.loop.call_later(GATHER, self._gathered)
         elif phase is BODY or phase is DISCARD:
             assert self._parser is not None
             try:
@@ -152,6 +161,10 @@ class HTTPProtocol(asyncio.Protocol):
             self._reader.append(data)  # pipelined: parsed once the response is done and read
             if len(self._reader.buf) > BODY_BUFFER:
                 self.flow.pause_reading()
+
+    def _gathered(self) -> None:
+        if self.phase is IDLE or self.phase is HEAD:  # else: closed, or a later pause's
+            self.flow.resume_reading()
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()

@@ -553,3 +553,25 @@ def test_a_drain_leaves_a_connection_flushing_its_last_response_to_its_write_dea
         assert h.proto.write_deadline > h.loop.time() + 1.0
 
     run(main())
+
+
+def test_a_head_in_tiny_pieces_is_read_in_gathered_steps() -> None:
+    """Each read costs a system call: a tiny read that leaves a head incomplete pauses
+    reading a moment so that the kernel gathers more; a whole head never waits."""
+
+    async def main() -> None:
+        h = Harness(hello_app)
+        h.feed(b"GET / HT")
+        assert not h.transport.reading  # paused: the kernel gathers the next bytes
+        await asyncio.sleep(0.02)
+        assert h.transport.reading
+        h.feed(b"TP/1.1\r\nHost: t\r\n\r\n")  # the rest completes the head: no pause
+        await h.settle()
+        assert h.transport.reading and h.responses("GET")[0].status == 200
+        h.feed(b"GE")  # an idle keep-alive connection gathers too
+        assert not h.transport.reading
+        h.proto._close()
+        await asyncio.sleep(0.02)  # the timer finds the connection closed: nothing to do
+        assert not h.transport.reading
+
+    run(main())
