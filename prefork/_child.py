@@ -24,6 +24,7 @@ from typing import Any
 import uvloop
 
 from prefork import _frames as frames
+from prefork import _process
 from prefork._options import ConfigError
 from prefork._process import Identity
 from prefork.worker import Worker
@@ -49,6 +50,7 @@ class WorkerSpec:
     graceful_timeout: float = 0.0
     max_frame: int = frames.DEFAULT_MAX_FRAME
     identity: Identity = field(default_factory=Identity)
+    name: str = ""  # --name: workers show as NAME:BROKER
 
 
 def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] | str:
@@ -91,6 +93,8 @@ def load_worker_class(spec: type | str) -> type[Worker]:
 def run(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code."""
     spec.identity.assume()
+    if spec.name:
+        _process.set_name(f"{spec.name}:{spec.broker}")
     faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

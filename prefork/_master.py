@@ -140,6 +140,8 @@ class Master:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
         _default_logging()
         self._identity = _process.identity(self.config.user, self.config.group)
+        if self.config.name:
+            _process.set_name(self.config.name)
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
@@ -295,6 +297,7 @@ class Master:
             graceful_timeout=self._supervisor.graceful_timeout(broker.type),
             max_frame=self.config.max_frame,
             identity=self._identity,
+            name=self.config.name or "",
         )
         close_in_child = [
             *self._live_channels().fds(),

@@ -22,6 +22,7 @@ from prefork._options import ConfigError
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NAME = 15
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +92,14 @@ def reap() -> list[Reaped]:
             reaped.append(Reaped(pid, code, None))
 
 
-def _prctl(option: int, value: int) -> None:
+def _prctl(option: int, value: int | bytes) -> None:
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def set_name(name: str) -> None:
+    """The process's short name (``/proc/PID/comm``: what ps and top show), 15 bytes."""
+    _prctl(PR_SET_NAME, name.encode()[:15])
 
 
 def adopt_orphans(on: bool) -> None:

@@ -70,6 +70,13 @@ class MasterConfig:
         metavar="MASK",
         parse=octal,
     )
+    name: str | None = option(
+        None,
+        "a name for the processes (what ps and top show, 15 characters at most)",
+        maybe_text,
+        "-n",
+        "--name",
+    )
     user: str | None = option(
         None, "run the workers as this user (a name or a uid)", maybe_text, "-u", "--user"
     )

@@ -238,3 +238,17 @@ def test_a_worker_whose_start_raises_prints_it_and_exits_1(capfd):
     pid = _process.fork_worker(boom, [], lambda: None)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 1
     assert "PermissionError: may not become that user" in capfd.readouterr().err
+
+
+def test_a_name_shows_in_ps_for_the_master_and_its_workers(start, sock):
+    listen = [f"fd://{sock.fileno()}"]
+    master = start(
+        {
+            "master": {"name": "shop"},
+            "brokers": [{"type": "echo", "worker": "workers:Echo", "listen": listen}],
+        },
+        pass_fds=[sock],
+    )
+    (pid,) = master.wait_ready(1)
+    assert Path(f"/proc/{master.pid}/comm").read_text() == "shop\n"
+    assert Path(f"/proc/{pid}/comm").read_text() == "shop:echo\n"
