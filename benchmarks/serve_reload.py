@@ -30,18 +30,17 @@ import http.client
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from _proc import children, cpu_seconds, memory_kib
+from _served import Served, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -64,85 +63,9 @@ async def app(scope, receive, send):
 # --- a master ----------------------------------------------------------------------------------
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
-class Server:
-    """``python -m prefork serve`` on a socket bound here (fd://N), in its own session."""
-
-    def __init__(self, app: str, app_dir: Path, workers: int, logdir: Path) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(2048)
-        self.port = sock.getsockname()[1]
-        self.log = logdir / f"prefork-{self.port}.log"
-        argv = [sys.executable, "-m", "prefork", "serve", "--bind", f"fd://{sock.fileno()}"]
-        argv += ["--app-dir", str(app_dir), "--workers", str(workers), app]
-        self.workers = workers
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                pass_fds=[sock.fileno()],
-                start_new_session=True,
-                cwd=ROOT,
-            )
-        sock.close()
-        self.pid = self.proc.pid
-        self.wait_workers()
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def ready(self) -> set[int]:
-        return {int(p) for p in re.findall(r"\(pid (\d+), generation \d+\) is ready", self.text())}
-
-    def wait_workers(self, replacing: set[int] = frozenset(), timeout: float = 30.0) -> set[int]:
-        found: list[set[int]] = []
-
-        def settled() -> bool:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prefork exited:\n{self.text()[-2000:]}")
-            pids = children(self.pid)
-            if len(pids) == self.workers and pids <= self.ready() and not pids & replacing:
-                found.append(pids)
-                return True
-            return False
-
-        wait_until(settled, timeout, f"{self.workers} ready workers")
-        return found[-1]
-
-    def reload(self) -> float:
-        """SIGHUP; wait until the reload is done and every worker pid was replaced."""
-        old = children(self.pid)
-        done = self.text().count("reload done")
-        began = time.monotonic()
-        os.kill(self.pid, signal.SIGHUP)
-        wait_until(lambda: self.text().count("reload done") > done, 30, "reload done")
-        self.wait_workers(replacing=old)
-        return time.monotonic() - began
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.proc.wait(5)
-
-
 @contextlib.contextmanager
-def serving(app: str, app_dir: Path, workers: int, logdir: Path) -> Iterator[Server]:
-    server = Server(app, app_dir, workers, logdir)
+def serving(app: str, app_dir: Path, workers: int, logdir: Path) -> Iterator[Served]:
+    server = Served(app, app_dir, logdir, workers=workers)
     try:
         yield server
     finally:
