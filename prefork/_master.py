@@ -15,7 +15,6 @@ import random
 import selectors
 import signal
 import socket
-import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -52,33 +51,6 @@ class _Desk:
 
     def status(self, broker: str) -> BrokerStatus:
         return self._status()[broker]
-
-
-LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
-
-
-class _TurnedAway:
-    """A drained broker's listener, served by the master: each connection gets the worker
-    type's ``drained_reply`` (or a reset) and is closed at once, a bounded number per turn."""
-
-    PER_TURN = 64
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply = reply
-
-    def accept(self, listener: socket.socket) -> None:
-        for _ in range(self.PER_TURN):
-            try:
-                conn, _ = listener.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return
-            with conn:
-                conn.setblocking(False)
-                with contextlib.suppress(OSError):
-                    if self.reply:
-                        conn.send(self.reply)
-                    else:
-                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
 
 
 class Master:
@@ -189,7 +161,7 @@ class Master:
             match key.data:
                 case None:
                     self._on_signals()
-                case _TurnedAway() as turned:
+                case _sockets.TurnedAway() as turned:
                     turned.accept(key.fileobj)  # type: ignore[arg-type]
                 case channel:
                     if mask & selectors.EVENT_WRITE:
@@ -206,7 +178,7 @@ class Master:
                 # Non-blocking (a flag the workers' event loops set on these sockets anyway):
                 # a connection a worker takes first must not block the master in accept().
                 sock.setblocking(False)
-                self._selector.register(sock, selectors.EVENT_READ, _TurnedAway(reply))
+                self._selector.register(sock, selectors.EVENT_READ, _sockets.TurnedAway(reply))
             else:
                 self._selector.unregister(sock)
 

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import socket
 import stat
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -175,3 +176,30 @@ def close_listener(sock: socket.socket) -> None:
         if path and os.path.exists(path):
             os.unlink(path)
     sock.close()
+
+
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+
+
+class TurnedAway:
+    """A drained broker's listener, served by the master: each connection gets the worker
+    type's ``drained_reply`` (or a reset) and is closed at once, a bounded number per turn."""
+
+    PER_TURN = 64
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply = reply
+
+    def accept(self, listener: socket.socket) -> None:
+        for _ in range(self.PER_TURN):
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            with conn:
+                conn.setblocking(False)
+                with contextlib.suppress(OSError):
+                    if self.reply:
+                        conn.send(self.reply)
+                    else:
+                        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)

@@ -21,8 +21,9 @@ from prefork._events import (
     StopRequested,
     Terminate,
 )
-from prefork._master import _default_logging, _TurnedAway
+from prefork._master import _default_logging
 from prefork._signals import INTENTS, Intent, intent_event
+from prefork._sockets import TurnedAway
 
 
 def test_an_action_for_a_worker_already_reaped_signals_nobody(
@@ -114,10 +115,10 @@ def test_a_drained_listener_turns_connections_away_a_bounded_number_per_turn(
     listener.setblocking(False)
     clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
     try:
-        monkeypatch.setattr(_TurnedAway, "PER_TURN", 2)
-        _TurnedAway(b"go away\n").accept(listener)  # two of three, then back to the loop
+        monkeypatch.setattr(TurnedAway, "PER_TURN", 2)
+        TurnedAway(b"go away\n").accept(listener)  # two of three, then back to the loop
         assert [c.recv(100) for c in clients[:2]] == [b"go away\n", b"go away\n"]
-        _TurnedAway(b"").accept(listener)  # the third: a reset; then nothing is waiting
+        TurnedAway(b"").accept(listener)  # the third: a reset; then nothing is waiting
         with pytest.raises(ConnectionResetError):
             clients[2].recv(100)
     finally:
