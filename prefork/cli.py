@@ -243,9 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup.configure_logging(
             cli.log_level, cli.log_config, cli.error_logfile, cli.access_logfile
         )
-        master = _serve_master(args, cli)
+        master, effective = _serve_master(args, cli)
         if cli.print_config:
-            print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), vars(args)), end="")
+            print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), effective), end="")
             return 0
         if cli.check_config:
             print("prefork: the options and the app are fine", file=sys.stderr)
@@ -275,7 +275,8 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     raise AssertionError("no serve command")  # pragma: no cover  (build_parser adds it)
 
 
-def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> Master:
+def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, dict[str, Any]]:
+    """The master ``prefork serve`` runs, and every option in effect (for --print-config)."""
     if cli.env_file is not None:
         setup.load_env_file(cli.env_file, os.environ)
     if cli.chdir is not None:
@@ -303,7 +304,7 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> Master:
     _check_app(http["app"], preload)
     master = Master(**given(MasterConfig, values))
     master.broker("http", HTTPWorker, **broker, **http)
-    return master
+    return master, {**values, **broker, **http}
 
 
 def _check_app(app: str, preload: bool) -> None:

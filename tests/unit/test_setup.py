@@ -154,10 +154,11 @@ def test_host_and_port_add_to_bind_and_replace_the_default(
 ) -> None:
     args = ["--app-dir", APP_DIR, "--port", "9100", "--print-config", "hello:app"]
     code, out, _ = serve(capsys, *args)
-    assert code == 0 and 'bind = ["127.0.0.1:9100"]' not in out  # a spelling, not a bind
-    master = cli._serve_master(
+    assert code == 0 and 'bind = ["127.0.0.1:9100"]' in out.splitlines()  # what it binds
+    master, effective = cli._serve_master(
         cli.build_parser().parse_args(["serve", *args]), cli.ServeOptions(port=9100)
     )
+    assert effective["listen"] == ["127.0.0.1:9100"]
     assert master._brokers["http"].config.listen == ("127.0.0.1:9100",)
     with pytest.raises(ConfigError, match="port must be a port number 0-65535, got 70000"):
         cli.ServeOptions(port=70000)
@@ -225,3 +226,12 @@ def test_an_access_log_file_turns_the_access_log_on(capsys: pytest.CaptureFixtur
         capsys, "--access-logfile", "-", "--app-dir", APP_DIR, "--print-config", "hello:app"
     )
     assert code == 0 and 'access-logfile = "-"' in out.splitlines()
+
+
+def test_print_config_shows_what_serve_applies_itself(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "6")
+    code, out, _ = serve(capsys, "--app-dir", APP_DIR, "--print-config", "hello:app")
+    lines = out.splitlines()
+    assert code == 0 and "workers = 6" in lines and 'bind = ["127.0.0.1:8000"]' in lines
