@@ -172,7 +172,8 @@ class Master:
     def _turn_away(self, broker: str, on: bool) -> None:
         assert self._selector is not None
         worker = self._classes[broker]
-        reply = b"" if isinstance(worker, str) else worker.drained_reply
+        options = self._brokers[broker].config.worker_options
+        reply = b"" if isinstance(worker, str) else worker.drained_reply_for(options)
         for sock in self._sockets[broker]:
             if on:
                 # Non-blocking (a flag the workers' event loops set on these sockets anyway):
@@ -346,7 +347,8 @@ class Master:
         parts = []
         for name, broker in self._brokers.items():
             worker = self._classes[name]
-            scheme = "" if isinstance(worker, str) else worker.url_scheme
+            options = broker.config.worker_options
+            scheme = "" if isinstance(worker, str) else worker.url_scheme_for(options)
             where = ", ".join(_sockets.describe(s, scheme) for s in self._sockets[name])
             parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
         return "; ".join(parts) + " (Ctrl-C stops)"

@@ -70,6 +70,16 @@ class Worker:
         self._ready_sent = False
 
     @classmethod
+    def url_scheme_for(cls, options: Mapping[str, Any]) -> str:
+        """The ``url_scheme`` of a broker with these options (TLS may make it ``https``)."""
+        return cls.url_scheme
+
+    @classmethod
+    def drained_reply_for(cls, options: Mapping[str, Any]) -> bytes:
+        """The ``drained_reply`` of a broker with these options."""
+        return cls.drained_reply
+
+    @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ConfigError`` if this worker type cannot run with ``options`` (the broker's
         extra keyword options). Called by ``Master.broker`` before anything forks; the default

@@ -55,7 +55,7 @@ def build_scope(
     if root:
         path = root + path
         raw_path = root.encode() + raw_path
-    scheme = "http"
+    scheme = state.scheme
     if state.config.proxy_headers and state.trusts(client[0] if client else None):
         client, scheme = _forwarded(headers, client, scheme, state.trusts)
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from prefork._options import (
     ConfigError,
     build,
     check_fields,
+    maybe_text,
     one_of,
     option,
     seconds,
@@ -91,6 +93,12 @@ def _headers(name: str, value: Any) -> Any:
             )
         out.append((field, text))
     return tuple(out)
+
+
+def _cert_reqs(name: str, value: Any) -> Any:
+    if value not in (0, 1, 2) or isinstance(value, bool):
+        raise ConfigError(f"{name} must be 0 (none), 1 (optional) or 2 (required), got {value!r}")
+    return value
 
 
 def _access_format(name: str, value: Any) -> Any:
@@ -265,8 +273,57 @@ class HTTPConfig:
         metavar="FORMAT",
     )
 
+    ssl_certfile: str | None = option(
+        None,
+        "serve HTTPS with this certificate (chain) file, read again by every reload",
+        maybe_text,
+        "--ssl-certfile",
+        "--certfile",
+        metavar="FILE",
+    )
+    ssl_keyfile: str | None = option(
+        None,
+        "the certificate's private key (when not in the certificate file)",
+        maybe_text,
+        "--ssl-keyfile",
+        "--keyfile",
+        metavar="FILE",
+    )
+    ssl_keyfile_password: str | None = option(
+        None, "the private key's password", maybe_text, "--ssl-keyfile-password", metavar="TEXT"
+    )
+    ssl_ca_certs: str | None = option(
+        None,
+        "CA certificates to verify clients with (see --ssl-cert-reqs)",
+        maybe_text,
+        "--ssl-ca-certs",
+        "--ca-certs",
+        metavar="FILE",
+    )
+    ssl_cert_reqs: int = option(
+        int(ssl.CERT_NONE),
+        "client certificates: 0 none, 1 optional, 2 required",
+        _cert_reqs,
+        "--ssl-cert-reqs",
+        metavar="N",
+        parse=int,
+    )
+    ssl_ciphers: str = option(
+        "TLSv1", "OpenSSL cipher list", text, "--ssl-ciphers", metavar="CIPHERS"
+    )
+    ssl_version: int = option(
+        int(ssl.PROTOCOL_TLS_SERVER),
+        "the ssl module's protocol constant",
+        whole(0),
+        "--ssl-version",
+        metavar="N",
+        parse=int,
+    )
+
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ConfigError("ssl_keyfile needs ssl_certfile; give --ssl-certfile too")
         if self.max_requests_jitter and not self.max_requests:
             raise ConfigError(
                 "max_requests_jitter needs max_requests; set --max-requests too or drop it"

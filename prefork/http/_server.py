@@ -20,6 +20,7 @@ from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
 from prefork.http._lifespan import Lifespan
 from prefork.http._state import ServerState
+from prefork.http._tls import server_context
 from prefork.worker import Worker
 
 logger = logging.getLogger("prefork.http")
@@ -83,9 +84,18 @@ class HTTPWorker(Worker):
     )
 
     @classmethod
+    def url_scheme_for(cls, options: Mapping[str, Any]) -> str:
+        return "https" if options.get("ssl_certfile") else cls.url_scheme
+
+    @classmethod
+    def drained_reply_for(cls, options: Mapping[str, Any]) -> bytes:
+        # A 503 in plain text means nothing to a TLS client: it gets a reset instead.
+        return b"" if options.get("ssl_certfile") else cls.drained_reply
+
+    @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ConfigError`` unless ``options`` make a valid ``HTTPConfig``."""
-        HTTPConfig.from_options(options)
+        server_context(HTTPConfig.from_options(options))  # readable key and certificate
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -100,10 +110,14 @@ class HTTPWorker(Worker):
         state = self.state = ServerState(self.config, app, loop, retire=self.retire)
         lifespan = self.lifespan = Lifespan(app, self.config.lifespan, state.lifespan_state)
         await lifespan.startup()
+        tls: dict[str, Any] = {}
+        context = server_context(self.config)  # read afresh: a reload rotates certificates
+        if context is not None:  # the handshake counts against the header timeout
+            tls = {"ssl": context, "ssl_handshake_timeout": self.config.header_timeout}
         for sock in self.sockets:
             sock.setblocking(False)
             server = await loop.create_server(
-                lambda: HTTPProtocol(state), sock=sock, backlog=self.backlog
+                lambda: HTTPProtocol(state), sock=sock, backlog=self.backlog, **tls
             )
             self.servers.append(server)
         state.start_sweeping()

@@ -76,6 +76,7 @@ class ServerState:
             0.0 if name is None else float(getattr(config, name))
             for name in (PHASE_TIMEOUTS[phase] for phase in Phase)
         )
+        self.scheme = "https" if config.ssl_certfile else "http"
         #: What every response carries unless the app sent it.
         self.head_defaults = HeadDefaults(
             date=config.date_header,

@@ -159,3 +159,13 @@ def test_umask_is_read_in_octal(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["serve", "--umask", "9", "json:app"])
     assert "argument --umask: invalid octal value: '9'" in capsys.readouterr().err
+
+
+def test_an_unreadable_certificate_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = run(capsys, "--ssl-certfile", "/nonexistent/cert.pem", "json:app")
+    assert (code, err) == (
+        2,
+        "prefork: error: cannot use the TLS certificate '/nonexistent/cert.pem': "
+        "No such file or directory; check --ssl-certfile, --ssl-keyfile and "
+        "--ssl-keyfile-password",
+    )
