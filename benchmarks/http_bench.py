@@ -1,6 +1,6 @@
 """Requests/s of prefork's HTTP worker against uvicorn (h11 and httptools), one worker each.
 
-    python benchmarks/http_bench.py [--rounds 3] [--duration 5] [--connections 50]
+    python benchmarks/http_bench.py [--rounds 3] [--duration 5] [--connections 50] [--tls]
 
 Every server serves examples/hello.py on a port the OS picks; wrk (keep-alive) runs against
 each in turn, alternating over several rounds in one run so that machine noise hits all of
@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.hello:app"
 
 
-def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
+def servers(port_of: dict[str, int], tls: list[str] | None = None) -> dict[str, list[str]]:
+    """The command of each server; with ``tls`` ([certfile, keyfile]), serving HTTPS."""
     py = sys.executable
     out = {
         "prefork": [
@@ -45,6 +46,11 @@ def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
             "--port", str(port_of["uvicorn-httptools"]), APP,
         ],
     }  # fmt: skip
+    if tls:
+        certfile, keyfile = tls
+        for cmd in out.values():
+            cmd[-1:-1] = ["--ssl-certfile", certfile, "--ssl-keyfile", keyfile]
+        return out  # gunicorn's asgi worker is left out of the TLS comparison
     if importlib.util.find_spec("gunicorn") is not None and "gunicorn-asgi" in port_of:
         # gunicorn's own ASGI worker (gunicorn >= 25), on uvloop, without an access log.
         out["gunicorn-asgi"] = [
@@ -68,9 +74,10 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
 
 
 def run_wrk(port: int, args: argparse.Namespace, duration: float) -> float:
+    scheme = "https" if args.tls else "http"
     cmd = [
         "wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{max(1, round(duration))}s",
-        f"http://127.0.0.1:{port}/",
+        f"{scheme}://127.0.0.1:{port}/",
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
@@ -89,13 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only", nargs="*", help="servers to run (default: all found)")
+    parser.add_argument(
+        "--tls", action="store_true", help="HTTPS, every server with the same certificate"
+    )
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("install wrk: apt-get install wrk", file=sys.stderr)
         return 2
     names = ["prefork", "uvicorn-h11", "uvicorn-httptools", "gunicorn-asgi"]
     port_of = {name: free_port() for name in names}
-    commands = servers(port_of)
+    tls = None
+    if args.tls:
+        import tempfile
+
+        import trustme  # in the test extra
+
+        where = Path(tempfile.mkdtemp())
+        cert = trustme.CA().issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(where / "key.pem"))
+        cert.cert_chain_pems[0].write_to_path(str(where / "cert.pem"))
+        tls = [str(where / "cert.pem"), str(where / "key.pem")]
+    commands = servers(port_of, tls)
     if args.only:
         commands = {k: v for k, v in commands.items() if k in args.only}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
