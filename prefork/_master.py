@@ -22,7 +22,6 @@ from typing import Any, assert_never
 
 from prefork import _child, _events, _pidfile, _process, _sockets
 from prefork import _frames as frames
-from prefork import _setup as setup
 from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
 from prefork._events import Action, Event
@@ -34,6 +33,8 @@ from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")
+#: The log line of the master and its workers (``prefork serve`` uses it too).
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 
 class _Desk:
@@ -361,7 +362,7 @@ def _default_logging() -> None:
     if logging.getLogger().handlers or ours.handlers:
         return
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(setup.LOG_FORMAT))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     ours.addHandler(handler)
     if ours.level == logging.NOTSET:
         ours.setLevel(logging.INFO)

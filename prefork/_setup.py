@@ -17,10 +17,8 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from prefork._master import LOG_FORMAT
 from prefork._options import ConfigError, declared
-
-LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
-
 
 # --- the config file ---------------------------------------------------------------------
 

@@ -269,10 +269,9 @@ def _with_config_file(
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices["serve"]  # type: ignore[no-any-return]
-    raise AssertionError("no serve command")  # pragma: no cover  (build_parser adds it)
+    """The ``serve`` command's own parser (where the config file's values go)."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return commands.choices["serve"]  # type: ignore[no-any-return]
 
 
 def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, dict[str, Any]]:
