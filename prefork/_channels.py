@@ -24,7 +24,7 @@ class Channel:
     def __init__(self, worker_id: int, sock: socket.socket, max_frame: int) -> None:
         self.worker_id = worker_id
         self.sock = sock
-        self.decoder = frames.Decoder(max_frame)
+        self.decoder = frames.Decoder(max_frame, frames.TO_MASTER)
         self.outgoing = bytearray()
 
 
@@ -81,6 +81,11 @@ class Channels:
                 return
             for m in messages:
                 self._post(MessageReceived(channel.worker_id, m.kind, m.body))
+
+    def open(self, worker_id: int) -> bool:
+        """Whether frames can still be sent to this worker."""
+        channel = self._by_worker.get(worker_id)
+        return channel is not None and self._registered(channel)
 
     def send(self, worker_ids: Iterable[int], frame: bytes) -> None:
         """Queue ``frame`` for each of these workers and write what the sockets take now."""

@@ -105,10 +105,11 @@ class _Link(asyncio.Protocol):
     """The worker's end of the master channel."""
 
     def __init__(self, max_frame: int) -> None:
-        self.decoder = frames.Decoder(max_frame)
+        self.decoder = frames.Decoder(max_frame, frames.TO_WORKER)
         self.max_frame = max_frame
         self.worker: Worker | None = None
         self.transport: asyncio.Transport | None = None
+        self.leaving: asyncio.Task[None] | None = None  # prepare_for_shutdown, once started
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
@@ -120,10 +121,24 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         assert self.worker is not None
         for message in self.decoder.feed(data):
+            if message.kind == frames.STOP:
+                body = message.body
+                self.leave(replaced=isinstance(body, dict) and body.get("replaced") is True)
+                continue
             try:
                 self.worker.on_message(message.body)
             except Exception:
                 log.exception("[%s] on_message raised", self.worker.type)
+
+    def leave(self, *, replaced: bool) -> None:
+        """Run the worker's ``prepare_for_shutdown`` (once: a second request changes nothing)."""
+        worker = self.worker
+        assert worker is not None
+        if self.leaving is not None:
+            return
+        worker.replaced = replaced
+        self.leaving = asyncio.get_running_loop().create_task(worker.prepare_for_shutdown())
+        self.leaving.add_done_callback(lambda t: _after_shutdown(worker, t))
 
     def connection_lost(self, exc: Exception | None) -> None:
         # The master is gone (PR_SET_PDEATHSIG covers a SIGKILLed master; this covers the rest).
@@ -165,22 +180,15 @@ async def _start(spec: WorkerSpec, link: _Link) -> Worker:
     )
     link.worker = worker
     worker._exit = loop.create_future()
-    stopping: list[asyncio.Task[None]] = []
-    loop.add_signal_handler(signal.SIGTERM, _on_sigterm, worker, stopping)
+    # The master sends a STOP frame; SIGTERM comes from anyone else (or a master whose
+    # channel to us broke): a stop, not a replacement.
+    loop.add_signal_handler(signal.SIGTERM, lambda: link.leave(replaced=False))
     if spec.heartbeat:
         _beat(loop, link, spec.heartbeat)
     started = worker.init()
     if inspect.isawaitable(started):
         await started
     return worker
-
-
-def _on_sigterm(worker: Worker, stopping: list[asyncio.Task[None]]) -> None:
-    if stopping:
-        return
-    task = asyncio.get_running_loop().create_task(worker.prepare_for_shutdown())
-    stopping.append(task)
-    task.add_done_callback(lambda t: _after_shutdown(worker, t))
 
 
 def _after_shutdown(worker: Worker, task: asyncio.Task[None]) -> None:

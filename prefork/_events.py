@@ -118,9 +118,13 @@ class Spawn:
 
 @dataclass(frozen=True, slots=True)
 class Terminate:
-    """Ask a worker to leave gracefully (SIGTERM)."""
+    """Ask a worker to leave gracefully (a STOP frame, or SIGTERM if its channel is gone).
+
+    ``replaced``: a new worker takes its place (a reload, a recycle), so clients should
+    reconnect (WebSockets are closed with 1012, not 1001)."""
 
     worker_id: int
+    replaced: bool = False
 
 
 @dataclass(frozen=True, slots=True)

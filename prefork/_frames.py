@@ -15,14 +15,18 @@ HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20
 
 # Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED (why it
-# could not start: a traceback the master prints once). Master -> worker: MESSAGE.
+# could not start: a traceback the master prints once). Master -> worker: MESSAGE, STOP (leave
+# gracefully; its body says whether a new worker replaces this one).
 READY = "ready"
 HEARTBEAT = "hb"
 MESSAGE = "msg"
 REPORT = "report"
 RETIRE = "retire"
 FAILED = "failed"
-KINDS = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED})
+STOP = "stop"
+TO_MASTER = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED})
+TO_WORKER = frozenset({MESSAGE, STOP})
+KINDS = TO_MASTER | TO_WORKER
 
 
 class FrameError(ValueError):
@@ -52,8 +56,11 @@ def encode(kind: str, body: Any = None, *, max_frame: int = DEFAULT_MAX_FRAME) -
 class Decoder:
     """Turns a byte stream into messages; feed it whatever ``recv`` returned."""
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    def __init__(
+        self, max_frame: int = DEFAULT_MAX_FRAME, kinds: frozenset[str] = KINDS
+    ) -> None:
         self.max_frame = max_frame
+        self.kinds = kinds  # the kinds this end accepts
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Message]:
@@ -69,15 +76,15 @@ class Decoder:
                 break
             payload = bytes(self._buffer[HEADER.size : end])
             del self._buffer[:end]
-            messages.append(_parse(payload))
+            messages.append(_parse(payload, self.kinds))
         return messages
 
 
-def _parse(payload: bytes) -> Message:
+def _parse(payload: bytes, kinds: frozenset[str]) -> Message:
     try:
         frame = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FrameError(f"frame is not JSON: {exc}") from None
-    if not isinstance(frame, dict) or frame.get("k") not in KINDS:
+    if not isinstance(frame, dict) or frame.get("k") not in kinds:
         raise FrameError("frame is not an object with a known kind")
     return Message(frame["k"], frame.get("b"))

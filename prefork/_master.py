@@ -235,8 +235,8 @@ class Master:
         match action:
             case _events.Spawn():
                 self._spawn(action)
-            case _events.Terminate(worker_id=worker_id):
-                self._signal(worker_id, signal.SIGTERM)
+            case _events.Terminate(worker_id=worker_id, replaced=replaced):
+                self._terminate(worker_id, replaced)
             case _events.Kill(worker_id=worker_id):
                 self._signal(worker_id, signal.SIGKILL)
             case _events.DumpStack(worker_id=worker_id):
@@ -303,6 +303,17 @@ class Master:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):  # died, not reaped yet
                 os.kill(pid, signum)
+
+    def _terminate(self, worker_id: int, replaced: bool) -> None:
+        """A STOP frame tells the worker why it leaves (a signal cannot); a worker whose
+        channel is gone gets SIGTERM. The frame alone, not both: whichever the worker saw
+        first would decide, and a reload must close WebSockets with 1012 every time."""
+        channels = self._channels
+        if channels is not None and channels.open(worker_id):
+            body = {"replaced": replaced}
+            channels.send([worker_id], frames.encode(frames.STOP, body))
+        else:
+            self._signal(worker_id, signal.SIGTERM)
 
     def _live_channels(self) -> Channels:
         assert self._channels is not None

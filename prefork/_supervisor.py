@@ -324,7 +324,7 @@ class Supervisor:
         out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
         if b.swap is not None and b.swap.new == w.id:
             if b.swap.old is not None:
-                self._stop(self._workers[b.swap.old], now, out)
+                self._stop(self._workers[b.swap.old], now, out, replaced=True)
             b.swap = None
             b.replaced += 1
 
@@ -499,13 +499,16 @@ class Supervisor:
         out.append(Spawn(w.id, w.broker, w.generation))
         return w.id
 
-    def _stop(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
-        """Stop on purpose: a ready worker drains (SIGTERM); any other serves nobody."""
+    def _stop(
+        self, w: WorkerRecord, now: float, out: list[Action], *, replaced: bool = False
+    ) -> None:
+        """Stop on purpose: a ready worker drains (``replaced``: a new one took its place);
+        any other serves nobody."""
         w.asked = True
         if w.state is WorkerState.READY:
             w.state = WorkerState.STOPPING
             w.kill_at = now + self._brokers[w.broker].policy.graceful_timeout
-            out.append(Terminate(w.id))
+            out.append(Terminate(w.id, replaced))
         elif w.state is not WorkerState.KILLED:
             self._kill(w, out)
 

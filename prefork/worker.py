@@ -2,8 +2,8 @@
 
 A worker runs in its own forked process on a uvloop event loop. The master starts it, calls
 ``init()``, and treats it as ready when ``init()`` returns (or, with ``auto_ready = False``,
-when it calls ``ready()``). SIGTERM runs ``prepare_for_shutdown()``, which must end with
-``shutdown()``.
+when it calls ``ready()``). The master's STOP frame (or a SIGTERM) runs
+``prepare_for_shutdown()``, which must end with ``shutdown()``.
 """
 
 from __future__ import annotations
@@ -65,6 +65,9 @@ class Worker:
         # The seconds between SIGTERM and the master's SIGKILL (0: not known).
         self.graceful_timeout = graceful_timeout
         self.options = dict(options)
+        # Set before prepare_for_shutdown() runs: True when a new worker takes this one's place
+        # (a reload, a recycle), False for a drain, a stop or a scale-down.
+        self.replaced = False
         self._channel = channel
         self._exit: asyncio.Future[int] | None = None
         self._ready_sent = False
@@ -90,7 +93,8 @@ class Worker:
         return None
 
     async def prepare_for_shutdown(self) -> None:
-        """Stop gracefully; runs on SIGTERM. Must end by calling ``shutdown()``."""
+        """Stop gracefully; runs when the master stops this worker (``replaced`` says
+        whether another takes its place) or on SIGTERM. Must end by calling ``shutdown()``."""
         self.shutdown()
 
     def on_message(self, obj: Any) -> None:

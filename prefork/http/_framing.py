@@ -76,6 +76,23 @@ def _as_bytes(value: object, what: str) -> bytes:
     raise TypeError(f"response header {what} must be bytes, got {type(value).__name__}")
 
 
+def checked_header(name: object, value: object) -> tuple[bytes, bytes]:
+    """An app's header as (lowercased name, value) bytes; ``TypeError``/``ValueError`` if it
+    is not a valid field (a newline in a value would let the app split the response)."""
+    name = _as_bytes(name, "name").lower()
+    value = _as_bytes(value, "value")
+    if _TOKEN.fullmatch(name) is None:
+        raise ValueError(f"invalid response header name {name!r}")
+    if _BAD_VALUE.search(value) is not None:
+        raise ValueError(f"invalid response header value {value!r} for {name.decode()}")
+    return name, value
+
+
+def header_line(name: object, value: object) -> bytes:
+    """``name: value\r\n`` for an app's header, checked (``checked_header``)."""
+    return b"%s: %s\r\n" % checked_header(name, value)
+
+
 class HeadDefaults:
     """What every response of a worker carries unless the app sent it: ``date`` and
     ``server`` headers (each may be turned off), and the operator's extra headers (encoded
@@ -116,13 +133,8 @@ def build_head(
     content_length = -1
     saw_date = saw_server = False
     close = not keep_alive
-    for name, value in headers:
-        name = _as_bytes(name, "name").lower()
-        value = _as_bytes(value, "value")
-        if _TOKEN.fullmatch(name) is None:
-            raise ValueError(f"invalid response header name {name!r}")
-        if _BAD_VALUE.search(value) is not None:
-            raise ValueError(f"invalid response header value {value!r} for {name.decode()}")
+    for raw_name, raw_value in headers:
+        name, value = checked_header(raw_name, raw_value)
         if name == b"content-length":
             if content_length != -1 or not value.isdigit():
                 raise ValueError(f"invalid content-length response header {value!r}")
@@ -184,14 +196,17 @@ def chunk(data: bytes) -> bytes:
 LAST_CHUNK = b"0\r\n\r\n"
 
 
-def simple_response(status: int, body: bytes, *, head_request: bool = False) -> bytes:
+def simple_response(
+    status: int, body: bytes, *, head_request: bool = False, extra: bytes = b""
+) -> bytes:
     """A complete plain-text response of our own (errors, refusals), closing the connection.
 
-    To a HEAD request, the same head without the body.
+    To a HEAD request, the same head without the body. ``extra``: more header lines.
     """
     return b"".join(
         (
             status_line(status),
+            extra,
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body),
             date_header(),

@@ -32,12 +32,14 @@ import re
 
 
 class Refused(Exception):
-    """A request we answer with ``status`` (``reason`` is the plain-text body) and close."""
+    """A request we answer with ``status`` (``reason`` is the plain-text body, ``headers``
+    more header lines) and close."""
 
-    def __init__(self, status: int, reason: bytes) -> None:
+    def __init__(self, status: int, reason: bytes, headers: bytes = b"") -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
+        self.headers = headers
 
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # every control byte but HTAB

@@ -44,6 +44,39 @@ def test_an_action_for_a_worker_already_reaped_signals_nobody(
     assert sent == [(4242, signal.SIGTERM), (4242, signal.SIGUSR2), (4242, signal.SIGKILL)]
 
 
+def test_a_worker_is_stopped_by_a_stop_frame_saying_whether_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A STOP frame, not SIGTERM, while the channel is open: only the frame says why (a
+    reload closes WebSockets with 1012, a stop with 1001). A closed channel: SIGTERM."""
+    import selectors
+
+    from prefork import _frames
+    from prefork._channels import Channels
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    master = Master()
+    master._pids[7] = 4242
+    selector = selectors.DefaultSelector()
+    master._channels = Channels(selector, lambda event: None, 1 << 20)
+    ours, theirs = socket.socketpair()
+    with ours, theirs, selector:
+        master._channels.add(7, ours)
+        master._perform(Terminate(7, replaced=True))
+        master._perform(Terminate(7))
+        decoder = _frames.Decoder(kinds=_frames.TO_WORKER)
+        frames = decoder.feed(theirs.recv(4096))
+        assert [(f.kind, f.body) for f in frames] == [
+            ("stop", {"replaced": True}),
+            ("stop", {"replaced": False}),
+        ]
+        assert sent == []
+        master._channels.remove(7)
+        master._perform(Terminate(7))
+        assert sent == [(4242, signal.SIGTERM)]
+
+
 def test_a_worker_that_died_but_is_not_reaped_yet_is_no_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

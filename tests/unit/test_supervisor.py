@@ -234,14 +234,14 @@ def test_reload_replaces_one_at_a_time_new_before_old() -> None:
     out = ready(sup, 3, 11.0)
     assert effects(out) == [
         Emit("web", "worker_ready", (WorkerInfo(3, 103, "web", 2),)),
-        Terminate(1),
+        Terminate(1, replaced=True),
         Spawn(4, "web", 2),
     ]
     assert emits(sup.handle(WorkerExited(1, 0, None), 11.5), "worker_exit")
     out = ready(sup, 4, 12.0)
     assert effects(out) == [
         Emit("web", "worker_ready", (WorkerInfo(4, 104, "web", 2),)),
-        Terminate(2),
+        Terminate(2, replaced=True),
         Emit("web", "reload_done", (ReloadResult("web", 2, 2),)),
     ]
     assert sup.status()["web"]["reloading"] is False
@@ -306,7 +306,7 @@ def test_sighup_during_reload_restarts_it_with_the_newest_code() -> None:
     assert effects(out) == [Kill(3), Spawn(4, "web", 3)]
     assert emits(sup.handle(WorkerExited(3, None, 9), 10.6), "worker_exit")
     out = ready(sup, 4, 11.0)
-    assert Terminate(1) in out
+    assert Terminate(1, replaced=True) in out
 
 
 def test_sigterm_during_reload_drains_and_reports_the_reload_failed() -> None:
@@ -471,9 +471,9 @@ def test_recycle_replaces_workers_one_at_a_time_with_jitter() -> None:
     out = sup.handle(TimePassed(), 95.0)
     assert effects(out) == [Spawn(3, "web", 1)]  # only one replacement at a time
     out = ready(sup, 3, 96.0)
-    assert Terminate(1) in out and Spawn(4, "web", 1) in out
+    assert Terminate(1, replaced=True) in out and Spawn(4, "web", 1) in out
     out = ready(sup, 4, 97.0)
-    assert Terminate(2) in out
+    assert Terminate(2, replaced=True) in out
     assert not emits(out, "reload_done")
 
 
@@ -492,7 +492,7 @@ def test_retire_goes_through_the_rolling_path_once() -> None:
     assert effects(sup.handle(MessageReceived(1, frames.RETIRE, None), 5.0)) == [Spawn(3, "web", 1)]
     assert effects(sup.handle(MessageReceived(1, frames.RETIRE, None), 5.1)) == []
     assert effects(sup.handle(MessageReceived(2, frames.RETIRE, None), 5.2)) == []  # queued
-    assert Terminate(1) in ready(sup, 3, 6.0)
+    assert Terminate(1, replaced=True) in ready(sup, 3, 6.0)
 
 
 def test_messages_and_reports_reach_callbacks() -> None:
@@ -545,7 +545,7 @@ def test_scale_down_during_a_reload_takes_queued_workers_out_of_the_queue() -> N
     out = effects(sup.handle(ScaleRequested("web", workers=1), 10.5))
     assert out == [Terminate(3), Terminate(2)]
     out = ready(sup, 4, 11.0)
-    assert Terminate(1) in out
+    assert Terminate(1, replaced=True) in out
     assert emits(out, "reload_done") == [(ReloadResult("web", 2, 1),)]
 
 
