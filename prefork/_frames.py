@@ -56,9 +56,7 @@ def encode(kind: str, body: Any = None, *, max_frame: int = DEFAULT_MAX_FRAME) -
 class Decoder:
     """Turns a byte stream into messages; feed it whatever ``recv`` returned."""
 
-    def __init__(
-        self, max_frame: int = DEFAULT_MAX_FRAME, kinds: frozenset[str] = KINDS
-    ) -> None:
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, kinds: frozenset[str] = KINDS) -> None:
         self.max_frame = max_frame
         self.kinds = kinds  # the kinds this end accepts
         self._buffer = bytearray()

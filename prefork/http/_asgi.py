@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 from prefork.http import _framing
@@ -31,6 +31,17 @@ ASGIApp = Callable[..., Any]
 _DISCONNECT: Message = {"type": "http.disconnect"}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _BIG = 65536
+
+
+class AppCall(Protocol):
+    """What ``run_app`` runs the app for: a ``Cycle``, or a WebSocket."""
+
+    scope: dict[str, Any]
+
+    async def receive(self) -> Message: ...
+    async def send(self, message: Message) -> None: ...
+    def app_returned(self, result: object) -> None: ...
+    def app_failed(self, exc: BaseException) -> None: ...
 
 
 class ClientDisconnected(OSError):
@@ -359,8 +370,9 @@ class Cycle:
             self._on_abort(self)
 
 
-async def run_app(app: ASGIApp, cycle: Cycle, done: Callable[[], None]) -> None:
-    """Run the app for one request, settle the response whatever it does, then call ``done``.
+async def run_app(app: ASGIApp, cycle: AppCall, done: Callable[[], None]) -> None:
+    """Run the app for one request (or WebSocket), settle the response whatever it does, then
+    call ``done``.
 
     ``done`` runs in the task itself, not in a done-callback: those run a loop turn later,
     after the next pipelined request was already admitted (and counted against

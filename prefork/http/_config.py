@@ -8,7 +8,6 @@ No I/O here: the app is imported later, in the worker, after fork.
 from __future__ import annotations
 
 import ipaddress
-import re
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,87 +26,11 @@ from prefork._options import (
     text,
     whole,
 )
-from prefork.http._access import DEFAULT_ACCESS_FORMAT, AtomProbe
+from prefork.http import _checks
+from prefork.http._access import DEFAULT_ACCESS_FORMAT
 
 LIFESPAN_MODES = ("auto", "on", "off")
-
-
-def _app(name: str, value: Any) -> Any:
-    if isinstance(value, str):
-        module, sep, attr = value.partition(":")
-        if not sep or not module.strip() or not attr.strip():
-            raise ConfigError(f"app {value!r} is not 'module:attr'; name the app like 'main:app'")
-    elif not callable(value):
-        raise ConfigError("app must be 'module:attr' or an ASGI callable")
-    return value
-
-
-def _root_path(name: str, value: Any) -> Any:
-    text(name, value)
-    if value and (not value.startswith("/") or value == "/"):
-        raise ConfigError(f"root_path {value!r} must start with '/' (e.g. /api) or be empty")
-    return value
-
-
-def _networks(name: str, value: Any) -> Any:
-    """IPs or networks, ``unix`` (unix-socket peers) or ``*``; a comma-separated string is
-    split. Kept as a tuple."""
-    items = value.split(",") if isinstance(value, str) else list(value)
-    out: list[str] = []
-    for raw in items:
-        item = str(raw).strip()
-        if not item:
-            continue
-        if item not in ("*", "unix"):
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ConfigError(
-                    f"{name}: {item!r} is not an IP address or network; "
-                    "use e.g. 127.0.0.1,10.0.0.0/8,unix or *"
-                ) from None
-        out.append(item)
-    return tuple(out)
-
-
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FIELD_VALUE = re.compile(r"^[\t\x20-\x7e\x80-\xff]*$")
-
-
-def _headers(name: str, value: Any) -> Any:
-    """``'Name: value'`` strings (or pairs) -> ``((name, value), ...)``, each checked."""
-    items = [value] if isinstance(value, str) else list(value)
-    out = []
-    for item in items:
-        if isinstance(item, str):
-            field, sep, text = item.partition(":")
-            if not sep:
-                raise ConfigError(f"header {item!r} must look like 'Name: value'")
-        else:
-            field, text = item
-        field, text = str(field).strip(), str(text).strip()
-        if not _TOKEN.match(field) or not _FIELD_VALUE.match(text):
-            raise ConfigError(
-                f"header {field!r}: {text!r} is not a valid header; use 'Name: value' "
-                "with a token name and no control characters"
-            )
-        out.append((field, text))
-    return tuple(out)
-
-
-def _cert_reqs(name: str, value: Any) -> Any:
-    if value not in (0, 1, 2) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be 0 (none), 1 (optional) or 2 (required), got {value!r}")
-    return value
-
-
-def _access_format(name: str, value: Any) -> Any:
-    text(name, value)
-    try:
-        value % AtomProbe()
-    except (KeyError, ValueError, TypeError) as exc:
-        raise ConfigError(f"access log format {value!r} is not valid: {exc}") from None
-    return value
+WS_MODES = ("auto", "none", "wsproto")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,14 +44,18 @@ class HTTPConfig:
     """
 
     app: str | Callable[..., Any] = option(
-        REQUIRED, "the ASGI app as module:attr, e.g. main:app", _app, "app", metavar="APP"
+        REQUIRED,
+        "the ASGI app as module:attr, e.g. main:app",
+        _checks.app_spec,
+        "app",
+        metavar="APP",
     )
     factory: bool = option(
         False, "APP is a callable returning the ASGI app", switch, "--factory", parse=None
     )
     app_dir: str = option(".", "directory added to sys.path to import APP", text, "--app-dir")
     root_path: str = option(
-        "", "ASGI root_path, for an app mounted below a prefix", _root_path, "--root-path"
+        "", "ASGI root_path, for an app mounted below a prefix", _checks.root_path, "--root-path"
     )
     proxy_headers: bool = option(
         False,
@@ -140,7 +67,7 @@ class HTTPConfig:
     forwarded_allow_ips: tuple[str, ...] = option(
         ("127.0.0.1",),
         "comma-separated proxy IPs or networks to trust, unix (unix-socket peers), or *",
-        _networks,
+        _checks.networks,
         "--forwarded-allow-ips",
         metavar="IPS",
     )
@@ -259,7 +186,7 @@ class HTTPConfig:
     headers: tuple[tuple[str, str], ...] = option(
         (),
         "a header every response carries, as 'Name: value'; repeatable",
-        _headers,
+        _checks.header_fields,
         "--header",
         metavar="'NAME: VALUE'",
         repeat=True,
@@ -268,7 +195,7 @@ class HTTPConfig:
         DEFAULT_ACCESS_FORMAT,
         "access log line, with gunicorn's atoms: %%(h)s client, %%(r)s request line, "
         "%%(s)s status, %%(b)s bytes, %%(L)s seconds, %%(M)s ms, %%({name}i)s a header...",
-        _access_format,
+        _checks.access_format,
         "--access-logformat",
         metavar="FORMAT",
     )
@@ -303,7 +230,7 @@ class HTTPConfig:
     ssl_cert_reqs: int = option(
         int(ssl.CERT_NONE),
         "client certificates: 0 none, 1 optional, 2 required",
-        _cert_reqs,
+        _checks.cert_reqs,
         "--ssl-cert-reqs",
         metavar="N",
         parse=int,
@@ -318,6 +245,54 @@ class HTTPConfig:
         "--ssl-version",
         metavar="N",
         parse=int,
+    )
+
+    ws: str = option(
+        "auto",
+        "WebSockets: auto (wsproto), wsproto, or none (an upgrade is a plain HTTP request)",
+        one_of(*WS_MODES),
+        "--ws",
+        choices=WS_MODES,
+    )
+    ws_max_size: int = option(
+        16 * 1024 * 1024,
+        "largest WebSocket message, in bytes (closed with 1009 beyond)",
+        whole(1),
+        "--ws-max-size",
+        metavar="BYTES",
+        parse=int,
+    )
+    ws_max_queue: int = option(
+        32,
+        "WebSocket messages waiting for the app before reading pauses",
+        whole(1),
+        "--ws-max-queue",
+        metavar="N",
+        parse=int,
+    )
+    ws_ping_interval: float = option(
+        20.0,
+        "ping each WebSocket this often (0 = never)",
+        seconds(),
+        "--ws-ping-interval",
+        metavar="SECONDS",
+        parse=float,
+    )
+    ws_ping_timeout: float = option(
+        20.0,
+        "close a WebSocket whose pong takes longer (0 = wait forever)",
+        seconds(),
+        "--ws-ping-timeout",
+        metavar="SECONDS",
+        parse=float,
+    )
+    ws_per_message_deflate: bool = option(
+        True,
+        "accept a WebSocket client's offer of per-message deflate (true or false)",
+        switch,
+        "--ws-per-message-deflate",
+        metavar="BOOL",
+        parse=_checks.truth,
     )
 
     def __post_init__(self) -> None:

@@ -47,6 +47,8 @@ from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
 from prefork.http._state import Phase, ServerState
+from prefork.http._websocket import WebSocketProtocol, websocket_scope
+from prefork.http._ws_handshake import read_offer
 
 __all__ = ["BODY_BUFFER", "HTTPProtocol"]
 
@@ -156,7 +158,7 @@ class HTTPProtocol(asyncio.Protocol):
                 self._parser.receive_data(data)
                 self._read_body()
             except Refused as exc:
-                self._refuse(exc.status, exc.reason)
+                self._refuse(exc.status, exc.reason, exc.headers)
         elif phase is BUSY or phase is FLUSH:
             self._reader.append(data)  # pipelined: parsed once the response is done and read
             if len(self._reader.buf) > BODY_BUFFER:
@@ -208,12 +210,40 @@ class HTTPProtocol(asyncio.Protocol):
                 self._admit(info)
                 self._begin(info)
         except Refused as exc:
-            self._refuse(exc.status, exc.reason)
+            self._refuse(exc.status, exc.reason, exc.headers)
 
     def _upgrade(self, info: RequestInfo) -> None:
-        """Where a WebSocket handshake will hand the connection over to a WebSocket protocol
-        (after its own admission). There is none yet: refused."""
-        raise Refused(400, b"WebSocket is not supported by this server.\n")
+        """Hand the connection over to a ``WebSocketProtocol`` (``--ws none``: an upgrade
+        request is a plain request). Refused like any request: a bad handshake (400, 426),
+        over ``limit_concurrency`` (503), or while draining (503: the client reconnects to
+        the worker that replaces this one)."""
+        if self._config.ws == "none":
+            self._admit(info)
+            self._begin(info)
+            return
+        offer = read_offer(info)
+        self._admit(info)
+        if self.draining:
+            raise Refused(503, b"Service unavailable.\n")
+        if self._eof:
+            self._close()  # the client has already shut its side: no frame can come
+            return
+        state = self.state
+        state.request_started()
+        self._served += 1
+        pending = bytes(self._reader.buf[info.head_end :])
+        self._reader.buf = b""
+        self._parser = None
+        self._enter(CLOSED)  # this protocol is done with the transport
+        state.connections.discard(self)
+        scope = build_scope(
+            state, self.server, self.client, b"GET", info.path, b"1.1", info.headers
+        )
+        socket = WebSocketProtocol(
+            state, self.transport, self.flow, websocket_scope(scope, offer), offer, pending
+        )
+        self.transport.set_protocol(socket)
+        socket.start()
 
     def _admit(self, info: RequestInfo) -> None:
         """Refuse a request over a limit (body size, concurrency) before it starts."""
@@ -361,7 +391,7 @@ class HTTPProtocol(asyncio.Protocol):
             else:
                 self._refuse(500, b"Internal Server Error\n")
 
-    def _refuse(self, status: int, message: bytes) -> None:
+    def _refuse(self, status: int, message: bytes, headers: bytes = b"") -> None:
         """Answer ``status`` (unless a response has begun) and close.
 
         The answer to a HEAD request has no body (RFC 9110 section 9.3.2), whether the head
@@ -370,7 +400,8 @@ class HTTPProtocol(asyncio.Protocol):
         cycle = self.cycle
         if cycle is None:
             head = self._reader.buf[:5] == b"HEAD "
-            self.transport.write(simple_response(status, message, head_request=head))
+            response = simple_response(status, message, head_request=head, extra=headers)
+            self.transport.write(response)
         elif cycle.framing is None:
             head = cycle.head_request
             self.transport.write(simple_response(status, message, head_request=head))

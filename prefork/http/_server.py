@@ -137,7 +137,9 @@ class HTTPWorker(Worker):
         if state is not None:
             # Idle keep-alive connections wait for their deadline, but never past most of the
             # graceful timeout: lifespan shutdown must still run before the master's SIGKILL.
-            await state.drain(GRACE_SHARE * self.graceful_timeout or None)
+            # WebSockets get 1012 (Service Restart) when a new worker takes over, else 1001.
+            code = 1012 if self.replaced else 1001
+            await state.drain(GRACE_SHARE * self.graceful_timeout or None, close_code=code)
             state.stop_sweeping()
         if self.lifespan is not None:
             await self.lifespan.shutdown()

@@ -11,9 +11,9 @@ import random
 import socket
 from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from prefork.http._asgi import ASGIApp, Cycle, run_app
+from prefork.http._asgi import AppCall, ASGIApp, run_app
 from prefork.http._config import HTTPConfig
 from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
@@ -23,8 +23,12 @@ from prefork.http._lines import Limits
 LINGER = 2.0
 MAX_LINGERING = 256
 
-if TYPE_CHECKING:
-    from prefork.http._connection import HTTPProtocol
+
+class Connection(Protocol):
+    """What the worker does with each connection, HTTP or WebSocket."""
+
+    def check_deadline(self, now: float) -> None: ...
+    def start_drain(self, until: float = ...) -> None: ...
 
 
 class Phase(IntEnum):
@@ -93,7 +97,7 @@ class ServerState:
         self.app = app
         self.loop = loop
         self.retire = retire
-        self.connections: set[HTTPProtocol] = set()
+        self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
         self.inflight = 0
@@ -102,13 +106,14 @@ class ServerState:
         if config.max_requests:
             self.max_requests = config.max_requests + random.randint(0, config.max_requests_jitter)
         self.draining = False
+        self.close_code = 1001  # a drain closes WebSockets so: 1012 when replaced (``drain``)
         self._trust: dict[str | None, bool] = {}
         self._idle: asyncio.Future[None] | None = None
         self._lingering = 0
         self._sweeper: asyncio.TimerHandle | None = None
-        self.sweep_interval = min(
-            1.0, config.keep_alive / 4, config.header_timeout / 4, config.body_timeout / 4
-        )
+        timeouts = (config.keep_alive, config.header_timeout, config.body_timeout)
+        pings = (config.ws_ping_interval, config.ws_ping_timeout)
+        self.sweep_interval = min(1.0, *(t / 4 for t in timeouts + pings if t))
 
     def trusts(self, host: str | None) -> bool:
         """Whether proxy headers from ``host`` are believed (cached per host)."""
@@ -125,8 +130,9 @@ class ServerState:
         if self.requests == self.max_requests and self.retire is not None:
             self.retire()
 
-    def start_app(self, cycle: Cycle) -> None:
-        """Run the app for ``cycle`` in a task, counted in ``inflight`` until it ends."""
+    def start_app(self, cycle: AppCall) -> None:
+        """Run the app for ``cycle`` in a task, counted in ``inflight`` until it ends (a
+        WebSocket's app runs as long as its socket)."""
         self.inflight += 1
         task = self.loop.create_task(run_app(self.app, cycle, self._app_finished))
         tasks = self.tasks
@@ -181,12 +187,13 @@ class ServerState:
         self._lingering -= 1
         held.close()
 
-    async def drain(self, idle_for: float | None = None) -> None:
+    async def drain(self, idle_for: float | None = None, close_code: int = 1001) -> None:
         """Let busy connections finish their response (with ``Connection: close``) and idle
         keep-alive ones reach their keep-alive deadline (a request they bring meanwhile is
         answered with ``Connection: close``), or ``idle_for`` seconds from now if that comes
-        first; wait for all to go."""
+        first; close WebSockets with ``close_code``; wait for all to go."""
         self.draining = True
+        self.close_code = close_code
         until = float("inf") if idle_for is None else self.loop.time() + idle_for
         for conn in list(self.connections):
             conn.start_drain(until)
@@ -194,7 +201,7 @@ class ServerState:
             self._idle = self.loop.create_future()
             await self._idle
 
-    def connection_closed(self, conn: HTTPProtocol) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
         if not self.connections and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)

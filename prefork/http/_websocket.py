@@ -1,0 +1,455 @@
+"""One WebSocket connection after its handshake request: wsproto frames <-> the ASGI app.
+
+``HTTPProtocol`` checks the upgrade request (``_ws_handshake.read_offer``), admits it like any
+request, and hands the transport over to a ``WebSocketProtocol``, which runs the app at once
+with ``websocket.connect`` waiting. Its phases:
+
+- HANDSHAKE: the app has not answered; nothing is read (a client may not send frames before
+  our 101; what came with the request waits). ``websocket.accept`` -> OPEN;
+  ``websocket.close`` -> a 403; ``websocket.http.response.start`` -> RESPONDING.
+- OPEN: messages both ways. Pings are answered, ours go out every ``ws_ping_interval``.
+- CLOSING: a close frame went out (the app's, a drain's, or after the app returned); the peer's
+  is awaited until a deadline, then the transport closes. Nothing more reaches the app.
+- RESPONDING: the app denies the handshake with an HTTP response of its own (framed by a
+  ``Cycle``, like any response), and the connection closes after it.
+- CLOSED: the transport is closing or gone.
+
+Memory is bounded both ways: a message over ``ws_max_size`` closes with 1009 as it grows (and
+``BoundedDeflate`` never inflates past it); once ``ws_max_queue`` messages wait for the app,
+frames stay unparsed in wsproto's buffer and reading pauses; while the client does not read
+what we send, the app waits in ``send()``, reading pauses (no pongs pile up), and after
+``body_timeout`` the connection is aborted.
+
+A drain sends every open socket a close frame, 1012 (Service Restart) when a new worker
+replaces this one and 1001 (Going Away) on a stop, and the app gets ``websocket.disconnect``
+with that code. A socket is never just dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
+
+from prefork.http._asgi import ClientDisconnected, Cycle, Message
+from prefork.http._flow import FlowControl
+from prefork.http._framing import simple_response
+from prefork.http._ws_handshake import Offer, accept_response, negotiate_deflate
+
+if TYPE_CHECKING:
+    from prefork.http._state import ServerState
+
+logger = logging.getLogger("prefork.http")
+
+#: How long the peer has to answer our close frame before the transport closes anyway.
+CLOSE_TIMEOUT = 10.0
+#: Why a drain closes a socket, by close code.
+DRAIN_REASONS = {1012: "server restarting", 1001: "server going away"}
+
+_CONNECT: Message = {"type": "websocket.connect"}
+
+
+class WSPhase(Enum):
+    HANDSHAKE = "handshake"
+    OPEN = "open"
+    CLOSING = "closing"
+    RESPONDING = "responding"
+    CLOSED = "closed"
+
+
+HANDSHAKE, OPEN, CLOSING, RESPONDING, CLOSED = WSPhase
+
+
+def websocket_scope(http_scope: dict[str, Any], offer: Offer) -> dict[str, Any]:
+    """The ASGI ``websocket`` scope, from the ``http`` one the same request would have."""
+    scope = dict(http_scope)
+    del scope["method"]
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if http_scope["scheme"] == "https" else "ws"
+    scope["subprotocols"] = offer.subprotocols
+    scope["extensions"] = {"websocket.http.response": {}}
+    return scope
+
+
+class WebSocketProtocol(asyncio.Protocol):
+    """An ``asyncio.Protocol`` for one WebSocket, from the handshake request on."""
+
+    def __init__(
+        self,
+        state: ServerState,
+        transport: asyncio.Transport,
+        flow: FlowControl,
+        scope: dict[str, Any],
+        offer: Offer,
+        pending: bytes,
+    ) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.config = config = state.config
+        self.transport = transport
+        self.flow = flow
+        self.scope = scope
+        self.offer = offer
+        self.phase = HANDSHAKE
+        self.conn: Connection | None = None
+        self._pending = pending  # bytes that came after the handshake request
+        self.queue: deque[Message] = deque((_CONNECT,))
+        self._max_queue = config.ws_max_queue
+        self._max_size = config.ws_max_size
+        self._fragments: list[Any] = []
+        self._fragment_size = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.disconnect: Message | None = None  # what receive() gives once the socket ended
+        self.app_closed = False  # the app sent websocket.close
+        self.denial: Cycle | None = None
+        self.deadline = 0.0  # CLOSING: the peer's close frame is due; else: a drain's end
+        self.write_deadline = 0.0
+        self._ping_interval = config.ws_ping_interval
+        self.ping_at = 0.0
+        self.pong_due = 0.0
+        self._pings = 0
+        self.draining = False
+
+    def start(self) -> None:
+        """Count the connection and start the app; read nothing until it accepts."""
+        self.state.connections.add(self)
+        self.flow.pause_reading()
+        self.state.start_app(self)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        if conn is None:  # a read that was under way when the handshake paused reading
+            self._pending += data
+        elif self.phase is OPEN or self.phase is CLOSING:
+            conn.receive_data(data)
+            self._read_events()
+
+    def eof_received(self) -> bool | None:
+        return None  # a FIN without a close frame: the transport closes (the app gets 1006)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = CLOSED
+        self._tell_app(1006, "")
+        if self.denial is not None:
+            self.denial.disconnect()
+        self.flow.lost()
+        self.state.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+        self.write_deadline = self.loop.time() + self.config.body_timeout
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_deadline = 0.0
+        self.flow.resume_writing()
+        self._update_reading()
+
+    # -- frames in -------------------------------------------------------------------------
+
+    def _read_events(self) -> None:
+        """Take what wsproto parsed; stop while the app's queue is full (the rest waits in
+        wsproto's buffer, and reading pauses)."""
+        conn = self.conn
+        assert conn is not None
+        for event in conn.events():
+            kind = type(event)
+            if kind is TextMessage or kind is BytesMessage:
+                if self.phase is OPEN:
+                    self._message_part(event.data, event.message_finished)  # type: ignore[attr-defined]
+            elif kind is Ping:
+                if conn.state is ConnectionState.OPEN:
+                    self.transport.write(conn.send(event.response()))  # type: ignore[attr-defined]
+            elif kind is Pong:
+                if event.payload == struct.pack("!I", self._pings):  # type: ignore[attr-defined]
+                    self.pong_due = 0.0
+                    self.ping_at = self.loop.time() + self._ping_interval
+            else:
+                assert isinstance(event, CloseConnection)
+                self._close_received(conn, event)
+            phase = self.phase
+            if phase is not CLOSING and (phase is not OPEN or self._queue_full()):
+                break
+        self._update_reading()
+
+    def _message_part(self, data: str | bytes, finished: bool) -> None:
+        size = self._fragment_size + (len(data.encode()) if type(data) is str else len(data))
+        if size > self._max_size:
+            self._fail(1009, f"message over {self._max_size} bytes")
+            return
+        if not finished:
+            self._fragments.append(data)
+            self._fragment_size = size
+            return
+        if self._fragments:
+            self._fragments.append(data)
+            data = ("" if type(data) is str else b"").join(self._fragments)
+            self._fragments.clear()
+            self._fragment_size = 0
+        kind = "text" if type(data) is str else "bytes"
+        self.queue.append({"type": "websocket.receive", kind: data})
+        self._wake()
+
+    def _close_received(self, conn: Connection, event: CloseConnection) -> None:
+        if conn.state is ConnectionState.REMOTE_CLOSING:  # the peer begins the close
+            self.transport.write(conn.send(event.response()))
+            self._tell_app(int(event.code), event.reason or "")
+            self._finish()
+        elif conn.state is ConnectionState.CLOSED:  # the peer answers our close
+            self._finish()
+        elif conn.state is ConnectionState.OPEN:  # wsproto found an error: 1002, 1007, 1009
+            self._fail(int(event.code), event.reason or "")
+        else:  # an error after our close frame: nothing more to say
+            self._finish()
+
+    def _queue_full(self) -> bool:
+        return len(self.queue) >= self._max_queue
+
+    def _update_reading(self) -> None:
+        """Read while open (or closing) and neither the app's queue nor our writes are full."""
+        phase = self.phase
+        flow = self.flow
+        room = phase is CLOSING or (phase is OPEN and not self._queue_full())
+        if room and not flow.write_paused:
+            flow.resume_reading()
+        else:
+            flow.pause_reading()
+
+    # -- the app's side --------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _tell_app(self, code: int, reason: str) -> None:
+        """From now on ``receive()`` gives ``websocket.disconnect`` (after what is queued)."""
+        if self.disconnect is None:
+            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self._wake()
+
+    async def receive(self) -> Message:
+        while True:
+            queue = self.queue
+            if queue:
+                message = queue.popleft()
+                if len(queue) == self._max_queue - 1 and self.phase is OPEN:
+                    self._read_events()  # room again: what waits in wsproto's buffer first
+                return message
+            if self.disconnect is not None:
+                return self.disconnect
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        phase = self.phase
+        if phase is OPEN and not self.transport.is_closing():
+            if kind == "websocket.send":
+                await self._send_data(message)
+            elif kind == "websocket.close":
+                code = message.get("code") or 1000
+                if type(code) is not int or not 1000 <= code <= 4999:
+                    raise ValueError(f"websocket.close 'code' must be an int 1000-4999: {code!r}")
+                self.app_closed = True
+                self.queue.clear()
+                self._close(code, message.get("reason") or "")
+            else:
+                raise RuntimeError(f"Unexpected ASGI message {kind!r} after websocket.accept.")
+        elif phase is HANDSHAKE:
+            if kind == "websocket.accept":
+                self._accept(message)
+            elif kind == "websocket.close":
+                self.transport.write(simple_response(403, b""))
+                self._tell_app(1006, "")
+                self._finish()
+            elif kind == "websocket.http.response.start":
+                denial = self._start_denial()
+                await denial.send({**message, "type": "http.response.start"})
+            else:
+                raise RuntimeError(
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                    f"'websocket.http.response.start', but got {kind!r}."
+                )
+        elif phase is RESPONDING:
+            if kind != "websocket.http.response.body":
+                raise RuntimeError(f"Expected 'websocket.http.response.body', but got {kind!r}.")
+            assert self.denial is not None
+            await self.denial.send({**message, "type": "http.response.body"})
+        elif self.app_closed:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r} after websocket.close.")
+        else:
+            raise ClientDisconnected("the WebSocket is closed")
+
+    async def _send_data(self, message: Message) -> None:
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text")
+            if not isinstance(data, str):
+                raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
+            event: TextMessage | BytesMessage = TextMessage(data=data)
+        elif isinstance(data, bytes | bytearray | memoryview):
+            event = BytesMessage(data=bytes(data))
+        else:
+            raise TypeError(f"websocket.send 'bytes' must be bytes, not {type(data).__name__}")
+        assert self.conn is not None
+        self.transport.write(self.conn.send(event))
+        if self.flow.write_paused:
+            await self.flow.drain()
+            if self.phase is CLOSED:
+                raise ClientDisconnected("the WebSocket is closed")
+
+    def _accept(self, message: Message) -> None:
+        config = self.config
+        offer = self.offer
+        deflate = None
+        if config.ws_per_message_deflate and offer.extensions:
+            deflate = negotiate_deflate(offer.extensions, self._max_size)
+        head = accept_response(
+            offer,
+            subprotocol=message.get("subprotocol"),
+            headers=message.get("headers"),
+            extension=deflate[1] if deflate else None,
+            defaults=self.state.head_defaults,
+        )
+        self.transport.write(head)
+        conn = self.conn = Connection(ConnectionType.SERVER, [deflate[0]] if deflate else None)
+        self.phase = OPEN
+        if self._ping_interval:
+            self.ping_at = self.loop.time() + self._ping_interval
+        if self._pending:
+            conn.receive_data(self._pending)
+            self._pending = b""
+        self._read_events()
+        if self.draining and self.phase is OPEN:
+            self._close_for_drain()
+
+    def _start_denial(self) -> Cycle:
+        """The app answers the handshake with an HTTP response (the denial-response
+        extension): framed like any response, then the connection closes."""
+        self.phase = RESPONDING
+        self._tell_app(1006, "")
+        denial = self.denial = Cycle(
+            self.scope,
+            self.transport,
+            self.flow,
+            self.loop,
+            has_body=False,
+            keep_alive=False,
+            expect_continue=False,
+            http_11=True,
+            head_request=False,
+            head_defaults=self.state.head_defaults,
+            on_response_complete=lambda cycle: self._finish(),
+            on_body_consumed=lambda: None,
+            on_abort=lambda cycle: None,
+        )
+        return denial
+
+    def app_returned(self, result: object) -> None:
+        """The app's coroutine ended normally."""
+        if result is not None:
+            logger.error("ASGI callable should return None, but returned %r.", result)
+        self._app_ended(failed=result is not None)
+
+    def app_failed(self, exc: BaseException) -> None:
+        """The app raised ``exc``."""
+        if self.phase is CLOSED and isinstance(exc, OSError | asyncio.CancelledError):
+            logger.debug("the WebSocket closed under the app: %r", exc)
+        else:
+            logger.error("Exception in ASGI application", exc_info=exc)
+        self._app_ended(failed=True)
+
+    def _app_ended(self, failed: bool) -> None:
+        phase = self.phase
+        if phase is HANDSHAKE:
+            if not failed:
+                logger.error("ASGI callable returned without accepting or closing the WebSocket.")
+            self.transport.write(simple_response(500, b"Internal Server Error\n"))
+            self._finish()
+        elif phase is OPEN:  # a socket is never just dropped: 1011 after an error, else 1000
+            self._close(1011 if failed else 1000, "")
+        elif phase is RESPONDING:
+            self._finish(abort=True)  # the response is incomplete
+
+    # -- closing ---------------------------------------------------------------------------
+
+    def _close(self, code: int, reason: str) -> None:
+        """Send our close frame; wait (until a deadline) for the peer's."""
+        conn = self.conn
+        assert conn is not None
+        self.transport.write(conn.send(CloseConnection(code, reason)))
+        self._tell_app(code, reason)
+        self.phase = CLOSING
+        self.deadline = self.loop.time() + CLOSE_TIMEOUT
+        self._update_reading()
+
+    def _fail(self, code: int, reason: str) -> None:
+        """Fail the connection (RFC 6455 section 7.1.7): a close frame, then close at once."""
+        conn = self.conn
+        assert conn is not None
+        if conn.state is ConnectionState.OPEN:
+            self.transport.write(conn.send(CloseConnection(code, reason)))
+        self._tell_app(code, reason)
+        self._finish()
+
+    def _finish(self, abort: bool = False) -> None:
+        self.phase = CLOSED
+        self.deadline = 0.0
+        self.queue.clear()
+        if abort:
+            self.write_deadline = 0.0
+            self.flow.lost()
+            self.transport.abort()
+        else:
+            self.flow.close()
+            self.transport.close()  # flushes first: the write deadline still bounds that
+
+    def _close_for_drain(self) -> None:
+        code = self.state.close_code
+        self._close(code, DRAIN_REASONS.get(code, ""))
+
+    # -- timeouts and drain ----------------------------------------------------------------
+
+    def check_deadline(self, now: float) -> None:
+        """Abort a client that stopped reading; close one that let a deadline pass; ping."""
+        if self.write_deadline and now >= self.write_deadline:
+            self._finish(abort=True)
+        elif self.deadline and now >= self.deadline:
+            self._finish()
+        elif self.phase is OPEN and self._ping_interval:
+            if self.pong_due:
+                if now >= self.pong_due:
+                    self._fail(1011, "keepalive ping timeout")
+            elif now >= self.ping_at:
+                self._ping(now)
+
+    def _ping(self, now: float) -> None:
+        assert self.conn is not None
+        self._pings += 1
+        self.transport.write(self.conn.send(Ping(struct.pack("!I", self._pings))))
+        timeout = self.config.ws_ping_timeout
+        if timeout:
+            self.pong_due = now + timeout
+        else:
+            self.ping_at = now + self._ping_interval
+
+    def start_drain(self, until: float = float("inf")) -> None:
+        """Close with the drain's code (``state.close_code``); a socket still in its handshake
+        is closed so once the app accepts. Nothing waits past ``until``."""
+        self.draining = True
+        if self.phase is OPEN:
+            self._close_for_drain()
+        if self.phase is not CLOSED:
+            self.deadline = min(self.deadline or until, until)
