@@ -398,9 +398,8 @@ class WebSocketProtocol(asyncio.Protocol):
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 section 7.1.7): a close frame, then close at once."""
         conn = self.conn
-        assert conn is not None
-        if conn.state is ConnectionState.OPEN:
-            self.transport.write(conn.send(CloseConnection(code, reason)))
+        assert conn is not None  # and open: every caller runs in the OPEN phase
+        self.transport.write(conn.send(CloseConnection(code, reason)))
         self._tell_app(code, reason)
         self._finish()
 

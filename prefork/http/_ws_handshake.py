@@ -63,6 +63,8 @@ def read_offer(info: RequestInfo) -> Offer:
             subprotocols += _tokens(value)
         elif name == b"sec-websocket-extensions":
             extensions += _tokens(value)
+    if not version:
+        raise Refused(400, b"A WebSocket handshake needs Sec-WebSocket-Version: 13.\n")
     if version != b"13":
         raise Refused(426, b"Only WebSocket version 13 is supported.\n", _VERSION_HEADER)
     try:

@@ -117,6 +117,12 @@ class FakeTransport:
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.extra.get(name, default)
 
+    def set_protocol(self, protocol: asyncio.Protocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.Protocol:
+        return self.protocol
+
 
 @dataclass
 class Response:

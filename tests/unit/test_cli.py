@@ -47,6 +47,8 @@ def test_preload_reports_the_import_error(
         (["--timeout", "-1", "json:app"], "timeout must be"),
         (["--keep-alive", "0", "json:app"], "keep_alive"),
         (["jsonapp"], "not 'module:attr'"),
+        (["--ws-max-size", "0", "json:app"], "ws_max_size must be a whole number >= 1"),
+        (["--ws-ping-interval", "-1", "json:app"], "ws_ping_interval must be"),
     ],
 )
 def test_bad_values(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
@@ -169,3 +171,28 @@ def test_an_unreadable_certificate_is_one_line(capsys: pytest.CaptureFixture[str
         "No such file or directory; check --ssl-certfile, --ssl-keyfile and "
         "--ssl-keyfile-password",
     )
+
+
+@pytest.mark.parametrize(("word", "value"), [("false", False), ("True", True), (" 0 ", False)])
+def test_ws_per_message_deflate_takes_uvicorns_spelling(
+    capsys: pytest.CaptureFixture[str], word: str, value: bool
+) -> None:
+    code = cli.main(["serve", "--ws-per-message-deflate", word, "--print-config", "json:app"])
+    assert code == 0
+    assert f"ws-per-message-deflate = {str(value).lower()}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--ws", "websockets"], "invalid choice: 'websockets'"),
+        (["--ws-per-message-deflate", "maybe"], "--ws-per-message-deflate: invalid truth value"),
+    ],
+)
+def test_bad_websocket_flags(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", *argv, "json:app"])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err

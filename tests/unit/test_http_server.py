@@ -351,11 +351,11 @@ def test_send_raises_as_soon_as_a_write_meets_a_reset() -> None:
 def test_drain_gives_idle_connections_most_of_the_graceful_timeout(
     graceful: float, idle_for: float | None
 ) -> None:
-    asked: list[float | None] = []
+    asked: list[tuple[float | None, int]] = []
 
     class State:
-        async def drain(self, idle_for: float | None = None) -> None:
-            asked.append(idle_for)
+        async def drain(self, idle_for: float | None = None, close_code: int = 0) -> None:
+            asked.append((idle_for, close_code))
 
         def stop_sweeping(self) -> None:
             pass
@@ -373,9 +373,11 @@ def test_drain_gives_idle_connections_most_of_the_graceful_timeout(
         )
         worker.state = State()  # type: ignore[assignment]
         await worker.drain()
+        worker.replaced = True  # a reload: WebSockets are told the service restarts
+        await worker.drain()
 
     uvloop.run(main())
-    assert asked == [idle_for]
+    assert asked == [(idle_for, 1001), (idle_for, 1012)]
 
 
 def keeps_sending_after_a_refusal(port: int) -> tuple[bytes, list[str]]:
