@@ -47,8 +47,8 @@ from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
 from prefork.http._state import Phase, ServerState
-from prefork.http._websocket import WebSocketProtocol, websocket_scope
-from prefork.http._ws_handshake import read_offer
+from prefork.http._websocket import WebSocketProtocol
+from prefork.http._ws_handshake import read_offer, websocket_scope
 
 __all__ = ["BODY_BUFFER", "HTTPProtocol"]
 

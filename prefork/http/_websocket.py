@@ -40,7 +40,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessag
 from prefork.http._asgi import ClientDisconnected, Cycle, Message
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
-from prefork.http._ws_handshake import Offer, accept_response, negotiate_deflate
+from prefork.http._ws_handshake import Offer, accept_response, denial_cycle, negotiate_deflate
 
 if TYPE_CHECKING:
     from prefork.http._state import ServerState
@@ -64,17 +64,6 @@ class WSPhase(Enum):
 
 
 HANDSHAKE, OPEN, CLOSING, RESPONDING, CLOSED = WSPhase
-
-
-def websocket_scope(http_scope: dict[str, Any], offer: Offer) -> dict[str, Any]:
-    """The ASGI ``websocket`` scope, from the ``http`` one the same request would have."""
-    scope = dict(http_scope)
-    del scope["method"]
-    scope["type"] = "websocket"
-    scope["scheme"] = "wss" if http_scope["scheme"] == "https" else "ws"
-    scope["subprotocols"] = offer.subprotocols
-    scope["extensions"] = {"websocket.http.response": {}}
-    return scope
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -340,20 +329,8 @@ class WebSocketProtocol(asyncio.Protocol):
         extension): framed like any response, then the connection closes."""
         self.phase = RESPONDING
         self._tell_app(1006, "")
-        denial = self.denial = Cycle(
-            self.scope,
-            self.transport,
-            self.flow,
-            self.loop,
-            has_body=False,
-            keep_alive=False,
-            expect_continue=False,
-            http_11=True,
-            head_request=False,
-            head_defaults=self.state.head_defaults,
-            on_response_complete=lambda cycle: self._finish(),
-            on_body_consumed=lambda: None,
-            on_abort=lambda cycle: None,
+        denial = self.denial = denial_cycle(
+            self.scope, self.transport, self.flow, self.state.head_defaults, self._finish
         )
         return denial
 

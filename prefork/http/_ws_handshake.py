@@ -1,9 +1,10 @@
 """The WebSocket opening handshake (RFC 6455 section 4.2) and per-message deflate (RFC 7692).
 
-Pure: a request head that passed the HTTP checks -> the client's ``Offer`` (or ``Refused``),
-and the app's ``websocket.accept`` -> the bytes of the 101 answer. wsproto frames the messages
-once the handshake is done; the handshake is ours, so the upgrade request goes through the same
-strict parser, limits and refusals as every other request.
+Pure: a request head that passed the HTTP checks -> the client's ``Offer`` (or ``Refused``)
+and the ``websocket`` scope, and the app's ``websocket.accept`` -> the bytes of the 101
+answer; an app's denial response is framed by a ``Cycle`` (``denial_cycle``). wsproto frames
+the messages once the handshake is done; the handshake is ours, so the upgrade request goes
+through the same strict parser, limits and refusals as every other request.
 
 ``BoundedDeflate`` is wsproto's per-message deflate with one change: it never inflates more
 than a message may hold. wsproto inflates whatever a frame carries, and deflate packs about
@@ -12,14 +13,19 @@ than a message may hold. wsproto inflates whatever a frame carries, and deflate 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 from wsproto.extensions import PerMessageDeflate
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
 
+from prefork.http._asgi import Cycle
+from prefork.http._flow import FlowControl
 from prefork.http._framing import HeadDefaults, date_header, header_line
 from prefork.http._lines import Refused
 from prefork.http._parse import RequestInfo
@@ -132,6 +138,43 @@ def accept_response(
     parts.append(defaults.extra)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def websocket_scope(http_scope: dict[str, Any], offer: Offer) -> dict[str, Any]:
+    """The ASGI ``websocket`` scope, from the ``http`` one the same request would have."""
+    scope = dict(http_scope)
+    del scope["method"]
+    scope["type"] = "websocket"
+    scope["scheme"] = "wss" if http_scope["scheme"] == "https" else "ws"
+    scope["subprotocols"] = offer.subprotocols
+    scope["extensions"] = {"websocket.http.response": {}}
+    return scope
+
+
+def denial_cycle(
+    scope: dict[str, Any],
+    transport: asyncio.Transport,
+    flow: FlowControl,
+    defaults: HeadDefaults,
+    done: Callable[[], None],
+) -> Cycle:
+    """The ``Cycle`` that frames an app's denial response (``websocket.http.response.*``
+    messages, renamed ``http.response.*``) like any response; ``done`` when it is complete."""
+    return Cycle(
+        scope,
+        transport,
+        flow,
+        asyncio.get_running_loop(),
+        has_body=False,
+        keep_alive=False,
+        expect_continue=False,
+        http_11=True,
+        head_request=False,
+        head_defaults=defaults,
+        on_response_complete=lambda cycle: done(),
+        on_body_consumed=lambda: None,
+        on_abort=lambda cycle: None,
+    )
 
 
 class BoundedDeflate(PerMessageDeflate):
