@@ -9,10 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from prefork.http._asgi import Cycle
+from typing import Any, Protocol
 
 access_logger = logging.getLogger("prefork.access")
 
@@ -20,6 +17,16 @@ access_logger = logging.getLogger("prefork.access")
 DEFAULT_ACCESS_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s %(L)s'
 
 _ATOMS = frozenset("hlutrmUqHsBbfaTDMLp")
+
+
+class Answered(Protocol):
+    """What a line is made of: a ``Cycle``, or a WebSocket ``Handshake``."""
+
+    scope: dict[str, Any]
+    status: int
+    sent: int
+    started: float
+    start: dict[str, Any] | None
 
 
 def _known(key: str) -> bool:
@@ -44,7 +51,7 @@ class Atoms:
     ``{name}i`` a request header, ``{name}o`` a response header, ``{name}e`` the
     environment."""
 
-    def __init__(self, cycle: Cycle, now: float) -> None:
+    def __init__(self, cycle: Answered, now: float) -> None:
         self._cycle = cycle
         self._taken = max(0.0, now - cycle.started)
 
@@ -59,9 +66,10 @@ class Atoms:
             case "t":
                 return time.strftime("[%d/%b/%Y:%H:%M:%S %z]")
             case "r":
-                return f"{scope['method']} {self._target()} HTTP/{scope['http_version']}"
+                method = scope.get("method", "GET")  # a WebSocket handshake is a GET
+                return f"{method} {self._target()} HTTP/{scope['http_version']}"
             case "m":
-                return str(scope["method"])
+                return str(scope.get("method", "GET"))
             case "U":
                 return str(scope["path"])
             case "q":
@@ -117,6 +125,17 @@ class Atoms:
         return target
 
 
-def log_access(cycle: Cycle, fmt: str, now: float) -> None:
+def log_access(cycle: Answered, fmt: str, now: float) -> None:
     """One access-log line (only called when access logging is on)."""
     access_logger.info("%s", fmt % Atoms(cycle, now))
+
+
+class Handshake:
+    """A WebSocket handshake's answer, logged like a request (no body bytes)."""
+
+    def __init__(self, scope: dict[str, Any], status: int, started: float) -> None:
+        self.scope = scope
+        self.status = status
+        self.started = started
+        self.sent = 0
+        self.start: dict[str, Any] | None = None

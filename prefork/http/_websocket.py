@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from prefork.http._access import Handshake, log_access
 from prefork.http._asgi import ClientDisconnected, Cycle, Message
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
@@ -104,6 +105,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_due = 0.0
         self._pings = 0
         self.draining = False
+        self.started = self.loop.time()
 
     def start(self) -> None:
         """Count the connection and start the app; read nothing until it accepts."""
@@ -261,6 +263,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._accept(message)
             elif kind == "websocket.close":
                 self.transport.write(simple_response(403, b""))
+                self._log(403)
                 self._tell_app(1006, "")
                 self._finish()
             elif kind == "websocket.http.response.start":
@@ -313,6 +316,7 @@ class WebSocketProtocol(asyncio.Protocol):
             defaults=self.state.head_defaults,
         )
         self.transport.write(head)
+        self._log(101)
         conn = self.conn = Connection(ConnectionType.SERVER, [deflate[0]] if deflate else None)
         self.phase = OPEN
         if self._ping_interval:
@@ -330,9 +334,22 @@ class WebSocketProtocol(asyncio.Protocol):
         self.phase = RESPONDING
         self._tell_app(1006, "")
         denial = self.denial = denial_cycle(
-            self.scope, self.transport, self.flow, self.state.head_defaults, self._finish
+            self.scope, self.transport, self.flow, self.state.head_defaults, self._denied
         )
         return denial
+
+    def _denied(self) -> None:
+        assert self.denial is not None
+        if self.config.access_log:
+            self.denial.started = self.started
+            log_access(self.denial, self.config.access_log_format, self.loop.time())
+        self._finish()
+
+    def _log(self, status: int) -> None:
+        """The access-log line of the handshake's answer."""
+        if self.config.access_log:
+            answer = Handshake(self.scope, status, self.started)
+            log_access(answer, self.config.access_log_format, self.loop.time())
 
     def app_returned(self, result: object) -> None:
         """The app's coroutine ended normally."""
@@ -354,6 +371,7 @@ class WebSocketProtocol(asyncio.Protocol):
             if not failed:
                 logger.error("ASGI callable returned without accepting or closing the WebSocket.")
             self.transport.write(simple_response(500, b"Internal Server Error\n"))
+            self._log(500)
             self._finish()
         elif phase is OPEN:  # a socket is never just dropped: 1011 after an error, else 1000
             self._close(1011 if failed else 1000, "")

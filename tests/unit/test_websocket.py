@@ -759,3 +759,32 @@ def test_a_connection_lost_during_the_denial_tells_its_cycle() -> None:
         assert len(raised) == 1
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("first", "status"),
+    [
+        ({"type": "websocket.accept"}, 101),
+        ({"type": "websocket.close"}, 403),
+        ({"type": "websocket.send", "text": "too early"}, 500),
+        ({"type": "websocket.http.response.start", "status": 401}, 401),
+    ],
+)
+def test_the_handshake_is_access_logged(
+    first: dict[str, Any], status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await receive()
+            await send(first)
+            if status == 401:
+                await send({"type": "websocket.http.response.body", "body": b"no"})
+
+        h = WSHarness(app, {"access_log": True, "access_log_format": '"%(r)s" %(s)s %(m)s'})
+        h.feed(upgrade("/chat?x=1"))
+        await h.settle()
+
+    with caplog.at_level(logging.INFO):
+        run(main())
+    lines = [r.getMessage() for r in caplog.records if r.name == "prefork.access"]
+    assert lines == [f'"GET /chat?x=1 HTTP/1.1" {status} GET']
