@@ -1,8 +1,11 @@
-"""One WebSocket connection after its handshake request: wsproto frames <-> the ASGI app.
+"""One WebSocket connection after its handshake request: bytes <-> wsproto frames.
 
 ``HTTPProtocol`` checks the upgrade request (``_ws_handshake.read_offer``), admits it like any
 request, and hands the transport over to a ``WebSocketProtocol``, which runs the app at once
-with ``websocket.connect`` waiting. Its phases:
+with ``websocket.connect`` waiting. The protocol owns the bytes and decides everything about
+them; the app's side (``receive``/``send`` and their checks, the messages waiting for the app,
+the disconnect it is told) is its ``WebSocketSession`` (``_ws_session.py``), as a ``Cycle`` is
+``HTTPProtocol``'s. The protocol's phases (``WSPhase``), which only it changes:
 
 - HANDSHAKE: the app has not answered; nothing is read (a client may not send frames before
   our 101; what came with the request waits). ``websocket.accept`` -> OPEN;
@@ -16,9 +19,9 @@ with ``websocket.connect`` waiting. Its phases:
 
 Memory is bounded both ways: a message over ``ws_max_size`` closes with 1009 as it grows (and
 ``BoundedDeflate`` never inflates past it); once ``ws_max_queue`` messages wait for the app,
-frames stay unparsed in wsproto's buffer and reading pauses; while the client does not read
-what we send, the app waits in ``send()``, reading pauses (no pongs pile up), and after
-``body_timeout`` the connection is aborted.
+frames stay unparsed in wsproto's buffer and reading pauses (until ``room_again``); while the
+client does not read what we send, the app waits in ``send()``, reading pauses (no pongs pile
+up), and after ``body_timeout`` the connection is aborted.
 
 A drain sends every open socket a close frame, 1012 (Service Restart) when a new worker
 replaces this one and 1001 (Going Away) on a stop, and the app gets ``websocket.disconnect``
@@ -30,18 +33,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections import deque
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
 from prefork.http._access import Handshake, log_access
-from prefork.http._asgi import ClientDisconnected, Cycle, Message
+from prefork.http._asgi import Cycle, Message
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._ws_handshake import Offer, accept_response, denial_cycle, negotiate_deflate
+from prefork.http._ws_session import (
+    CLOSED,
+    CLOSING,
+    HANDSHAKE,
+    OPEN,
+    RESPONDING,
+    WebSocketSession,
+    WSPhase,
+)
 
 if TYPE_CHECKING:
     from prefork.http._state import ServerState
@@ -52,19 +62,6 @@ logger = logging.getLogger("prefork.http")
 CLOSE_TIMEOUT = 10.0
 #: Why a drain closes a socket, by close code.
 DRAIN_REASONS = {1012: "server restarting", 1001: "server going away"}
-
-_CONNECT: Message = {"type": "websocket.connect"}
-
-
-class WSPhase(Enum):
-    HANDSHAKE = "handshake"
-    OPEN = "open"
-    CLOSING = "closing"
-    RESPONDING = "responding"
-    CLOSED = "closed"
-
-
-HANDSHAKE, OPEN, CLOSING, RESPONDING, CLOSED = WSPhase
 
 
 class WebSocketProtocol(asyncio.Protocol):
@@ -80,23 +77,19 @@ class WebSocketProtocol(asyncio.Protocol):
         pending: bytes,
     ) -> None:
         self.state = state
-        self.loop = state.loop
+        self.loop = loop = state.loop
         self.config = config = state.config
         self.transport = transport
         self.flow = flow
         self.scope = scope
         self.offer = offer
-        self.phase = HANDSHAKE
+        self.phase: WSPhase = HANDSHAKE
         self.conn: Connection | None = None
         self._pending = pending  # bytes that came after the handshake request
-        self.queue: deque[Message] = deque((_CONNECT,))
-        self._max_queue = config.ws_max_queue
+        self.session = WebSocketSession(scope, self, transport, flow, loop, config.ws_max_queue)
         self._max_size = config.ws_max_size
         self._fragments: list[Any] = []
         self._fragment_size = 0
-        self.waiter: asyncio.Future[None] | None = None
-        self.disconnect: Message | None = None  # what receive() gives once the socket ended
-        self.app_closed = False  # the app sent websocket.close
         self.denial: Cycle | None = None
         self.deadline = 0.0  # CLOSING: the peer's close frame is due; else: a drain's end
         self.write_deadline = 0.0
@@ -105,13 +98,13 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_due = 0.0
         self._pings = 0
         self.draining = False
-        self.started = self.loop.time()
+        self.started = loop.time()
 
     def start(self) -> None:
         """Count the connection and start the app; read nothing until it accepts."""
         self.state.connections.add(self)
         self.flow.pause_reading()
-        self.state.start_app(self)
+        self.state.start_app(self.session)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -128,7 +121,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.phase = CLOSED
-        self._tell_app(1006, "")
+        self.session.closed(1006, "")
         if self.denial is not None:
             self.denial.disconnect()
         self.flow.lost()
@@ -151,6 +144,7 @@ class WebSocketProtocol(asyncio.Protocol):
         wsproto's buffer, and reading pauses)."""
         conn = self.conn
         assert conn is not None
+        session = self.session
         for event in conn.events():
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
@@ -167,7 +161,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 assert isinstance(event, CloseConnection)
                 self._close_received(conn, event)
             phase = self.phase
-            if phase is not CLOSING and (phase is not OPEN or self._queue_full()):
+            if phase is not CLOSING and (phase is not OPEN or session.queue_full()):
                 break
         self._update_reading()
 
@@ -185,14 +179,12 @@ class WebSocketProtocol(asyncio.Protocol):
             data = ("" if type(data) is str else b"").join(self._fragments)
             self._fragments.clear()
             self._fragment_size = 0
-        kind = "text" if type(data) is str else "bytes"
-        self.queue.append({"type": "websocket.receive", kind: data})
-        self._wake()
+        self.session.message_received(data)
 
     def _close_received(self, conn: Connection, event: CloseConnection) -> None:
         if conn.state is ConnectionState.REMOTE_CLOSING:  # the peer begins the close
             self.transport.write(conn.send(event.response()))
-            self._tell_app(int(event.code), event.reason or "")
+            self.session.closed(int(event.code), event.reason or "")
             self._finish()
         elif conn.state is ConnectionState.CLOSED:  # the peer answers our close
             self._finish()
@@ -201,108 +193,30 @@ class WebSocketProtocol(asyncio.Protocol):
         else:  # an error after our close frame: nothing more to say
             self._finish()
 
-    def _queue_full(self) -> bool:
-        return len(self.queue) >= self._max_queue
-
     def _update_reading(self) -> None:
         """Read while open (or closing) and neither the app's queue nor our writes are full."""
         phase = self.phase
         flow = self.flow
-        room = phase is CLOSING or (phase is OPEN and not self._queue_full())
+        room = phase is CLOSING or (phase is OPEN and not self.session.queue_full())
         if room and not flow.write_paused:
             flow.resume_reading()
         else:
             flow.pause_reading()
 
-    # -- the app's side --------------------------------------------------------------------
+    # -- what the session asks (``SocketSide``) --------------------------------------------
 
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def room_again(self) -> None:
+        """The app took a message from a full queue while OPEN: parse what waits in wsproto's
+        buffer, and read again."""
+        self._read_events()
 
-    def _tell_app(self, code: int, reason: str) -> None:
-        """From now on ``receive()`` gives ``websocket.disconnect`` (after what is queued)."""
-        if self.disconnect is None:
-            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
-            self._wake()
-
-    async def receive(self) -> Message:
-        while True:
-            queue = self.queue
-            if queue:
-                message = queue.popleft()
-                if len(queue) == self._max_queue - 1 and self.phase is OPEN:
-                    self._read_events()  # room again: what waits in wsproto's buffer first
-                return message
-            if self.disconnect is not None:
-                return self.disconnect
-            self.waiter = self.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
-
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        phase = self.phase
-        if phase is OPEN and not self.transport.is_closing():
-            if kind == "websocket.send":
-                await self._send_data(message)
-            elif kind == "websocket.close":
-                code = message.get("code") or 1000
-                if type(code) is not int or not 1000 <= code <= 4999:
-                    raise ValueError(f"websocket.close 'code' must be an int 1000-4999: {code!r}")
-                self.app_closed = True
-                self.queue.clear()
-                self._close(code, message.get("reason") or "")
-            else:
-                raise RuntimeError(f"Unexpected ASGI message {kind!r} after websocket.accept.")
-        elif phase is HANDSHAKE:
-            if kind == "websocket.accept":
-                self._accept(message)
-            elif kind == "websocket.close":
-                self.transport.write(simple_response(403, b""))
-                self._log(403)
-                self._tell_app(1006, "")
-                self._finish()
-            elif kind == "websocket.http.response.start":
-                denial = self._start_denial()
-                await denial.send({**message, "type": "http.response.start"})
-            else:
-                raise RuntimeError(
-                    "Expected ASGI message 'websocket.accept', 'websocket.close' or "
-                    f"'websocket.http.response.start', but got {kind!r}."
-                )
-        elif phase is RESPONDING:
-            if kind != "websocket.http.response.body":
-                raise RuntimeError(f"Expected 'websocket.http.response.body', but got {kind!r}.")
-            assert self.denial is not None
-            await self.denial.send({**message, "type": "http.response.body"})
-        elif self.app_closed:
-            raise RuntimeError(f"Unexpected ASGI message {kind!r} after websocket.close.")
-        else:
-            raise ClientDisconnected("the WebSocket is closed")
-
-    async def _send_data(self, message: Message) -> None:
-        data = message.get("bytes")
-        if data is None:
-            data = message.get("text")
-            if not isinstance(data, str):
-                raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
-            event: TextMessage | BytesMessage = TextMessage(data=data)
-        elif isinstance(data, bytes | bytearray | memoryview):
-            event = BytesMessage(data=bytes(data))
-        else:
-            raise TypeError(f"websocket.send 'bytes' must be bytes, not {type(data).__name__}")
+    def send_message(self, event: TextMessage | BytesMessage) -> None:
+        """Frame one of the app's messages and write it."""
         assert self.conn is not None
         self.transport.write(self.conn.send(event))
-        if self.flow.write_paused:
-            await self.flow.drain()
-            if self.phase is CLOSED:
-                raise ClientDisconnected("the WebSocket is closed")
 
-    def _accept(self, message: Message) -> None:
+    def accept(self, message: Message) -> None:
+        """The app's ``websocket.accept``: the 101 answer, then frames both ways."""
         config = self.config
         offer = self.offer
         deflate = None
@@ -328,11 +242,19 @@ class WebSocketProtocol(asyncio.Protocol):
         if self.draining and self.phase is OPEN:
             self._close_for_drain()
 
-    def _start_denial(self) -> Cycle:
+    def refuse(self) -> None:
+        """The app's ``websocket.close`` before accepting: a 403, then the connection closes."""
+        self.transport.write(simple_response(403, b""))
+        self._log(403)
+        self.session.closed(1006, "")
+        self._finish()
+
+    def deny(self) -> Cycle:
         """The app answers the handshake with an HTTP response (the denial-response
-        extension): framed like any response, then the connection closes."""
+        extension): framed like any response by the ``Cycle`` returned, then the connection
+        closes."""
         self.phase = RESPONDING
-        self._tell_app(1006, "")
+        self.session.closed(1006, "")
         denial = self.denial = denial_cycle(
             self.scope, self.transport, self.flow, self.state.head_defaults, self._denied
         )
@@ -351,21 +273,8 @@ class WebSocketProtocol(asyncio.Protocol):
             answer = Handshake(self.scope, status, self.started)
             log_access(answer, self.config.access_log_format, self.loop.time())
 
-    def app_returned(self, result: object) -> None:
-        """The app's coroutine ended normally."""
-        if result is not None:
-            logger.error("ASGI callable should return None, but returned %r.", result)
-        self._app_ended(failed=result is not None)
-
-    def app_failed(self, exc: BaseException) -> None:
-        """The app raised ``exc``."""
-        if self.phase is CLOSED and isinstance(exc, OSError | asyncio.CancelledError):
-            logger.debug("the WebSocket closed under the app: %r", exc)
-        else:
-            logger.error("Exception in ASGI application", exc_info=exc)
-        self._app_ended(failed=True)
-
-    def _app_ended(self, failed: bool) -> None:
+    def app_ended(self, failed: bool) -> None:
+        """The app's coroutine ended (``failed``: it raised or returned a value)."""
         phase = self.phase
         if phase is HANDSHAKE:
             if not failed:
@@ -374,18 +283,18 @@ class WebSocketProtocol(asyncio.Protocol):
             self._log(500)
             self._finish()
         elif phase is OPEN:  # a socket is never just dropped: 1011 after an error, else 1000
-            self._close(1011 if failed else 1000, "")
+            self.close(1011 if failed else 1000, "")
         elif phase is RESPONDING:
             self._finish(abort=True)  # the response is incomplete
 
     # -- closing ---------------------------------------------------------------------------
 
-    def _close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str) -> None:
         """Send our close frame; wait (until a deadline) for the peer's."""
         conn = self.conn
         assert conn is not None
         self.transport.write(conn.send(CloseConnection(code, reason)))
-        self._tell_app(code, reason)
+        self.session.closed(code, reason)
         self.phase = CLOSING
         self.deadline = self.loop.time() + CLOSE_TIMEOUT
         self._update_reading()
@@ -395,13 +304,13 @@ class WebSocketProtocol(asyncio.Protocol):
         conn = self.conn
         assert conn is not None  # and open: every caller runs in the OPEN phase
         self.transport.write(conn.send(CloseConnection(code, reason)))
-        self._tell_app(code, reason)
+        self.session.closed(code, reason)
         self._finish()
 
     def _finish(self, abort: bool = False) -> None:
         self.phase = CLOSED
         self.deadline = 0.0
-        self.queue.clear()
+        self.session.drop_messages()
         if abort:
             self.write_deadline = 0.0
             self.flow.lost()
@@ -412,7 +321,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _close_for_drain(self) -> None:
         code = self.state.close_code
-        self._close(code, DRAIN_REASONS.get(code, ""))
+        self.close(code, DRAIN_REASONS.get(code, ""))
 
     # -- timeouts and drain ----------------------------------------------------------------
 

@@ -347,7 +347,7 @@ def test_a_full_queue_stops_reading_until_the_app_takes_messages() -> None:
         h.feed(b"".join(h.client.send(TextMessage(data=str(i))) for i in range(10)))
         await h.settle_loop()
         ws: WebSocketProtocol = h.socket
-        assert len(ws.queue) == 3 and not h.transport.reading  # the rest waits unparsed
+        assert len(ws.session.queue) == 3 and not h.transport.reading  # the rest waits unparsed
         gate.set()
         await h.until(lambda: len(got) == 10)
         assert got == [str(i) for i in range(10)] and h.transport.reading
