@@ -31,6 +31,7 @@ from prefork.http._access import DEFAULT_ACCESS_FORMAT
 
 LIFESPAN_MODES = ("auto", "on", "off")
 WS_MODES = ("auto", "none", "wsproto")
+HTTP_MODES = ("auto", "h11")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +248,14 @@ class HTTPConfig:
         parse=int,
     )
 
+    http: str = option(
+        "auto",
+        "request parser: auto (a strict fast path for common heads, h11 for the rest) or h11 "
+        "(h11 for every head); both give the same answers",
+        one_of(*HTTP_MODES),
+        "--http",
+        choices=HTTP_MODES,
+    )
     ws: str = option(
         "auto",
         "WebSockets: auto (wsproto), wsproto, or none (an upgrade is a plain HTTP request)",

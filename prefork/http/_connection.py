@@ -42,6 +42,7 @@ import h11
 
 from prefork.http._access import log_access
 from prefork.http._asgi import Cycle, build_scope
+from prefork.http._body import ChunkedBody, LengthBody
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
@@ -89,9 +90,10 @@ class HTTPProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.write_deadline = 0.0
         self.draining = False
-        self._reader = RequestReader(state.limits)  # the bytes read and not parsed yet
-        self._parser: h11.Connection | None = None
-        self._chunks: ChunkScanner | None = None
+        # The bytes read and not parsed yet.
+        self._reader = RequestReader(state.limits, fast=config.http != "h11")
+        self._parser: h11.Connection | None = None  # of a chunked request's head
+        self._body: LengthBody | ChunkedBody | None = None  # the request body being read
         self._eof = False
         self._served = 0
 
@@ -151,11 +153,9 @@ class HTTPProtocol(asyncio.Protocol):
                 self.flow.pause_reading()
                 self.loop.call_later(GATHER, self._gathered)
         elif phase is BODY or phase is DISCARD:
-            assert self._parser is not None
+            assert self._body is not None
             try:
-                if self._chunks is not None:
-                    self._chunks.feed(data)
-                self._parser.receive_data(data)
+                self._body.feed(data)
                 self._read_body()
             except Refused as exc:
                 self._refuse(exc.status, exc.reason, exc.headers)
@@ -250,12 +250,16 @@ class HTTPProtocol(asyncio.Protocol):
         config = self._config
         if info.has_body:
             body_limit = config.limit_request_body
+            buf = self._reader.buf
             if info.chunked:
                 scanner = ChunkScanner(body_limit, self.state.limits)
-                scanner.feed(self._reader.buf, info.head_end)  # body bytes that came with the head
-                self._chunks = scanner
+                scanner.feed(buf, info.head_end)  # body bytes that came with the head
+                assert self._parser is not None
+                self._body = ChunkedBody(self._parser, scanner)
             elif body_limit and info.content_length > body_limit:
                 raise Refused(413, b"Request body too large.\n")
+            else:
+                self._body = LengthBody(info.content_length, buf[info.head_end :])
         state = self.state
         limit = config.limit_concurrency
         if limit is not None and (len(state.connections) > limit or state.inflight >= limit):
@@ -266,15 +270,14 @@ class HTTPProtocol(asyncio.Protocol):
         state = self.state
         state.request_started()
         self._served += 1
-        parser = self._parser
-        assert parser is not None
         reader = self._reader
+        self._parser = None
         if info.has_body:
-            reader.buf = b""  # the parser holds the rest
+            reader.buf = b""  # the body reader holds the rest
             self._enter(BODY)
         else:
-            reader.buf = parser.trailing_data[0] if info.head_end < len(reader.buf) else b""
-            self._parser = None
+            buf = reader.buf
+            reader.buf = buf[info.head_end :] if info.head_end < len(buf) else b""
             self._enter(BUSY)
         method = info.method
         http_version = info.http_version
@@ -307,34 +310,27 @@ class HTTPProtocol(asyncio.Protocol):
         state.start_app(cycle)
 
     def _read_body(self) -> None:
-        """Pass the body h11 has parsed so far to the cycle (skip it in DISCARD).
+        """Pass the body read so far to the cycle (skip it in DISCARD).
 
-        Raises ``Refused`` for a body h11 finds malformed.
+        Raises ``Refused`` for a body found malformed.
         """
-        parser = self._parser
+        body = self._body
         cycle = self.cycle
-        assert parser is not None and cycle is not None
+        assert body is not None and cycle is not None
         discard = self.phase is DISCARD
-        try:
-            while True:
-                event = parser.next_event()
-                if type(event) is h11.Data:
-                    if not discard:
-                        cycle.body_received(bytes(event.data))
-                elif type(event) is h11.EndOfMessage:
-                    self._reader.buf = parser.trailing_data[0]
-                    self._parser = None
-                    self._chunks = None
-                    if discard:
-                        self._after_response()
-                    else:
-                        self._enter(BUSY)
-                        cycle.body_complete()
-                    return
-                else:
-                    break  # NEED_DATA
-        except h11.RemoteProtocolError as exc:
-            raise Refused(exc.error_status_hint, b"Invalid HTTP request body.\n") from None
+        pieces, done = body.take()
+        if not discard:
+            for piece in pieces:
+                cycle.body_received(piece)
+        if done:
+            self._reader.buf = body.rest
+            self._body = None
+            if discard:
+                self._after_response()
+            else:
+                self._enter(BUSY)
+                cycle.body_complete()
+            return
         if discard or cycle.body_size <= BODY_BUFFER:
             self._enter(self.phase)  # an idle timeout: counted from the latest bytes
         else:

@@ -78,11 +78,23 @@ def inspect_request(event: h11.Request, buf: bytes | bytearray, end: int) -> Req
     merges repeated equal Content-Length values (``5`` twice, or ``5, 5``) into one, so
     duplicates are found there.
     """
-    version = event.http_version
+    # h11 keeps (raw name, lowercased name, value) triples; reading them directly saves a
+    # Python-level __getitem__ per header (tests/unit/test_http_parse.py pins this).
+    headers = [(name, value) for _, name, value in event.headers._full_items]
+    return request_info(event.method, event.target, event.http_version, headers, buf, end)
+
+
+def request_info(
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    headers: list[tuple[bytes, bytes]],
+    buf: bytes | bytearray,
+    end: int,
+) -> RequestInfo:
+    """The checks and facts of ``inspect_request``, of a head parsed by either parser."""
     if version != b"1.1" and version != b"1.0":
         raise Refused(505, b"HTTP version not supported.\n")
-    method = event.method
-    target = event.target
     first = target[:1]
     if first == b"/":
         path = target
@@ -101,10 +113,6 @@ def inspect_request(event: h11.Request, buf: bytes | bytearray, end: int) -> Req
             path = b"/" + path
     if method == b"CONNECT":
         raise Refused(501, b"CONNECT is not supported.\n")
-
-    # h11 keeps (raw name, lowercased name, value) triples; reading them directly saves a
-    # Python-level __getitem__ per header (tests/unit/test_http_parse.py pins this).
-    headers = [(name, value) for _, name, value in event.headers._full_items]
     content_lengths = 0
     length = b"0"
     chunked = False
@@ -160,10 +168,11 @@ class RequestReader:
     client's writes); whoever takes bytes off its front assigns the rest.
     """
 
-    __slots__ = ("_limits", "_lines", "buf")
+    __slots__ = ("_limits", "_lines", "buf", "fast")
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, fast: bool = True) -> None:
         self._limits = limits
+        self.fast = fast  # try ``fast_head`` before h11
         self.buf: bytes | bytearray = b""
         self._lines: FieldLines | None = None  # the checks of an incomplete head in ``buf``
 
@@ -180,9 +189,9 @@ class RequestReader:
         """Whether no complete request head waits in ``buf``."""
         return b"\r\n\r\n" not in self.buf
 
-    def parse(self) -> tuple[RequestInfo, h11.Connection] | None:
-        """The head at the front of ``buf``, checked, and the h11 connection that parsed it
-        (it reads the body, and holds the bytes after the head); None while it is incomplete.
+    def parse(self) -> tuple[RequestInfo, h11.Connection | None] | None:
+        """The head at the front of ``buf``, checked, and for a chunked request the h11
+        connection that parsed it (it de-chunks the body); None while it is incomplete.
 
         The raw lines are checked first (``_lines``: a whole short clean head at once, any
         other line by line as it arrives, never twice). Raises ``Refused``.
@@ -205,6 +214,10 @@ class RequestReader:
                     self.buf = bytearray(buf)  # to be appended to in place
                 return None
             self._lines = None
+        if self.fast:
+            head = fast_head(buf, end)
+            if head is not None:
+                return request_info(*head, buf, end), None
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head)
         parser.receive_data(buf)  # type: ignore[arg-type]  # h11 copies any bytes-like
         try:
@@ -212,4 +225,47 @@ class RequestReader:
         except h11.RemoteProtocolError as exc:
             raise Refused(exc.error_status_hint, b"Invalid HTTP request.\n") from None
         assert isinstance(event, h11.Request)  # a whole head is in the buffer
-        return inspect_request(event, buf, end), parser
+        info = inspect_request(event, buf, end)
+        return info, parser if info.chunked else None
+
+
+# RFC 9112's request head, for the heads nearly every client sends: a token method, a target
+# of visible characters, HTTP/1.0 or 1.1, and header fields as h11 reads them (token name,
+# value trimmed of spaces and tabs). ``_lines`` has already refused control bytes and obs-fold.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
+_FIELD = rb"%s:[ \t]*%s[ \t]*\r\n" % (_TOKEN, _VALUE)
+_HEAD = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n((?:%s)*)\r\n" % (_TOKEN, _FIELD))
+_FIELDS = re.compile(rb"(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE))
+
+
+def fast_head(
+    buf: bytes | bytearray, end: int
+) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]] | None:
+    """``(method, target, version, headers)`` of the clean head ``buf[:end]``, as h11 would
+    parse it; None for any head this does not read exactly as h11 does (a Transfer-Encoding,
+    which h11 normalises; Content-Length other than once and in digits; Host other than once;
+    anything the pattern does not take). h11 parses those, and refuses what is wrong.
+
+    tests/unit/test_http_fast_head.py checks both parsers agree on generated heads.
+    """
+    if type(buf) is not bytes:
+        buf = bytes(buf[:end])  # what the app sees is bytes
+    match = _HEAD.fullmatch(buf, 0, end)
+    if match is None:
+        return None
+    method, target, minor, block = match.groups()
+    headers = [(name.lower(), value) for name, value in _FIELDS.findall(block)]
+    hosts = lengths = 0
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+        elif name == b"content-length":
+            lengths += 1
+            if not value.isdigit():
+                return None
+        elif name == b"transfer-encoding":
+            return None
+    if hosts != 1 or lengths > 1:
+        return None
+    return method, target, b"1." + minor, headers

@@ -22,3 +22,24 @@ def clean_logging() -> Iterator[None]:
         logger.handlers[:] = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+#: The HTTP test modules run with each request parser: ``auto`` (the fast path, h11 for the
+#: rest) and ``h11`` (h11 for every head, as ``--http h11``). Both must give the same answers.
+_HTTP_MODULES = ("test_http", "test_websocket", "test_ws_")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__.startswith(_HTTP_MODULES):
+        metafunc.fixturenames.append("http_parser")
+        metafunc.parametrize("http_parser", ["auto", "h11"], indirect=True)
+
+
+@pytest.fixture
+def http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``h11``: the fast path declines every head, so h11 parses all of them."""
+    if request.param == "h11":
+        from prefork.http import _parse
+
+        monkeypatch.setattr(_parse, "fast_head", lambda buf, end: None)
+    return str(request.param)
