@@ -96,6 +96,10 @@ class HTTPProtocol(asyncio.Protocol):
         self._body: LengthBody | ChunkedBody | None = None  # the request body being read
         self._eof = False
         self._served = 0
+        # The cycle's callbacks, bound once rather than once per request.
+        self._on_complete = self.response_complete
+        self._on_consumed = self.body_consumed
+        self._on_abort = self.abort_cycle
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -294,9 +298,9 @@ class HTTPProtocol(asyncio.Protocol):
             http_11=http_version == b"1.1",
             head_request=method == b"HEAD",
             head_defaults=self.state.head_defaults,
-            on_response_complete=self.response_complete,
-            on_body_consumed=self.body_consumed,
-            on_abort=self.abort_cycle,
+            on_response_complete=self._on_complete,
+            on_body_consumed=self._on_consumed,
+            on_abort=self._on_abort,
         )
         if self._config.access_log:
             cycle.started = self.loop.time()

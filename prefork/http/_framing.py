@@ -108,6 +108,32 @@ class HeadDefaults:
 
 DEFAULTS = HeadDefaults()
 
+# What one app header means to ``build_head``: its kind, its encoded line, and for a
+# Content-Length its number. Apps send the same few headers on every response, so each pair
+# is checked and encoded once (the cache stops growing at ``_MAX_FIELD_LINES`` pairs).
+_PLAIN, _LENGTH, _SKIP, _CLOSE, _DATE, _SERVER = range(6)
+_KINDS = {b"transfer-encoding": _SKIP, b"date": _DATE, b"server": _SERVER}
+_FIELD_LINES: dict[tuple[object, object], tuple[int, bytes, int]] = {}
+_MAX_FIELD_LINES = 1024
+
+
+def _field_line(raw_name: object, raw_value: object) -> tuple[int, bytes, int]:
+    name, value = checked_header(raw_name, raw_value)
+    number = -1
+    if name == b"content-length":
+        if not value.isdigit():
+            raise ValueError(f"invalid content-length response header {value!r}")
+        kind, number = _LENGTH, int(value)
+    elif name == b"connection":
+        close = b"close" in [t.strip() for t in value.lower().split(b",")]
+        kind = _CLOSE if close else _SKIP
+    else:
+        kind = _KINDS.get(name, _PLAIN)
+    entry = (kind, b"%s: %s\r\n" % (name, value), number)
+    if len(_FIELD_LINES) < _MAX_FIELD_LINES:
+        _FIELD_LINES[raw_name, raw_value] = entry  # valid, so bytes or str: hashable
+    return entry
+
 
 def build_head(
     status: int,
@@ -134,24 +160,28 @@ def build_head(
     saw_date = saw_server = False
     close = not keep_alive
     for raw_name, raw_value in headers:
-        name, value = checked_header(raw_name, raw_value)
-        if name == b"content-length":
-            if content_length != -1 or not value.isdigit():
-                raise ValueError(f"invalid content-length response header {value!r}")
+        try:
+            kind, line, number = _FIELD_LINES[raw_name, raw_value]
+        except (KeyError, TypeError):  # not seen yet; TypeError: unhashable, so invalid
+            kind, line, number = _field_line(raw_name, raw_value)
+        if kind == _PLAIN:
+            parts.append(line)
+        elif kind == _LENGTH:
+            if content_length != -1:
+                raise ValueError("two content-length response headers")
             if status == 204:
                 continue  # RFC 9110 section 8.6: a 204 MUST NOT send Content-Length
-            content_length = int(value)
-        elif name == b"transfer-encoding":
-            continue  # ours to decide
-        elif name == b"connection":
-            if b"close" in [t.strip() for t in value.lower().split(b",")]:
-                close = True
-            continue  # re-added below when we close
-        elif name == b"date":
+            content_length = number
+            parts.append(line)
+        elif kind == _CLOSE:
+            close = True  # the app's connection header is re-added below when we close
+        elif kind == _DATE:
             saw_date = True
-        elif name == b"server":
+            parts.append(line)
+        elif kind == _SERVER:
             saw_server = True
-        parts.append(b"%s: %s\r\n" % (name, value))
+            parts.append(line)
+        # _SKIP: transfer-encoding is ours to decide, connection without close ours to drop
     if not saw_date and defaults.date:
         parts.append(date_header())
     if defaults.server and not saw_server:

@@ -95,3 +95,23 @@ def test_simple_response_is_complete() -> None:
     assert b"content-length: 4\r\n" in r and b"connection: close" in r
     head = _framing.simple_response(400, b"bad\n", head_request=True)
     assert head == r[: -len(b"bad\n")]  # to HEAD: the same head, no body
+
+
+def test_app_headers_are_checked_once_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prefork.http import _framing
+
+    monkeypatch.setattr(_framing, "_FIELD_LINES", {})
+    monkeypatch.setattr(_framing, "_MAX_FIELD_LINES", 2)
+    head = lambda headers: _framing.build_head(  # noqa: E731
+        200, headers, http_11=True, head_request=False, keep_alive=True, body_length=0
+    ).head
+    assert b"x-a: 1\r\nx-b: 2\r\n" in head([(b"X-A", b"1"), ("x-b", "2")])
+    assert list(_framing._FIELD_LINES) == [(b"X-A", b"1"), ("x-b", "2")]
+    with pytest.raises(TypeError, match="must be bytes, got bytearray"):
+        head([(b"x-c", bytearray(b"3"))])  # unhashable: refused, as before
+    assert head([(b"X-A", b"1"), (b"x-d", b"4")]).count(b"\r\nx-") == 2  # full: not kept
+    assert len(_framing._FIELD_LINES) == 2
+    with pytest.raises(ValueError, match="two content-length"):
+        head([(b"content-length", b"0"), (b"content-length", b"0")])

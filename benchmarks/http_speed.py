@@ -1,0 +1,545 @@
+"""Requests/s of prefork, in each of its HTTP parser modes, against uvicorn, gunicorn and
+granian, on five workloads, in one run.
+
+    python benchmarks/http_speed.py [--rounds 3] [--duration 5] [--connections 64]
+                                    [--only NAME...] [--workloads NAME...]
+
+Every server serves examples/bench_apps.py (one raw ASGI app, with lifespan) on 127.0.0.1, a
+port the OS picks, at log level warning and without an access log:
+
+    prefork-auto        prefork serve --http auto  (a fast path for common heads, else h11)
+    prefork-h11         prefork serve --http h11
+    uvicorn-h11         uvicorn --http h11 --loop uvloop
+    uvicorn-httptools   uvicorn --http httptools --loop uvloop  (what uvicorn[standard] runs)
+    gunicorn-uvicorn    gunicorn -k uvicorn.workers.UvicornWorker  (uvloop + httptools; the
+                        uvicorn-worker package's class instead when that is installed)
+    gunicorn-asgi       gunicorn -k asgi --asgi-loop uvloop  (gunicorn >= 25; its C parser
+                        when gunicorn_h1c is installed, else its Python one)
+    granian             granian --interface asgi --loop uvloop --http 1
+
+The workloads, each with `wrk -t1 -c64`:
+
+    hello       GET / ("Hello, world!", 13 bytes), keep-alive
+    close       the same with `Connection: close`: a new connection per request
+    json        GET /json, a JSON document of 1 KiB serialized on each request
+    echo        POST /echo with a 64 KiB body (a wrk Lua script), which the app reads whole
+                and sends back
+    hello-w2    hello with 2 workers
+
+With one worker, each server (master and worker, when it has one) is pinned to one CPU and wrk
+to another (`taskset -c`). hello-w2 pins nothing: the two workers and wrk share both CPUs.
+Before measuring, each server must have run the app's lifespan startup in every worker (polled,
+never slept for) and must answer each workload's request with 200 and the expected body (the
+echo byte for byte); during a run, wrk's non-2xx responses and socket errors are printed, and
+the bytes wrk read per response must cover the body. The servers take turns over --rounds
+rounds, the order reversed every other round, so that machine noise hits them alike.
+
+Prints a Markdown table of median requests/s (rows: servers, columns: workloads); the ratios
+of prefork in each mode to uvicorn-httptools and to granian (the median of the ratios taken
+inside each round, where both ran close together in time); and the share of one CPU that the
+server (all its processes) and wrk used, medians (wrk near 100% would be the bottleneck). Then
+whatever a server wrote to its stdout or stderr. Needs wrk (apt-get install wrk); a peer that
+is not installed is skipped and named (pip install -e '.[bench]').
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _proc import alive, children, cpu_seconds, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "examples.bench_apps:app"
+SERVERS = [
+    "prefork-auto",
+    "prefork-h11",
+    "uvicorn-h11",
+    "uvicorn-httptools",
+    "gunicorn-uvicorn",
+    "gunicorn-asgi",
+    "granian",
+]
+#: What each server needs importable, besides the standard library.
+NEEDS = {
+    "prefork-auto": ["prefork"],
+    "prefork-h11": ["prefork", "h11"],
+    "uvicorn-h11": ["uvicorn", "h11", "uvloop"],
+    "uvicorn-httptools": ["uvicorn", "httptools", "uvloop"],
+    "gunicorn-uvicorn": ["gunicorn", "uvicorn", "httptools", "uvloop"],
+    "gunicorn-asgi": ["gunicorn", "uvloop"],
+    "granian": ["granian", "uvloop"],
+}
+SUBJECTS = ["prefork-auto", "prefork-h11"]
+BASES = ["uvicorn-httptools", "granian"]
+ECHO_BODY = b"0123456789abcdef" * 4096  # 64 KiB
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str  # the table's column
+    path: str
+    size: int  # of the response body
+    method: str = "GET"
+    close: bool = False  # Connection: close on every request
+    workers: int = 1  # one worker: server and wrk pinned to a CPU each; more: nothing pinned
+
+
+WORKLOADS = [
+    Workload("hello", "hello", "/", 13),
+    Workload("close", "hello, Connection: close", "/", 13, close=True),
+    Workload("json", "JSON 1 KiB", "/json", 1024),
+    Workload("echo", "POST echo 64 KiB", "/echo", len(ECHO_BODY), method="POST"),
+    Workload("hello-w2", "hello, 2 workers", "/", 13, workers=2),
+]
+#: wrk's request for the echo workload (wrk adds the Content-Length).
+ECHO_SCRIPT = f"""\
+wrk.method = "POST"
+wrk.body = string.rep("0123456789abcdef", {len(ECHO_BODY) // 16})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
+
+
+def uvicorn_worker() -> str:
+    """gunicorn's worker class for uvicorn: the uvicorn-worker package's when installed, else
+    the one uvicorn still ships (deprecated in its favour)."""
+    if importlib.util.find_spec("uvicorn_worker") is not None:
+        return "uvicorn_worker.UvicornWorker"
+    return "uvicorn.workers.UvicornWorker"
+
+
+def command(name: str, port: int, workers: int) -> list[str]:
+    """The command line of a server."""
+    py, w = sys.executable, str(workers)
+    host_port = ["--host", "127.0.0.1", "--port", str(port)]
+    match name:
+        case "prefork-auto" | "prefork-h11":
+            return [
+                py, "-m", "prefork", "serve", "--http", name.removeprefix("prefork-"),
+                "--workers", w, "--log-level", "warning", "--no-access-log",
+                "--bind", f"127.0.0.1:{port}", APP,
+            ]  # fmt: skip
+        case "uvicorn-h11" | "uvicorn-httptools":
+            return [
+                py, "-m", "uvicorn", "--http", name.removeprefix("uvicorn-"), "--loop", "uvloop",
+                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, APP,
+            ]  # fmt: skip
+        case "gunicorn-uvicorn":
+            # gunicorn writes no access log unless given --access-logfile.
+            return [
+                py, "-m", "gunicorn", "-k", uvicorn_worker(), "-w", w, "--log-level", "warning",
+                "-b", f"127.0.0.1:{port}", APP,
+            ]  # fmt: skip
+        case "gunicorn-asgi":
+            return [
+                py, "-m", "gunicorn", "-k", "asgi", "--asgi-loop", "uvloop", "-w", w,
+                "--log-level", "warning", "-b", f"127.0.0.1:{port}", APP,
+            ]  # fmt: skip
+        case "granian":
+            return [
+                py, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, APP,
+            ]  # fmt: skip
+    raise ValueError(f"no such server: {name}")
+
+
+def missing(name: str) -> str | None:
+    """Why a server cannot run here, or None."""
+    absent = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"{', '.join(absent)} not installed"
+    if name == "gunicorn-asgi":
+        major = int(importlib.metadata.version("gunicorn").split(".")[0])
+        if major < 25:
+            return f"gunicorn {major} has no asgi worker (needs >= 25)"
+    return None
+
+
+# -- the servers --------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    found = children(pid)
+    for child in list(found):
+        found |= descendants(child)
+    return found
+
+
+class Server:
+    """A server in its own session, on ``cpu`` when given (``taskset -c``), run from a scratch
+    directory (so that PYTHONPATH decides which prefork is measured), its stdout and stderr in
+    a file."""
+
+    def __init__(self, name: str, workers: int, cpu: int | None, workdir: Path) -> None:
+        self.name = name
+        self.workers = workers
+        self.label = name if workers == 1 else f"{name} -w {workers}"
+        self.port = free_port()
+        stem = f"{name}-w{workers}"
+        self.ready_dir = workdir / f"{stem}.ready"
+        self.ready_dir.mkdir()
+        self.log = workdir / f"{stem}.log"
+        path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([*path, str(ROOT)]),
+            BENCH_APPS_READY_DIR=str(self.ready_dir),
+        )
+        cmd = command(name, self.port, workers)
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]  # taskset execs: proc.pid is the server
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll until every worker has run the app's lifespan startup and GET / answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            started = [p for p in os.listdir(self.ready_dir) if alive(int(p))]
+            if len(started) >= self.workers:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    if request(self.port, "GET", "/")[0] == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"not ready after {timeout} s ({len(started)} of {self.workers} workers "
+                    f"through lifespan startup): {self.tail()}"
+                )
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """The CPU time of the server and all its processes."""
+        total = 0.0
+        for pid in {self.proc.pid, *descendants(self.proc.pid)}:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += cpu_seconds(pid)
+        return total
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self) -> str:
+        text = self.text().strip()
+        return f"\n{text[-2000:]}" if text else "(no output)"
+
+    def stop(self) -> None:
+        """SIGINT to the server (a master stops its workers), then SIGKILL to what is left of
+        its process group."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes = b"", close: bool = False
+) -> tuple[int, bytes]:
+    """One request on a new connection: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            method, path, body=body or None, headers={"Connection": "close"} if close else {}
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def check(server: Server, workload: Workload) -> None:
+    """The workload's request, as wrk sends it, must be answered 200 with the expected body."""
+    body = ECHO_BODY if workload.method == "POST" else b""
+    status, got = request(server.port, workload.method, workload.path, body, workload.close)
+    if status != 200 or len(got) != workload.size:
+        raise RuntimeError(
+            f"{workload.method} {workload.path} answered {status} with {len(got)} bytes, "
+            f"not 200 with {workload.size}: {got[:80]!r}"
+        )
+    if body and got != body:
+        raise RuntimeError(f"POST {workload.path} echoed other bytes than it was sent")
+    if workload.path == "/json":
+        json.loads(got)
+
+
+# -- the runs -----------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    rate: float  # requests/s
+    server_cpu: float  # share of one CPU, all the server's processes together
+    wrk_cpu: float  # share of one CPU
+
+
+UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+
+
+def measure(
+    server: Server, workload: Workload, args: argparse.Namespace, seconds: int, cpu: int | None,
+    script: Path,
+) -> Run:  # fmt: skip
+    """One wrk run; raises RuntimeError when wrk fails, reads no rate, or read fewer bytes per
+    response than the body has. Prints wrk's non-2xx responses and socket errors."""
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s"]
+    if workload.close:
+        cmd += ["-H", "Connection: close"]
+    if workload.method == "POST":
+        cmd += ["-s", str(script)]
+    cmd.append(f"http://127.0.0.1:{server.port}{workload.path}")
+    if cpu is not None:
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    server_cpu = server.cpu_seconds()
+    wrk_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    elapsed = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server.cpu_seconds() - server_cpu
+    wrk_seconds = after.ru_utime + after.ru_stime - wrk_cpu.ru_utime - wrk_cpu.ru_stime
+    out = done.stdout
+    if done.returncode:
+        raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip() or out}")
+    for line in out.splitlines():
+        if "Non-2xx" in line or "Socket errors" in line:
+            print(f"    {server.label}, {workload.name}: wrk reported {line.strip()}", flush=True)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in [\d.]+\w+, ([\d.]+)([KMGT]?B) read", out)
+    if rate is None or total is None:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    requests = int(total.group(1))
+    per_response = float(total.group(2)) * UNITS[total.group(3)] / max(1, requests)
+    if per_response < workload.size:
+        raise RuntimeError(
+            f"wrk read {per_response:.0f} bytes per response, fewer than the body's "
+            f"{workload.size}:\n{out}"
+        )
+    return Run(float(rate.group(1)), server_cpu / elapsed, wrk_seconds / elapsed)
+
+
+# -- the report ---------------------------------------------------------------------------
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, the first column left-aligned and the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths))
+        + "|"
+    )
+    return "\n".join([line(head), rule, *(line(r) for r in rows)])
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def describe(cpus: list[int], args: argparse.Namespace) -> str:
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True).stdout
+
+    commit = git("log", "-1", "--format=%h").strip()
+    if git("status", "--porcelain", "--", "prefork").strip():
+        commit += " + uncommitted changes in prefork/"
+    spec = importlib.util.find_spec("prefork")
+    origin = Path(spec.origin).parent.parent if spec and spec.origin else "?"
+    parser = "C (gunicorn_h1c)" if importlib.util.find_spec("gunicorn_h1c") else "Python"
+    pinning = (
+        f"1 worker: servers on CPU {cpus[0]}, wrk on CPU {cpus[1]}; 2 workers: nothing pinned"
+        if len(cpus) >= 2
+        else "one CPU only: servers and wrk share it"
+    )
+    return "\n".join([
+        f"prefork {commit} (from {origin}), Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; {pinning}",
+        f"uvicorn {version('uvicorn')}, httptools {version('httptools')}, "
+        f"uvloop {version('uvloop')}, gunicorn {version('gunicorn')} (asgi worker's parser: "
+        f"{parser}; gunicorn-uvicorn: {uvicorn_worker()}), granian {version('granian')}",
+        f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.rounds} rounds, medians",
+    ])  # fmt: skip
+
+
+def report(
+    names: list[str], workloads: list[Workload], results: dict[tuple[str, str], list[Run | None]],
+    failed: dict[tuple[str, str], str],
+) -> None:  # fmt: skip
+    def runs(name: str, w: Workload) -> list[Run]:
+        return [r for r in results.get((name, w.name), []) if r is not None]
+
+    def cell(name: str, w: Workload, show: str) -> str:
+        got = runs(name, w)
+        if not got:
+            return "failed" if (name, w.name) in failed else "-"
+        if show == "rate":
+            return f"{statistics.median(r.rate for r in got):,.0f}"
+        srv = statistics.median(r.server_cpu for r in got)
+        cli = statistics.median(r.wrk_cpu for r in got)
+        return f"{srv:.0%} / {cli:.0%}"
+
+    head = [w.title for w in workloads]
+    print("\nRequests/s (median):\n")
+    print(table(["server", *head], [[n, *(cell(n, w, "rate") for w in workloads)] for n in names]))
+    rows = []
+    for subject in (s for s in SUBJECTS if s in names):
+        for base in (b for b in BASES if b in names):
+            row = [f"{subject} / {base}"]
+            for w in workloads:
+                pairs = zip(results[subject, w.name], results[base, w.name], strict=True)
+                ratios = [a.rate / b.rate for a, b in pairs if a and b]
+                row.append(f"{statistics.median(ratios):.2f}x" if ratios else "-")
+            rows.append(row)
+    if rows:
+        print("\nRatios (median of the ratios inside each round):\n")
+        print(table(["ratio", *head], rows))
+    print("\nCPU, server / wrk (median share of one CPU; the server's processes together):\n")
+    print(table(["server", *head], [[n, *(cell(n, w, "cpu") for w in workloads)] for n in names]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--only", nargs="+", choices=SERVERS, metavar="NAME", help=", ".join(SERVERS)
+    )
+    parser.add_argument(
+        "--workloads", nargs="+", choices=[w.name for w in WORKLOADS], metavar="NAME",
+        help=", ".join(w.name for w in WORKLOADS),
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("install wrk: apt-get install wrk", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    names = [n for n in SERVERS if not args.only or n in args.only]
+    for name in list(names):
+        why = missing(name)
+        if why:
+            print(f"skipping {name}: {why}", file=sys.stderr)
+            names.remove(name)
+    workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) >= 2 and shutil.which("taskset") is None:
+        print("taskset not found (util-linux): nothing pinned", file=sys.stderr)
+        cpus = cpus[:1]
+    print(describe(cpus, args), flush=True)
+
+    def cpu(workers: int, which: int) -> int | None:
+        return cpus[which] if len(cpus) >= 2 and workers == 1 else None
+
+    workdir = Path(tempfile.mkdtemp(prefix="http_speed-"))
+    script = workdir / "echo.lua"
+    script.write_text(ECHO_SCRIPT)
+    servers: dict[tuple[str, int], Server] = {}
+    failed: dict[tuple[str, str], str] = {}
+    results: dict[tuple[str, str], list[Run | None]] = {}
+
+    def fail(name: str, w: Workload, why: str) -> None:
+        failed[name, w.name] = why
+        print(f"    {name}, {w.name}: FAILED: {why}", file=sys.stderr, flush=True)
+
+    try:
+        for workers in sorted({w.workers for w in workloads}):
+            for name in names:
+                servers[name, workers] = Server(name, workers, cpu(workers, 0), workdir)
+        for (name, workers), server in servers.items():
+            try:
+                server.wait_ready()
+            except RuntimeError as exc:
+                for w in workloads:
+                    if w.workers == workers:
+                        fail(name, w, f"{server.label} {exc}")
+        for w in workloads:
+            for name in names:
+                if (name, w.name) in failed:
+                    continue
+                try:
+                    check(servers[name, w.workers], w)
+                    measure(servers[name, w.workers], w, args, 1, cpu(w.workers, 1), script)
+                except (
+                    RuntimeError,
+                    OSError,
+                    http.client.HTTPException,
+                    ValueError,
+                    subprocess.TimeoutExpired,
+                ) as exc:
+                    fail(name, w, str(exc))
+        print(f"ready and checked in {time.monotonic() - began:.0f} s\n", flush=True)
+        for round_no in range(args.rounds):
+            order = names if round_no % 2 == 0 else names[::-1]
+            for w in workloads:
+                for name in order:
+                    got = results.setdefault((name, w.name), [])
+                    if (name, w.name) in failed:
+                        got.append(None)
+                        continue
+                    server = servers[name, w.workers]
+                    try:
+                        run = measure(server, w, args, args.duration, cpu(w.workers, 1), script)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        got.append(None)
+                        fail(name, w, f"round {round_no + 1}: {exc}")
+                        continue
+                    got.append(run)
+                    print(
+                        f"round {round_no + 1}: {w.name:9} {server.label:22} {run.rate:9.0f} "
+                        f"req/s   server CPU {run.server_cpu:4.0%}, wrk CPU {run.wrk_cpu:4.0%}",
+                        flush=True,
+                    )
+    finally:
+        for server in servers.values():
+            server.stop()
+    report(names, workloads, results, failed)
+    if failed:
+        print("\nFailed:")
+        for (name, workload), why in failed.items():
+            print(f"- {name}, {workload}: {why}")
+    for server in servers.values():
+        text = server.text().strip()
+        if text:
+            print(f"\n{server.label} wrote ({server.log}):\n{text[-1500:]}")
+    print(f"\none run took {(time.monotonic() - began) / 60:.1f} min")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
