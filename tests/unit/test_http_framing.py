@@ -104,9 +104,12 @@ def test_app_headers_are_checked_once_and_the_cache_is_bounded(
 
     monkeypatch.setattr(_framing, "_FIELD_LINES", {})
     monkeypatch.setattr(_framing, "_MAX_FIELD_LINES", 2)
-    head = lambda headers: _framing.build_head(  # noqa: E731
-        200, headers, http_11=True, head_request=False, keep_alive=True, body_length=0
-    ).head
+
+    def head(headers: list[tuple[Any, Any]]) -> bytes:
+        return _framing.build_head(
+            200, headers, http_11=True, head_request=False, keep_alive=True, body_length=0
+        ).head
+
     assert b"x-a: 1\r\nx-b: 2\r\n" in head([(b"X-A", b"1"), ("x-b", "2")])
     assert list(_framing._FIELD_LINES) == [(b"X-A", b"1"), ("x-b", "2")]
     with pytest.raises(TypeError, match="must be bytes, got bytearray"):
