@@ -1,15 +1,16 @@
-"""One HTTP/1.1 connection: bytes from the transport -> h11 (parsing only) -> a ``Cycle``.
+"""One HTTP/1.1 connection: bytes from the transport -> a checked request head -> a ``Cycle``.
 
-h11 parses and validates each request head and body; a fresh ``h11.Connection`` per request is
-fed the bytes left over by the previous one, and responses are framed by ``_framing`` (twice
-as fast as letting h11 frame them). The raw bytes of a chunked body pass a ``ChunkScanner``
-before h11 sees them.
+Each request head is read by ``RequestReader.parse``: ``_lines`` checks the raw lines, then
+either the fast path (``_parse.fast_head``: the heads nearly every client sends, read exactly
+as h11 reads them) or h11, the reference parser, for everything else (``--http h11``: h11 for
+every head); ``_parse.request_info`` checks what both let through. A Content-Length body is
+counted (``_body.LengthBody``); a chunked one passes a ``ChunkScanner`` and is de-chunked by
+h11 (``_body.ChunkedBody``). Responses are framed by ``_framing``.
 
-A request head goes through three steps: ``RequestReader.parse`` (bytes -> ``RequestInfo``:
-``_lines`` checks the raw lines, h11 parses, ``_parse`` checks what h11 lets through; a second
-parser plugs in there and in ``_read_body``), ``_admit`` (limits) and ``_begin`` (the cycle and
-the app's task). A WebSocket handshake leaves that path at ``_upgrade``. Every check refuses by
-raising ``Refused``; ``_refuse`` answers and closes.
+A request goes through three steps: ``RequestReader.parse`` (bytes -> ``RequestInfo``),
+``_admit`` (limits) and ``_begin`` (the cycle and the app's task). A WebSocket handshake
+leaves that path at ``_upgrade``. Every check refuses by raising ``Refused``; ``_refuse``
+answers and closes.
 
 Timeouts are deadlines checked by the server's sweep, so arming one costs a float store, not a
 timer handle per request. Each ``Phase`` arms its own timeout (``_enter``, from the table in

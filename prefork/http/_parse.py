@@ -1,14 +1,16 @@
-"""Request checks h11 does not make (see reference/http-checklist.md, "Headline findings").
+"""Request heads: bytes -> ``RequestInfo``, with the checks h11 does not make (see
+reference/http-checklist.md, "Headline findings").
 
 Pure: a check that fails raises ``Refused(status, reason)``, the answer to give before closing
 the connection (h11's ``RemoteProtocolError(error_status_hint=...)``); the connection catches it
-in one place. A second request parser (httptools) would raise the same.
+in one place.
 
-- ``inspect_request``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE,
-  and the facts the connection needs (body, keep-alive, expect, upgrade).
-
-The raw bytes are checked before h11 sees them, in ``_lines``: the size limits and strict
-syntax of heads and trailers, and chunk-size lines.
+- ``RequestReader.parse``: the raw lines are checked in ``_lines`` (size limits, strict
+  syntax), then ``fast_head`` reads the common heads (one compiled pattern, as h11 would read
+  them) and h11 the rest;
+- ``request_info``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE, and
+  the facts the connection needs (body, keep-alive, expect, upgrade), whichever parser read
+  the head (``inspect_request`` for h11's).
 """
 
 from __future__ import annotations
