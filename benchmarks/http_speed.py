@@ -17,7 +17,7 @@ port the OS picks, at log level warning and without an access log:
                         when gunicorn_h1c is installed, else its Python one)
     granian             granian --interface asgi --loop uvloop --http 1
 
-The workloads, each with `wrk -t1 -c64`:
+The workloads, each with `wrk -t1 -c64` (--connections):
 
     hello       GET / ("Hello, world!", 13 bytes), keep-alive
     close       the same with `Connection: close`: a new connection per request
@@ -27,7 +27,9 @@ The workloads, each with `wrk -t1 -c64`:
     hello-w2    hello with 2 workers
 
 With one worker, each server (master and worker, when it has one) is pinned to one CPU and wrk
-to another (`taskset -c`). hello-w2 pins nothing: the two workers and wrk share both CPUs.
+to another (`taskset -c`). hello-w2 pins no process to one CPU: the two workers and wrk share
+the same two CPUs (all of this machine's when it has two).
+
 Before measuring, each server must have run the app's lifespan startup in every worker (polled,
 never slept for) and must answer each workload's request with 200 and the expected body (the
 echo byte for byte); during a run, wrk's non-2xx responses and socket errors are printed, and
@@ -36,10 +38,12 @@ rounds, the order reversed every other round, so that machine noise hits them al
 
 Prints a Markdown table of median requests/s (rows: servers, columns: workloads); the ratios
 of prefork in each mode to uvicorn-httptools and to granian (the median of the ratios taken
-inside each round, where both ran close together in time); and the share of one CPU that the
-server (all its processes) and wrk used, medians (wrk near 100% would be the bottleneck). Then
-whatever a server wrote to its stdout or stderr. Needs wrk (apt-get install wrk); a peer that
-is not installed is skipped and named (pip install -e '.[bench]').
+inside each round, where both ran close together in time); and, as a sanity check, the share
+of one CPU that the server (all its processes) and wrk used (wrk near 100% would be the
+bottleneck) and "others", the share of the two CPUs that other processes and interrupts took
+(noise: a figure far from 0 means the run was disturbed), medians. Then whatever a server
+wrote to its stdout or stderr, and how long the run took. Needs wrk (apt-get install wrk); a
+peer that is not installed is skipped and named (pip install -e '.[bench]').
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class Workload:
     size: int  # of the response body
     method: str = "GET"
     close: bool = False  # Connection: close on every request
-    workers: int = 1  # one worker: server and wrk pinned to a CPU each; more: nothing pinned
+    workers: int = 1  # one: server and wrk pinned to a CPU each; more: both share two CPUs
 
 
 WORKLOADS = [
@@ -184,11 +188,11 @@ def descendants(pid: int) -> set[int]:
 
 
 class Server:
-    """A server in its own session, on ``cpu`` when given (``taskset -c``), run from a scratch
+    """A server in its own session, on ``cpus`` when given (``taskset -c``), run from a scratch
     directory (so that PYTHONPATH decides which prefork is measured), its stdout and stderr in
     a file."""
 
-    def __init__(self, name: str, workers: int, cpu: int | None, workdir: Path) -> None:
+    def __init__(self, name: str, workers: int, cpus: str | None, workdir: Path) -> None:
         self.name = name
         self.workers = workers
         self.label = name if workers == 1 else f"{name} -w {workers}"
@@ -204,8 +208,8 @@ class Server:
             BENCH_APPS_READY_DIR=str(self.ready_dir),
         )
         cmd = command(name, self.port, workers)
-        if cpu is not None:
-            cmd = ["taskset", "-c", str(cpu), *cmd]  # taskset execs: proc.pid is the server
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]  # taskset execs: proc.pid is the server
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
                 cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -296,30 +300,46 @@ class Run:
     rate: float  # requests/s
     server_cpu: float  # share of one CPU, all the server's processes together
     wrk_cpu: float  # share of one CPU
+    others: float  # share of the benchmark's CPUs that other processes and interrupts used
 
 
 UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
 
+def idle_seconds(cpus: list[int]) -> float:
+    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
+    names = {f"cpu{cpu}" for cpu in cpus}
+    ticks = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] in names:
+            ticks += int(fields[4]) + int(fields[5])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def measure(
-    server: Server, workload: Workload, args: argparse.Namespace, seconds: int, cpu: int | None,
-    script: Path,
+    server: Server, workload: Workload, args: argparse.Namespace, seconds: int, cpus: str | None,
+    script: Path, watched: list[int],
 ) -> Run:  # fmt: skip
     """One wrk run; raises RuntimeError when wrk fails, reads no rate, or read fewer bytes per
-    response than the body has. Prints wrk's non-2xx responses and socket errors."""
+    response than the body has. Prints wrk's non-2xx responses and socket errors. wrk runs
+    on ``cpus`` (``taskset -c``) when given; ``watched`` are the CPUs the server and wrk use,
+    watched for what else runs there."""
     cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s"]
     if workload.close:
         cmd += ["-H", "Connection: close"]
     if workload.method == "POST":
         cmd += ["-s", str(script)]
     cmd.append(f"http://127.0.0.1:{server.port}{workload.path}")
-    if cpu is not None:
-        cmd = ["taskset", "-c", str(cpu), *cmd]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     server_cpu = server.cpu_seconds()
     wrk_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle = idle_seconds(watched)
     began = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     elapsed = time.perf_counter() - began
+    idle = idle_seconds(watched) - idle
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = server.cpu_seconds() - server_cpu
     wrk_seconds = after.ru_utime + after.ru_stime - wrk_cpu.ru_utime - wrk_cpu.ru_stime
@@ -335,12 +355,17 @@ def measure(
         raise RuntimeError(f"could not read wrk's output:\n{out}")
     requests = int(total.group(1))
     per_response = float(total.group(2)) * UNITS[total.group(3)] / max(1, requests)
-    if per_response < workload.size:
+    if per_response < 0.98 * workload.size:  # wrk rounds what it read to 3 digits or so
         raise RuntimeError(
             f"wrk read {per_response:.0f} bytes per response, fewer than the body's "
             f"{workload.size}:\n{out}"
         )
-    return Run(float(rate.group(1)), server_cpu / elapsed, wrk_seconds / elapsed)
+    return Run(
+        rate=float(rate.group(1)),
+        server_cpu=server_cpu / elapsed,
+        wrk_cpu=wrk_seconds / elapsed,
+        others=1 - (idle + server_cpu + wrk_seconds) / (elapsed * len(watched)),
+    )
 
 
 # -- the report ---------------------------------------------------------------------------
@@ -383,7 +408,8 @@ def describe(cpus: list[int], args: argparse.Namespace) -> str:
     origin = Path(spec.origin).parent.parent if spec and spec.origin else "?"
     parser = "C (gunicorn_h1c)" if importlib.util.find_spec("gunicorn_h1c") else "Python"
     pinning = (
-        f"1 worker: servers on CPU {cpus[0]}, wrk on CPU {cpus[1]}; 2 workers: nothing pinned"
+        f"1 worker: servers on CPU {cpus[0]}, wrk on CPU {cpus[1]}; 2 workers: servers and wrk "
+        f"on CPUs {cpus[0]},{cpus[1]}"
         if len(cpus) >= 2
         else "one CPU only: servers and wrk share it"
     )
@@ -412,7 +438,8 @@ def report(
             return f"{statistics.median(r.rate for r in got):,.0f}"
         srv = statistics.median(r.server_cpu for r in got)
         cli = statistics.median(r.wrk_cpu for r in got)
-        return f"{srv:.0%} / {cli:.0%}"
+        others = statistics.median(r.others for r in got)
+        return f"{srv:.0%} / {cli:.0%} / {others:.0%}"
 
     head = [w.title for w in workloads]
     print("\nRequests/s (median):\n")
@@ -429,7 +456,11 @@ def report(
     if rows:
         print("\nRatios (median of the ratios inside each round):\n")
         print(table(["ratio", *head], rows))
-    print("\nCPU, server / wrk (median share of one CPU; the server's processes together):\n")
+    print(
+        "\nCPU, server / wrk / others (medians; server and wrk: the share of one CPU, the "
+        "server's\nprocesses together; others: the share of both CPUs that other processes "
+        "and interrupts\ntook, i.e. noise):\n"
+    )
     print(table(["server", *head], [[n, *(cell(n, w, "cpu") for w in workloads)] for n in names]))
 
 
@@ -463,9 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         cpus = cpus[:1]
     print(describe(cpus, args), flush=True)
 
-    def cpu(workers: int, which: int) -> int | None:
-        return cpus[which] if len(cpus) >= 2 and workers == 1 else None
+    def cpu(workers: int, which: int) -> str | None:
+        """What ``taskset -c`` gets: one worker, a CPU each; more, both CPUs for all."""
+        if len(cpus) < 2:
+            return None
+        return str(cpus[which]) if workers == 1 else f"{cpus[0]},{cpus[1]}"
 
+    watched = sorted(os.sched_getaffinity(0))[:2]  # where "others" is measured
     workdir = Path(tempfile.mkdtemp(prefix="http_speed-"))
     script = workdir / "echo.lua"
     script.write_text(ECHO_SCRIPT)
@@ -494,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 try:
                     check(servers[name, w.workers], w)
-                    measure(servers[name, w.workers], w, args, 1, cpu(w.workers, 1), script)
+                    server = servers[name, w.workers]
+                    measure(server, w, args, 1, cpu(w.workers, 1), script, watched)
                 except (
                     RuntimeError,
                     OSError,
@@ -514,7 +550,9 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     server = servers[name, w.workers]
                     try:
-                        run = measure(server, w, args, args.duration, cpu(w.workers, 1), script)
+                        run = measure(
+                            server, w, args, args.duration, cpu(w.workers, 1), script, watched
+                        )
                     except (RuntimeError, subprocess.TimeoutExpired) as exc:
                         got.append(None)
                         fail(name, w, f"round {round_no + 1}: {exc}")
@@ -522,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
                     got.append(run)
                     print(
                         f"round {round_no + 1}: {w.name:9} {server.label:22} {run.rate:9.0f} "
-                        f"req/s   server CPU {run.server_cpu:4.0%}, wrk CPU {run.wrk_cpu:4.0%}",
+                        f"req/s   server CPU {run.server_cpu:4.0%}, wrk CPU {run.wrk_cpu:4.0%}, "
+                        f"others {run.others:4.0%}",
                         flush=True,
                     )
     finally:
