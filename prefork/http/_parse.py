@@ -99,7 +99,9 @@ def request_info(
         raise Refused(505, b"HTTP version not supported.\n")
     first = target[:1]
     if first == b"/":
-        path = target
+        # A fragment is the client's own (RFC 9110 section 4.2.5): dropped, as llhttp does,
+        # so it never reaches the app's path or query_string.
+        path = target.partition(b"#")[0] if b"#" in target else target
     elif target == b"*":
         if method != b"OPTIONS":
             raise Refused(400, b"Invalid request target.\n")

@@ -42,6 +42,11 @@ def test_request_facts() -> None:
     assert info.http_version == b"1.0"
 
 
+def test_a_fragment_in_the_target_is_dropped() -> None:
+    assert parse(b"GET /a?page=1#posts HTTP/1.1\r\nHost: a\r\n\r\n").path == b"/a?page=1"
+    assert parse(b"GET /#x HTTP/1.1\r\nHost: a\r\n\r\n").path == b"/"
+
+
 def test_request_facts_for_bodies() -> None:
     info = parse(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 012\r\n\r\n")
     assert (info.has_body, info.chunked, info.content_length) == (True, False, 12)
