@@ -1,0 +1,258 @@
+"""A load worker's tally: what it counts, the deltas it reports, and the master's sum of them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from typing import Any
+
+import pytest
+
+from prefork.load._histogram import Histogram
+from prefork.load._tally import ERROR_KINDS, Tally
+
+NO_ERRORS = dict.fromkeys(ERROR_KINDS, 0)
+
+
+def test_a_response_counts_a_request_its_bytes_status_and_latency() -> None:
+    t = Tally()
+    t.record(200, 1500, 120)
+    t.record(200, 2500, 80)
+    t.record(301, 10, 0)
+    assert (t.requests, t.bytes, t.statuses, t.failed) == (3, 200, {200: 2, 301: 1}, 0)
+    assert t.errors == NO_ERRORS
+    assert (t.latency.count, t.latency.total, t.latency.max) == (3, 4010, 2500)
+
+
+def test_a_status_of_400_or_more_is_also_an_error() -> None:
+    t = Tally()
+    for status in (200, 304, 399, 400, 404, 500, 503):
+        t.record(status, 100, 10)
+    assert t.requests == 7
+    assert t.errors == {**NO_ERRORS, "status": 4}
+    assert t.failed == 4
+
+
+def test_a_failed_request_counts_its_kind_and_its_wait_when_given() -> None:
+    t = Tally()
+    t.error("connect")
+    t.error("timeout", latency_us=2_000_000)
+    t.error("read")
+    t.error("write")
+    t.error("timeout")
+    assert t.errors == {"connect": 1, "read": 1, "write": 1, "timeout": 2, "status": 0}
+    assert (t.requests, t.failed, t.statuses) == (0, 5, {})
+    assert (t.latency.count, t.latency.max) == (1, 2_000_000)
+
+
+@pytest.mark.parametrize("kind", ["status", "refused", ""])
+def test_an_unknown_error_kind_is_refused(kind: str) -> None:
+    t = Tally()
+    with pytest.raises(ValueError, match="connect, read, write or timeout"):
+        t.error(kind)
+    assert t.errors == NO_ERRORS
+
+
+def test_the_accessors_are_copies() -> None:
+    t = Tally()
+    t.record(200, 1, 1)
+    t.statuses[200] = 99
+    t.errors["read"] = 99
+    assert (t.statuses, t.errors) == ({200: 1}, NO_ERRORS)
+
+
+def test_a_report_is_json_safe_and_starts_the_tally_afresh() -> None:
+    t = Tally()
+    t.record(200, 100, 50)
+    t.record(404, 300, 20)
+    t.error("timeout", 5000)
+    report = t.report()
+    assert report == {
+        "requests": 2,
+        "bytes": 70,
+        "statuses": {"200": 1, "404": 1},
+        "errors": {**NO_ERRORS, "timeout": 1, "status": 1},
+        "latency": {
+            "b": [[100, 1], [278, 1], [796, 1]],
+            "n": 3,
+            "sum": 5400,
+            "min": 100,
+            "max": 5000,
+        },
+    }
+    assert json.loads(json.dumps(report)) == report
+    assert (
+        t.report()
+        == Tally().report()
+        == {
+            "requests": 0,
+            "bytes": 0,
+            "statuses": {},
+            "errors": NO_ERRORS,
+            "latency": Histogram().to_json(),
+        }
+    )
+    assert (t.requests, t.bytes, t.statuses, t.errors, t.latency.count) == (0, 0, {}, NO_ERRORS, 0)
+
+
+def random_events(rng: random.Random, n: int) -> list[tuple[str, Any]]:
+    kinds = ("connect", "read", "write", "timeout")
+    events: list[tuple[str, Any]] = []
+    for _ in range(n):
+        if rng.random() < 0.8:
+            status = rng.choice((200, 200, 200, 204, 301, 404, 500, 503))
+            events.append(("record", (status, rng.randint(0, 5_000_000), rng.randint(0, 10**5))))
+        else:
+            wait = rng.choice((None, rng.randint(0, 10**7)))
+            events.append(("error", (rng.choice(kinds), wait)))
+    return events
+
+
+def replay(t: Tally, events: list[tuple[str, Any]]) -> None:
+    for name, args in events:
+        getattr(t, name)(*args)
+
+
+def test_the_sum_of_several_workers_reports_is_one_tally_of_everything() -> None:
+    rng = random.Random(11)
+    events = random_events(rng, 5000)
+    everything = Tally()
+    replay(everything, events)
+
+    workers, master = [Tally() for _ in range(4)], Tally()
+    for second in range(0, len(events), 700):  # a report every "second", from every worker
+        for name, args in events[second : second + 700]:
+            getattr(rng.choice(workers), name)(*args)
+        for w in workers:
+            master.absorb(json.loads(json.dumps(w.report())))  # as it crosses the channel
+    assert master.report() == everything.report()
+
+
+def test_absorbing_an_empty_report_changes_nothing() -> None:
+    t = Tally()
+    t.record(200, 10, 10)
+    before = copy.deepcopy(t.report())
+    t.absorb(before)
+    t.absorb(Tally().report())
+    assert t.report() == before
+
+
+def good_report() -> dict[str, Any]:
+    t = Tally()
+    t.record(200, 100, 10)
+    t.record(503, 200, 10)
+    t.error("timeout", 9000)
+    t.error("connect")
+    return t.report()
+
+
+def changed(**changes: Any) -> dict[str, Any]:
+    report = good_report()
+    for path, value in changes.items():
+        *outer, last = path.split("__")
+        d = report
+        for key in outer:
+            d = d[key]
+        if value is ...:
+            del d[last]
+        else:
+            d[last] = value
+    return report
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [1, 2],
+        changed(bytes=...),
+        changed(extra=1),
+        changed(requests=2.0),
+        changed(requests=True),
+        changed(bytes=-1),
+        changed(errors=[]),
+        changed(errors__read=...),
+        changed(errors__refused=0),
+        changed(errors__read=-1),
+        changed(errors__read=False),
+        changed(statuses=[]),
+        changed(statuses__200=1.0),
+        changed(statuses__0200=1),
+        changed(statuses__x=1),
+        changed(**{"statuses__ 200": 1}),
+        changed(**{"statuses__٢٠٠": 1}),  # digits, but not ASCII ones
+        changed(requests=3),  # the statuses do not add up to the requests
+        changed(errors__status=0),  # a 503 that is not a status error
+        changed(statuses__503=..., statuses__504=1, errors__status=0),  # one that is not counted
+        changed(latency__n=1, latency__b=[[100, 1]], latency__sum=100, latency__max=100),
+        changed(errors__timeout=0, errors__connect=0),  # more latencies than responses and failures
+        changed(latency=None),
+    ],
+)
+def test_a_malformed_report_is_refused_and_changes_nothing(bad: Any) -> None:
+    t = Tally()
+    t.absorb(good_report())  # the base is fine
+    before = copy.deepcopy(t)
+    with pytest.raises(ValueError, match=r"report|histogram"):
+        t.absorb(bad)
+    assert t.report() == before.report()
+
+
+def test_the_json_summary() -> None:
+    t = Tally()
+    for us in range(1, 200):  # 1..199 us: exact buckets, mean 100 us
+        t.record(503 if us == 7 else 404 if us == 8 else 200, us, 1000)
+    t.error("read")
+    summary = t.summary_json(2)
+    assert summary == {
+        "requests": 199,
+        "duration_s": 2.0,
+        "rps": 99.5,
+        "bytes": 199_000,
+        "latency_ms": {
+            "p50": 0.1,
+            "p75": 0.15,
+            "p90": 0.18,
+            "p99": 0.198,
+            "p999": 0.199,
+            "max": 0.199,
+            "mean": 0.1,
+        },
+        "errors": {"connect": 0, "read": 1, "write": 0, "timeout": 0, "status": 2},
+        "status": {"200": 197, "404": 1, "503": 1},
+    }
+    assert list(summary["status"]) == ["200", "404", "503"]  # in order of code
+    assert list(summary["errors"]) == list(ERROR_KINDS)
+    assert json.loads(json.dumps(summary)) == summary
+    assert all(type(v) is float for v in summary["latency_ms"].values())
+
+
+def test_the_json_summary_of_nothing() -> None:
+    summary = Tally().summary_json(0)
+    assert summary == {
+        "requests": 0,
+        "duration_s": 0.0,
+        "rps": 0.0,
+        "bytes": 0,
+        "latency_ms": dict.fromkeys(("p50", "p75", "p90", "p99", "p999", "max", "mean"), 0.0),
+        "errors": NO_ERRORS,
+        "status": {},
+    }
+    assert type(summary["duration_s"]) is float
+
+
+def test_the_json_summary_rounds_rates_and_means_to_thousandths() -> None:
+    t = Tally()
+    t.record(200, 1000, 1)
+    t.record(200, 1001, 1)
+    t.record(200, 1001, 1)
+    summary = t.summary_json(3.0001)
+    assert summary["rps"] == 1.0  # 0.99996...
+    assert summary["latency_ms"]["mean"] == 1.001  # 1000.66... us
+
+
+@pytest.mark.parametrize("duration", [-1.0, float("nan")])
+def test_a_negative_duration_is_refused(duration: float) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        Tally().summary_json(duration)
