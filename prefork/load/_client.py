@@ -1,0 +1,702 @@
+"""The client side of ``prefork load``: the target and its prebuilt request, and the three ways
+of loading it from a worker's event loop.
+
+- ``run_closed``: wrk's closed loop. Each connection sends, waits for the whole response, and
+  sends again at once.
+- ``run_open``: wrk2's open loop. Send k leaves when a schedule says it is due, on any idle
+  connection, and its latency runs from when it was *meant* to leave, so a server that stalls
+  cannot slow the client down and hide its stall (coordinated omission).
+- ``run_scenario``: a user's ``async def scenario(client)`` in a loop on each ``Client``.
+
+The drivers must not be what limits a benchmark, so they work at the ``asyncio.Protocol``
+level: ``data_received`` parses, records and writes the next request, with no task, future or
+timer per request. One timer per run finds the requests over ``timeout`` (it wakes when the
+oldest one in flight would be), and the open loop has one more, armed for the next send.
+
+Times: ``deadline`` and the schedule's times are seconds of ``time.monotonic()``, the clock of
+``loop.time()`` (uvloop's ``loop.time()`` is the same clock rounded down to the millisecond;
+anchor schedules on ``time.monotonic()`` for latencies exact below a millisecond). Latencies
+are measured with ``time.monotonic_ns()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import typing
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from prefork.load._response import Headers, ResponseParser
+
+logger = logging.getLogger("prefork.load")
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[^\r\n\x00]*")
+_PATH = re.compile(r"/[!-~]*|\*")
+_MIN_BACKOFF = 0.01  # seconds before the first reconnect after a failure; doubled up to
+_MAX_BACKOFF = 1.0  # this, so a server that is down does not keep the client busy
+
+
+class Recorder(typing.Protocol):
+    """Where responses and failures are counted (``prefork.load._tally.Tally``)."""
+
+    def record(self, status: int, latency_us: int, nbytes: int) -> None: ...
+
+    def error(self, kind: str, latency_us: int | None = None) -> None: ...
+
+
+class Schedule(typing.Protocol):
+    """When the sends of an open loop are due (``prefork.load._schedule.RateSchedule``)."""
+
+    def due(self, now: float) -> int: ...
+
+    def intended(self, k: int) -> float: ...
+
+
+class Target:
+    """Where to connect, and the request to send there, built once.
+
+    ``Target(url, method="GET", headers=(), body=None)``: ``url`` is
+    ``http://HOST[:PORT][/PATH][?QUERY]`` (HOST may be an IPv6 literal in brackets; PORT is 80
+    when not given), ``headers`` are ``"Name: value"`` strings (a Host among them replaces
+    ours), and a ``body`` is sent with its Content-Length. Raises ``ValueError`` on an https or
+    other URL it cannot load, or a malformed method, header or path.
+    """
+
+    __slots__ = ("authority", "head_request", "headers", "host", "port", "request")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Iterable[str] = (),
+        body: bytes | None = None,
+    ) -> None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"cannot load {url!r}: {exc}") from None
+        if parts.scheme.lower() == "https":
+            raise ValueError(
+                f"cannot load {url!r}: https is not supported, prefork load speaks plain "
+                "HTTP/1.1; load an http:// URL (the app behind the TLS terminator)"
+            )
+        if parts.scheme.lower() != "http" or not parts.hostname or port == 0:
+            raise ValueError(f"cannot load {url!r}: give http://HOST[:PORT]/PATH")
+        if parts.username is not None:
+            raise ValueError(f"cannot load {url!r}: send credentials with -H 'Authorization: ...'")
+        self.host = parts.hostname
+        self.port = port or 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.authority = host if self.port == 80 else f"{host}:{self.port}"
+        fields = []
+        for line in headers:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise ValueError(f"header {line!r} must look like 'Name: value'")
+            fields.append((name.strip(), value.strip()))
+        self.headers = tuple(fields)
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.request = self.build(method, path, (), body)
+        self.head_request = method == "HEAD"
+
+    def build(
+        self,
+        method: str,
+        path: str,
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> bytes:
+        """The bytes of a request to this target: ``headers`` replace the target's own of the
+        same names, Host is ours unless one of them sets it, a body gets its Content-Length.
+        Raises ``ValueError`` on a malformed method, path or field."""
+        if not _TOKEN.fullmatch(method):
+            raise ValueError(f"method {method!r} is not an HTTP token")
+        if not _PATH.fullmatch(path):
+            raise ValueError(
+                f"path {path!r} must start with / and hold printable ASCII only "
+                "(percent-encode spaces and other characters)"
+            )
+        ours = [(name.strip(), value.strip()) for name, value in headers]
+        names = {name.lower() for name, _ in ours}
+        fields = [(n, v) for n, v in self.headers if n.lower() not in names] + ours
+        lines = [f"{method} {path} HTTP/1.1"]
+        if not any(name.lower() == "host" for name, _ in fields):
+            lines.append(f"Host: {self.authority}")
+        for name, value in fields:
+            if not _TOKEN.fullmatch(name) or not _VALUE.fullmatch(value):
+                raise ValueError(f"header {name!r}: {value!r} is not a valid field")
+            if body is not None and name.lower() == "content-length":
+                raise ValueError("Content-Length is set from the body; do not give it")
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        try:
+            head = "\r\n".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"a field holds a character outside Latin-1: {exc}") from None
+        return head + b"\r\n\r\n" + (body or b"")
+
+
+class _LogOnce:
+    """Logs each distinct failure once: a failing server would otherwise log every request."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()
+
+    def __call__(self, message: str, exc: BaseException | None = None) -> None:
+        if message not in self._seen:
+            self._seen.add(message)
+            logger.warning("%s", message, exc_info=exc)
+
+
+class _Run:
+    """The connections of one run until its deadline: connected, reconnected after a close or
+    a failure (with a backoff when they got nothing done), timed out, and closed at the end.
+    ``idle(conn, now_ns)`` is the one thing the closed and open loops do differently."""
+
+    def __init__(
+        self,
+        target: Target,
+        connections: int,
+        deadline: float,
+        tally: Recorder,
+        timeout: float,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        if connections < 1 or not timeout > 0:
+            raise ValueError(f"need connections >= 1 and timeout > 0, got {connections}, {timeout}")
+        self.target = target
+        self.connections = connections
+        self.deadline = deadline
+        self.deadline_ns = int(deadline * 1e9)
+        self.tally = tally
+        self.timeout = timeout
+        self.timeout_ns = int(timeout * 1e9)
+        self.loop = loop or asyncio.get_running_loop()
+        self.live: set[_Conn] = set()
+        self.stopping = False
+        self.log = _LogOnce()
+        self._address = (target.host, target.port)  # the peer's numbers once one connected
+
+    def idle(self, conn: _Conn, now_ns: int) -> None:
+        raise NotImplementedError
+
+    async def serve(self) -> None:
+        slots = [self.loop.create_task(self._slot()) for _ in range(self.connections)]
+        self._sweeper = self.loop.call_later(self.timeout, self._sweep)
+        try:
+            while (left := self.deadline - time.monotonic()) > 0:
+                await asyncio.sleep(left)
+        finally:
+            self.stopping = True
+            self._sweeper.cancel()
+            self.stop()
+            for conn in list(self.live):
+                conn.transport.abort()  # what is in flight is not counted
+            for slot in slots:
+                slot.cancel()
+            await asyncio.gather(*slots, return_exceptions=True)  # each waits for its close
+
+    def stop(self) -> None:
+        """The deadline: no more sends."""
+
+    def closed(self, conn: _Conn) -> None:
+        self.live.discard(conn)
+
+    async def _slot(self) -> None:
+        delay = 0.0
+        while True:
+            conn = _Conn(self)
+            try:
+                await self._open(conn)
+            except (OSError, TimeoutError) as exc:
+                self.tally.error("connect")
+                self.log(f"cannot connect to {self.target.authority}: {exc or 'timed out'}")
+            else:
+                try:
+                    await asyncio.shield(conn.done)
+                except asyncio.CancelledError:  # the run's end, which aborted it: wait for that
+                    await conn.done
+                    raise
+                if conn.answered:
+                    delay = 0.0
+                    continue
+            delay = min(max(2 * delay, _MIN_BACKOFF), _MAX_BACKOFF)
+            await asyncio.sleep(delay)
+
+    async def _open(self, conn: _Conn) -> None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                transport, _ = await self.loop.create_connection(lambda: conn, *self._address)
+        except asyncio.CancelledError:
+            # Cancelled after connection_made, uvloop closes the transport without calling
+            # connection_lost: the connection is gone all the same.
+            self.closed(conn)
+            raise
+        self._address = transport.get_extra_info("peername")[:2]
+
+    def _sweep(self) -> None:
+        """Fail the requests in flight for ``timeout``; wake when the oldest left would be."""
+        now = time.monotonic_ns()
+        oldest = now
+        for conn in list(self.live):
+            if conn.busy and not conn.failed:
+                if now - conn.sent_ns >= self.timeout_ns:
+                    conn.fail("timeout")
+                else:
+                    oldest = min(oldest, conn.sent_ns)
+        wait = (oldest + self.timeout_ns - now) / 1e9 + 0.001  # uvloop's timers: milliseconds
+        self._sweeper = self.loop.call_later(wait, self._sweep)
+
+
+class _Conn(asyncio.Protocol):
+    """One connection of a run: sends the target's request when told, records its response."""
+
+    __slots__ = (
+        "_eof",
+        "_feed",
+        "_idle",
+        "_record",
+        "_request",
+        "_run",
+        "_write",
+        "answered",
+        "busy",
+        "done",
+        "failed",
+        "intended_ns",
+        "sent_ns",
+        "transport",
+    )
+
+    def __init__(self, run: _Run) -> None:
+        parser = ResponseParser(head_request=run.target.head_request)
+        self._run = run
+        self._feed = parser.feed
+        self._eof = parser.feed_eof
+        self._record = run.tally.record
+        self._idle = run.idle
+        self._request = run.target.request
+        self.done: asyncio.Future[None] = run.loop.create_future()
+        self.answered = 0
+        self.busy = False  # a request is in flight
+        self.failed = False  # its failure is counted already
+        self.intended_ns = 0  # where its latency runs from
+        self.sent_ns = 0  # where its timeout runs from
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+        self._write = self.transport.write
+        self._run.live.add(self)
+        if self._run.stopping:
+            self.transport.abort()
+        else:
+            self._idle(self, time.monotonic_ns())
+
+    def send(self, intended_ns: int, now_ns: int) -> None:
+        self.busy = True
+        self.intended_ns = intended_ns
+        self.sent_ns = now_ns
+        self._write(self._request)
+        if self.transport.is_closing():  # the write failed: uvloop closes at once
+            self.fail("write")
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            responses = self._feed(data)
+        except ValueError as exc:
+            self.fail("read", f"bad response from {self._run.target.authority}: {exc}")
+            return
+        for status, nbytes, keep_alive, _, _ in responses:
+            now = time.monotonic_ns()
+            if not self.busy:
+                self.fail("read", f"{self._run.target.authority} answered no request")
+                return
+            if now >= self._run.deadline_ns:
+                return  # too late to count; the run closes this connection
+            self._record(status, (now - self.intended_ns) // 1000, nbytes)
+            self.busy = False
+            self.answered += 1
+            if not keep_alive:
+                self.transport.close()
+                return
+            self._idle(self, now)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._run.closed(self)
+        self.done.set_result(None)
+        if not self.busy or self.failed or self._run.stopping:
+            return
+        now = time.monotonic_ns()
+        try:
+            ended = self._eof() if exc is None else []
+        except ValueError:
+            ended = []
+        if now >= self._run.deadline_ns:
+            return
+        for status, nbytes, _, _, _ in ended:  # a body that ran until the close
+            self._record(status, (now - self.intended_ns) // 1000, nbytes)
+            self.answered += 1
+            return
+        self._run.tally.error("read", (now - self.intended_ns) // 1000)
+        reason = exc or "closed"
+        self._run.log(f"{self._run.target.authority} dropped a request in flight: {reason}")
+
+    def fail(self, kind: str, why: str | None = None) -> None:
+        """Count the request in flight (if any) as failed and drop the connection."""
+        self.failed = True
+        latency = None
+        if self.busy and kind != "write":
+            latency = (time.monotonic_ns() - self.intended_ns) // 1000
+        self._run.tally.error(kind, latency)
+        if why is not None:
+            self._run.log(why)
+        self.transport.abort()
+
+
+class _ClosedRun(_Run):
+    def idle(self, conn: _Conn, now_ns: int) -> None:
+        if now_ns < self.deadline_ns:
+            conn.send(now_ns, now_ns)
+
+
+class _OpenRun(_Run):
+    def __init__(
+        self,
+        target: Target,
+        connections: int,
+        schedule: Schedule,
+        deadline: float,
+        tally: Recorder,
+        timeout: float,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> None:
+        super().__init__(target, connections, deadline, tally, timeout, loop)
+        self.schedule = schedule
+        self.waiting: list[_Conn] = []  # idle connections
+        self.sent = 0  # sends so far: the index of the next one
+        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
+
+    def idle(self, conn: _Conn, now_ns: int) -> None:
+        self.waiting.append(conn)
+        self.pump(now_ns)
+
+    def pump(self, now_ns: int) -> None:
+        """Send what is due on idle connections; if nothing more is, wake when it will be."""
+        if now_ns >= self.deadline_ns or self.stopping:
+            return
+        schedule = self.schedule
+        due = schedule.due(now_ns / 1e9)
+        waiting = self.waiting
+        while self.sent < due and waiting:
+            waiting.pop().send(round(schedule.intended(self.sent) * 1e9), now_ns)
+            self.sent += 1
+        if self.sent >= due and self._timer is None:
+            # The one timer. One armed earlier wakes for a send that has left since: it finds
+            # nothing due and sets itself again, which costs less than cancelling it.
+            wait = schedule.intended(self.sent) - now_ns / 1e9
+            self._timer = self.loop.call_later(wait, self._wake)
+        # Otherwise every connection is busy: the next one to finish sends.
+
+    def closed(self, conn: _Conn) -> None:
+        super().closed(conn)
+        if conn in self.waiting:  # the server closed an idle connection
+            self.waiting.remove(conn)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _wake(self) -> None:
+        self._timer = None
+        self.pump(time.monotonic_ns())
+
+
+async def run_closed(
+    target: Target,
+    connections: int,
+    deadline: float,
+    tally: Recorder,
+    *,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
+    """Load ``target`` with a closed loop (wrk's) on ``connections`` keep-alive connections
+    until ``deadline``: each sends the request, waits for its response, and sends again.
+
+    Records each response (latency from its send) and each failure in ``tally``: "connect"
+    (retried with a backoff), "read" (a malformed response, or a close or reset in the middle
+    of one), "write", "timeout" (no response within ``timeout`` seconds: the connection is
+    dropped). A connection the server closes is reopened. Requests in flight at the deadline
+    are not counted. Returns once every connection is closed; raises ValueError when
+    ``connections`` < 1 or ``timeout`` <= 0.
+    """
+    await _ClosedRun(target, connections, deadline, tally, timeout, loop).serve()
+
+
+async def run_open(
+    target: Target,
+    connections: int,
+    rate_schedule: Schedule,
+    deadline: float,
+    tally: Recorder,
+    *,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
+    """Load ``target`` with an open loop (wrk2's) until ``deadline``: send k leaves as soon as
+    ``rate_schedule.due(now) > k``, on any idle connection (when all ``connections`` are busy
+    it waits for one), and its latency is measured from ``rate_schedule.intended(k)``, not
+    from when it could be sent. Failures and the end as ``run_closed`` (a timeout runs from
+    the actual send); returns once every connection is closed.
+    """
+    await _OpenRun(target, connections, rate_schedule, deadline, tally, timeout, loop).serve()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A response a ``Client`` received: status, fields as received, the whole body."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The value of the first field called ``name`` (any case), or None."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+
+class RequestError(Exception):
+    """A ``Client`` request failed, and was counted in the tally as an error of ``kind``
+    ("connect", "read", "write" or "timeout")."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Client:
+    """One keep-alive connection for a scenario: ``await client.request(...)`` sends a
+    request and returns its whole ``Response``; its latency (or failure) goes into ``tally``
+    as the drivers' do. Connects on the first request and again after the server closed.
+
+    One request at a time (``RuntimeError`` otherwise); a failed request raises
+    ``RequestError``, already counted. ``deadline`` (``time.monotonic()`` seconds) is the end
+    of the run: a response that comes later is returned but not counted, and a request made
+    later is not sent but raises ``asyncio.CancelledError``, as the run's end would.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        tally: Recorder,
+        *,
+        timeout: float,
+        deadline: float | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.target = target
+        self.tally = tally
+        self.timeout = timeout
+        self.deadline_ns = int(deadline * 1e9) if deadline is not None else None
+        self.loop = loop or asyncio.get_running_loop()
+        self._conn: _ClientConn | None = None
+        self._busy = False
+
+    async def request(
+        self,
+        method: str = "GET",
+        path: str = "/",
+        headers: Iterable[tuple[str, str]] = (),
+        body: bytes | None = None,
+    ) -> Response:
+        """Send ``method path`` (with the target's fields, ``headers`` replacing those of the
+        same names, and ``body``) and return the response. Raises ``RequestError`` when it
+        failed (no connection, a close, a malformed response or one with a body over 16 MiB,
+        no answer within the timeout), ``ValueError`` on a malformed request."""
+        if self._busy:
+            raise RuntimeError("a Client sends one request at a time: use one per task")
+        data = self.target.build(method, path, headers, body)
+        if not self.counts(time.monotonic_ns()):
+            raise asyncio.CancelledError("the run is over")
+        self._busy = True
+        try:
+            conn = self._conn
+            if conn is None or conn.transport.is_closing():
+                conn = self._conn = await self._connect()
+            return await conn.exchange(data, method == "HEAD")
+        finally:
+            self._busy = False
+
+    async def close(self) -> None:
+        """Close the connection (a request in flight fails) and wait until it is closed."""
+        if self._conn is not None:
+            self._conn.transport.abort()
+            await self._conn.closed
+
+    async def _connect(self) -> _ClientConn:
+        target = self.target
+        try:
+            async with asyncio.timeout(self.timeout):
+                _, conn = await self.loop.create_connection(
+                    lambda: _ClientConn(self), target.host, target.port
+                )
+        except (OSError, TimeoutError) as exc:
+            self.tally.error("connect")
+            reason = exc or "timed out"
+            raise RequestError(
+                "connect", f"cannot connect to {target.authority}: {reason}"
+            ) from exc
+        return conn
+
+    def counts(self, now_ns: int) -> bool:
+        return self.deadline_ns is None or now_ns < self.deadline_ns
+
+
+class _ClientConn(asyncio.Protocol):
+    """A ``Client``'s connection: one request's waiter at a time, bodies kept."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._parser = ResponseParser(keep=True)
+        self._waiter: asyncio.Future[Response] | None = None
+        self._start_ns = 0
+        self.closed: asyncio.Future[None] = client.loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)
+
+    async def exchange(self, data: bytes, head_request: bool) -> Response:
+        client = self._client
+        self._parser.head_request = head_request
+        waiter: asyncio.Future[Response] = client.loop.create_future()
+        self._waiter = waiter
+        self._start_ns = time.monotonic_ns()
+        self.transport.write(data)
+        if self.transport.is_closing():  # the write failed: uvloop closes at once
+            self._fail("write", f"cannot send to {client.target.authority}")
+        try:
+            async with asyncio.timeout(client.timeout):
+                return await waiter
+        except TimeoutError:
+            self._count("timeout")
+            self.transport.abort()
+            raise RequestError("timeout", f"no response within {client.timeout} s") from None
+        except asyncio.CancelledError:
+            self.transport.abort()  # the run's end: nothing is counted
+            raise
+        finally:
+            self._waiter = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            responses = self._parser.feed(data)
+        except ValueError as exc:
+            self._fail("read", f"bad response: {exc}")
+            return
+        for status, nbytes, keep_alive, headers, body in responses:
+            self._complete(status, nbytes, headers, body)
+            if not keep_alive:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set_result(None)
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        try:
+            ended = self._parser.feed_eof() if exc is None else []
+        except ValueError:
+            ended = []
+        for status, nbytes, _, headers, body in ended:
+            self._complete(status, nbytes, headers, body)
+            return
+        self._fail("read", f"the connection closed before the response ({exc or 'EOF'})")
+
+    def _complete(self, status: int, nbytes: int, headers: Headers, body: bytes) -> None:
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            self._fail("read", "a response to no request")
+            return
+        now = time.monotonic_ns()
+        if self._client.counts(now):
+            self._client.tally.record(status, (now - self._start_ns) // 1000, nbytes)
+        waiter.set_result(Response(status, list(headers), body))
+
+    def _fail(self, kind: str, why: str) -> None:
+        """Count the request waiting (if any) as failed, fail it, and drop the connection."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            self._count(kind)
+            waiter.set_exception(RequestError(kind, why))
+        self.transport.abort()
+
+    def _count(self, kind: str) -> None:
+        now = time.monotonic_ns()
+        if self._client.counts(now):
+            latency = None if kind == "write" else (now - self._start_ns) // 1000
+            self._client.tally.error(kind, latency)
+
+
+Scenario = Callable[[Client], Awaitable[object]]
+
+
+async def run_scenario(
+    func: Scenario,
+    target: Target,
+    connections: int,
+    deadline: float,
+    tally: Recorder,
+    *,
+    timeout: float,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> None:
+    """Run ``await func(client)`` again and again on ``connections`` clients at once until
+    ``deadline``. Each request the scenario makes is recorded by its ``Client``. An exception
+    the scenario lets out is an error of kind "timeout" for a ``TimeoutError``, "read" for
+    anything else (a ``RequestError`` is counted already), logged once per distinct message;
+    the client then pauses a little (doubled on each failure in a row, up to a second). A
+    scenario still running at the deadline is cancelled and what it had in flight is not
+    counted. Returns once every connection is closed.
+    """
+    if connections < 1 or not timeout > 0:
+        raise ValueError(f"need connections >= 1 and timeout > 0, got {connections}, {timeout}")
+    loop = loop or asyncio.get_running_loop()
+    clients = [
+        Client(target, tally, timeout=timeout, deadline=deadline, loop=loop)
+        for _ in range(connections)
+    ]
+    log = _LogOnce()
+
+    async def repeat(client: Client) -> None:
+        delay = 0.0
+        while time.monotonic() < deadline:
+            try:
+                await func(client)
+            except RequestError:
+                pass
+            except Exception as exc:
+                tally.error("timeout" if isinstance(exc, TimeoutError) else "read")
+                log(f"the scenario failed: {type(exc).__name__}: {exc}", exc)
+            else:
+                delay = 0.0
+                continue
+            delay = min(max(2 * delay, _MIN_BACKOFF), _MAX_BACKOFF)
+            await asyncio.sleep(delay)
+
+    tasks = [loop.create_task(repeat(client)) for client in clients]
+    try:
+        await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*(client.close() for client in clients))
