@@ -101,6 +101,12 @@ class Master:
         """Each broker's desired and live counts, generation, draining, reloading, backoff."""
         return self._supervisor.status()
 
+    def stop(self) -> None:
+        """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued
+        like a broker's commands: safe from a broker callback (a harness whose workers are
+        done ends its master this way)."""
+        self._pending.append(_events.StopRequested())
+
     # --- running ---------------------------------------------------------------------------
 
     def run(self) -> int:

@@ -1,4 +1,5 @@
-"""The command line: ``prefork serve APP``. Parses, validates, runs; returns the exit code.
+"""The command line: ``prefork serve APP`` and ``prefork load URL``. Parses, validates, runs;
+returns the exit code.
 
 Every bad flag or value ends with one line on stderr (``prefork: error: ...``) and exit
 code 2, before anything binds or forks.
@@ -32,6 +33,8 @@ from prefork._options import (
 )
 from prefork.config import BrokerConfig, MasterConfig
 from prefork.http import HTTPConfig, HTTPWorker
+from prefork.load import LoadConfig
+from prefork.load._run import run as run_load
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_BIND = "127.0.0.1:8000"
@@ -230,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for config in (*SERVE_CONFIGS, ServeOptions):
         add_options(serve, config, SERVE_DEFAULTS)
+    load = commands.add_parser(
+        "load",
+        help="load an HTTP server from several worker processes (like wrk and wrk2)",
+        description="Send requests to URL for a while from worker processes (closed loop, "
+        "or an open loop at --rate) and print what came back: requests/s, latency "
+        "percentiles, errors and statuses.",
+    )
+    add_options(load, LoadConfig)
     return parser
 
 
@@ -237,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "load":
+        return _load(args)
     try:
         args = _with_config_file(parser, args, argv)
         cli = ServeOptions(**given(ServeOptions, vars(args)))
@@ -251,6 +264,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("prefork: the options and the app are fine", file=sys.stderr)
             return 0
         return master.run()
+    except ConfigError as exc:
+        print(f"prefork: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _load(args: argparse.Namespace) -> int:
+    """``prefork load``: 0, 1 (``--fail-on-error`` and a request failed) or 2 (bad input)."""
+    try:
+        config = LoadConfig.from_options(given(LoadConfig, vars(args)))
+        return run_load(config)
     except ConfigError as exc:
         print(f"prefork: error: {exc}", file=sys.stderr)
         return 2

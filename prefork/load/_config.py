@@ -1,0 +1,175 @@
+"""The options of ``prefork load``, each declared once (``prefork/_options.py``): the same
+declarations check ``LoadConfig`` and give the command its flags, spelled as wrk's users
+expect (``-c``, ``-d``, ``-H``, ``--timeout``) with wrk2's ``--rate``.
+
+No I/O here but reading ``--data-file`` in ``body()``; a bad value raises ``ConfigError`` with
+one line saying what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prefork._options import (
+    REQUIRED,
+    ConfigError,
+    build,
+    check_fields,
+    maybe_text,
+    option,
+    seconds,
+    switch,
+    text,
+    whole,
+)
+
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(word: str) -> float:
+    """``10``, ``10s``, ``1m``, ``500ms``, ``1h`` -> seconds (``ValueError`` otherwise)."""
+    match = _DURATION.fullmatch(word)
+    if match is None:
+        raise ValueError(f"{word!r} is not a duration like 10s, 1m or 500ms")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _url(name: str, value: Any) -> Any:
+    text(name, value)
+    if not value.startswith("http://"):
+        hint = "https is not supported yet" if value.startswith("https://") else "e.g."
+        raise ConfigError(f"url {value!r} must be http://HOST[:PORT]/PATH ({hint})")
+    return value
+
+
+def _headers(name: str, value: Any) -> Any:
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        if not isinstance(item, str) or ":" not in item or not item.partition(":")[0].strip():
+            raise ConfigError(f"header {item!r} must look like 'Name: value'")
+    return items
+
+
+def _scenario(name: str, value: Any) -> Any:
+    maybe_text(name, value)
+    if value is not None and value.count(":") != 1:
+        raise ConfigError(f"scenario {value!r} must be module:function")
+    return value
+
+
+def _rate(name: str, value: Any) -> Any:
+    seconds(optional=True)(name, value)
+    if value is not None and value <= 0:
+        raise ConfigError(f"rate must be above 0 requests/s, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadConfig:
+    """What one ``prefork load`` run does. Raises ``ConfigError`` on a bad value."""
+
+    url: str = option(REQUIRED, "the URL to load, http://HOST[:PORT]/PATH", _url, "url")
+    connections: int = option(
+        64,
+        "connections kept open, over all workers",
+        whole(1),
+        "-c",
+        "--connections",
+        metavar="N",
+        parse=int,
+    )
+    duration: float = option(
+        10.0,
+        "how long to run: 10s, 1m, 500ms",
+        seconds(positive=True),
+        "-d",
+        "--duration",
+        metavar="TIME",
+        parse=parse_duration,
+    )
+    workers: int | None = option(
+        None,
+        "worker processes (default: the usable CPUs)",
+        whole(1, optional=True),
+        "-w",
+        "--workers",
+        metavar="N",
+        parse=int,
+    )
+    headers: tuple[str, ...] = option(
+        (),
+        "a request header, 'Name: value'; repeatable",
+        _headers,
+        "-H",
+        "--header",
+        metavar="'NAME: VALUE'",
+        repeat=True,
+    )
+    method: str = option("GET", "the request method", text, "-m", "--method", metavar="METHOD")
+    data: str | None = option(None, "the request body", maybe_text, "--data", metavar="TEXT")
+    data_file: str | None = option(
+        None, "the request body, from a file", maybe_text, "--data-file", metavar="FILE"
+    )
+    timeout: float = option(
+        2.0,
+        "a request taking longer fails (a timeout error)",
+        seconds(positive=True),
+        "--timeout",
+        metavar="TIME",
+        parse=parse_duration,
+    )
+    rate: float | None = option(
+        None,
+        "an open loop: this many requests/s over all workers, latency measured from "
+        "each request's intended send time (wrk2)",
+        _rate,
+        "--rate",
+        metavar="R",
+        parse=float,
+    )
+    json: bool = option(
+        False,
+        "print the result as one JSON object, the last line of stdout",
+        switch,
+        "--json",
+        parse=None,
+    )
+    fail_on_error: bool = option(
+        False,
+        "exit 1 when any request failed (a deploy check)",
+        switch,
+        "--fail-on-error",
+        parse=None,
+    )
+    scenario: str | None = option(
+        None,
+        "run module:function(client) in a loop on each connection instead of one request",
+        _scenario,
+        "--scenario",
+        metavar="MODULE:FUNC",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.data is not None and self.data_file is not None:
+            raise ConfigError("give --data or --data-file, not both")
+        if self.data_file is not None and not os.path.isfile(self.data_file):
+            raise ConfigError(f"--data-file {self.data_file!r} is not a readable file")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> LoadConfig:
+        if "url" not in options:
+            raise ConfigError("no URL given; name the URL to load, e.g. http://127.0.0.1:8000/")
+        return build(cls, "load", options)
+
+    def body(self) -> bytes | None:
+        """The request body (``--data`` as UTF-8, or ``--data-file``'s bytes), or None."""
+        if self.data_file is not None:
+            with open(self.data_file, "rb") as file:
+                return file.read()
+        return None if self.data is None else self.data.encode()

@@ -1,0 +1,109 @@
+"""``LoadWorker``: one process's share of a ``prefork load`` run.
+
+A ``Worker`` with no socket, started by the master like any other: ``init()`` starts the
+driver (closed loop, open loop at ``--rate``, or a user's scenario) on its share of the
+connections, and returns; the worker is ready. Every second it ``report()``s what it counted
+since the last report (``Tally.report``, deltas, tagged with the second and the time it
+covers), and when the
+duration is over it sends its last report and ``{"done": seconds}``. The master stops the
+workers once every one is done; a worker stopped earlier (Ctrl-C) sends what it has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from prefork._options import ConfigError
+from prefork.load._client import Target, run_closed, run_open, run_scenario
+from prefork.load._config import LoadConfig
+from prefork.load._schedule import RateSchedule, offset, share
+from prefork.load._tally import Tally
+from prefork.worker import Worker
+
+
+def split(total: int, parts: int, index: int) -> int:
+    """Part ``index`` of ``total`` split as evenly as can be over ``parts``."""
+    return total // parts + (1 if index < total % parts else 0)
+
+
+class LoadWorker(Worker):
+    """Options: ``load`` (a ``LoadConfig``) and ``parts`` (how many workers share it)."""
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        if not isinstance(options.get("load"), LoadConfig):
+            raise ConfigError("a LoadWorker needs load=LoadConfig(...)")
+        parts = options.get("parts")
+        if not isinstance(parts, int) or parts < 1:
+            raise ConfigError(f"parts must be a whole number >= 1, got {parts!r}")
+
+    async def init(self) -> None:
+        plan: LoadConfig = self.options["load"]
+        parts: int = self.options["parts"]
+        slot = (self.id - 1) % parts  # ids of the first generation are 1..parts
+        loop = asyncio.get_running_loop()
+        self.tally = Tally()
+        self._tick = 0
+        self._finished = False
+        self._started = self._last = loop.time()
+        deadline = self._started + plan.duration
+        target = Target(plan.url, method=plan.method, headers=plan.headers, body=plan.body())
+        connections = split(plan.connections, parts, slot)
+        if plan.scenario is not None:
+            module, _, name = plan.scenario.partition(":")
+            func = getattr(importlib.import_module(module), name)
+            driver = run_scenario(
+                func, target, connections, deadline, self.tally, timeout=plan.timeout, loop=loop
+            )
+        elif plan.rate is not None:
+            rate = share(plan.rate, parts, slot)
+            start = self._started + offset(parts, slot, plan.rate)
+            driver = run_open(
+                target,
+                connections,
+                RateSchedule(rate, start),
+                deadline,
+                self.tally,
+                timeout=plan.timeout,
+                loop=loop,
+            )
+        else:
+            driver = run_closed(
+                target, connections, deadline, self.tally, timeout=plan.timeout, loop=loop
+            )
+        self._ticker = loop.call_later(1.0, self._report_second)
+        self._driver = loop.create_task(driver)
+        self._driver.add_done_callback(self._done)
+
+    def _report_second(self) -> None:
+        # A busy loop runs the timer late: the report says how long it covers.
+        now = asyncio.get_running_loop().time()
+        span, self._last = now - self._last, now
+        self._tick += 1
+        self.report({"tick": self._tick, "span": span, **self.tally.report()})
+        self._ticker = asyncio.get_running_loop().call_later(1.0, self._report_second)
+
+    def _done(self, driver: asyncio.Task[None]) -> None:
+        """The duration is over (or the run was cut short): the last report, then done."""
+        if self._finished:
+            return
+        self._finished = True
+        self._ticker.cancel()
+        elapsed = asyncio.get_running_loop().time() - self._started
+        self.report({"tick": self._tick + 1, "last": True, "span": 0.0, **self.tally.report()})
+        failure = None if driver.cancelled() else driver.exception()
+        if failure is not None:  # a bug of ours or of the scenario's set-up: say it, once
+            self.send({"done": elapsed, "failed": f"{type(failure).__name__}: {failure}"})
+        else:
+            self.send({"done": elapsed})
+
+    async def prepare_for_shutdown(self) -> None:
+        """Stopped before the end (Ctrl-C): what was counted still reaches the master."""
+        if not self._driver.done():
+            self._driver.cancel()
+            await asyncio.wait({self._driver})  # its connections close; nothing is raised
+        self._done(self._driver)
+        self.shutdown()

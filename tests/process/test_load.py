@@ -1,0 +1,117 @@
+"""`prefork load` against a real `prefork serve`: the numbers it reports are the server's
+(every request it counts was answered, and it misses at most the ones in flight at the end),
+`--rate` sends what it says, `--json`'s last line, `--fail-on-error`, a scenario."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import ROOT, MasterProcess, wait_until
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def serve(start: Any, sock: socket.socket, tmp_path: Path) -> tuple[str, Path]:
+    """A `prefork serve` of the hello app writing an access log; its URL and the log."""
+    log = tmp_path / "access.log"
+    port = sock.getsockname()[1]
+    argv = [sys.executable, "-m", "prefork", "serve", "--bind", f"fd://{sock.fileno()}"]
+    argv += ["--workers", "1", "--access-logfile", str(log), "--app-dir", str(ROOT / "examples")]
+    master = start([*argv, "hello:app"], pass_fds=[sock])
+    wait_until(lambda: "is ready" in master.stderr(), 15, "the server")
+    return f"http://127.0.0.1:{port}/", log
+
+
+def load(start: Any, *argv: str, env: dict[str, str] | None = None) -> tuple[MasterProcess, int]:
+    run = start([sys.executable, "-m", "prefork", "load", *argv], env=env)
+    return run, run.wait_exit(30)
+
+
+def summary(run: MasterProcess) -> dict[str, Any]:
+    last = run.stdout().strip().splitlines()[-1]
+    return json.loads(last)  # type: ignore[no-any-return]
+
+
+def test_it_counts_what_the_server_answered(start: Any, sock: socket.socket, tmp_path: Path):
+    url, log = serve(start, sock, tmp_path)
+    run, code = load(start, url, "-c", "8", "-d", "1.5s", "-w", "2", "--json")
+    assert code == 0
+    result = summary(run)
+    answered = wait_until(lambda: len(log.read_text().splitlines()), 5, "the access log")
+    # every request counted was answered; at most one in flight per connection is not counted
+    assert answered - 8 <= result["requests"] <= answered
+    assert result["requests"] > 100 and result["status"] == {"200": result["requests"]}
+    assert result["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0, "status": 0}
+    assert 1.4 < result["duration_s"] < 2.5 and result["bytes"] > 0
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p75"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert run.stderr().count("req/s") >= 1  # the live line, one a second
+
+
+def test_an_open_loop_sends_rate_times_duration(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    run, code = load(start, url, "--rate", "300", "-d", "2s", "-c", "4", "-w", "2", "--json")
+    assert code == 0
+    assert abs(summary(run)["requests"] - 600) <= 12  # within 2%
+
+
+def test_wrks_summary_and_fail_on_error(start: Any, tmp_path: Path):
+    nobody = socket.socket()
+    nobody.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    url = f"http://127.0.0.1:{nobody.getsockname()[1]}/"
+    with nobody:
+        run, code = load(start, url, "-c", "2", "-d", "0.5s", "-w", "1", "--fail-on-error")
+    assert code == 1
+    out = run.stdout()
+    assert out.startswith(f"Running 0.5s test @ {url}\n  1 worker and 2 connections")
+    assert "Requests/sec:" in out and "Errors: connect " in out and "Status: none" in out
+    run, code = load(start, url, "-c", "1", "-d", "0.2s", "-w", "1")
+    assert code == 0  # the errors are reported, not an exit code, without --fail-on-error
+
+
+def test_a_scenario_runs_its_requests_on_each_connection(
+    start: Any, sock: socket.socket, tmp_path: Path
+):
+    url, log = serve(start, sock, tmp_path)
+    (tmp_path / "scen.py").write_text(
+        "async def visit(client):\n"
+        "    first = await client.request('GET', '/a')\n"
+        "    assert first.status == 200\n"
+        "    await client.request('GET', '/b')\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    run, code = load(
+        start,
+        url,
+        "--scenario",
+        "scen:visit",
+        "-c",
+        "2",
+        "-d",
+        "1s",
+        "-w",
+        "1",
+        "--json",
+        env=env,
+    )
+    assert code == 0, run.stderr()
+    result = summary(run)
+    lines = log.read_text().splitlines()
+    assert result["requests"] > 10 and result["errors"]["read"] == 0
+    assert sum("/a " in line for line in lines) - sum("/b " in line for line in lines) <= 2
+
+
+def test_bad_input_is_one_line(start: Any):
+    run, code = load(start, "https://example.com/")
+    assert code == 2
+    assert run.stderr().strip().splitlines() == [
+        "prefork: error: url 'https://example.com/' must be http://HOST[:PORT]/PATH "
+        "(https is not supported yet)"
+    ]
+    run, code = load(start, "http://x/", "--scenario", "no_such_module:f")
+    assert code == 2 and "No module named 'no_such_module'" in run.stderr()
