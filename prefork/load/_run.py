@@ -52,6 +52,21 @@ class Run:
             del self.seconds[tick]
             print(progress_line(tick, tally, (spans + span) / self.parts), file=out, flush=True)
 
+    def done(self, message: dict[str, Any]) -> bool:
+        """A worker's ``{"done": seconds}`` (and what failed, if its driver did); whether
+        every worker is done now."""
+        self.elapsed.append(float(message["done"]))
+        if "failed" in message:
+            self.failures.append(str(message["failed"]))
+        return len(self.elapsed) == self.parts
+
+    def crashed(self, exit: WorkerExit) -> None:
+        self.failures.append(f"worker {exit.id} crashed (code {exit.code}, signal {exit.signal})")
+
+    def say_failures(self, out: IO[str]) -> None:
+        for failure in dict.fromkeys(self.failures):  # each distinct one once
+            print(f"prefork: error: {failure}", file=out)
+
     @property
     def duration(self) -> float:
         return max(self.elapsed, default=0.0)
@@ -133,14 +148,11 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
         state.absorb(report, err)
 
     def _message(message: dict[str, Any], info: WorkerInfo) -> None:
-        state.elapsed.append(float(message["done"]))
-        if "failed" in message:
-            state.failures.append(message["failed"])
-        if len(state.elapsed) == parts:
+        if state.done(message):
             master.stop()
 
     def _crash(exit: WorkerExit) -> None:
-        state.failures.append(f"worker {exit.id} crashed (code {exit.code}, signal {exit.signal})")
+        state.crashed(exit)
         master.stop()  # a replacement would start a run of its own
 
     broker.on("worker_report", _report)
@@ -149,8 +161,7 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
     if not config.json:
         print(f"Running {config.duration:g}s test @ {config.url}", file=out, flush=True)
     master.run()
-    for failure in dict.fromkeys(state.failures):
-        print(f"prefork: error: {failure}", file=err)
+    state.say_failures(err)
     tally, duration = state.total, state.duration
     if config.json:
         print(json.dumps(tally.summary_json(round(duration, 3))), file=out)

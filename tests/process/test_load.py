@@ -115,3 +115,13 @@ def test_bad_input_is_one_line(start: Any):
     ]
     run, code = load(start, "http://x/", "--scenario", "no_such_module:f")
     assert code == 2 and "No module named 'no_such_module'" in run.stderr()
+
+
+def test_a_worker_that_crashes_ends_the_run_and_fails_it(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    (tmp_path / "crash.py").write_text("import os\nasync def boom(client):\n    os._exit(3)\n")
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    argv = [url, "--scenario", "crash:boom", "-d", "30s", "-w", "1", "--fail-on-error"]
+    run, code = load(start, *argv, env=env)
+    assert code == 1
+    assert "prefork: error: worker 1 crashed (code 3, signal None)" in run.stderr()

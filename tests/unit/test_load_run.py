@@ -98,6 +98,21 @@ def test_a_seconds_line_waits_for_every_worker_and_adds_them_up() -> None:
     assert Run(parts=1).duration == 0.0
 
 
+def test_the_run_ends_when_every_worker_is_done_and_says_each_failure_once() -> None:
+    from prefork._broker import WorkerExit
+
+    run = Run(parts=2)
+    assert not run.done({"done": 1.0, "failed": "ValueError: x"})
+    run.crashed(WorkerExit(3, 99, "load", 1, None, 9, 0.5))
+    assert run.done({"done": 1.1, "failed": "ValueError: x"})
+    out = io.StringIO()
+    run.say_failures(out)
+    assert out.getvalue().splitlines() == [
+        "prefork: error: ValueError: x",
+        "prefork: error: worker 3 crashed (code None, signal 9)",
+    ]
+
+
 def test_a_progress_line_of_no_time_is_zero() -> None:
     assert " 0 req/s" in progress_line(1, tally(200), 0.0)
 
