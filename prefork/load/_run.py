@@ -20,9 +20,9 @@ from typing import IO, Any
 from prefork._broker import WorkerExit, WorkerInfo
 from prefork._master import Master
 from prefork._options import ConfigError
-from prefork.load._client import Target
 from prefork.load._config import LoadConfig
 from prefork.load._tally import ERROR_KINDS, Tally
+from prefork.load._target import Target
 from prefork.load._worker import LoadWorker
 
 

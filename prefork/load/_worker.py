@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import time
 from collections.abc import Mapping
 from typing import Any
 
 from prefork._options import ConfigError
-from prefork.load._client import Target, run_closed, run_open, run_scenario
+from prefork.load._client import run_closed, run_open
 from prefork.load._config import LoadConfig
+from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
 from prefork.load._tally import Tally
+from prefork.load._target import Target
 from prefork.worker import Worker
 
 
@@ -48,7 +51,9 @@ class LoadWorker(Worker):
         self.tally = Tally()
         self._tick = 0
         self._finished = False
-        self._started = self._last = loop.time()
+        # time.monotonic() is loop.time()'s clock at full resolution (uvloop rounds it to the
+        # millisecond): open-loop latencies run from these times.
+        self._started = self._last = time.monotonic()
         deadline = self._started + plan.duration
         target = Target(plan.url, method=plan.method, headers=plan.headers, body=plan.body())
         connections = split(plan.connections, parts, slot)
@@ -80,7 +85,7 @@ class LoadWorker(Worker):
 
     def _report_second(self) -> None:
         # A busy loop runs the timer late: the report says how long it covers.
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         span, self._last = now - self._last, now
         self._tick += 1
         self.report({"tick": self._tick, "span": span, **self.tally.report()})
@@ -92,7 +97,7 @@ class LoadWorker(Worker):
             return
         self._finished = True
         self._ticker.cancel()
-        elapsed = asyncio.get_running_loop().time() - self._started
+        elapsed = time.monotonic() - self._started
         self.report({"tick": self._tick + 1, "last": True, "span": 0.0, **self.tally.report()})
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a bug of ours or of the scenario's set-up: say it, once

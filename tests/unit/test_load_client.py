@@ -21,17 +21,9 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
-from prefork.load._client import (
-    Client,
-    RequestError,
-    Response,
-    Target,
-    _ClosedRun,
-    _Conn,
-    run_closed,
-    run_open,
-    run_scenario,
-)
+from prefork.load._client import _ClosedRun, _Conn, _OpenRun, run_closed, run_open
+from prefork.load._scenario import Client, RequestError, Response, run_scenario
+from prefork.load._target import Target
 
 T = TypeVar("T")
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -528,6 +520,31 @@ def test_conn_nothing_counted_past_the_deadline_or_once_stopping() -> None:
 
     tally = run(main)
     assert tally.records == [] and tally.errors == []
+
+
+def test_an_open_loop_sends_nothing_past_its_deadline_or_once_stopping() -> None:
+    """Decided by the clock, not by which callback comes first at the end of a run."""
+
+    class Always:
+        def due(self, now: float) -> int:
+            return 1_000
+
+        def intended(self, k: int) -> float:
+            return 0.0
+
+    async def main() -> FakeTally:
+        tally = FakeTally()
+        run_ = _OpenRun(Target("http://h/"), 1, Always(), time.monotonic() + 9, tally, 1.0, None)
+        conn = _Conn(run_)
+        conn.transport = transport = FakeTransport()  # type: ignore[assignment]
+        run_.waiting.append(conn)
+        run_.pump(run_.deadline_ns)  # at the deadline
+        run_.stopping = True
+        run_.pump(0)
+        assert transport.written == [] and run_.sent == 0
+        return tally
+
+    assert run(main).records == []
 
 
 # Client
