@@ -7,9 +7,10 @@ latency or failure recorded in the tally as the drivers of ``_client`` record th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import typing
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from prefork.load._client import _MAX_BACKOFF, _MIN_BACKOFF, Recorder, _LogOnce
@@ -92,6 +93,27 @@ class Client:
             return await conn.exchange(data, method == "HEAD")
         finally:
             self._busy = False
+
+    @contextlib.asynccontextmanager
+    async def timed(self, status: int = 200) -> AsyncIterator[None]:
+        """Record the ``async with`` block as one request: its duration as the latency and
+        ``status`` as its status; an exception in it as a "timeout" (``TimeoutError``) or
+        "read" error, re-raised as ``RequestError`` (counted once). For what the client does
+        not speak itself: a WebSocket round trip with any library, a call over another
+        protocol."""
+        start = time.monotonic_ns()
+        try:
+            yield
+        except RequestError:
+            raise
+        except Exception as exc:
+            kind = "timeout" if isinstance(exc, TimeoutError) else "read"
+            if self.counts(time.monotonic_ns()):
+                self.tally.error(kind, (time.monotonic_ns() - start) // 1000)
+            raise RequestError(kind, f"{type(exc).__name__}: {exc}") from exc
+        now = time.monotonic_ns()
+        if self.counts(now):
+            self.tally.record(status, (now - start) // 1000, 0)
 
     async def close(self) -> None:
         """Close the connection (a request in flight fails) and wait until it is closed."""

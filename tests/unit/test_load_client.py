@@ -781,3 +781,37 @@ def test_scenario_that_never_waits_ends_at_the_deadline() -> None:
 
     run(main)
     assert calls[0] > 100
+
+
+def test_a_timed_block_is_recorded_as_one_request() -> None:
+    """What the client does not speak (a WebSocket round trip) is timed the same way."""
+
+    async def main() -> FakeTally:
+        tally = FakeTally()
+        client = Client(Target("http://h/"), tally, timeout=1.0)
+        async with client.timed():
+            await asyncio.sleep(0.01)
+        async with client.timed(status=101):
+            pass
+        with pytest.raises(RequestError) as failed:
+            async with client.timed():
+                raise TimeoutError("no pong")
+        assert failed.value.kind == "timeout"
+        with pytest.raises(RequestError, match="ValueError: bad frame"):
+            async with client.timed():
+                raise ValueError("bad frame")
+        with pytest.raises(RequestError, match="counted already"):
+            async with client.timed():
+                raise RequestError("read", "counted already")
+        late = Client(Target("http://h/"), tally, timeout=1.0, deadline=0.0)
+        async with late.timed():  # after the run's end: not counted
+            pass
+        with pytest.raises(RequestError):
+            async with late.timed():
+                raise ValueError("late")
+        return tally
+
+    tally = run(main)
+    assert [(status, nbytes) for status, _, nbytes in tally.records] == [(200, 0), (101, 0)]
+    assert tally.records[0][1] >= 10_000  # microseconds
+    assert [kind for kind, _ in tally.errors] == ["timeout", "read"]
