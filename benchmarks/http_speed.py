@@ -49,7 +49,6 @@ peer that is not installed is skipped and named (pip install -e '.[bench]').
 from __future__ import annotations
 
 import argparse
-import contextlib
 import http.client
 import importlib.metadata
 import importlib.util
@@ -59,7 +58,6 @@ import platform
 import re
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,10 +66,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _proc import alive, children, cpu_seconds, free_port
+from _peers import ROOT, Server, idle_seconds, missing, request, table, uvicorn_worker, version
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = "examples.bench_apps:app"
 SERVERS = [
     "prefork-auto",
     "prefork-h11",
@@ -81,16 +77,6 @@ SERVERS = [
     "gunicorn-asgi",
     "granian",
 ]
-#: What each server needs importable, besides the standard library.
-NEEDS = {
-    "prefork-auto": ["prefork"],
-    "prefork-h11": ["prefork", "h11"],
-    "uvicorn-h11": ["uvicorn", "h11", "uvloop"],
-    "uvicorn-httptools": ["uvicorn", "httptools", "uvloop"],
-    "gunicorn-uvicorn": ["gunicorn", "uvicorn", "httptools", "uvloop"],
-    "gunicorn-asgi": ["gunicorn", "uvloop"],
-    "granian": ["granian", "uvloop"],
-}
 SUBJECTS = ["prefork-auto", "prefork-h11"]
 BASES = ["uvicorn-httptools", "granian"]
 ECHO_BODY = b"0123456789abcdef" * 4096  # 64 KiB
@@ -122,161 +108,6 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 """
 
 
-def uvicorn_worker() -> str:
-    """gunicorn's worker class for uvicorn: the uvicorn-worker package's when installed, else
-    the one uvicorn still ships (deprecated in its favour)."""
-    if importlib.util.find_spec("uvicorn_worker") is not None:
-        return "uvicorn_worker.UvicornWorker"
-    return "uvicorn.workers.UvicornWorker"
-
-
-def command(name: str, port: int, workers: int) -> list[str]:
-    """The command line of a server."""
-    py, w = sys.executable, str(workers)
-    host_port = ["--host", "127.0.0.1", "--port", str(port)]
-    match name:
-        case "prefork-auto" | "prefork-h11":
-            return [
-                py, "-m", "prefork", "serve", "--http", name.removeprefix("prefork-"),
-                "--workers", w, "--log-level", "warning", "--no-access-log",
-                "--bind", f"127.0.0.1:{port}", APP,
-            ]  # fmt: skip
-        case "uvicorn-h11" | "uvicorn-httptools":
-            return [
-                py, "-m", "uvicorn", "--http", name.removeprefix("uvicorn-"), "--loop", "uvloop",
-                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, APP,
-            ]  # fmt: skip
-        case "gunicorn-uvicorn":
-            # gunicorn writes no access log unless given --access-logfile.
-            return [
-                py, "-m", "gunicorn", "-k", uvicorn_worker(), "-w", w, "--log-level", "warning",
-                "-b", f"127.0.0.1:{port}", APP,
-            ]  # fmt: skip
-        case "gunicorn-asgi":
-            return [
-                py, "-m", "gunicorn", "-k", "asgi", "--asgi-loop", "uvloop", "-w", w,
-                "--log-level", "warning", "-b", f"127.0.0.1:{port}", APP,
-            ]  # fmt: skip
-        case "granian":
-            return [
-                py, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1",
-                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, APP,
-            ]  # fmt: skip
-    raise ValueError(f"no such server: {name}")
-
-
-def missing(name: str) -> str | None:
-    """Why a server cannot run here, or None."""
-    absent = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
-    if absent:
-        return f"{', '.join(absent)} not installed"
-    if name == "gunicorn-asgi":
-        major = int(importlib.metadata.version("gunicorn").split(".")[0])
-        if major < 25:
-            return f"gunicorn {major} has no asgi worker (needs >= 25)"
-    return None
-
-
-# -- the servers --------------------------------------------------------------------------
-
-
-def descendants(pid: int) -> set[int]:
-    found = children(pid)
-    for child in list(found):
-        found |= descendants(child)
-    return found
-
-
-class Server:
-    """A server in its own session, on ``cpus`` when given (``taskset -c``), run from a scratch
-    directory (so that PYTHONPATH decides which prefork is measured), its stdout and stderr in
-    a file."""
-
-    def __init__(self, name: str, workers: int, cpus: str | None, workdir: Path) -> None:
-        self.name = name
-        self.workers = workers
-        self.label = name if workers == 1 else f"{name} -w {workers}"
-        self.port = free_port()
-        stem = f"{name}-w{workers}"
-        self.ready_dir = workdir / f"{stem}.ready"
-        self.ready_dir.mkdir()
-        self.log = workdir / f"{stem}.log"
-        path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        env = dict(
-            os.environ,
-            PYTHONPATH=os.pathsep.join([*path, str(ROOT)]),
-            BENCH_APPS_READY_DIR=str(self.ready_dir),
-        )
-        cmd = command(name, self.port, workers)
-        if cpus is not None:
-            cmd = ["taskset", "-c", cpus, *cmd]  # taskset execs: proc.pid is the server
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Poll until every worker has run the app's lifespan startup and GET / answers 200."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
-            started = [p for p in os.listdir(self.ready_dir) if alive(int(p))]
-            if len(started) >= self.workers:
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    if request(self.port, "GET", "/")[0] == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"not ready after {timeout} s ({len(started)} of {self.workers} workers "
-                    f"through lifespan startup): {self.tail()}"
-                )
-            time.sleep(0.05)
-
-    def cpu_seconds(self) -> float:
-        """The CPU time of the server and all its processes."""
-        total = 0.0
-        for pid in {self.proc.pid, *descendants(self.proc.pid)}:
-            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-                total += cpu_seconds(pid)
-        return total
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def tail(self) -> str:
-        text = self.text().strip()
-        return f"\n{text[-2000:]}" if text else "(no output)"
-
-    def stop(self) -> None:
-        """SIGINT to the server (a master stops its workers), then SIGKILL to what is left of
-        its process group."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(5)
-
-
-def request(
-    port: int, method: str, path: str, body: bytes = b"", close: bool = False
-) -> tuple[int, bytes]:
-    """One request on a new connection: (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request(
-            method, path, body=body or None, headers={"Connection": "close"} if close else {}
-        )
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
 def check(server: Server, workload: Workload) -> None:
     """The workload's request, as wrk sends it, must be answered 200 with the expected body."""
     body = ECHO_BODY if workload.method == "POST" else b""
@@ -304,17 +135,6 @@ class Run:
 
 
 UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
-
-
-def idle_seconds(cpus: list[int]) -> float:
-    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
-    names = {f"cpu{cpu}" for cpu in cpus}
-    ticks = 0
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] in names:
-            ticks += int(fields[4]) + int(fields[5])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measure(
@@ -369,32 +189,6 @@ def measure(
 
 
 # -- the report ---------------------------------------------------------------------------
-
-
-def table(head: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table, the first column left-aligned and the others right-aligned."""
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = (
-        "|"
-        + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths))
-        + "|"
-    )
-    return "\n".join([line(head), rule, *(line(r) for r in rows)])
-
-
-def version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
 
 
 def describe(cpus: list[int], args: argparse.Namespace) -> str:

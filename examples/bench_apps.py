@@ -1,12 +1,13 @@
-"""The apps benchmarks/http_speed.py measures, as one raw ASGI 3 app (no framework), so that
-every server serves the same code.
+"""The apps benchmarks/http_speed.py and benchmarks/publish.py measure, as one raw ASGI 3 app
+(no framework), so that every server serves the same code.
 
     prefork serve examples.bench_apps:app
 
 Routes: ``GET /`` "Hello, world!" (13 bytes of text); ``GET /json`` a JSON document of
 exactly 1 KiB, serialized on every request as an API would; ``POST /echo`` reads the whole
-request body and sends it back. Anything else is a 404 (a wrong route measured fast would be
-a defect, so the benchmark checks each answer's size first).
+request body and sends it back; ``GET /sleep`` awaits 20 ms (``asyncio.sleep``, as an app
+awaits a database) and then answers as ``GET /`` does. Anything else is a 404 (a wrong route
+measured fast would be a defect, so the benchmark checks each answer's size first).
 
 Lifespan is supported. When BENCH_APPS_READY_DIR is set, each process that completes the
 lifespan startup writes an empty file named by its pid there (and removes it at shutdown): the
@@ -15,6 +16,7 @@ benchmark polls for one per worker rather than sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Awaitable, Callable
@@ -28,6 +30,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 HELLO = b"Hello, world!"
 JSON_SIZE = 1024
+SLEEP = 0.02
 
 
 def _document() -> dict[str, Any]:
@@ -86,6 +89,9 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await _answer(send, 200, b"text/plain; charset=utf-8", HELLO)
     elif path == "/json" and method in ("GET", "HEAD"):
         await _answer(send, 200, b"application/json", json.dumps(DOCUMENT).encode())
+    elif path == "/sleep" and method in ("GET", "HEAD"):
+        await asyncio.sleep(SLEEP)
+        await _answer(send, 200, b"text/plain; charset=utf-8", HELLO)
     elif path == "/echo" and method == "POST":
         chunks = []
         more = True

@@ -1,0 +1,275 @@
+"""The servers the benchmarks compare prefork with: how each is started, what it needs, and a
+handle on a running one. Shared by http_speed.py and publish.py, so that both start every
+server with the same command line.
+
+Every server serves examples/bench_apps.py (or a copy of it: ``app``) on 127.0.0.1, a port
+the OS picks, at log level warning and without an access log:
+
+    prefork, prefork-auto  prefork serve --http auto  (a fast path for common heads, else h11)
+    prefork-h11         prefork serve --http h11
+    uvicorn-h11         uvicorn --http h11 --loop uvloop
+    uvicorn-httptools   uvicorn --http httptools --loop uvloop  (what uvicorn[standard] runs)
+    gunicorn-uvicorn    gunicorn -k uvicorn.workers.UvicornWorker  (uvloop + httptools; the
+                        uvicorn-worker package's class instead when that is installed)
+    gunicorn-asgi       gunicorn -k asgi --asgi-loop uvloop  (gunicorn >= 25; its C parser
+                        when gunicorn_h1c is installed, else its Python one)
+    granian             granian --interface asgi --loop uvloop --http 1
+    hypercorn           hypercorn --worker-class uvloop  (h11; no access log by default)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import importlib.metadata
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from _proc import alive, children, cpu_seconds, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = "examples.bench_apps:app"
+#: What each server needs importable, besides the standard library.
+NEEDS = {
+    "prefork": ["prefork"],
+    "prefork-auto": ["prefork"],
+    "prefork-h11": ["prefork", "h11"],
+    "uvicorn-h11": ["uvicorn", "h11", "uvloop"],
+    "uvicorn-httptools": ["uvicorn", "httptools", "uvloop"],
+    "gunicorn-uvicorn": ["gunicorn", "uvicorn", "httptools", "uvloop"],
+    "gunicorn-asgi": ["gunicorn", "uvloop"],
+    "granian": ["granian", "uvloop"],
+    "hypercorn": ["hypercorn", "uvloop"],
+}
+
+
+def uvicorn_worker() -> str:
+    """gunicorn's worker class for uvicorn: the uvicorn-worker package's when installed, else
+    the one uvicorn still ships (deprecated in its favour)."""
+    if importlib.util.find_spec("uvicorn_worker") is not None:
+        return "uvicorn_worker.UvicornWorker"
+    return "uvicorn.workers.UvicornWorker"
+
+
+def command(
+    name: str, port: int, workers: int, app: str = APP, extra: Sequence[str] = ()
+) -> list[str]:
+    """The command line of a server; ``extra`` options go before the app."""
+    py, w = sys.executable, str(workers)
+    host_port = ["--host", "127.0.0.1", "--port", str(port)]
+    match name:
+        case "prefork" | "prefork-auto" | "prefork-h11":
+            return [
+                py, "-m", "prefork", "serve", "--http", "h11" if name == "prefork-h11" else "auto",
+                "--workers", w, "--log-level", "warning", "--no-access-log",
+                "--bind", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+        case "uvicorn-h11" | "uvicorn-httptools":
+            return [
+                py, "-m", "uvicorn", "--http", name.removeprefix("uvicorn-"), "--loop", "uvloop",
+                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, *extra,
+                app,
+            ]  # fmt: skip
+        case "gunicorn-uvicorn":
+            # gunicorn writes no access log unless given --access-logfile.
+            return [
+                py, "-m", "gunicorn", "-k", uvicorn_worker(), "-w", w, "--log-level", "warning",
+                "-b", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+        case "gunicorn-asgi":
+            return [
+                py, "-m", "gunicorn", "-k", "asgi", "--asgi-loop", "uvloop", "-w", w,
+                "--log-level", "warning", "-b", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+        case "granian":
+            return [
+                py, "-m", "granian", "--interface", "asgi", "--loop", "uvloop", "--http", "1",
+                "--workers", w, "--log-level", "warning", "--no-access-log", *host_port, *extra,
+                app,
+            ]  # fmt: skip
+        case "hypercorn":
+            # hypercorn writes no access log unless given --access-logfile.
+            return [
+                py, "-m", "hypercorn", "--worker-class", "uvloop", "--workers", w,
+                "--log-level", "warning", "--bind", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+    raise ValueError(f"no such server: {name}")
+
+
+def missing(name: str) -> str | None:
+    """Why a server cannot run here, or None."""
+    absent = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"{', '.join(absent)} not installed"
+    if name == "gunicorn-asgi":
+        major = int(importlib.metadata.version("gunicorn").split(".")[0])
+        if major < 25:
+            return f"gunicorn {major} has no asgi worker (needs >= 25)"
+    return None
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+# -- the servers --------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    found = children(pid)
+    for child in list(found):
+        found |= descendants(child)
+    return found
+
+
+class Server:
+    """A server in its own session, on ``cpus`` when given (``taskset -c``), run from a scratch
+    directory (so that PYTHONPATH decides which prefork is measured), its stdout and stderr in
+    a file. ``app``, ``extra`` (options) and ``pythonpath`` (directories put after the
+    checkout) change what it serves; ``tag`` tells apart servers of the same name and workers
+    in one ``workdir``."""
+
+    def __init__(
+        self,
+        name: str,
+        workers: int,
+        cpus: str | None,
+        workdir: Path,
+        *,
+        app: str = APP,
+        extra: Sequence[str] = (),
+        pythonpath: Sequence[str] = (),
+        tag: str = "",
+    ) -> None:
+        self.name = name
+        self.workers = workers
+        self.label = name if workers == 1 else f"{name} -w {workers}"
+        self.port = free_port()
+        stem = f"{name}-w{workers}{tag}"
+        self.ready_dir = workdir / f"{stem}.ready"
+        self.ready_dir.mkdir()
+        self.log = workdir / f"{stem}.log"
+        path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([*path, str(ROOT), *pythonpath]),
+            BENCH_APPS_READY_DIR=str(self.ready_dir),
+        )
+        cmd = command(name, self.port, workers, app, extra)
+        if cpus is not None:
+            cmd = ["taskset", "-c", cpus, *cmd]  # taskset execs: proc.pid is the server
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+
+    def worker_pids(self) -> set[int]:
+        """The live processes that have run the app's lifespan startup (and not its shutdown)."""
+        return {int(p) for p in os.listdir(self.ready_dir) if alive(int(p))}
+
+    def pids(self) -> set[int]:
+        """The server's process and all its descendants."""
+        return {self.proc.pid, *descendants(self.proc.pid)}
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Poll until every worker has run the app's lifespan startup and GET / answers 200."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            started = self.worker_pids()
+            if len(started) >= self.workers:
+                with contextlib.suppress(OSError, http.client.HTTPException):
+                    if request(self.port, "GET", "/")[0] == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"not ready after {timeout} s ({len(started)} of {self.workers} workers "
+                    f"through lifespan startup): {self.tail()}"
+                )
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        """The CPU time of the server and all its processes."""
+        total = 0.0
+        for pid in self.pids():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += cpu_seconds(pid)
+        return total
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def tail(self) -> str:
+        text = self.text().strip()
+        return f"\n{text[-2000:]}" if text else "(no output)"
+
+    def stop(self) -> None:
+        """SIGINT to the server (a master stops its workers), then SIGKILL to what is left of
+        its process group."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+
+
+def request(
+    port: int, method: str, path: str, body: bytes = b"", close: bool = False
+) -> tuple[int, bytes]:
+    """One request on a new connection: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            method, path, body=body or None, headers={"Connection": "close"} if close else {}
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+# -- measuring and reporting --------------------------------------------------------------
+
+
+def idle_seconds(cpus: list[int]) -> float:
+    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
+    names = {f"cpu{cpu}" for cpu in cpus}
+    ticks = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] in names:
+            ticks += int(fields[4]) + int(fields[5])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def table(head: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, the first column left-aligned and the others right-aligned."""
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(("-" * (w + 1) + ":") if i else ("-" * (w + 2)) for i, w in enumerate(widths))
+        + "|"
+    )
+    return "\n".join([line(head), rule, *(line(r) for r in rows)])
