@@ -93,8 +93,13 @@ def request_info(
     headers: list[tuple[bytes, bytes]],
     buf: bytes | bytearray,
     end: int,
+    *,
+    one_length: bool = False,
 ) -> RequestInfo:
-    """The checks and facts of ``inspect_request``, of a head parsed by either parser."""
+    """The checks and facts of ``inspect_request``, of a head parsed by either parser.
+
+    ``one_length``: the parser already saw at most one Content-Length, all digits (the fast
+    path), so the head need not be searched for duplicates."""
     if version != b"1.1" and version != b"1.0":
         raise Refused(505, b"HTTP version not supported.\n")
     first = target[:1]
@@ -135,7 +140,7 @@ def request_info(
             expect = value.lower() == b"100-continue"
         elif name == b"upgrade":
             upgrade = value.lower()
-    if content_lengths and _duplicate_length(buf, end):
+    if content_lengths and not one_length and _duplicate_length(buf, end):
         raise Refused(400, b"Duplicate Content-Length.\n")
     if chunked:
         if content_lengths:
@@ -221,7 +226,7 @@ class RequestReader:
         if self.fast:
             head = fast_head(buf, end)
             if head is not None:
-                return request_info(*head, buf, end), None
+                return request_info(*head, buf, end, one_length=True), None
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head)
         parser.receive_data(buf)  # type: ignore[arg-type]  # h11 copies any bytes-like
         try:
