@@ -790,7 +790,11 @@ def test_a_timed_block_is_recorded_as_one_request() -> None:
         tally = FakeTally()
         client = Client(Target("http://h/"), tally, timeout=1.0)
         async with client.timed():
-            await asyncio.sleep(0.01)
+            # At least 10 ms by the clock the client reads (uvloop's timers may fire up to a
+            # millisecond early: a plain sleep(0.01) is not enough).
+            until = time.monotonic() + 0.01
+            while time.monotonic() < until:
+                await asyncio.sleep(0.001)
         async with client.timed(status=101):
             pass
         with pytest.raises(RequestError) as failed:
