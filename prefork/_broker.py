@@ -49,7 +49,10 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class WorkerExit:
-    """A worker that left. ``code`` is None when it died of ``signal``; ``uptime`` in seconds."""
+    """A worker that left. ``code`` is None when it died of ``signal``; ``uptime`` in seconds.
+    ``cause``: why, in a word (``replaced``, ``drain``, ``scale_down``, ``stop``,
+    ``graceful_timeout`` for a ``worker_exit``; ``exit``, ``signal``, ``start_failed``,
+    ``boot_timeout``, ``hung``, ``bad_frame`` for a ``worker_crash``)."""
 
     id: int
     pid: int
@@ -58,16 +61,46 @@ class WorkerExit:
     code: int | None
     signal: int | None
     uptime: float
+    cause: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class ReloadResult:
-    """Payload of ``reload_done`` and ``reload_failed`` (``reason`` is empty when done)."""
+    """Payload of ``reload_done`` and ``reload_failed`` (``reason`` is empty when done);
+    ``duration`` in seconds."""
 
     type: str
     generation: int
     replaced: int
     reason: str = ""
+    duration: float = 0.0
+
+
+class WorkerStatus(TypedDict):
+    """One worker in ``BrokerStatus``. ``requests`` and ``connections`` are what the worker
+    last reported (None if it never did: only workers that report them, as the HTTP worker
+    does); ``rss`` its resident memory in bytes (None if unknown); times in seconds."""
+
+    id: int
+    pid: int
+    generation: int
+    state: str  # booting, ready, stopping, hung, killed
+    uptime: float
+    requests: int | None
+    connections: int | None
+    rss: int | None
+
+
+class ReloadStatus(TypedDict):
+    """The latest reload of a broker: ``result`` is running, done or failed (with ``reason``);
+    ``duration`` (so far, while running) and ``ago`` (since it started) in seconds."""
+
+    generation: int
+    result: str
+    reason: str
+    replaced: int
+    duration: float
+    ago: float
 
 
 class BrokerStatus(TypedDict):
@@ -80,6 +113,12 @@ class BrokerStatus(TypedDict):
     reloading: bool
     failures: int  # early failures in a row (crash-loop backoff)
     backoff_until: float  # monotonic time before which nothing is spawned; 0 when none
+    backoff: float  # seconds left before the next start may happen (0.0: none)
+    started: int  # workers started
+    restarts: int  # of which in place of one that left (a reload, a recycle, a crash)
+    crashes: int  # exits the master did not ask for
+    last_reload: ReloadStatus | None
+    workers: list[WorkerStatus]
 
 
 # --- the broker -----------------------------------------------------------------------------

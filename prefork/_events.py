@@ -91,6 +91,13 @@ class TimePassed:
     overslept: float = 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryMeasured:
+    """The resident memory of workers, in bytes, as ``MeasureMemory`` asked."""
+
+    rss: tuple[tuple[int, int], ...]  # (worker id, bytes)
+
+
 Event = (
     Started
     | WorkerSpawned
@@ -104,6 +111,7 @@ Event = (
     | ScaleRequested
     | StopRequested
     | TimePassed
+    | MemoryMeasured
 )
 
 # --- actions ------------------------------------------------------------------------------
@@ -176,4 +184,13 @@ class Notify:
     fields: tuple[str, ...]
 
 
-Action = Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify | TurnAway
+@dataclass(frozen=True, slots=True)
+class MeasureMemory:
+    """Read these workers' resident memory and report it as ``MemoryMeasured``."""
+
+    worker_ids: tuple[int, ...]
+
+
+Action = (
+    Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify | TurnAway | MeasureMemory
+)

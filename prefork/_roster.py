@@ -38,6 +38,7 @@ class BrokerPolicy:
     backoff_base: float
     backoff_cap: float
     backoff_reset: float
+    max_memory: int = 0  # bytes of RSS beyond which a worker is replaced (0: no limit)
     recycle_jitter: float = 0.1  # a fixed spread, not an option: recycles must not line up
 
     @property
@@ -78,6 +79,7 @@ class WorkerRecord:
     kill_at: float = 0.0  # STOPPING and HUNG: when SIGKILL follows
     retire_at: float | None = None  # READY with recycling on: when it is replaced
     failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
+    cause: str = ""  # the same, or why it was asked to leave, as a metric label (``Cause``)
     error: str = ""  # what the worker said when it could not start (a traceback)
 
     @property
@@ -107,6 +109,39 @@ def due(w: WorkerRecord, p: BrokerPolicy) -> tuple[float, Expiry] | None:
             assert_never(w.state)
 
 
+class Cause:
+    """Why a worker left, as the ``cause`` of ``WorkerExit`` and the label of the exit and
+    crash counters: few values, so a metric keeps few series."""
+
+    REPLACED = "replaced"  # a reload, a recycle, a retire: a new worker took its place
+    DRAIN = "drain"
+    SCALE_DOWN = "scale_down"
+    STOP = "stop"
+    GRACEFUL_TIMEOUT = "graceful_timeout"  # asked to leave, did not in time: killed
+    BOOT_TIMEOUT = "boot_timeout"
+    HUNG = "hung"
+    BAD_FRAME = "bad_frame"
+    START_FAILED = "start_failed"  # init() or the import raised
+    SIGNAL = "signal"  # killed by someone else (the OOM killer, an operator)
+    EXIT = "exit"  # exited on its own
+
+
+@dataclass(slots=True)
+class ReloadRecord:
+    """The latest rolling reload of a broker: what ``prefork ctl`` and the metrics report."""
+
+    generation: int
+    started: float
+    result: str = "running"  # then "done" or "failed"
+    reason: str = ""  # why it failed
+    replaced: int = 0
+    finished: float | None = None
+
+    def duration(self, now: float) -> float:
+        """Seconds it took (so far, while it runs)."""
+        return (now if self.finished is None else self.finished) - self.started
+
+
 @dataclass(slots=True)
 class Swap:
     old: int | None
@@ -129,3 +164,8 @@ class BrokerRecord:
     last_error: str = ""  # the last start error printed, so the same one is printed once
     tokens: float = float("inf")  # replacements of killed workers allowed now (a bucket)
     tokens_at: float = 0.0
+    started: int = 0  # workers spawned
+    restarts: int = 0  # of which in place of one that left (a reload, a recycle, a crash)
+    crashes: int = 0  # exits nobody asked for
+    owed: int = 0  # crashed workers whose replacement has not been spawned yet
+    reload: ReloadRecord | None = None  # the latest reload

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
-from prefork import _backoff
+from prefork import _backoff, _status
 from prefork import _frames as frames
 from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._events import (
@@ -39,6 +39,8 @@ from prefork._events import (
     Exit,
     Kill,
     Log,
+    MeasureMemory,
+    MemoryMeasured,
     MessageReceived,
     Notify,
     ReloadRequested,
@@ -57,7 +59,9 @@ from prefork._events import (
 from prefork._roster import (
     BrokerPolicy,
     BrokerRecord,
+    Cause,
     Expiry,
+    ReloadRecord,
     Swap,
     WorkerRecord,
     WorkerState,
@@ -77,11 +81,19 @@ class Supervisor:
         *,
         random: Callable[[], float],
         dump_grace: float = 1.0,
+        memory_interval: float = 1.0,
+        memory_grace: float = 5.0,
     ) -> None:
         self._brokers: dict[str, BrokerRecord] = {}
         self._workers: dict[int, WorkerRecord] = {}
         self._random = random
         self._dump_grace = dump_grace
+        # --max-worker-memory: how often workers are measured, and how long a worker serves
+        # before its memory may have it replaced (a limit below what a fresh worker needs
+        # must not replace workers in a loop).
+        self._memory_interval = memory_interval
+        self._memory_grace = memory_grace
+        self._memory_at: float | None = None
         self._next_id = 1
         self._started = False
         self._stopping = False
@@ -103,19 +115,19 @@ class Supervisor:
         for b in self._brokers.values():
             if b.not_before and self._wants_spawn(b):
                 times.append(b.not_before)
+        if self._memory_at is not None and not self._stopping:
+            times.append(self._memory_at)
         return min(times, default=None)
 
-    def status(self) -> dict[str, BrokerStatus]:
-        """A snapshot per broker: desired and live counts, generation, crash-loop backoff."""
+    def status(self, now: float) -> dict[str, BrokerStatus]:
+        """A snapshot per broker: desired and live counts, generation, crash-loop backoff,
+        starts, restarts and crashes, the latest reload, and a row per worker."""
         return {
-            name: BrokerStatus(
-                desired=b.desired,
-                live=len(self._live(name)),
-                generation=b.generation,
-                draining=b.draining,
-                reloading=b.reloading,
-                failures=b.failures,
-                backoff_until=b.not_before,
+            name: _status.broker_status(
+                b,
+                (w for w in self._workers.values() if w.broker == name),
+                len(self._live(name)),
+                now,
             )
             for name, b in self._brokers.items()
         }
@@ -148,6 +160,8 @@ class Supervisor:
         match event:
             case Started():
                 self._started = True
+                if any(b.policy.max_memory for b in self._brokers.values()):
+                    self._memory_at = now + self._memory_interval
             case WorkerSpawned(worker_id=worker_id, pid=pid):
                 if (w := self._workers.get(worker_id)) is not None:
                     w.pid = pid
@@ -181,6 +195,8 @@ class Supervisor:
                 if overslept > self.MAX_OVERSLEEP:
                     self._fresh_windows(overslept, now, out)
                 self._on_time(now, out)
+            case MemoryMeasured():
+                self._on_memory(event, now, out)
             case _:
                 assert_never(event)
         if self._started:
@@ -204,15 +220,17 @@ class Supervisor:
         out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
         b = self._brokers[w.broker]
         self._count_failure(b, now, out)
-        self._end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", out)
+        self._end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", now, out)
 
     def _on_exit(self, e: WorkerExited, now: float, out: list[Action]) -> None:
         w = self._workers.pop(e.worker_id, None)
         if w is None:
             return
         b = self._brokers[w.broker]
+        if not w.asked and not w.cause:
+            w.cause = Cause.START_FAILED if w.error else Cause.SIGNAL if e.signal else Cause.EXIT
         payload = WorkerExit(
-            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, now - w.started
+            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, now - w.started, w.cause
         )
         if w.asked:
             if w.failure:  # asked, but it had to be killed
@@ -231,6 +249,8 @@ class Supervisor:
         out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
         self._print_error(b, w, out)
         out.append(Emit(w.broker, "worker_crash", (payload,)))
+        b.crashes += 1
+        b.owed += 1
         if not b.ever_ready and not self._stopping:
             # The first start: no worker of this broker ever became ready. A typo, an import
             # error or a failing startup must not look like a running service.
@@ -251,7 +271,7 @@ class Supervisor:
             b.queue.remove(w.id)
         if b.swap is not None and b.swap.old == w.id:
             b.swap.old = None
-        self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", out)
+        self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", now, out)
 
     @staticmethod
     def _print_error(b: BrokerRecord, w: WorkerRecord, out: list[Action]) -> None:
@@ -279,7 +299,7 @@ class Supervisor:
         out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
 
     def _end_swap_if_new(
-        self, b: BrokerRecord, w: WorkerRecord, reason: str, out: list[Action]
+        self, b: BrokerRecord, w: WorkerRecord, reason: str, now: float, out: list[Action]
     ) -> None:
         """A replacement that failed ends the whole rolling replacement: old workers stay."""
         if b.swap is None or b.swap.new != w.id:
@@ -287,10 +307,8 @@ class Supervisor:
         b.swap = None
         b.queue.clear()
         if b.reloading:
-            b.reloading = False
             out.append(Log(logging.ERROR, f"[{b.policy.name}] reload rolled back: {reason}"))
-            result = ReloadResult(b.policy.name, b.generation, b.replaced, reason)
-            out.append(Emit(b.policy.name, "reload_failed", (result,)))
+            self._end_reload(b, now, out, reason)
         else:
             out.append(Log(logging.ERROR, f"[{b.policy.name}] replacement failed: {reason}"))
 
@@ -324,7 +342,7 @@ class Supervisor:
         out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
         if b.swap is not None and b.swap.new == w.id:
             if b.swap.old is not None:
-                self._stop(self._workers[b.swap.old], now, out, replaced=True)
+                self._stop(self._workers[b.swap.old], now, out, Cause.REPLACED)
             b.swap = None
             b.replaced += 1
 
@@ -332,7 +350,7 @@ class Supervisor:
         w = self._workers.get(e.worker_id)
         if w is None or w.state is WorkerState.KILLED:
             return
-        w.failure = f"sent a bad frame ({e.reason})"
+        w.failure, w.cause = f"sent a bad frame ({e.reason})", Cause.BAD_FRAME
         out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} {w.failure}; replacing it"))
         self._kill(w, out)
 
@@ -342,10 +360,11 @@ class Supervisor:
             out.append(Log(logging.INFO, f"[{name}] reload ignored: the broker is draining"))
             return
         if b.swap is not None:  # a newer reload wins: its replacement boots the newest code
-            self._stop(self._workers[b.swap.new], now, out)
+            self._stop(self._workers[b.swap.new], now, out, Cause.REPLACED)
             b.swap = None
         b.generation += 1
         b.reloading, b.replaced = True, 0
+        b.reload = ReloadRecord(b.generation, now)
         old = sorted(
             (w for w in self._live(name) if w.generation < b.generation),
             key=lambda w: w.started,
@@ -363,11 +382,22 @@ class Supervisor:
         b.queue.clear()
         b.swap = None
         if b.reloading:
-            b.reloading = False
-            result = ReloadResult(b.policy.name, b.generation, b.replaced, reason)
-            out.append(Emit(b.policy.name, "reload_failed", (result,)))
+            self._end_reload(b, now, out, reason)
+        cause = Cause.STOP if self._stopping else Cause.DRAIN
         for w in self._live(b.policy.name):
-            self._stop(w, now, out)
+            self._stop(w, now, out, cause)
+
+    @staticmethod
+    def _end_reload(b: BrokerRecord, now: float, out: list[Action], reason: str = "") -> None:
+        """The reload of ``b`` is done (or failed, for ``reason``): record it, tell callbacks."""
+        b.reloading = False
+        record = b.reload
+        assert record is not None  # ``_start_reload`` made it
+        record.result = "failed" if reason else "done"
+        record.reason, record.replaced, record.finished = reason, b.replaced, now
+        name = b.policy.name
+        result = ReloadResult(name, b.generation, b.replaced, reason, record.duration(now))
+        out.append(Emit(name, "reload_failed" if reason else "reload_done", (result,)))
 
     def _resume(self, b: BrokerRecord, out: list[Action]) -> None:
         if b.draining and not self._stopping:
@@ -395,6 +425,7 @@ class Supervisor:
         out.append(Log(logging.WARNING, "stopping at once: killing every worker"))
         for w in self._workers.values():
             w.asked = True
+            w.cause = w.cause or Cause.STOP
             if w.state is not WorkerState.KILLED:
                 self._kill(w, out)
 
@@ -417,16 +448,48 @@ class Supervisor:
         for w in list(self._workers.values()):
             while (d := self._due(w)) is not None and now >= d[0]:
                 self._expire(w, d[1], now, out)
+        if self._memory_at is not None and now >= self._memory_at and not self._stopping:
+            self._memory_at = now + self._memory_interval
+            ids = tuple(
+                w.id
+                for w in self._workers.values()
+                if w.state is WorkerState.READY and self._brokers[w.broker].policy.max_memory
+            )
+            if ids:
+                out.append(MeasureMemory(ids))
+
+    def _on_memory(self, e: MemoryMeasured, now: float, out: list[Action]) -> None:
+        """Replace, through the rolling path, a worker whose memory passed its broker's
+        limit (once it has served ``memory_grace`` seconds)."""
+        for worker_id, rss in e.rss:
+            w = self._workers.get(worker_id)
+            if w is None or w.state is not WorkerState.READY or w.ready_at is None:
+                continue
+            b = self._brokers[w.broker]
+            limit = b.policy.max_memory
+            if not limit or rss <= limit or now - w.ready_at < self._memory_grace:
+                continue
+            if self._enqueue(b, w):
+                mib = 1 << 20
+                msg = (
+                    f"[{w.broker}] worker {w.id} (pid {w.pid}) uses {rss / mib:.0f} MiB, over "
+                    f"max_worker_memory ({limit / mib:.0f} MiB): replacing it"
+                )
+                out.append(Log(logging.WARNING, msg))
 
     def _expire(self, w: WorkerRecord, expiry: Expiry, now: float, out: list[Action]) -> None:
         """``w``'s deadline for ``expiry`` has come (``due`` said which)."""
         p = self._brokers[w.broker].policy
         match expiry:
             case Expiry.BOOT_TIMEOUT:
-                w.failure = f"missed boot_timeout ({p.boot_timeout:g}s)"
+                w.failure, w.cause = (
+                    f"missed boot_timeout ({p.boot_timeout:g}s)",
+                    Cause.BOOT_TIMEOUT,
+                )
                 self._kill(w, out)
             case Expiry.HUNG:
                 w.failure = f"sent no heartbeat for {p.timeout:g}s (hung): stack dumped, killed"
+                w.cause = Cause.HUNG
                 msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) is hung; dumping its stack"
                 out.append(Log(logging.ERROR, msg))
                 out.append(DumpStack(w.id))
@@ -437,6 +500,7 @@ class Supervisor:
             case Expiry.KILL:
                 if w.state is WorkerState.STOPPING:
                     w.failure = f"did not leave within graceful_timeout ({p.graceful_timeout:g}s)"
+                    w.cause = Cause.GRACEFUL_TIMEOUT
                     msg = f"[{w.broker}] worker {w.id} {w.failure}; killing it"
                     out.append(Log(logging.WARNING, msg))
                 self._kill(w, out)
@@ -446,10 +510,14 @@ class Supervisor:
     def _due(self, w: WorkerRecord) -> tuple[float, Expiry] | None:
         return due(w, self._brokers[w.broker].policy)
 
-    def _enqueue(self, b: BrokerRecord, w: WorkerRecord) -> None:
+    @staticmethod
+    def _enqueue(b: BrokerRecord, w: WorkerRecord) -> bool:
+        """Queue ``w`` for replacement; False if it is queued or being replaced already."""
         swapping = b.swap is not None and w.id in (b.swap.old, b.swap.new)
-        if w.id not in b.queue and not swapping and w.live:
-            b.queue.append(w.id)
+        if w.id in b.queue or swapping or not w.live:
+            return False
+        b.queue.append(w.id)
+        return True
 
     # --- the reconciler ------------------------------------------------------------------
 
@@ -468,19 +536,21 @@ class Supervisor:
             missing = b.desired + standing_in - len(self._live(b.policy.name))
             if missing > 0 and now >= b.not_before:
                 for _ in range(missing):
-                    self._spawn(b, now, out)
-            elif missing < 0:
-                self._shrink(b, -missing, now, out)
+                    self._spawn(b, now, out, replacing=b.owed > 0)
+                    b.owed = max(0, b.owed - 1)
+            elif missing <= 0:
+                b.owed = 0  # the count is met (a scale-down took their places): none owed
+                if missing < 0:
+                    self._shrink(b, -missing, now, out)
 
     def _advance_rolling(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         if b.swap is None and b.queue and now >= b.not_before:
             old = b.queue.pop(0)
-            b.swap = Swap(old, self._spawn(b, now, out))
+            b.swap = Swap(old, self._spawn(b, now, out, replacing=True))
         if b.swap is None and not b.queue and b.reloading:
-            b.reloading = False
             name = b.policy.name
             out.append(Log(logging.INFO, f"[{name}] reload done: {b.replaced} worker(s) replaced"))
-            out.append(Emit(name, "reload_done", (ReloadResult(name, b.generation, b.replaced),)))
+            self._end_reload(b, now, out)
 
     def _shrink(self, b: BrokerRecord, surplus: int, now: float, out: list[Action]) -> None:
         busy = {b.swap.old, b.swap.new} if b.swap else set()
@@ -490,25 +560,28 @@ class Supervisor:
         for w in live[:surplus]:
             if w.id in b.queue:
                 b.queue.remove(w.id)
-            self._stop(w, now, out)
+            self._stop(w, now, out, Cause.SCALE_DOWN)
 
-    def _spawn(self, b: BrokerRecord, now: float, out: list[Action]) -> int:
+    def _spawn(
+        self, b: BrokerRecord, now: float, out: list[Action], *, replacing: bool = False
+    ) -> int:
+        """Start a worker (``replacing``: in place of one that left, or is leaving)."""
         w = WorkerRecord(self._next_id, b.policy.name, b.generation, now, heartbeat_at=now)
         self._next_id += 1
+        b.started += 1
+        b.restarts += replacing
         self._workers[w.id] = w
         out.append(Spawn(w.id, w.broker, w.generation))
         return w.id
 
-    def _stop(
-        self, w: WorkerRecord, now: float, out: list[Action], *, replaced: bool = False
-    ) -> None:
-        """Stop on purpose: a ready worker drains (``replaced``: a new one took its place);
-        any other serves nobody."""
-        w.asked = True
+    def _stop(self, w: WorkerRecord, now: float, out: list[Action], cause: str) -> None:
+        """Stop on purpose, for ``cause``: a ready worker drains (told whether a new one took
+        its place); any other serves nobody."""
+        w.asked, w.cause = True, cause
         if w.state is WorkerState.READY:
             w.state = WorkerState.STOPPING
             w.kill_at = now + self._brokers[w.broker].policy.graceful_timeout
-            out.append(Terminate(w.id, replaced))
+            out.append(Terminate(w.id, cause == Cause.REPLACED))
         elif w.state is not WorkerState.KILLED:
             self._kill(w, out)
 

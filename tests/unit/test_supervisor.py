@@ -118,7 +118,7 @@ def test_a_crash_is_reported_once_and_replaced_at_once() -> None:
     boot(sup)
     out = sup.handle(WorkerExited(1, None, 9), 30.0)
     assert effects(out) == [
-        Emit("web", "worker_crash", (WorkerExit(1, 101, "web", 1, None, 9, 30.0),)),
+        Emit("web", "worker_crash", (WorkerExit(1, 101, "web", 1, None, 9, 30.0, "signal"),)),
         Spawn(3, "web", 1),
     ]
     assert "worker 1 (pid 101) exited with signal 9" in logs(out)
@@ -128,7 +128,7 @@ def test_exit_code_zero_nobody_asked_for_is_a_crash() -> None:
     sup = make()
     boot(sup)
     out = sup.handle(WorkerExited(2, 0, None), 50.0)
-    assert emits(out, "worker_crash") == [(WorkerExit(2, 102, "web", 1, 0, None, 50.0),)]
+    assert emits(out, "worker_crash") == [(WorkerExit(2, 102, "web", 1, 0, None, 50.0, "exit"),)]
     assert emits(out, "worker_exit") == []
 
 
@@ -140,7 +140,7 @@ def test_exit_the_master_asked_for_is_worker_exit_even_with_a_bad_code() -> None
     i = stop.worker_id
     out = sup.handle(WorkerExited(i, 3, None), 2.0)
     assert effects(out) == [
-        Emit("web", "worker_exit", (WorkerExit(i, 100 + i, "web", 1, 3, None, 2.0),))
+        Emit("web", "worker_exit", (WorkerExit(i, 100 + i, "web", 1, 3, None, 2.0, "scale_down"),))
     ]
 
 
@@ -177,7 +177,7 @@ def test_backoff_grows_exponentially_is_capped_and_never_forks_in_a_tight_loop()
         assert len(spawns) == 1
         worker = spawns[0].worker_id
     assert waits == [0.0, 0.5, 1.0, 2.0, 3.0, 3.0]
-    assert sup.status()["web"]["failures"] == 6
+    assert sup.status(0.0)["web"]["failures"] == 6
 
 
 def test_backoff_has_jitter() -> None:
@@ -196,21 +196,21 @@ def test_backoff_resets_after_stable_uptime() -> None:
     ready(sup, 1, 0.0)  # it served once: failures go through the backoff
     sup.handle(WorkerExited(1, 1, None), 0.0)  # failure 1: retried at once
     sup.handle(WorkerExited(2, 1, None), 0.1)  # failure 2: waits
-    assert sup.status()["web"]["failures"] == 2
+    assert sup.status(0.0)["web"]["failures"] == 2
     now = sup.next_deadline()
     assert now is not None
     (spawn,) = [a for a in sup.handle(TimePassed(), now) if isinstance(a, Spawn)]
     ready(sup, spawn.worker_id, now)
     out = sup.handle(WorkerExited(spawn.worker_id, None, 9), now + 60)  # stable, then crashed
     assert [a for a in out if isinstance(a, Spawn)] == [Spawn(4, "web", 1)]
-    assert sup.status()["web"]["failures"] == 0
+    assert sup.status(0.0)["web"]["failures"] == 0
 
 
 def test_crash_soon_after_ready_counts_towards_backoff() -> None:
     sup = make(policy("web", workers=1, backoff_reset=10.0))
     boot(sup)
     sup.handle(WorkerExited(1, 1, None), 2.0)
-    assert sup.status()["web"]["failures"] == 1
+    assert sup.status(0.0)["web"]["failures"] == 1
 
 
 def test_spawn_failure_counts_as_a_boot_failure() -> None:
@@ -242,9 +242,9 @@ def test_reload_replaces_one_at_a_time_new_before_old() -> None:
     assert effects(out) == [
         Emit("web", "worker_ready", (WorkerInfo(4, 104, "web", 2),)),
         Terminate(2, replaced=True),
-        Emit("web", "reload_done", (ReloadResult("web", 2, 2),)),
+        Emit("web", "reload_done", (ReloadResult("web", 2, 2, duration=2.0),)),
     ]
-    assert sup.status()["web"]["reloading"] is False
+    assert sup.status(0.0)["web"]["reloading"] is False
 
 
 def test_reload_rolls_back_when_a_replacement_crashes() -> None:
@@ -253,11 +253,11 @@ def test_reload_rolls_back_when_a_replacement_crashes() -> None:
     sup.handle(ReloadRequested(), 10.0)
     out = sup.handle(WorkerExited(3, 1, None), 10.5)
     assert emits(out, "reload_failed") == [
-        (ReloadResult("web", 2, 0, "worker 3 exited with code 1 before it was ready"),)
+        (ReloadResult("web", 2, 0, "worker 3 exited with code 1 before it was ready", 0.5),)
     ]
     assert not [a for a in out if isinstance(a, Terminate | Kill)]  # old ones keep serving
     assert "reload rolled back" in logs(out)
-    assert sup.status()["web"]["live"] == 2
+    assert sup.status(0.0)["web"]["live"] == 2
 
 
 def test_reload_rolls_back_when_a_replacement_misses_boot_timeout() -> None:
@@ -281,7 +281,7 @@ def test_reload_rollback_after_some_were_replaced_keeps_everything_running() -> 
     out = sup.handle(WorkerExited(5, 1, None), 11.5)
     (args,) = emits(out, "reload_failed")
     assert args[0].replaced == 1
-    assert sup.status()["web"]["live"] == 3  # 2, 3 (old) and 4 (new)
+    assert sup.status(0.0)["web"]["live"] == 3  # 2, 3 (old) and 4 (new)
 
 
 def test_old_worker_crash_during_reload_is_replaced_and_the_reload_goes_on() -> None:
@@ -295,7 +295,7 @@ def test_old_worker_crash_during_reload_is_replaced_and_the_reload_goes_on() -> 
     assert [a for a in out if isinstance(a, Spawn)] == []  # 3 already stands in for it
     out = ready(sup, 3, 11.0)
     assert not [a for a in out if isinstance(a, Terminate)]
-    assert emits(out, "reload_done") == [(ReloadResult("web", 2, 1),)]
+    assert emits(out, "reload_done") == [(ReloadResult("web", 2, 1, duration=1.0),)]
 
 
 def test_sighup_during_reload_restarts_it_with_the_newest_code() -> None:
@@ -316,12 +316,12 @@ def test_sigterm_during_reload_drains_and_reports_the_reload_failed() -> None:
     out = sup.handle(DrainRequested(), 10.5)
     assert effects(out) == [
         TurnAway("web", on=True),
-        Emit("web", "reload_failed", (ReloadResult("web", 2, 0, "drain requested"),)),
+        Emit("web", "reload_failed", (ReloadResult("web", 2, 0, "drain requested", 0.5),)),
         Terminate(1),
         Terminate(2),
         Kill(3),
     ]
-    assert sup.status()["web"]["draining"]
+    assert sup.status(0.0)["web"]["draining"]
 
 
 def test_reload_while_draining_is_ignored() -> None:
@@ -346,7 +346,7 @@ def test_drain_then_resume() -> None:
     ]
     out = sup.handle(WorkerExited(1, 0, None), 2.0)
     assert effects(out) == [
-        Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 2.0),))
+        Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 2.0, "drain"),))
     ]
     sup.handle(WorkerExited(2, 0, None), 2.0)
     assert sup.next_deadline() is None  # drained: nothing to wait for, no exit either
@@ -356,7 +356,7 @@ def test_drain_then_resume() -> None:
         Spawn(4, "web", 1),
     ]
     assert effects(sup.handle(ResumeRequested(), 3.5)) == []  # not drained: nothing to do
-    assert not sup.status()["web"]["draining"]
+    assert not sup.status(0.0)["web"]["draining"]
 
 
 def test_graceful_timeout_then_kill() -> None:
@@ -419,7 +419,7 @@ def test_scale_up_and_down_by_signal() -> None:
     assert out == [Terminate(4), Terminate(5)]  # the youngest go first
     out = effects(sup.handle(ScaleRequested(delta=-1), 3.0))
     assert out == [Terminate(2)]  # web: 2 -> 1; jobs stays at its floor of 1
-    assert sup.status()["web"]["desired"] == 1 and sup.status()["jobs"]["desired"] == 1
+    assert sup.status(0.0)["web"]["desired"] == 1 and sup.status(0.0)["jobs"]["desired"] == 1
 
 
 def test_scale_down_stops_booting_workers_first() -> None:
@@ -546,7 +546,7 @@ def test_scale_down_during_a_reload_takes_queued_workers_out_of_the_queue() -> N
     assert out == [Terminate(3), Terminate(2)]
     out = ready(sup, 4, 11.0)
     assert Terminate(1, replaced=True) in out
-    assert emits(out, "reload_done") == [(ReloadResult("web", 2, 1),)]
+    assert emits(out, "reload_done") == [(ReloadResult("web", 2, 1, duration=1.0),)]
 
 
 def test_backoff_deadline_is_dropped_by_a_drain() -> None:
@@ -588,7 +588,7 @@ def test_backoff_count_resets_after_a_stable_stretch_without_failures() -> None:
     sup.handle(ScaleRequested("web", workers=2), now + 100)
     out = sup.handle(WorkerExited(spawn.worker_id + 1, 1, None), now + 100.5)
     assert [a for a in out if isinstance(a, Spawn)] == [Spawn(spawn.worker_id + 2, "web", 1)]
-    assert sup.status()["web"]["failures"] == 1
+    assert sup.status(0.0)["web"]["failures"] == 1
 
 
 def test_systemd_hears_ready_reloading_ready_stopping() -> None:
@@ -667,7 +667,7 @@ def test_ready_from_a_worker_already_killed_is_ignored() -> None:
     sup.handle(WorkerSpawned(1, 101), 0.0)
     assert effects(sup.handle(TimePassed(), 5.0)) == [Kill(1)]
     assert sup.handle(MessageReceived(1, frames.READY, None), 5.01) == []
-    assert sup.status()["web"]["live"] == 1  # still counted until reaped: no extra spawn
+    assert sup.status(0.0)["web"]["live"] == 1  # still counted until reaped: no extra spawn
     out = sup.handle(WorkerExited(1, None, 9), 5.02)
     assert "missed boot_timeout (5s) before it was ready" in logs(out)
 
@@ -732,7 +732,7 @@ def test_a_kill_storm_never_leaves_the_broker_without_ready_workers() -> None:
             perform(sup.handle(WorkerExited(victim, None, 9), now), now)
             fewest = min(fewest, len(ready_ids))
     assert fewest >= 2  # of 4: a storm faster than 4 kills/s is slowed, never let through
-    assert sup.status()["web"]["failures"] == 0
+    assert sup.status(0.0)["web"]["failures"] == 0
 
 
 def test_replacements_of_killed_workers_are_rate_capped() -> None:
@@ -755,14 +755,14 @@ def test_replacements_of_killed_workers_are_rate_capped() -> None:
         worker = spawn.worker_id
         ready(sup, worker, now)
     assert waits == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # a burst of two, then one a second
-    assert sup.status()["web"]["failures"] == 0  # never counted as a crash loop
+    assert sup.status(0.0)["web"]["failures"] == 0  # never counted as a crash loop
 
 
 def test_a_worker_that_exits_non_zero_right_after_ready_counts_towards_backoff() -> None:
     sup = make(policy("web", workers=1, backoff_reset=10.0))
     boot(sup)
     sup.handle(WorkerExited(1, 3, None), 1.0)
-    assert sup.status()["web"]["failures"] == 1
+    assert sup.status(0.0)["web"]["failures"] == 1
 
 
 # --- the first start: fail fast ---------------------------------------------------------------

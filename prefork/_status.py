@@ -1,0 +1,60 @@
+"""The status snapshot of a broker and its workers (``Master.status``, ``prefork ctl status``),
+read off the supervisor's records. Pure: the time comes in as ``now``.
+
+What only the master can know (a worker's reported requests and connections, its resident
+memory) is None here; the master fills it in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prefork._broker import BrokerStatus, ReloadStatus, WorkerStatus
+from prefork._roster import BrokerRecord, ReloadRecord, WorkerRecord
+
+
+def broker_status(
+    b: BrokerRecord, workers: Iterable[WorkerRecord], live: int, now: float
+) -> BrokerStatus:
+    """``b``'s snapshot; ``workers`` are its records (every state), ``live`` its capacity."""
+    return BrokerStatus(
+        desired=b.desired,
+        live=live,
+        generation=b.generation,
+        draining=b.draining,
+        reloading=b.reloading,
+        failures=b.failures,
+        backoff_until=b.not_before,
+        backoff=max(0.0, b.not_before - now),
+        started=b.started,
+        restarts=b.restarts,
+        crashes=b.crashes,
+        last_reload=reload_status(b.reload, now),
+        workers=[worker_status(w, now) for w in sorted(workers, key=lambda w: w.id)],
+    )
+
+
+def worker_status(w: WorkerRecord, now: float) -> WorkerStatus:
+    return WorkerStatus(
+        id=w.id,
+        pid=w.pid,
+        generation=w.generation,
+        state=w.state.value,
+        uptime=now - w.started,
+        requests=None,
+        connections=None,
+        rss=None,
+    )
+
+
+def reload_status(r: ReloadRecord | None, now: float) -> ReloadStatus | None:
+    if r is None:
+        return None
+    return ReloadStatus(
+        generation=r.generation,
+        result=r.result,
+        reason=r.reason,
+        replaced=r.replaced,
+        duration=r.duration(now),
+        ago=now - r.started,
+    )
