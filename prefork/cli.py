@@ -1,5 +1,5 @@
-"""The command line: ``prefork serve APP`` and ``prefork load URL``. Parses, validates, runs;
-returns the exit code.
+"""The command line: ``prefork serve APP``, ``prefork load URL`` and ``prefork ctl ACTION``.
+Parses, validates, runs; returns the exit code.
 
 Every bad flag or value ends with one line on stderr (``prefork: error: ...``) and exit
 code 2, before anything binds or forks.
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import prefork
+from prefork import _ctl, _sockets
 from prefork import _setup as setup
-from prefork import _sockets
 from prefork._master import Master
 from prefork._options import (
     ConfigError,
@@ -69,8 +69,14 @@ class _Parser(argparse.ArgumentParser):
 
     def _refuse_unknown_flags(self, args: Sequence[str]) -> None:
         known = self._option_string_actions
+        commands = {
+            name
+            for action in self._actions
+            if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices
+        }
         for arg in args:
-            if arg == "--":
+            if arg == "--" or arg in commands:  # a sub-command checks its own flags
                 return
             if not arg.startswith("-") or arg == "-" or arg[1:2].isdigit():
                 continue
@@ -241,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "percentiles, errors and statuses.",
     )
     add_options(load, LoadConfig)
+    _ctl.add_parser(commands)
     return parser
 
 
@@ -250,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "load":
         return _load(args)
+    if args.command == "ctl":
+        return _ctl.main(args)
     try:
         args = _with_config_file(parser, args, argv)
         cli = ServeOptions(**given(ServeOptions, vars(args)))
