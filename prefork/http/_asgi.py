@@ -3,9 +3,10 @@ and running the app (with its errors turned into a 500 or a closed connection).
 
 The connection (``_connection.py``) owns the bytes; a ``Cycle`` owns one request/response. A
 cycle is given what it uses (uvicorn's ``RequestResponseCycle``): the transport to write to,
-the connection's ``FlowControl``, and three callbacks for what only the connection decides
-(``on_response_complete``, ``on_body_consumed``, ``on_abort``). The connection tells the cycle
-what happens through its methods (``body_received``, ``body_complete``, ``disconnect``, ...).
+the connection's ``FlowControl``, the worker's ``Stats`` (it counts the bytes it writes), and
+three callbacks for what only the connection decides (``on_response_complete``,
+``on_body_consumed``, ``on_abort``). The connection tells the cycle what happens through its
+methods (``body_received``, ``body_complete``, ``disconnect``, ...).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 from prefork.http import _framing
 from prefork.http._flow import FlowControl
 from prefork.http._framing import CHUNKED, LENGTH, NO_BODY
+from prefork.http._stats import Stats
 
 if TYPE_CHECKING:
     from prefork.http._state import ServerState
@@ -119,6 +121,7 @@ class Cycle:
         "_on_abort",
         "_on_body_consumed",
         "_on_response_complete",
+        "_stats",
         "_transport",
         "body",
         "body_size",
@@ -155,6 +158,7 @@ class Cycle:
         http_11: bool,
         head_request: bool,
         head_defaults: _framing.HeadDefaults,
+        stats: Stats,
         on_response_complete: Callable[[Cycle], None],
         on_body_consumed: Callable[[], None],
         on_abort: Callable[[Cycle], None],
@@ -175,7 +179,8 @@ class Cycle:
         self.http_11 = http_11
         self.head_request = head_request
         self.head_defaults = head_defaults
-        self.started = 0.0  # loop time the request began (set when access logging is on)
+        self._stats = stats
+        self.started = 0.0  # loop time the app started (0.0: not yet)
         self.disconnected = False  # receive() gives http.disconnect (once the body is read)
         self.gone = False  # the connection is closing or lost: send() raises too
         self.start: Message | None = None
@@ -250,6 +255,7 @@ class Cycle:
                     self.expect_continue = False
                     if self.start is None and not self._transport.is_closing():
                         self._transport.write(_CONTINUE)
+                        self._stats.sent += len(_CONTINUE)
                 self._on_body_consumed()
             self.waiter = self._loop.create_future()
             try:
@@ -327,11 +333,13 @@ class Cycle:
         if head:
             self.framing = framing
             self.close = framing.close
+            self._stats.sent += len(head) + len(body)
             if len(body) < _BIG:
                 transport.write(head + body)
             else:
                 transport.writelines((head, body))
         elif body:
+            self._stats.sent += len(body)
             transport.write(body)
         if not more:
             self.complete = True

@@ -84,6 +84,7 @@ class HTTPProtocol(asyncio.Protocol):
         config = state.config
         self._config = config
         self._timeouts = state.timeouts
+        self._stats = state.stats
         self.server: tuple[str, int | None] | None = None
         self.client: tuple[str, int] | None = None
         self.cycle: Cycle | None = None
@@ -143,6 +144,7 @@ class HTTPProtocol(asyncio.Protocol):
         return None  # nothing to answer (or a body that cannot complete): close
 
     def data_received(self, data: bytes) -> None:
+        self._stats.received += len(data)
         phase = self.phase
         if phase is IDLE or phase is HEAD:
             reader = self._reader
@@ -185,11 +187,12 @@ class HTTPProtocol(asyncio.Protocol):
 
     # -- phases ----------------------------------------------------------------------------
 
-    def _enter(self, phase: Phase) -> None:
-        """Enter (or stay in) ``phase``: its timeout (``PHASE_TIMEOUTS``) counts from now."""
+    def _enter(self, phase: Phase, now: float = 0.0) -> None:
+        """Enter (or stay in) ``phase``: its timeout (``PHASE_TIMEOUTS``) counts from now
+        (``now``: the loop's time, when the caller has it already)."""
         self.phase = phase
         timeout = self._timeouts[phase]
-        self.deadline = self.loop.time() + timeout if timeout else 0.0
+        self.deadline = (now or self.loop.time()) + timeout if timeout else 0.0
 
     # -- requests: parse, admit, begin -----------------------------------------------------
 
@@ -299,12 +302,11 @@ class HTTPProtocol(asyncio.Protocol):
             http_11=http_version == b"1.1",
             head_request=method == b"HEAD",
             head_defaults=self.state.head_defaults,
+            stats=self._stats,
             on_response_complete=self._on_complete,
             on_body_consumed=self._on_consumed,
             on_abort=self._on_abort,
         )
-        if self._config.access_log:
-            cycle.started = self.loop.time()
         if info.has_body:
             self._read_body()  # a refusal here leaves the app unstarted
             if self._eof and self.phase is BODY:
@@ -312,6 +314,7 @@ class HTTPProtocol(asyncio.Protocol):
                 return
         if self._eof and reader.nothing_follows():
             cycle.peer_closed()
+        cycle.started = self.loop.time()  # the request's duration counts from here
         state.start_app(cycle)
 
     def _read_body(self) -> None:
@@ -352,8 +355,10 @@ class HTTPProtocol(asyncio.Protocol):
 
     def response_complete(self, cycle: Cycle) -> None:
         """The app sent the last body message of ``cycle``'s response."""
+        now = self.loop.time()
+        self._stats.responded(cycle.scope.get("method", ""), cycle.status, now - cycle.started)
         if self._config.access_log:
-            log_access(cycle, self._config.access_log_format, self.loop.time())
+            log_access(cycle, self._config.access_log_format, now)
         phase = self.phase
         if cycle.close or self.draining or phase is CLOSED:
             self._close()
@@ -364,9 +369,9 @@ class HTTPProtocol(asyncio.Protocol):
             self._enter(DISCARD)
             self.flow.resume_reading()
         else:
-            self._after_response()
+            self._after_response(now)
 
-    def _after_response(self) -> None:
+    def _after_response(self, now: float = 0.0) -> None:
         self.cycle = None
         flow = self.flow
         if flow.write_paused:
@@ -377,12 +382,12 @@ class HTTPProtocol(asyncio.Protocol):
             return
         flow.resume_reading()
         if self._reader.buf:
-            self._enter(HEAD)
+            self._enter(HEAD, now)
             self.loop.call_soon(self._handle_head)
         elif self._eof:
             self._close()
         else:
-            self._enter(IDLE)
+            self._enter(IDLE, now)
 
     def abort_cycle(self, cycle: Cycle) -> None:
         """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
@@ -396,16 +401,26 @@ class HTTPProtocol(asyncio.Protocol):
         """Answer ``status`` (unless a response has begun) and close.
 
         The answer to a HEAD request has no body (RFC 9110 section 9.3.2), whether the head
-        was parsed or only begins with ``HEAD``.
+        was parsed or only begins with ``HEAD``. It counts as the request's response once the
+        app has started (a 500 for a failed app, a 400 for a bad body), else as a refusal.
         """
         cycle = self.cycle
+        stats = self._stats
         if cycle is None:
             head = self._reader.buf[:5] == b"HEAD "
             response = simple_response(status, message, head_request=head, extra=headers)
             self.transport.write(response)
+            stats.sent += len(response)
+            stats.refused(status)
         elif cycle.framing is None:
-            head = cycle.head_request
-            self.transport.write(simple_response(status, message, head_request=head))
+            response = simple_response(status, message, head_request=cycle.head_request)
+            self.transport.write(response)
+            stats.sent += len(response)
+            if cycle.started:
+                taken = self.loop.time() - cycle.started
+                stats.responded(cycle.scope.get("method", ""), status, taken)
+            else:  # refused while reading the body that came with the head
+                stats.refused(status)
         self.state.linger(self.transport)
         self._close()
 

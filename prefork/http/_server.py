@@ -107,7 +107,9 @@ class HTTPWorker(Worker):
     async def init(self) -> None:
         loop = asyncio.get_running_loop()
         app = import_app(self.config)  # an error reaches the master, which prints it once
-        state = self.state = ServerState(self.config, app, loop, retire=self.retire)
+        state = self.state = ServerState(
+            self.config, app, loop, retire=self.retire, report=self.report
+        )
         lifespan = self.lifespan = Lifespan(app, self.config.lifespan, state.lifespan_state)
         await lifespan.startup()
         tls: dict[str, Any] = {}
@@ -141,5 +143,6 @@ class HTTPWorker(Worker):
             code = 1012 if self.replaced else 1001
             await state.drain(GRACE_SHARE * self.graceful_timeout or None, close_code=code)
             state.stop_sweeping()
+            state.send_report()  # the last one: what this worker counted is not lost
         if self.lifespan is not None:
             await self.lifespan.shutdown()

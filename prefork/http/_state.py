@@ -1,6 +1,7 @@
 """What the connections of one worker share: the app and the tasks running it, config, request
-counters, the deadline sweep (one timer per worker instead of one per request) and the drain;
-and the phases a connection goes through, with the timeout each one arms, as data.
+counters and metrics, the deadline sweep (one timer per worker instead of one per request; it
+also sends the metrics report) and the drain; and the phases a connection goes through, with
+the timeout each one arms, as data.
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from prefork.http._asgi import AppCall, ASGIApp, run_app
 from prefork.http._config import HTTPConfig
 from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
+from prefork.http._stats import Stats
 
 #: How long a refused connection's socket stays open after our answer (``linger``), and how
 #: many may at once.
 LINGER = 2.0
 MAX_LINGERING = 256
+#: Seconds between two metrics reports to the master (about: the sweep sends them).
+REPORT_INTERVAL = 1.0
 
 
 class Connection(Protocol):
@@ -73,6 +77,7 @@ class ServerState:
         loop: asyncio.AbstractEventLoop,
         *,
         retire: Callable[[], None] | None = None,
+        report: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config
         #: Seconds of each phase's timeout, indexed by ``Phase`` (0.0: no deadline).
@@ -97,6 +102,9 @@ class ServerState:
         self.app = app
         self.loop = loop
         self.retire = retire
+        self.report = report
+        self.stats = Stats()
+        self._report_at = 0.0
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
@@ -154,12 +162,28 @@ class ServerState:
             self._sweeper = None
 
     def _tick(self) -> None:
-        self.sweep(self.loop.time())
+        now = self.loop.time()
+        self.sweep(now)
         self.start_sweeping()
+        # Rescheduled first: a report that raises must not end the sweep. Half a sweep early,
+        # so that a timer firing a little early does not skip a report.
+        if now >= self._report_at and self.send_report():
+            self._report_at = now + REPORT_INTERVAL - self.sweep_interval / 2
 
     def sweep(self, now: float) -> None:
         for conn in list(self.connections):
             conn.check_deadline(now)
+
+    def send_report(self) -> bool:
+        """Send the master the metrics (``Stats.take``) if anything changed since the last
+        report; whether one was sent."""
+        if self.report is None:
+            return False
+        body = self.stats.take(self.requests, len(self.connections), self.inflight)
+        if body is None:
+            return False
+        self.report(body)
+        return True
 
     # -- drain -----------------------------------------------------------------------------
 

@@ -77,6 +77,7 @@ class WebSocketProtocol(asyncio.Protocol):
         pending: bytes,
     ) -> None:
         self.state = state
+        self._stats = state.stats
         self.loop = loop = state.loop
         self.config = config = state.config
         self.transport = transport
@@ -109,6 +110,7 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        self._stats.received += len(data)
         conn = self.conn
         if conn is None:  # a read that was under way when the handshake paused reading
             self._pending += data
@@ -120,6 +122,8 @@ class WebSocketProtocol(asyncio.Protocol):
         return None  # a FIN without a close frame: the transport closes (the app gets 1006)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:  # it was accepted (``accept``): one WebSocket fewer
+            self._stats.websockets -= 1
         self.phase = CLOSED
         self.session.closed(1006, "")
         if self.denial is not None:
@@ -152,7 +156,7 @@ class WebSocketProtocol(asyncio.Protocol):
                     self._message_part(event.data, event.message_finished)  # type: ignore[attr-defined]
             elif kind is Ping:
                 if conn.state is ConnectionState.OPEN:
-                    self.transport.write(conn.send(event.response()))  # type: ignore[attr-defined]
+                    self._write(conn.send(event.response()))  # type: ignore[attr-defined]
             elif kind is Pong:
                 if event.payload == struct.pack("!I", self._pings):  # type: ignore[attr-defined]
                     self.pong_due = 0.0
@@ -183,7 +187,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _close_received(self, conn: Connection, event: CloseConnection) -> None:
         if conn.state is ConnectionState.REMOTE_CLOSING:  # the peer begins the close
-            self.transport.write(conn.send(event.response()))
+            self._write(conn.send(event.response()))
             self.session.closed(int(event.code), event.reason or "")
             self._finish()
         elif conn.state is ConnectionState.CLOSED:  # the peer answers our close
@@ -213,7 +217,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def send_message(self, event: TextMessage | BytesMessage) -> None:
         """Frame one of the app's messages and write it."""
         assert self.conn is not None
-        self.transport.write(self.conn.send(event))
+        self._write(self.conn.send(event))
 
     def accept(self, message: Message) -> None:
         """The app's ``websocket.accept``: the 101 answer, then frames both ways."""
@@ -229,10 +233,10 @@ class WebSocketProtocol(asyncio.Protocol):
             extension=deflate[1] if deflate else None,
             defaults=self.state.head_defaults,
         )
-        self.transport.write(head)
-        self._log(101)
+        self._answer(head, 101)
         conn = self.conn = Connection(ConnectionType.SERVER, [deflate[0]] if deflate else None)
         self.phase = OPEN
+        self._stats.websockets += 1
         if self._ping_interval:
             self.ping_at = self.loop.time() + self._ping_interval
         if self._pending:
@@ -244,8 +248,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def refuse(self) -> None:
         """The app's ``websocket.close`` before accepting: a 403, then the connection closes."""
-        self.transport.write(simple_response(403, b""))
-        self._log(403)
+        self._answer(simple_response(403, b""), 403)
         self.session.closed(1006, "")
         self._finish()
 
@@ -255,23 +258,34 @@ class WebSocketProtocol(asyncio.Protocol):
         closes."""
         self.phase = RESPONDING
         self.session.closed(1006, "")
+        state = self.state
         denial = self.denial = denial_cycle(
-            self.scope, self.transport, self.flow, self.state.head_defaults, self._denied
+            self.scope, self.transport, self.flow, state.head_defaults, state.stats, self._denied
         )
         return denial
 
     def _denied(self) -> None:
-        assert self.denial is not None
+        denial = self.denial
+        assert denial is not None
+        now = self.loop.time()
+        self._stats.responded("GET", denial.status, now - self.started)
         if self.config.access_log:
-            self.denial.started = self.started
-            log_access(self.denial, self.config.access_log_format, self.loop.time())
+            denial.started = self.started
+            log_access(denial, self.config.access_log_format, now)
         self._finish()
 
-    def _log(self, status: int) -> None:
-        """The access-log line of the handshake's answer."""
+    def _answer(self, response: bytes, status: int) -> None:
+        """Write the handshake's answer; count it as the request's response, and log it."""
+        self._write(response)
+        now = self.loop.time()
+        self._stats.responded("GET", status, now - self.started)
         if self.config.access_log:
             answer = Handshake(self.scope, status, self.started)
-            log_access(answer, self.config.access_log_format, self.loop.time())
+            log_access(answer, self.config.access_log_format, now)
+
+    def _write(self, data: bytes) -> None:
+        self._stats.sent += len(data)
+        self.transport.write(data)
 
     def app_ended(self, failed: bool) -> None:
         """The app's coroutine ended (``failed``: it raised or returned a value)."""
@@ -279,8 +293,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if phase is HANDSHAKE:
             if not failed:
                 logger.error("ASGI callable returned without accepting or closing the WebSocket.")
-            self.transport.write(simple_response(500, b"Internal Server Error\n"))
-            self._log(500)
+            self._answer(simple_response(500, b"Internal Server Error\n"), 500)
             self._finish()
         elif phase is OPEN:  # a socket is never just dropped: 1011 after an error, else 1000
             self.close(1011 if failed else 1000, "")
@@ -293,7 +306,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Send our close frame; wait (until a deadline) for the peer's."""
         conn = self.conn
         assert conn is not None
-        self.transport.write(conn.send(CloseConnection(code, reason)))
+        self._write(conn.send(CloseConnection(code, reason)))
         self.session.closed(code, reason)
         self.phase = CLOSING
         self.deadline = self.loop.time() + CLOSE_TIMEOUT
@@ -303,7 +316,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Fail the connection (RFC 6455 section 7.1.7): a close frame, then close at once."""
         conn = self.conn
         assert conn is not None  # and open: every caller runs in the OPEN phase
-        self.transport.write(conn.send(CloseConnection(code, reason)))
+        self._write(conn.send(CloseConnection(code, reason)))
         self.session.closed(code, reason)
         self._finish()
 
@@ -341,7 +354,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _ping(self, now: float) -> None:
         assert self.conn is not None
         self._pings += 1
-        self.transport.write(self.conn.send(Ping(struct.pack("!I", self._pings))))
+        self._write(self.conn.send(Ping(struct.pack("!I", self._pings))))
         timeout = self.config.ws_ping_timeout
         if timeout:
             self.pong_due = now + timeout

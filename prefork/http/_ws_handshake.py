@@ -29,6 +29,7 @@ from prefork.http._flow import FlowControl
 from prefork.http._framing import HeadDefaults, date_header, header_line
 from prefork.http._lines import Refused
 from prefork.http._parse import RequestInfo
+from prefork.http._stats import Stats
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _VERSION_HEADER = b"sec-websocket-version: 13\r\n"
@@ -156,6 +157,7 @@ def denial_cycle(
     transport: asyncio.Transport,
     flow: FlowControl,
     defaults: HeadDefaults,
+    stats: Stats,
     done: Callable[[], None],
 ) -> Cycle:
     """The ``Cycle`` that frames an app's denial response (``websocket.http.response.*``
@@ -171,6 +173,7 @@ def denial_cycle(
         http_11=True,
         head_request=False,
         head_defaults=defaults,
+        stats=stats,
         on_response_complete=lambda cycle: done(),
         on_body_consumed=lambda: None,
         on_abort=lambda cycle: None,

@@ -360,6 +360,9 @@ def test_drain_gives_idle_connections_most_of_the_graceful_timeout(
         def stop_sweeping(self) -> None:
             pass
 
+        def send_report(self) -> bool:
+            return False
+
     async def main() -> None:
         channel = Channel()
         worker = HTTPWorker(
