@@ -93,8 +93,11 @@ def load_worker_class(spec: type | str) -> type[Worker]:
 def run(spec: WorkerSpec) -> int:
     """Run one worker to its end; returns the process exit code."""
     spec.identity.assume()
-    if spec.name:
-        _process.set_name(f"{spec.name}:{spec.broker}")
+    prefix = spec.name or "prefork"
+    _process.set_title(
+        f"{prefix}: {spec.broker} worker {spec.worker_id} gen {spec.generation}",
+        f"{prefix}:{spec.broker}",
+    )
     faulthandler.register(DUMP_SIGNAL, file=sys.stderr, all_threads=True)
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import logging
+import math
 import os
 import random
 import selectors
@@ -24,9 +25,11 @@ from prefork import _child, _events, _pidfile, _process, _sockets
 from prefork import _frames as frames
 from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
+from prefork._console import Console
 from prefork._events import Action, Event
 from prefork._notify import Notifier
 from prefork._options import ConfigError
+from prefork._side import SideServer
 from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
 from prefork._supervisor import Supervisor
 from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
@@ -79,6 +82,7 @@ class Master:
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
         self._identity = _process.Identity()
+        self._console = Console(self.config, self._pending.append)
 
     def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
         """Declare a worker type; returns its ``Broker``.
@@ -98,8 +102,13 @@ class Master:
         return broker
 
     def status(self) -> dict[str, BrokerStatus]:
-        """Each broker's desired and live counts, generation, draining, reloading, backoff."""
-        return self._supervisor.status()
+        """Each broker's desired and live counts, generation, draining, reloading, backoff,
+        starts, restarts and crashes, its latest reload, and a row per worker: pid,
+        generation, state, uptime, the requests and connections it reported, its RSS."""
+        return self._status_at(time.monotonic())
+
+    def _status_at(self, now: float) -> dict[str, BrokerStatus]:
+        return self._console.fill(self._supervisor.status(now), self._pids)
 
     def stop(self) -> None:
         """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued
@@ -119,8 +128,7 @@ class Master:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
         _default_logging()
         self._identity = _process.identity(self.config.user, self.config.group)
-        if self.config.name:
-            _process.set_name(self.config.name)
+        _process.set_title(self._title(), self.config.name or "prefork: master")
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
@@ -136,6 +144,7 @@ class Master:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
+                self._console.open(selector, self._status_at, self._sockets)
                 log.info("master %d started: %s", os.getpid(), self._describe())
                 self._pending.appendleft(_events.Started())
                 return self._loop(selector, self._channels)
@@ -153,9 +162,13 @@ class Master:
             if self._exit_code is not None:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            side = self._console.deadline()
+            soonest = min(d for d in (deadline, side, math.inf) if d is not None)
+            timeout = None if soonest == math.inf else max(0.0, soonest - time.monotonic())
             self._dispatch(selector.select(timeout), channels)
             now = time.monotonic()
+            if side is not None and now >= side:
+                self._console.expire(now)
             if deadline is not None and now >= deadline:
                 # Read whatever is waiting before the supervisor judges liveness: after a pause
                 # (SIGSTOP, a paused VM) select() returns nothing once its timeout has passed,
@@ -170,6 +183,8 @@ class Master:
                     self._on_signals()
                 case _sockets.TurnedAway() as turned:
                     turned.accept(key.fileobj)  # type: ignore[arg-type]
+                case SideServer() as server:
+                    server.ready(key.fileobj, mask)  # type: ignore[arg-type]
                 case channel:
                     if mask & selectors.EVENT_WRITE:
                         channels.flush(channel)
@@ -195,6 +210,7 @@ class Master:
             event = self._pending.popleft()
             for action in self._supervisor.handle(event, time.monotonic()):
                 self._perform(action)
+        self._console.settle()
 
     def _post(self, event: Event) -> None:
         self._pending.append(event)
@@ -238,6 +254,7 @@ class Master:
     # --- actions -----------------------------------------------------------------------------
 
     def _perform(self, action: Action) -> None:
+        self._console.observe(action)
         match action:
             case _events.Spawn():
                 self._spawn(action)
@@ -257,8 +274,19 @@ class Master:
                 self._exit_code = code
             case _events.TurnAway(broker=broker, on=on):
                 self._turn_away(broker, on)
+            case _events.MeasureMemory(worker_ids=ids):
+                self._measure_memory(ids)
             case _:
                 assert_never(action)
+
+    def _measure_memory(self, worker_ids: tuple[int, ...]) -> None:
+        measured = []
+        for worker_id in worker_ids:
+            pid = self._pids.get(worker_id)
+            rss = None if pid is None else _process.rss(pid)
+            if rss is not None:
+                measured.append((worker_id, rss))
+        self._post(_events.MemoryMeasured(tuple(measured)))
 
     def _spawn(self, action: _events.Spawn) -> None:
         assert self._selector is not None and self._wakeup is not None
@@ -283,6 +311,7 @@ class Master:
             *self._live_channels().fds(),
             self._selector.fileno(),
             *self._wakeup.fds(),
+            *self._console.fds(),
         ]
 
         def before() -> None:
@@ -349,6 +378,7 @@ class Master:
                     raise ConfigError(f"cannot preload {spec!r}: {exc}") from None
 
     def _close_all(self) -> None:
+        self._console.close()
         if self._channels is not None:
             self._channels.close_all()
         for socks in self._sockets.values():
@@ -369,7 +399,20 @@ class Master:
             scheme = "" if isinstance(worker, str) else worker.url_scheme_for(options)
             where = ", ".join(_sockets.describe(s, scheme) for s in self._sockets[name])
             parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
-        return "; ".join(parts) + " (Ctrl-C stops)"
+        console = self._console.describe()
+        return "; ".join(parts) + (f"; {console}" if console else "") + " (Ctrl-C stops)"
+
+    def _title(self) -> str:
+        """``prefork: master [APP]`` for ps: what the workers serve (a worker type may say,
+        as the HTTP worker names its app), else the brokers and their counts."""
+        labels = []
+        for name, broker in self._brokers.items():
+            worker = self._classes[name]
+            label = (
+                "" if isinstance(worker, str) else worker.title_for(broker.config.worker_options)
+            )
+            labels.append(label or f"{name} x{broker.config.workers}")
+        return f"{self.config.name or 'prefork'}: master [{', '.join(labels)}]"
 
 
 def _default_logging() -> None:

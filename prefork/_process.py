@@ -102,6 +102,31 @@ def set_name(name: str) -> None:
     _prctl(PR_SET_NAME, name.encode()[:15])
 
 
+def set_title(title: str, short: str) -> None:
+    """What ps and top show: the whole ``title`` as the command line (``ps ax``) when the
+    optional ``setproctitle`` is installed, and ``short`` as the name (``ps -e``, top) in any
+    case (set last: setproctitle sets the name too, cut to 15 bytes)."""
+    try:
+        import setproctitle
+    except ImportError:
+        pass
+    else:
+        setproctitle.setproctitle(title)
+    set_name(short)
+
+
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss(pid: int) -> int | None:
+    """The resident memory of process ``pid`` in bytes (Linux), or None if it is unknown."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def adopt_orphans(on: bool) -> None:
     """Become (or stop being) a child subreaper: processes that workers fork and leave behind
     become our children instead of init's, so we reap them and can end them on stop."""

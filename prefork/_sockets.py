@@ -169,6 +169,22 @@ def describe(sock: socket.socket, scheme: str = "") -> str:
     return f"{scheme}://{where}" if scheme else where
 
 
+_TCP_INFO = struct.Struct("8B16xII")  # struct tcp_info up to tcpi_unacked, tcpi_sacked
+
+
+def listen_queue(sock: socket.socket) -> tuple[int, int] | None:
+    """A TCP listener's accept queue: connections waiting now and the most it holds (Linux
+    reports them as ``tcpi_unacked`` and ``tcpi_sacked``); None for other sockets."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size)
+    except OSError:
+        return None
+    *_, waiting, most = _TCP_INFO.unpack(info[: _TCP_INFO.size])
+    return waiting, most
+
+
 def close_listener(sock: socket.socket) -> None:
     """Close a listening socket; a unix socket's file goes with it."""
     if sock.family == socket.AF_UNIX:

@@ -26,9 +26,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import assert_never
 
-from prefork import _backoff, _status
+from prefork import _backoff, _exits, _rolling
 from prefork import _frames as frames
-from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._events import (
     Action,
     ChannelBroken,
@@ -56,6 +55,7 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
+from prefork._ledger import Ledger
 from prefork._roster import (
     BrokerPolicy,
     BrokerRecord,
@@ -65,11 +65,10 @@ from prefork._roster import (
     Swap,
     WorkerRecord,
     WorkerState,
-    due,
 )
 
 
-class Supervisor:
+class Supervisor(Ledger):
     """Decides, event by event, what the master does. See the module comment."""
 
     #: Waking this late for a deadline means the master was stopped, not merely busy.
@@ -84,8 +83,7 @@ class Supervisor:
         memory_interval: float = 1.0,
         memory_grace: float = 5.0,
     ) -> None:
-        self._brokers: dict[str, BrokerRecord] = {}
-        self._workers: dict[int, WorkerRecord] = {}
+        super().__init__()
         self._random = random
         self._dump_grace = dump_grace
         # --max-worker-memory: how often workers are measured, and how long a worker serves
@@ -93,63 +91,13 @@ class Supervisor:
         # must not replace workers in a loop).
         self._memory_interval = memory_interval
         self._memory_grace = memory_grace
-        self._memory_at: float | None = None
         self._next_id = 1
         self._started = False
-        self._stopping = False
         self._exited = False
         self._exit_code = 0
         self._announced = False  # READY=1 sent since the start or the last RELOADING=1
         for policy in policies:
             self.add_broker(policy)
-
-    def add_broker(self, policy: BrokerPolicy) -> None:
-        """Take on one more broker (before ``Started``: its workers spawn then)."""
-        self._brokers[policy.name] = BrokerRecord(policy, policy.workers)
-
-    # --- queries ---------------------------------------------------------------------------
-
-    def next_deadline(self) -> float | None:
-        """The earliest time at which ``TimePassed`` must be handled, or None."""
-        times = [d[0] for w in self._workers.values() if (d := self._due(w)) is not None]
-        for b in self._brokers.values():
-            if b.not_before and self._wants_spawn(b):
-                times.append(b.not_before)
-        if self._memory_at is not None and not self._stopping:
-            times.append(self._memory_at)
-        return min(times, default=None)
-
-    def status(self, now: float) -> dict[str, BrokerStatus]:
-        """A snapshot per broker: desired and live counts, generation, crash-loop backoff,
-        starts, restarts and crashes, the latest reload, and a row per worker."""
-        return {
-            name: _status.broker_status(
-                b,
-                (w for w in self._workers.values() if w.broker == name),
-                len(self._live(name)),
-                now,
-            )
-            for name, b in self._brokers.items()
-        }
-
-    def all_ready(self) -> bool:
-        """True when every broker that is not draining has its desired count ready."""
-        return all(
-            b.draining or self._ready_count(name) >= b.desired for name, b in self._brokers.items()
-        )
-
-    def reloading(self) -> bool:
-        return any(b.reloading for b in self._brokers.values())
-
-    def workers(self, broker: str) -> list[WorkerInfo]:
-        """The live workers of a broker that the master may message."""
-        return [self._info(w) for w in self._workers.values() if w.broker == broker and w.pid]
-
-    def heartbeat_interval(self, broker: str) -> float:
-        return self._brokers[broker].policy.heartbeat_interval
-
-    def graceful_timeout(self, broker: str) -> float:
-        return self._brokers[broker].policy.graceful_timeout
 
     # --- events ----------------------------------------------------------------------------
 
@@ -212,43 +160,21 @@ class Supervisor:
         brokers = ", ".join(f"{name} x{b.desired}" for name, b in self._brokers.items())
         out.append(Notify(("READY=1", f"STATUS=serving: {brokers}")))
 
-    def _select(self, name: str | None) -> list[BrokerRecord]:
-        return list(self._brokers.values()) if name is None else [self._brokers[name]]
-
     def _on_spawn_failed(self, e: SpawnFailed, now: float, out: list[Action]) -> None:
         w = self._workers.pop(e.worker_id)
         out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
         b = self._brokers[w.broker]
         self._count_failure(b, now, out)
-        self._end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", now, out)
+        _rolling.end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", now, out)
 
     def _on_exit(self, e: WorkerExited, now: float, out: list[Action]) -> None:
         w = self._workers.pop(e.worker_id, None)
         if w is None:
             return
         b = self._brokers[w.broker]
-        if not w.asked and not w.cause:
-            w.cause = Cause.START_FAILED if w.error else Cause.SIGNAL if e.signal else Cause.EXIT
-        payload = WorkerExit(
-            w.id, w.pid, w.broker, w.generation, e.exit_code, e.signal, now - w.started, w.cause
-        )
+        why = _exits.tell(b, w, e.exit_code, e.signal, now, out)
         if w.asked:
-            if w.failure:  # asked, but it had to be killed
-                msg = f"[{w.broker}] worker {w.id} (pid {w.pid}) {w.failure}: killed"
-                out.append(Log(logging.WARNING, msg))
-            else:
-                out.append(
-                    Log(logging.INFO, f"[{w.broker}] worker {w.id} (pid {w.pid}) left as asked")
-                )
-            self._print_error(b, w, out)
-            out.append(Emit(w.broker, "worker_exit", (payload,)))
             return
-        how = f"code {e.exit_code}" if e.signal is None else f"signal {e.signal}"
-        why = w.failure or ("could not start" if w.error else f"exited with {how}")
-        booted = "" if w.ready_at is not None else " before it was ready"
-        out.append(Log(logging.WARNING, f"[{w.broker}] worker {w.id} (pid {w.pid}) {why}{booted}"))
-        self._print_error(b, w, out)
-        out.append(Emit(w.broker, "worker_crash", (payload,)))
         b.crashes += 1
         b.owed += 1
         if not b.ever_ready and not self._stopping:
@@ -271,18 +197,8 @@ class Supervisor:
             b.queue.remove(w.id)
         if b.swap is not None and b.swap.old == w.id:
             b.swap.old = None
-        self._end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", now, out)
-
-    @staticmethod
-    def _print_error(b: BrokerRecord, w: WorkerRecord, out: list[Action]) -> None:
-        """A start error, as one block, once: workers failing the same way say so briefly."""
-        if not w.error:
-            return
-        if w.error == b.last_error:
-            out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id}: the same error again"))
-            return
-        b.last_error = w.error
-        out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} could not start:\n{w.error}"))
+        booted = "" if w.ready_at is not None else " before it was ready"
+        _rolling.end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", now, out)
 
     def _halt(self, code: int, reason: str, now: float, out: list[Action]) -> None:
         """Stop every worker and exit with ``code``."""
@@ -298,20 +214,6 @@ class Supervisor:
             msg = "a worker failed early: starting its replacement now"
         out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
 
-    def _end_swap_if_new(
-        self, b: BrokerRecord, w: WorkerRecord, reason: str, now: float, out: list[Action]
-    ) -> None:
-        """A replacement that failed ends the whole rolling replacement: old workers stay."""
-        if b.swap is None or b.swap.new != w.id:
-            return
-        b.swap = None
-        b.queue.clear()
-        if b.reloading:
-            out.append(Log(logging.ERROR, f"[{b.policy.name}] reload rolled back: {reason}"))
-            self._end_reload(b, now, out, reason)
-        else:
-            out.append(Log(logging.ERROR, f"[{b.policy.name}] replacement failed: {reason}"))
-
     def _on_message(self, e: MessageReceived, now: float, out: list[Action]) -> None:
         w = self._workers.get(e.worker_id)
         if w is None:
@@ -321,7 +223,7 @@ class Supervisor:
         elif e.kind == frames.READY:
             self._on_ready(w, now, out)
         elif e.kind == frames.RETIRE:
-            self._enqueue(self._brokers[w.broker], w)
+            _rolling.enqueue(self._brokers[w.broker], w)
         elif e.kind == frames.FAILED:
             w.error = str(e.body).rstrip()
         else:
@@ -382,22 +284,10 @@ class Supervisor:
         b.queue.clear()
         b.swap = None
         if b.reloading:
-            self._end_reload(b, now, out, reason)
+            _rolling.end_reload(b, now, out, reason)
         cause = Cause.STOP if self._stopping else Cause.DRAIN
         for w in self._live(b.policy.name):
             self._stop(w, now, out, cause)
-
-    @staticmethod
-    def _end_reload(b: BrokerRecord, now: float, out: list[Action], reason: str = "") -> None:
-        """The reload of ``b`` is done (or failed, for ``reason``): record it, tell callbacks."""
-        b.reloading = False
-        record = b.reload
-        assert record is not None  # ``_start_reload`` made it
-        record.result = "failed" if reason else "done"
-        record.reason, record.replaced, record.finished = reason, b.replaced, now
-        name = b.policy.name
-        result = ReloadResult(name, b.generation, b.replaced, reason, record.duration(now))
-        out.append(Emit(name, "reload_failed" if reason else "reload_done", (result,)))
 
     def _resume(self, b: BrokerRecord, out: list[Action]) -> None:
         if b.draining and not self._stopping:
@@ -463,19 +353,9 @@ class Supervisor:
         limit (once it has served ``memory_grace`` seconds)."""
         for worker_id, rss in e.rss:
             w = self._workers.get(worker_id)
-            if w is None or w.state is not WorkerState.READY or w.ready_at is None:
-                continue
-            b = self._brokers[w.broker]
-            limit = b.policy.max_memory
-            if not limit or rss <= limit or now - w.ready_at < self._memory_grace:
-                continue
-            if self._enqueue(b, w):
-                mib = 1 << 20
-                msg = (
-                    f"[{w.broker}] worker {w.id} (pid {w.pid}) uses {rss / mib:.0f} MiB, over "
-                    f"max_worker_memory ({limit / mib:.0f} MiB): replacing it"
-                )
-                out.append(Log(logging.WARNING, msg))
+            if w is not None and w.state is WorkerState.READY:
+                b = self._brokers[w.broker]
+                _rolling.replace_if_over_memory(b, w, rss, now, self._memory_grace, out)
 
     def _expire(self, w: WorkerRecord, expiry: Expiry, now: float, out: list[Action]) -> None:
         """``w``'s deadline for ``expiry`` has come (``due`` said which)."""
@@ -496,7 +376,7 @@ class Supervisor:
                 w.state, w.kill_at = WorkerState.HUNG, now + self._dump_grace
             case Expiry.RECYCLE:
                 w.retire_at = None
-                self._enqueue(self._brokers[w.broker], w)
+                _rolling.enqueue(self._brokers[w.broker], w)
             case Expiry.KILL:
                 if w.state is WorkerState.STOPPING:
                     w.failure = f"did not leave within graceful_timeout ({p.graceful_timeout:g}s)"
@@ -506,18 +386,6 @@ class Supervisor:
                 self._kill(w, out)
             case _:
                 assert_never(expiry)
-
-    def _due(self, w: WorkerRecord) -> tuple[float, Expiry] | None:
-        return due(w, self._brokers[w.broker].policy)
-
-    @staticmethod
-    def _enqueue(b: BrokerRecord, w: WorkerRecord) -> bool:
-        """Queue ``w`` for replacement; False if it is queued or being replaced already."""
-        swapping = b.swap is not None and w.id in (b.swap.old, b.swap.new)
-        if w.id in b.queue or swapping or not w.live:
-            return False
-        b.queue.append(w.id)
-        return True
 
     # --- the reconciler ------------------------------------------------------------------
 
@@ -550,7 +418,7 @@ class Supervisor:
         if b.swap is None and not b.queue and b.reloading:
             name = b.policy.name
             out.append(Log(logging.INFO, f"[{name}] reload done: {b.replaced} worker(s) replaced"))
-            self._end_reload(b, now, out)
+            _rolling.end_reload(b, now, out)
 
     def _shrink(self, b: BrokerRecord, surplus: int, now: float, out: list[Action]) -> None:
         busy = {b.swap.old, b.swap.new} if b.swap else set()
@@ -589,18 +457,3 @@ class Supervisor:
     def _kill(w: WorkerRecord, out: list[Action]) -> None:
         w.state = WorkerState.KILLED
         out.append(Kill(w.id))
-
-    def _wants_spawn(self, b: BrokerRecord) -> bool:
-        if b.draining or self._stopping:
-            return False
-        return bool(b.queue) or b.desired > len(self._live(b.policy.name))
-
-    def _ready_count(self, broker: str) -> int:
-        return sum(w.state is WorkerState.READY for w in self._live(broker))
-
-    def _live(self, broker: str) -> list[WorkerRecord]:
-        return [w for w in self._workers.values() if w.broker == broker and w.live]
-
-    @staticmethod
-    def _info(w: WorkerRecord) -> WorkerInfo:
-        return WorkerInfo(w.id, w.pid, w.broker, w.generation)

@@ -45,6 +45,7 @@ SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig)
 SERVE_DEFAULTS = {
     "workers": "$WEB_CONCURRENCY, else the usable CPUs",
     "listen": f"{DEFAULT_BIND}, or systemd's LISTEN_FDS",
+    "control": "auto",
 }
 
 
@@ -333,9 +334,11 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
         sys.path.insert(0, app_dir)
     preload = BrokerConfig.from_options("http", HTTPWorker, broker).preload
     _check_app(http["app"], preload)
-    master = Master(**given(MasterConfig, values))
+    master_options = given(MasterConfig, values)
+    master_options.setdefault("control", "auto")  # prefork ctl finds it (the API's: off)
+    master = Master(**master_options)
     master.broker("http", HTTPWorker, **broker, **http)
-    return master, {**values, **broker, **http}
+    return master, {**values, **master_options, **broker, **http}
 
 
 def _check_app(app: str, preload: bool) -> None:

@@ -8,6 +8,7 @@ Pure: no I/O. ``Master(**options)`` builds a ``MasterConfig``, ``master.broker(.
 from __future__ import annotations
 
 import builtins
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,23 @@ _WORKER_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 def octal(text: str) -> int:
     """An octal number from the command line (027, 0o027); argparse names it on error."""
     return int(text, 8)
+
+
+def _control(name: str, value: Any) -> Any:
+    """A path, ``auto`` or None; ``off`` is None."""
+    if value is None or value == "off":
+        return None
+    return path_or_none(name, value)
+
+
+def _metrics_bind(name: str, value: Any) -> Any:
+    if value is None:
+        return value
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{name} must be an address such as 127.0.0.1:9100, got {value!r}")
+    if value.startswith("fd://"):
+        raise ConfigError(f"{name} takes host:port or unix:PATH, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +117,21 @@ class MasterConfig:
     max_frame: int = option(
         1 << 20, "largest frame a worker may send the master, in bytes", whole(64)
     )
+    control: str | None = option(
+        None,
+        "the control socket for prefork ctl: a path, 'auto' (beside --pid's file, else "
+        "$XDG_RUNTIME_DIR/prefork/PID.ctl or /tmp/prefork-UID/PID.ctl) or 'off'",
+        _control,
+        "--control",
+        metavar="PATH",
+    )
+    metrics_bind: str | None = option(
+        None,
+        "serve Prometheus metrics on this host:port or unix:PATH (GET /metrics)",
+        _metrics_bind,
+        "--metrics-bind",
+        metavar="ADDR",
+    )
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -112,6 +145,13 @@ class MasterConfig:
 def _broker_type(name: str, value: Any) -> Any:
     if not isinstance(value, str) or not _BROKER_NAME.match(value):
         raise ConfigError(f"broker type {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
+    return value
+
+
+def _mebibytes(name: str, value: Any) -> Any:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a number of MiB >= 0 (0: no limit), got {value!r}")
     return value
 
 
@@ -187,6 +227,14 @@ class BrokerConfig:
         "--preload",
         parse=None,
     )
+    max_worker_memory: float = option(
+        0.0,
+        "replace a worker (rolling) whose resident memory passes this many MiB (0 = no limit)",
+        _mebibytes,
+        "--max-worker-memory",
+        metavar="MB",
+        parse=float,
+    )
     worker_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -222,6 +270,7 @@ def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
         backoff_base=master.backoff_base,
         backoff_cap=master.backoff_cap,
         backoff_reset=master.backoff_reset,
+        max_memory=int(broker.max_worker_memory * (1 << 20)),
     )
 
 

@@ -78,6 +78,12 @@ class Worker:
         return cls.url_scheme
 
     @classmethod
+    def title_for(cls, options: Mapping[str, Any]) -> str:
+        """What the master's process title names for a broker with these options
+        (``prefork: master [TITLE]``; empty: the broker's name and count)."""
+        return ""
+
+    @classmethod
     def drained_reply_for(cls, options: Mapping[str, Any]) -> bytes:
         """The ``drained_reply`` of a broker with these options."""
         return cls.drained_reply

@@ -88,6 +88,11 @@ class HTTPWorker(Worker):
         return "https" if options.get("ssl_certfile") else cls.url_scheme
 
     @classmethod
+    def title_for(cls, options: Mapping[str, Any]) -> str:
+        app = options.get("app")
+        return app if isinstance(app, str) else ""
+
+    @classmethod
     def drained_reply_for(cls, options: Mapping[str, Any]) -> bytes:
         # A 503 in plain text means nothing to a TLS client: it gets a reset instead.
         return b"" if options.get("ssl_certfile") else cls.drained_reply

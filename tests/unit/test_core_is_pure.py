@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 import prefork
 
 EFFECTS = {"os", "socket", "signal", "time", "selectors", "subprocess", "asyncio", "threading"}
@@ -42,6 +44,19 @@ def test_the_supervisor_and_everything_it_imports_are_pure() -> None:
     dirty = {
         module: sorted(n for n in names if n.split(".")[0] in EFFECTS)
         for module, names in closure.items()
+    }
+    assert {m: d for m, d in dirty.items() if d} == {}
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["prefork._control_protocol", "prefork._metrics", "prefork._status", "prefork._ledger"],
+)
+def test_what_the_console_decides_is_pure_too(module: str) -> None:
+    closure = core_closure(module)
+    assert module in closure
+    dirty = {
+        m: sorted(n for n in names if n.split(".")[0] in EFFECTS) for m, names in closure.items()
     }
     assert {m: d for m, d in dirty.items() if d} == {}
 

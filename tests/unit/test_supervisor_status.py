@@ -21,6 +21,7 @@ from prefork._events import (
     Spawn,
     Started,
     StopRequested,
+    Terminate,
     TimePassed,
     WorkerExited,
     WorkerSpawned,
@@ -237,7 +238,7 @@ def test_a_worker_over_the_limit_is_replaced_through_the_rolling_path() -> None:
     assert sup.handle(MemoryMeasured(((1, 160 * MIB),)), 11.0) == []
     out = ready(sup, 3, 12.0)
     assert causes(sup.handle(WorkerExited(1, 0, None), 13.0), "worker_exit") == ["replaced"]
-    assert [a for a in out if type(a).__name__ == "Terminate"][0].replaced  # type: ignore[attr-defined]
+    assert Terminate(1, replaced=True) in out
 
 
 def test_a_fresh_worker_over_the_limit_serves_its_grace_first() -> None:

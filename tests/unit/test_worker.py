@@ -171,6 +171,12 @@ def test_status_before_run_shows_the_configured_count() -> None:
         "reloading": False,
         "failures": 0,
         "backoff_until": 0.0,
+        "backoff": 0.0,
+        "started": 0,
+        "restarts": 0,
+        "crashes": 0,
+        "last_reload": None,
+        "workers": [],
     }
 
 
