@@ -145,6 +145,10 @@ class MasterProcess:
         environ["PYTHONPATH"] = os.pathsep.join(
             [str(ROOT), str(APPS), str(workdir), environ.get("PYTHONPATH", "")]
         )
+        # A master's control socket goes in the test's own runtime dir, not the user's.
+        runtime = workdir / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        environ["XDG_RUNTIME_DIR"] = str(runtime)
         environ.update(env or {})
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(

@@ -30,7 +30,7 @@ def test_a_drained_server_answers_503_at_once_and_serves_again_on_resume(start, 
     argv += ["--workers", "1", "--app-dir", str(examples), "hello:app"]
     master = start(argv, pass_fds=[sock])
     wait_until(lambda: status(port) == 200 if master.workers() else False, 10)
-    assert f"http x1 on http://127.0.0.1:{port} (Ctrl-C stops)" in master.stderr()
+    assert f"http x1 on http://127.0.0.1:{port}; control " in master.stderr()
     master.signal(signal.SIGTERM)
     wait_until(lambda: not master.workers(), 10, "the workers to leave")
     began = time.monotonic()

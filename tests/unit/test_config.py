@@ -10,7 +10,7 @@ import pytest
 
 from prefork import ConfigError, Master, Worker
 from prefork._child import check_worker
-from prefork.config import BrokerConfig, MasterConfig
+from prefork.config import BrokerConfig, MasterConfig, policy_of
 
 
 class Nop(Worker):
@@ -37,6 +37,10 @@ def test_unknown_master_option_lists_the_known_ones() -> None:
         ({"backoff_base": 0}, "backoff_base must be a number of seconds > 0"),
         ({"max_frame": 10}, "max_frame must be a whole number >= 64"),
         ({"pidfile": 3}, "pidfile must be a path string"),
+        ({"control": ""}, "control must be a path string"),
+        ({"metrics_bind": ""}, "metrics_bind must be an address such as 127.0.0.1:9100"),
+        ({"metrics_bind": 9100}, "metrics_bind must be an address"),
+        ({"metrics_bind": "fd://3"}, "metrics_bind takes host:port or unix:PATH, not 'fd://3'"),
     ],
 )
 def test_bad_master_options(options: dict[str, object], message: str) -> None:
@@ -56,6 +60,9 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"backlog": 0}, "backlog must be a whole number >= 1"),
         ({"listen": [3]}, "listen must be a list of strings"),
         ({"listen": ["nowhere"]}, "bad address 'nowhere'"),
+        ({"max_worker_memory": -1}, "max_worker_memory must be a number of MiB >= 0"),
+        ({"max_worker_memory": True}, "max_worker_memory must be a number of MiB"),
+        ({"max_worker_memory": float("inf")}, "max_worker_memory must be a number of MiB"),
     ],
 )
 def test_bad_broker_options(kwargs: dict[str, object], message: str) -> None:
@@ -151,3 +158,10 @@ def test_a_master_that_cannot_bind_removes_its_own_pidfile(tmp_path: Path) -> No
     finally:
         holder.close()
     assert not pidfile.exists()
+
+
+def test_control_off_is_none_and_memory_is_given_in_mib() -> None:
+    assert MasterConfig(control="off").control is None
+    assert MasterConfig(control="auto").control == "auto"
+    broker = BrokerConfig(type="web", worker="app:W", max_worker_memory=1.5)
+    assert policy_of(broker, MasterConfig()).max_memory == 3 << 19

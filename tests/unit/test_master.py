@@ -15,6 +15,8 @@ from prefork._events import (
     DrainRequested,
     DumpStack,
     Kill,
+    MeasureMemory,
+    MemoryMeasured,
     ReloadRequested,
     ResumeRequested,
     ScaleRequested,
@@ -158,3 +160,12 @@ def test_a_drained_listener_turns_connections_away_a_bounded_number_per_turn(
         listener.close()
         for c in clients:
             c.close()
+
+
+def test_memory_is_measured_for_workers_still_known(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker reaped (or unreadable) since the supervisor asked is left out."""
+    master = Master()
+    master._pids.update({1: 101, 2: 102})
+    monkeypatch.setattr("prefork._process.rss", lambda pid: None if pid == 102 else 5 << 20)
+    master._perform(MeasureMemory((1, 2, 3)))
+    assert list(master._pending) == [MemoryMeasured(((1, 5 << 20),))]

@@ -199,3 +199,16 @@ def test_describe_gives_urls_for_a_scheme() -> None:
         assert _sockets.describe(sock, "http") == f"http://127.0.0.1:{port}"
     finally:
         sock.close()
+
+
+def test_listen_queue_of_tcp_listeners_only() -> None:
+    sock = _sockets.bind("127.0.0.1:0", 77)
+    port = sock.getsockname()[1]
+    waiting = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    assert _sockets.listen_queue(sock) == (3, 77)
+    for conn in waiting:
+        conn.close()
+    sock.close()
+    assert _sockets.listen_queue(sock) is None  # closed: the kernel tells nothing
+    with socket.socket(socket.AF_UNIX) as unix:
+        assert _sockets.listen_queue(unix) is None

@@ -368,10 +368,25 @@ def test_the_default_socket_is_beside_the_pid_file_or_in_the_runtime_dir(
     wait_until(lambda: (tmp_path / "app.ctl").exists(), 10, "the socket beside the pid file")
     done = ctl(None, "--pid", str(pidfile), "status", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["pid"] == master.pid
-    runtime = tmp_path / "run"
+    runtime = tmp_path / "xdg"
     runtime.mkdir(mode=0o700)
     env = {"XDG_RUNTIME_DIR": str(runtime)}
     other = serve(start, listener(), app="ops_app:app", workers=1, env=env)
     wait_until(lambda: (runtime / "prefork" / f"{other.pid}.ctl").exists(), 10, "runtime socket")
     done = ctl(None, "status", "--json", env=env)
     assert done.returncode == 0 and json.loads(done.stdout)["pid"] == other.pid
+
+
+def test_an_idle_metrics_client_is_closed_and_the_master_carries_on(
+    start: Start, tmp_path: Path
+) -> None:
+    mport = free_port()
+    _, port, path = ops(start, tmp_path, "--metrics-bind", f"127.0.0.1:{mport}")
+    idle = socket.create_connection(("127.0.0.1", mport))
+    idle.sendall(b"GET /metr")  # and nothing more: a slowloris
+    assert "prefork_workers" in scrape(mport)  # others are served meanwhile
+    assert get(port)
+    idle.settimeout(10)
+    assert idle.recv(100) == b""  # closed at its idle deadline (5 s)
+    idle.close()
+    assert status(path)["brokers"]["http"]["live"] == 2
