@@ -78,10 +78,10 @@ class Console:
         self._status, self._sockets = status, sockets
         path = self._config.control
         if path == "auto":
-            path = _control_path.default_path(
-                self._config.pidfile, os.environ, os.getuid(), os.getpid()
-            )
-            _control_path.ensure_private_dir(os.path.dirname(path), os.getuid())
+            pidfile, uid = self._config.pidfile, os.getuid()
+            path = _control_path.default_path(pidfile, os.environ, uid, os.getpid())
+            if pidfile is None:  # ours to make: private (beside a pid file, the 0600 mode is)
+                _control_path.ensure_private_dir(_control_path.runtime_dir(os.environ, uid), uid)
         if path is not None:
             listener = control_bind(path)
             self._control = ControlServer(listener, selector, self._handle, list(sockets))

@@ -333,10 +333,12 @@ class Cycle:
         if head:
             self.framing = framing
             self.close = framing.close
-            self._stats.sent += len(head) + len(body)
             if len(body) < _BIG:
-                transport.write(head + body)
+                data = head + body
+                self._stats.sent += len(data)
+                transport.write(data)
             else:
+                self._stats.sent += len(head) + len(body)
                 transport.writelines((head, body))
         elif body:
             self._stats.sent += len(body)

@@ -362,10 +362,12 @@ def test_a_worker_over_its_memory_limit_is_replaced_without_a_gap(
 def test_the_default_socket_is_beside_the_pid_file_or_in_the_runtime_dir(
     start: Start, tmp_path: Path
 ) -> None:
+    tmp_path.chmod(0o755)  # as /run is: the socket's own mode keeps others out
     pidfile = tmp_path / "app.pid"
     sock = listener()
     master = serve(start, sock, "--pid", str(pidfile), app="ops_app:app", workers=1)
     wait_until(lambda: (tmp_path / "app.ctl").exists(), 10, "the socket beside the pid file")
+    assert oct((tmp_path / "app.ctl").stat().st_mode & 0o777) == "0o600"
     done = ctl(None, "--pid", str(pidfile), "status", "--json")
     assert done.returncode == 0 and json.loads(done.stdout)["pid"] == master.pid
     runtime = tmp_path / "xdg"
