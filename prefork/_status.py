@@ -25,7 +25,7 @@ def broker_status(
         reloading=b.reloading,
         failures=b.failures,
         backoff_until=b.not_before,
-        backoff=max(0.0, b.not_before - now),
+        backoff=_seconds(max(0.0, b.not_before - now)),
         started=b.started,
         restarts=b.restarts,
         crashes=b.crashes,
@@ -40,7 +40,7 @@ def worker_status(w: WorkerRecord, now: float) -> WorkerStatus:
         pid=w.pid,
         generation=w.generation,
         state=w.state.value,
-        uptime=now - w.started,
+        uptime=_seconds(now - w.started),
         requests=None,
         connections=None,
         rss=None,
@@ -55,6 +55,11 @@ def reload_status(r: ReloadRecord | None, now: float) -> ReloadStatus | None:
         result=r.result,
         reason=r.reason,
         replaced=r.replaced,
-        duration=r.duration(now),
-        ago=now - r.started,
+        duration=_seconds(r.duration(now)),
+        ago=_seconds(now - r.started),
     )
+
+
+def _seconds(value: float) -> float:
+    """To the millisecond: what a person or a script reads of a duration."""
+    return round(value, 3)
