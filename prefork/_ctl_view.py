@@ -40,9 +40,12 @@ def span(seconds: Any) -> str:
 
 
 def took(seconds: Any) -> str:
-    """A duration to a tenth of a second under a minute (``1.4s``), else as ``span``."""
+    """A duration in milliseconds under a second (``14ms``), to a tenth of a second under a
+    minute (``1.4s``), else as ``span``."""
+    if _is_number(seconds) and seconds < 1:
+        return f"{max(0, round(seconds * 1000))}ms"
     if _is_number(seconds) and seconds < 60:
-        return f"{max(0.0, seconds):.1f}s"
+        return f"{seconds:.1f}s"
     return span(seconds)
 
 

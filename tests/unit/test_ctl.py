@@ -257,7 +257,7 @@ STATUS: dict[str, Any] = {
 TABLE = """\
 prefork master 4242  up 1h32m  control /run/user/1000/prefork/4242.ctl  metrics 127.0.0.1:9100
 
-http  3/2 workers  gen 4  reloading (1 replaced, 0.8s so far)  restarts 5  crashes 1
+http  3/2 workers  gen 4  reloading (1 replaced, 830ms so far)  restarts 5  crashes 1
   ID   PID  GEN  STATE     UPTIME  REQUESTS  CONNS  RSS MiB
    5  4301    3  stopping   3m12s    104211      3     23.1
    8  4388    4  ready         0s        12      1     21.9
@@ -503,7 +503,7 @@ def test_reload_wait_rolled_back_exits_1_with_the_reason(
     fake = master({"v": 1, "ok": False, "error": error, "reloads": reloads})
     code, out, err = ctl(capsys, *at(fake, "reload", "--wait"))
     assert code == 1
-    assert out == "reload done: jobs generation 5, 1 worker(s) replaced in 0.5s\n"
+    assert out == "reload done: jobs generation 5, 1 worker(s) replaced in 500ms\n"
     assert err == f"prefork: error: {error}\n"
 
 
@@ -523,7 +523,7 @@ def test_reload_wait_waits_longer_than_an_answer_may_take(
     monkeypatch.setattr(_ctl, "ANSWER_TIMEOUT", 0.05)
     fake = master(Delay(0.3, {**OK, "reloads": [reload_("http", 3, "done", 2, 0.3)]}))
     code, out, _ = ctl(capsys, *at(fake, "reload", "--wait"))
-    assert (code, out) == (0, "reload done: http generation 3, 2 worker(s) replaced in 0.3s\n")
+    assert (code, out) == (0, "reload done: http generation 3, 2 worker(s) replaced in 300ms\n")
 
 
 def test_a_master_that_does_not_answer_in_time(
@@ -918,7 +918,8 @@ def test_span(seconds: Any, shown: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("seconds", "shown"), [(1.42, "1.4s"), (0, "0.0s"), (-1, "0.0s"), (75, "1m15s"), (None, "-")]
+    ("seconds", "shown"),
+    [(1.42, "1.4s"), (0.014, "14ms"), (0, "0ms"), (-1, "0ms"), (75, "1m15s"), (None, "-")],
 )
 def test_took(seconds: Any, shown: str) -> None:
     assert took(seconds) == shown
