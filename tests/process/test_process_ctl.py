@@ -392,3 +392,60 @@ def test_an_idle_metrics_client_is_closed_and_the_master_carries_on(
     assert idle.recv(100) == b""  # closed at its idle deadline (5 s)
     idle.close()
     assert status(path)["brokers"]["http"]["live"] == 2
+
+
+def test_a_workers_own_metrics_outlive_it(start: Start, tmp_path: Path) -> None:
+    """A user's worker reports a counter and a gauge; the counter's total survives the worker
+    being replaced, the gauge goes with it; ctl shows no request counts for it."""
+    sock = listener()
+    port = sock.getsockname()[1]
+    mport = free_port()
+    path = tmp_path / "api.ctl"
+    config = {
+        "master": {"control": str(path), "metrics_bind": f"127.0.0.1:{mport}"},
+        "brokers": [
+            {
+                "type": "echo",
+                "worker": "workers:Echo",
+                "workers": 1,
+                "listen": [f"fd://{sock.fileno()}"],
+            }
+        ],
+    }
+    master = start(config, pass_fds=[sock])
+    (first,) = master.wait_ready(1, timeout=10)
+    report = {
+        "metrics": [
+            {"name": "jobs_total", "type": "counter", "value": 3, "help": "Jobs done."},
+            {"name": "queue_depth", "type": "gauge", "value": 7},
+            {"name": "bad name", "type": "counter", "value": 1},
+        ]
+    }
+    assert ask(port, "report " + json.dumps(report)).startswith("ok ")
+
+    def reported() -> str | None:
+        text = scrape(mport)
+        return text if "jobs_total" in text else None
+
+    text = wait_until(reported, 10, "the report scraped")
+    assert sample(text, "jobs_total", broker="echo") == 3
+    assert sample(text, "queue_depth", broker="echo") == 7
+    assert "# HELP jobs_total Jobs done.\n" in text
+    assert (
+        "reported metrics the master refuses: metric 'bad name' has a bad name" in master.stderr()
+    )
+    row = status(path)["brokers"]["echo"]["workers"][0]
+    assert (row["requests"], row["connections"]) == (None, None)
+    assert ask(port, "retire").startswith("ok ")  # replaced through the rolling path
+    master.wait_event("worker_exit", pid=first, timeout=10)
+    second = master.wait_ready(1, timeout=10)
+    assert second != {first}
+    report = {"metrics": [{"name": "jobs_total", "type": "counter", "value": 2}]}
+    assert ask(port, "report " + json.dumps(report)).startswith("ok ")
+
+    def counted() -> str | None:
+        text = scrape(mport)
+        return text if sample(text, "jobs_total") == 5 else None
+
+    text = wait_until(counted, 10, "the total across both workers")
+    assert sample(text, "queue_depth") == 0  # the first worker's gauge left with it
