@@ -9,6 +9,7 @@ filled in: what each worker last reported, and its resident memory.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -25,6 +26,7 @@ from prefork._control import bind as control_bind
 from prefork._events import Action, Event
 from prefork._metrics import MetricStore
 from prefork._metrics_http import MetricsEndpoint
+from prefork._options import ConfigError
 from prefork._side import Peer, SideServer
 from prefork.config import MasterConfig
 
@@ -83,11 +85,12 @@ class Console:
             if pidfile is None:  # ours to make: private (beside a pid file, the 0600 mode is)
                 _control_path.ensure_private_dir(_control_path.runtime_dir(os.environ, uid), uid)
         if path is not None:
-            listener = control_bind(path)
+            listener = _named("the control socket", control_bind, path)
             self._control = ControlServer(listener, selector, self._handle, list(sockets))
             self.control_path = path
         if self._config.metrics_bind is not None:
-            listener = _sockets.bind(self._config.metrics_bind, 64)
+            bind = functools.partial(_sockets.bind, backlog=64)
+            listener = _named("the metrics endpoint", bind, self._config.metrics_bind)
             self._endpoint = MetricsEndpoint(listener, selector, self.render_metrics)
 
     def describe(self) -> str:
@@ -256,6 +259,14 @@ class Console:
         ):
             self.metrics.set_gauges(family, _HELP[family], values)
         return self.metrics.render()
+
+
+def _named(what: str, bind: Callable[[str], socket.socket], where: str) -> socket.socket:
+    """``bind(where)``, its ``ConfigError`` saying which socket it was about."""
+    try:
+        return bind(where)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def _count(value: Any) -> int | None:

@@ -66,6 +66,11 @@ class Master:
 
     def __init__(self, **options: Any) -> None:
         self.config = MasterConfig.from_options(options)
+        if self.config.metrics_bind is not None:  # a bad address fails here, not at run()
+            try:
+                _sockets.parse(self.config.metrics_bind)
+            except ConfigError as exc:
+                raise ConfigError(f"metrics_bind: {exc}") from None
         self._brokers: dict[str, Broker] = {}
         # The worker of each broker: a class, or "module:attr" until preloaded.
         self._classes: dict[str, builtins.type[Worker] | str] = {}

@@ -41,6 +41,7 @@ def test_unknown_master_option_lists_the_known_ones() -> None:
         ({"metrics_bind": ""}, "metrics_bind must be an address such as 127.0.0.1:9100"),
         ({"metrics_bind": 9100}, "metrics_bind must be an address"),
         ({"metrics_bind": "fd://3"}, "metrics_bind takes host:port or unix:PATH, not 'fd://3'"),
+        ({"metrics_bind": "nowhere"}, "metrics_bind: bad address 'nowhere': no valid port"),
     ],
 )
 def test_bad_master_options(options: dict[str, object], message: str) -> None:

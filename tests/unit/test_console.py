@@ -28,6 +28,7 @@ from prefork._events import (
     Spawn,
     StopRequested,
 )
+from prefork._options import ConfigError
 from prefork.config import MasterConfig
 
 
@@ -270,3 +271,22 @@ def test_deadlines_come_from_the_servers(
     assert made.deadline() is None
     sock.close()
     made.close()
+
+
+def test_a_socket_that_cannot_be_bound_is_named_in_the_error(
+    tmp_path: Path, selector: selectors.DefaultSelector
+) -> None:
+    missing = tmp_path / "no" / "such" / "dir.ctl"
+    made = Console(MasterConfig(control=str(missing)), lambda event: None)
+    with pytest.raises(ConfigError, match=r"^the control socket: cannot bind 'unix:"):
+        made.open(selector, FakeMaster().status, {})
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    made = Console(MasterConfig(metrics_bind=f"127.0.0.1:{port}"), lambda event: None)
+    with pytest.raises(
+        ConfigError, match=r"^the metrics endpoint: cannot bind '127.0.0.1:\d+': address"
+    ):
+        made.open(selector, FakeMaster().status, {})
+    taken.close()
