@@ -281,7 +281,7 @@ def connect_as(uid: int, path: Path) -> str:
     master's answer."""
     read, write = os.pipe()
     child = os.fork()
-    if child == 0:  # pragma: no cover  (a forked copy of the test; reports through the pipe)
+    if child == 0:  # a forked copy of the test: it reports through the pipe
         os.close(read)
         try:
             os.setuid(uid)
