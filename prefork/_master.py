@@ -27,6 +27,7 @@ from prefork._broker import Broker, BrokerStatus
 from prefork._channels import Channels
 from prefork._console import Console
 from prefork._events import Action, Event
+from prefork._logs import default_logging, reopen_log_files
 from prefork._notify import Notifier
 from prefork._options import ConfigError
 from prefork._side import SideServer
@@ -36,8 +37,6 @@ from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")
-#: The log line of the master and its workers (``prefork serve`` uses it too).
-LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(name)s: %(message)s"
 
 
 class _Desk:
@@ -131,7 +130,7 @@ class Master:
         """
         if not self._brokers:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
-        _default_logging()
+        default_logging()
         self._identity = _process.identity(self.config.user, self.config.group)
         _process.set_title(self._title(), self.config.name or "prefork: master")
         if self.config.pidfile:
@@ -234,7 +233,7 @@ class Master:
                 case Intent.CHILD:
                     self._reap()
                 case Intent.REOPEN_LOGS:
-                    _reopen_log_files()
+                    reopen_log_files()
                 case (
                     Intent.RELOAD
                     | Intent.DRAIN
@@ -418,27 +417,3 @@ class Master:
             )
             labels.append(label or f"{name} x{broker.config.workers}")
         return f"{self.config.name or 'prefork'}: master [{', '.join(labels)}]"
-
-
-def _default_logging() -> None:
-    """With no logging configured at all, the master's INFO lines go to stderr: a program on
-    the Python API sees what its master does without setting logging up."""
-    ours = logging.getLogger("prefork")
-    if logging.getLogger().handlers or ours.handlers:
-        return
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    ours.addHandler(handler)
-    if ours.level == logging.NOTSET:
-        ours.setLevel(logging.INFO)
-
-
-def _reopen_log_files() -> None:
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.acquire()
-            try:
-                handler.close()
-                handler.stream = handler._open()
-            finally:
-                handler.release()

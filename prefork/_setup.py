@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from prefork._master import LOG_FORMAT
+from prefork._logs import LOG_FORMAT
 from prefork._options import ConfigError, declared
 
 # --- the config file ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from prefork._events import (
     StopRequested,
     Terminate,
 )
-from prefork._master import _default_logging
+from prefork._logs import default_logging as _default_logging
 from prefork._signals import INTENTS, Intent, intent_event
 from prefork._sockets import TurnedAway
 
