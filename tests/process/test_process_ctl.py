@@ -8,6 +8,7 @@ conditions are polled against deadlines.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -288,7 +289,10 @@ def connect_as(uid: int, path: Path) -> str:
             with socket.socket(socket.AF_UNIX) as s:
                 s.settimeout(5)
                 s.connect(str(path))
-                s.sendall(b'{"v":1,"cmd":"status"}\n')
+                # A refused peer may be closed before it writes (the refusal is already in
+                # its buffer): a failed send is no answer, the read says what came back.
+                with contextlib.suppress(OSError):
+                    s.sendall(b'{"v":1,"cmd":"status"}\n')
                 result = s.recv(4096).decode()
         except PermissionError:
             result = "permission denied"
