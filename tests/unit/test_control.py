@@ -544,3 +544,16 @@ def test_a_client_that_resets_is_dropped(selector: selectors.DefaultSelector) ->
     pump(selector)
     assert not server.peers
     server.close()
+
+
+def test_a_request_sent_one_byte_at_a_time_is_answered_once(
+    tmp_path: Path, selector: selectors.DefaultSelector
+) -> None:
+    server, handler, path = control(tmp_path, selector)
+    sock = client(path)
+    for byte in b'{"v":1,"cmd":"scale","workers":2}\n':
+        sock.sendall(bytes([byte]))
+        pump(selector)
+    assert read_line(selector, sock)["cmd"] == "scale"
+    assert handler.requests == [protocol.Request("scale", "http", workers=2)]
+    server.close()
