@@ -109,10 +109,7 @@ class Master:
         """Each broker's desired and live counts, generation, draining, reloading, backoff,
         starts, restarts and crashes, its latest reload, and a row per worker: pid,
         generation, state, uptime, the requests and connections it reported, its RSS."""
-        return self._status_at(time.monotonic())
-
-    def _status_at(self, now: float) -> dict[str, BrokerStatus]:
-        return self._console.fill(self._supervisor.status(now), self._pids)
+        return self._console.fill(self._supervisor.status(time.monotonic()), self._pids)
 
     def stop(self) -> None:
         """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued
@@ -148,7 +145,7 @@ class Master:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
-                self._console.open(selector, self._status_at, self._sockets)
+                self._console.open(selector, self._supervisor.status, self._sockets, self._pids)
                 log.info("master %d started: %s", os.getpid(), self._describe())
                 self._pending.appendleft(_events.Started())
                 return self._loop(selector, self._channels)

@@ -105,7 +105,8 @@ class Stats:
         worker started; ``connections``: open now, WebSockets included; ``inflight``: apps
         running."""
         current = (requests, connections, inflight, self.websockets)
-        counted = self.received or self.sent or self.refusals or any(self.durations)
+        observed = any(self.durations)
+        counted = self.received or self.sent or self.refusals or observed
         if current == self._last and not counted:
             return None
         self._last = current
@@ -122,7 +123,7 @@ class Stats:
             labels = {"status": str(status)}
             metrics.append(_sample("prefork_http_refused_total", "counter", labels, value=count))
         self.refusals.clear()
-        if any(self.durations):
+        if observed:
             metrics.append(
                 _sample(
                     "prefork_http_request_duration_seconds",

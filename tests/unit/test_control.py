@@ -320,10 +320,9 @@ def test_a_line_over_the_limit_is_refused_and_closed(
 def test_a_client_that_asks_and_never_reads_is_dropped(
     tmp_path: Path, selector: selectors.DefaultSelector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server, handler, path = control(tmp_path, selector)
+    server, _handler, path = control(tmp_path, selector)
     monkeypatch.setattr(ControlServer, "MAX_OUTPUT", 1000)
     big = protocol.answer(pad="x" * 600)
-    handler.__call__ = lambda peer, request: big  # type: ignore[method-assign]
     server._handler = lambda peer, request: big
     sock = client(path)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -50,7 +50,13 @@ def test_the_supervisor_and_everything_it_imports_are_pure() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["prefork._control_protocol", "prefork._metrics", "prefork._status", "prefork._ledger"],
+    [
+        "prefork._control_protocol",
+        "prefork._metrics",
+        "prefork._status",
+        "prefork._ledger",
+        "prefork._accounts",
+    ],
 )
 def test_what_the_console_decides_is_pure_too(module: str) -> None:
     closure = core_closure(module)

@@ -1,0 +1,119 @@
+"""What the master counts of its workers, as pure bookkeeping: the metric totals that follow
+the actions it performs (starts, exits and crashes by cause, reloads and their durations),
+what each worker last reported (its ``status`` and ``metrics``), and the gauges read off a
+status snapshot. ``_console.py`` does the I/O around it (sockets, ``/proc``, the log)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork._events import Action, Emit, Spawn
+from prefork._metrics import MetricStore
+
+#: Bounds (seconds) of the reload duration histogram.
+RELOAD_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+HELP = {
+    "prefork_worker_starts_total": "Workers started.",
+    "prefork_worker_exits_total": "Workers that left because the master asked, by cause.",
+    "prefork_worker_crashes_total": "Workers that left unasked, by cause.",
+    "prefork_reloads_total": "Rolling reloads finished, by result (done, failed).",
+    "prefork_reload_duration_seconds": "How long rolling reloads took.",
+    "prefork_workers": "Workers by state.",
+    "prefork_workers_desired": "The desired number of workers.",
+    "prefork_worker_resident_memory_bytes": "Resident memory of the live workers, summed.",
+    "prefork_listen_queue": "Connections waiting in a TCP listener's accept queue.",
+    "prefork_listen_queue_max": "The most connections a TCP listener's accept queue holds.",
+}
+Labels = tuple[tuple[str, str], ...]
+
+
+class Accounts:
+    """The master's metric store and what each worker last reported."""
+
+    def __init__(self) -> None:
+        self.metrics = MetricStore()
+        self._reported: dict[int, tuple[int | None, int | None]] = {}  # requests, connections
+        self._refusals: dict[int, str] = {}  # the last metric refusal told, per worker
+
+    def observe(self, action: Action) -> str:
+        """Count what the master does. Returns a line to log ("" for none): the first of a
+        report's refused metrics, once per worker and reason, not once a second."""
+        match action:
+            case Spawn(broker=broker):
+                self._inc("prefork_worker_starts_total", broker=broker)
+            case Emit(event="worker_exit" | "worker_crash", args=(WorkerExit() as x,)):
+                kind = "exits" if action.event == "worker_exit" else "crashes"
+                self._inc(f"prefork_worker_{kind}_total", broker=x.type, cause=x.cause)
+                self.metrics.forget(x.id)  # after its last report: the channel was read first
+                self._reported.pop(x.id, None)
+                self._refusals.pop(x.id, None)
+            case Emit(event="reload_done" | "reload_failed", args=(ReloadResult() as r,)):
+                result = "done" if action.event == "reload_done" else "failed"
+                self._inc("prefork_reloads_total", broker=r.type, result=result)
+                name = "prefork_reload_duration_seconds"
+                self.metrics.observe(
+                    name, {"broker": r.type}, r.duration, RELOAD_BUCKETS, HELP[name]
+                )
+            case Emit(event="worker_report", args=(body, WorkerInfo() as info)):
+                return self._take_report(body, info)
+        return ""
+
+    def _inc(self, name: str, **labels: str) -> None:
+        self.metrics.inc(name, labels, 1.0, HELP[name])
+
+    def _take_report(self, body: Any, info: WorkerInfo) -> str:
+        """A worker's report: its ``status`` and ``metrics`` (README, "Metrics")."""
+        if not isinstance(body, dict):
+            return ""
+        status = body.get("status")
+        if isinstance(status, dict):
+            counts = (_count(status.get("requests")), _count(status.get("connections")))
+            self._reported[info.id] = counts
+        if "metrics" not in body:
+            return ""
+        refused = self.metrics.report(info.type, info.id, body["metrics"])
+        if not refused or refused[0] == self._refusals.get(info.id):
+            return ""
+        self._refusals[info.id] = refused[0]
+        return f"[{info.type}] worker {info.id} reported metrics the master refuses: {refused[0]}"
+
+    def fill_reports(self, status: dict[str, BrokerStatus]) -> dict[str, BrokerStatus]:
+        """``status`` with each worker's last reported requests and connections."""
+        for broker in status.values():
+            for row in broker["workers"]:
+                row["requests"], row["connections"] = self._reported.get(row["id"], (None, None))
+        return status
+
+    def read_gauges(
+        self, status: Mapping[str, BrokerStatus], queues: Mapping[Labels, tuple[int, int]]
+    ) -> None:
+        """Set the gauges of a scrape from a (filled) status and the listeners' accept queues
+        (by their ``address`` and ``broker`` labels): workers by state, desired, memory."""
+        workers: dict[Labels, float] = {}
+        desired: dict[Labels, float] = {}
+        memory: dict[Labels, float] = {}
+        for name, broker in status.items():
+            key = (("broker", name),)
+            desired[key] = float(broker["desired"])
+            memory[key] = 0.0
+            for row in broker["workers"]:
+                state = (("broker", name), ("state", row["state"]))
+                workers[state] = workers.get(state, 0.0) + 1
+                memory[key] += row["rss"] or 0
+        for family, values in (
+            ("prefork_workers", workers),
+            ("prefork_workers_desired", desired),
+            ("prefork_worker_resident_memory_bytes", memory),
+            ("prefork_listen_queue", {k: float(q[0]) for k, q in queues.items()}),
+            ("prefork_listen_queue_max", {k: float(q[1]) for k, q in queues.items()}),
+        ):
+            self.metrics.set_gauges(family, HELP[family], values)
+
+
+def _count(value: Any) -> int | None:
+    """A reported count: a whole number >= 0, else unknown."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
