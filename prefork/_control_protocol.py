@@ -28,6 +28,7 @@ from prefork._events import (
     ScaleRequested,
     StopRequested,
 )
+from prefork._frames import load_json
 
 VERSION = 1
 COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop")
@@ -48,9 +49,9 @@ class Request:
 def parse(line: bytes, brokers: Collection[str]) -> Request:
     """The request on one line; raises ``ProtocolError`` saying what is wrong with it."""
     try:
-        obj = json.loads(line)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ProtocolError("a request is one JSON object per line") from None
+        obj = load_json(line)
+    except ValueError as exc:
+        raise ProtocolError(f"a request is one JSON object per line ({exc})") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a request is one JSON object per line")
     version = obj.get("v")

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from prefork import _control_path
 from prefork._ctl_view import confirmation, reload_done, status_table
+from prefork._frames import load_json
 
 PROTOCOL = 1
 #: How long an answer may take (all but ``reload --wait``, which waits as long as the reload).
@@ -234,7 +235,7 @@ class Connection:
 
     def _decode(self, line: bytes) -> dict[str, Any]:
         try:
-            answer = json.loads(line)
+            answer = load_json(line)
         except ValueError:
             shown = line.decode(errors="replace").strip()
             shown = shown if len(shown) <= 60 else shown[:57] + "..."

@@ -13,6 +13,8 @@ from typing import Any
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 1 << 20
+#: Arrays and objects nested deeper than this are refused (in a frame or a control line).
+MAX_DEPTH = 64
 
 # Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED (why it
 # could not start: a traceback the master prints once). Master -> worker: MESSAGE, STOP (leave
@@ -78,11 +80,50 @@ class Decoder:
         return messages
 
 
+def load_json(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """``data`` parsed as JSON, its arrays and objects nested at most ``max_depth`` deep.
+
+    Raises ``ValueError`` saying why for anything else: bytes that are not JSON, an integer
+    longer than Python reads (4,300 digits), deeper nesting. Parsing alone is not enough:
+    ``json.loads`` raises ``RecursionError`` near 1,000 levels, and a value just under that
+    would raise the same later, out of the master's loop, when printed or compared.
+    """
+    try:
+        value = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError("not JSON: not UTF-8") from None
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {max_depth} deep") from None
+    except ValueError:  # the only other one json.loads raises: int()'s digit limit
+        raise ValueError("JSON with an integer of more than 4300 digits") from None
+    # Counting brackets runs in C; only a payload with enough of them needs the walk.
+    if data.count(b"[") + data.count(b"{") > max_depth and _deeper(value, max_depth):
+        raise ValueError(f"JSON nested more than {max_depth} deep")
+    return value
+
+
+def _deeper(value: Any, max_depth: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``max_depth`` deep (no
+    recursion: the stack holds at most one entry per element)."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > max_depth:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def _parse(payload: bytes, kinds: frozenset[str]) -> Message:
     try:
-        frame = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FrameError(f"frame is not JSON: {exc}") from None
+        frame = load_json(payload)
+    except ValueError as exc:
+        raise FrameError(f"frame refused: {exc}") from None
     if not isinstance(frame, dict) or frame.get("k") not in kinds:
         raise FrameError("frame is not an object with a known kind")
     return Message(frame["k"], frame.get("b"))

@@ -74,6 +74,11 @@ def test_requests_are_parsed_into_commands_and_events() -> None:
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": -1}', "got -1"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": true}', "got True"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": 1.5}', "got 1.5"),
+        # What json.loads raises beside JSONDecodeError (RecursionError, ValueError):
+        (b"[" * 1000 + b"]" * 1000, "one JSON object per line (JSON nested more than 64"),
+        (b'{"v":1,"cmd":"status","x":' + b"9" * 4301 + b"}", "more than 4300 digits"),
+        (b'{"v":1,"cmd":"status","x":' + b'{"a":' * 3000 + b"1" + b"}" * 3001, "nested"),
+        (b'{"v":1,"cmd":"status","x":' + b"[" * 64 + b"]" * 64 + b"}", "nested"),
     ],
 )
 def test_bad_requests_are_refused_in_one_line(line: bytes, error: str) -> None:

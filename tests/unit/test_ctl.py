@@ -819,6 +819,8 @@ def test_the_master_is_gone_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
         (b"garbage\n", "'garbage'"),
         (b"\xff\xfe\n", "'\ufffd\ufffd'"),
         (b"x" * 100 + b"\n", repr("x" * 57 + "...")),
+        (b"[" * 5000 + b"]" * 5000 + b"\n", repr("[" * 57 + "...")),  # RecursionError
+        (b"9" * 5000 + b"\n", repr("9" * 57 + "...")),  # int()'s digit limit
     ],
 )
 def test_an_answer_that_is_not_json(

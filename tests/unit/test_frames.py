@@ -80,3 +80,53 @@ def test_encode_refuses_oversized_and_unknown_kinds() -> None:
 def test_malformed_payloads_are_refused(payload: bytes) -> None:
     with pytest.raises(frames.FrameError):
         frames.Decoder().feed(frames.HEADER.pack(len(payload)) + payload)
+
+
+def raw(payload: bytes) -> bytes:
+    return frames.HEADER.pack(len(payload)) + payload
+
+
+def nested(depth: int, inner: bytes = b"1") -> bytes:
+    return b"[" * depth + inner + b"]" * depth
+
+
+# What json.loads raises beside JSONDecodeError: RecursionError near 1,000 levels, ValueError
+# for an integer over 4,300 digits. Each must be a FrameError (the worker is replaced), never
+# an exception out of the master's loop.
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"k":"hb","b":' + b"9" * 5000 + b"}", "integer of more than 4300 digits"),
+        (b'{"k":"hb","b":' + nested(2000) + b"}", "nested more than 64 deep"),
+        (b'{"k":"hb","b":' + nested(100_000) + b"}", "nested more than 64 deep"),
+        (b'{"k":"msg","b":' + nested(64) + b"}", "nested more than 64 deep"),
+        (b'{"k":"msg","b":' + b'{"a":' * 70 + b"1" + b"}" * 70 + b"}", "nested more than 64"),
+        (b"\xff\xfe\x00", "not JSON"),
+    ],
+)
+def test_hostile_json_is_a_frame_error(payload: bytes, reason: str) -> None:
+    with pytest.raises(frames.FrameError, match=reason):
+        frames.Decoder().feed(raw(payload))
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    # The frame object is the first level: 63 more fit.
+    body = frames.load_json(nested(63))
+    assert frames.Decoder().feed(raw(b'{"k":"msg","b":' + nested(63) + b"}")) == [
+        frames.Message("msg", body)
+    ]
+    assert frames.load_json(b'"' + b"[" * 1000 + b'"') == "[" * 1000  # brackets in a string
+
+
+def test_an_integer_of_4300_digits_is_read() -> None:
+    assert frames.load_json(b"9" * 4300) == int("9" * 4300)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [nested(65), b'{"a":' * 65 + b"1" + b"}" * 65, b"[" + b"[1]," * 500 + nested(64) + b"]"],
+)
+def test_load_json_counts_depth_across_arrays_and_objects(data: bytes) -> None:
+    with pytest.raises(ValueError, match="nested more than 64 deep"):
+        frames.load_json(data)
+    assert frames.load_json(data, max_depth=66) is not None
