@@ -145,10 +145,14 @@ class Master:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
-                self._console.open(selector, self._supervisor.status, self._sockets, self._pids)
-                log.info("master %d started: %s", os.getpid(), self._describe())
-                self._pending.appendleft(_events.Started())
-                return self._loop(selector, self._channels)
+                try:
+                    self._console.open(selector, self._supervisor.status, self._sockets, self._pids)
+                    log.info("master %d started: %s", os.getpid(), self._describe())
+                    self._pending.appendleft(_events.Started())
+                    return self._loop(selector, self._channels)
+                finally:
+                    # While the selector is open: the console's peers unregister from it.
+                    self._console.close()
         finally:
             # What workers forked and left behind was adopted by us: nothing they started may
             # hold a listener once the master is gone. (Workers still running, if the loop

@@ -3,7 +3,8 @@
 ``Echo`` answers a line protocol on the broker's first socket, so a test can steer a worker
 from outside: ``ping`` (answers ``pong <pid> <generation> <version>``), ``send <json>``,
 ``report <json>``, ``retire``, ``hang``, ``flood``, ``stall <seconds>``, ``exit <code>``,
-``bigsend-exit``, ``fork`` (starts a child that keeps the listening socket and sleeps; answers
+``bigsend-exit``, ``raw <hex>`` (writes those bytes on the channel, frame or not),
+``fork`` (starts a child that keeps the listening socket and sleeps; answers
 its pid). ``VERSION`` comes from the module named by the ``version_module`` option, a
 file the test rewrites to check that a reload picks up new code.
 """
@@ -66,6 +67,8 @@ class Echo(Worker):
         elif verb == "stall":
             self.send({"blast": 4, "size": 300_000})
             time.sleep(float(arg))  # blocks the loop: the master's frames pile up
+        elif verb == "raw":  # what a broken or hostile worker could write to the master
+            self._channel.transport.write(bytes.fromhex(arg))  # type: ignore[attr-defined]
         elif verb == "fork":
             child = os.fork()
             if child == 0:  # a grandchild of the master, holding the inherited listener
