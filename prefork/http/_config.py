@@ -155,7 +155,7 @@ class HTTPConfig:
     )
     limit_request_field_size: int = option(
         8190,
-        "longest header field, in bytes (431 beyond)",
+        "longest header field line in bytes, its CRLF counted, as gunicorn does (431 beyond)",
         whole(1),
         "--limit-request-field-size",
         "--limit-request-field_size",

@@ -12,7 +12,9 @@ checked is searched again. In the order they are checked, a line is refused with
 
 - 414 (the request line) or 431 (a field line) when longer than its limit, and 431 when the
   section grows past ``head`` bytes. A line past both limits answers for the one it crossed
-  first, as it would have byte by byte;
+  first, as it would have byte by byte. The limits count as gunicorn's flags of the same
+  names do (gunicorn/http/message.py): the request line without its CRLF, a field line with
+  it (a 97-byte field line is 99 bytes, over a limit of 98);
 - 400 when it ends in a bare LF, holds a control byte other than HTAB (NUL, DEL, a bare CR...)
   or starts with whitespace (obs-fold). RFC 9112 lets a server unfold or accept these; a proxy
   in front that reads them differently is how requests are smuggled, so we refuse them
@@ -61,7 +63,8 @@ class Limits:
         self.field = field
         self.head = head
         self.fields = fields
-        #: A head no longer than this has no line over a limit, and is not over ``head``.
+        #: A head no longer than this has no line over a limit (a field line's CRLF is in the
+        #: head too), and is not over ``head``.
         self.fast = min(line, field, head)
 
 
@@ -115,8 +118,9 @@ class FieldLines:
             crlf = end > line and buf[end - 1] == 13
             if crlf:
                 end -= 1
-            if end - line > (limits.line if self._first else limits.field):
-                raise Refused(*(_LINE_TOO_LONG if self._first else _FIELD_TOO_LONG))
+            # A field line's size, with its LF, was measured just above.
+            if self._first and end - line > limits.line:
+                raise Refused(*_LINE_TOO_LONG)
             if newline + 1 - self._start > limits.head:
                 raise Refused(*_TOO_BIG)
             if not crlf:
@@ -137,10 +141,15 @@ class FieldLines:
 
     def _measure(self, size: int) -> None:
         """Refuse a line that has ``size`` bytes before its LF if it is too long already
-        (its CR may be among them) or takes the section past ``head``: whichever of the two
-        it crossed first."""
+        or takes the section past ``head``: whichever of the two it crossed first.
+
+        The request line's limit leaves out its CRLF: its CR may be among the ``size``
+        bytes. A field line's counts the CRLF: its LF is still to come. The blank line
+        ending the section is no field line: its CR fits even under a limit of 1 or 2 (a
+        line of 1 byte and an LF is that blank line, or a bare LF: refused either way).
+        """
         limits = self._limits
-        longest = (limits.line if self._first else limits.field) + 1
+        longest = limits.line + 1 if self._first else max(limits.field - 1, 1)
         room = limits.head - (self._line - self._start)
         if size > longest or size > room:
             if longest > room:
@@ -164,10 +173,10 @@ class ChunkScanner:
     h11 de-chunks the body; this runs in front of it (only for chunked bodies) and refuses
     what h11's chunk reader lets through: chunk extensions with bare CR, NUL or other control
     bytes, whitespace after the size (``0 \\r\\n``, ``1 ;x``), chunk-size lines longer than
-    ``limits.field``, and trailer sections that a head would not pass (``FieldLines``: the
-    same size, count and syntax limits). It also adds up the chunk sizes against
-    ``body_limit`` (0: no limit), so a body is refused as soon as a chunk header announces
-    too much.
+    ``limits.field`` with their CRLF (as a field line counts), and trailer sections that a
+    head would not pass (``FieldLines``: the same size, count and syntax limits). It also
+    adds up the chunk sizes against ``body_limit`` (0: no limit), so a body is refused as
+    soon as a chunk header announces too much.
 
     It reads sizes exactly as h11 does and skips the chunk data, so the two stay in step; after
     the trailer section it stops. It checks everything h11 checks in the framing, the CRLF
@@ -234,7 +243,7 @@ class ChunkScanner:
             match = _CHUNK_LINE.fullmatch(line)
             if match is None:
                 raise Refused(400, b"Invalid chunk header.\n")
-            size = int(match.group(1), 16)
+            size = int(match.group(1), 16)  # of 1 to 20 hex digits, as h11 reads them
             if size == 0:
                 self._trailer = (bytearray(), FieldLines(self._limits, request_line=False))
             else:

@@ -22,6 +22,10 @@ import h11
 from prefork.http._lines import FieldLines, Limits, Refused, quick_head_end
 
 _CONTENT_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*([^\r\n]*)")
+#: h11 refuses (400) a Content-Length of more digits than this, leading zeros counted
+#: (``CONTENT_LENGTH_MAX_DIGITS`` in h11/_headers.py); ``fast_head`` leaves those heads to h11.
+#: So ``request_info`` never converts a longer one (``int()`` raises past 4,300 digits).
+CONTENT_LENGTH_DIGITS = 20
 _ABSOLUTE = re.compile(rb"(?i)https?://[^/?#\s]+([/?][^#\s]*)?")
 
 
@@ -147,7 +151,8 @@ def request_info(
             raise Refused(400, b"Both Content-Length and Transfer-Encoding.\n")
         if version == b"1.0":
             raise Refused(400, b"Transfer-Encoding in an HTTP/1.0 request.\n")
-    content_length = int(length) if length != b"0" else 0  # h11 checked it is digits
+    # Digits, at most CONTENT_LENGTH_DIGITS of them: h11 checked, or fast_head did.
+    content_length = int(length) if length != b"0" else 0
     keep_alive = b"close" not in connection if version == b"1.1" else False
     websocket = b"upgrade" in connection and b"websocket" in upgrade
     return RequestInfo(
@@ -253,8 +258,9 @@ def fast_head(
 ) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]] | None:
     """``(method, target, version, headers)`` of the clean head ``buf[:end]``, as h11 would
     parse it; None for any head this does not read exactly as h11 does (a Transfer-Encoding,
-    which h11 normalises; Content-Length other than once and in digits; Host other than once;
-    anything the pattern does not take). h11 parses those, and refuses what is wrong.
+    which h11 normalises; Content-Length other than once and in at most 20 digits; Host
+    other than once; anything the pattern does not take). h11 parses those, and refuses what
+    is wrong.
 
     tests/unit/test_http_fast_head.py checks both parsers agree on generated heads.
     """
@@ -271,7 +277,7 @@ def fast_head(
             hosts += 1
         elif name == b"content-length":
             lengths += 1
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > CONTENT_LENGTH_DIGITS:
                 return None
         elif name == b"transfer-encoding":
             return None

@@ -183,13 +183,13 @@ def limits(config: dict[str, Any]) -> dict[str, int]:
     """Our size limits for a file gunicorn reads with ``config``.
 
     Over gunicorn's defaults rather than ours: invalid/006.http is a request line too long for
-    gunicorn's 4094 bytes, not for our 8190. gunicorn's field size counts the line's CRLF,
-    ours does not; its 0 means its default. Its other settings have no equivalent here.
+    gunicorn's 4094 bytes, not for our 8190. The field size is passed as it is: both count a
+    field line with its CRLF. gunicorn's 0 means its default. Its other settings have no
+    equivalent here.
     """
-    field = config.get("limit_request_field_size") or 8190
     return {
         "limit_request_line": config.get("limit_request_line", 4094),
-        "limit_request_field_size": field - 2,
+        "limit_request_field_size": config.get("limit_request_field_size") or 8190,
         "limit_request_fields": config.get("limit_request_fields", 100),
     }
 

@@ -2,7 +2,8 @@
 read the same method, target, version and headers; every head h11 refuses, the fast path
 declines (so h11 refuses it). Heads are generated from pieces that sit on the edges of the
 grammar: case, spacing and tabs around values, obs-text, empty values, odd targets and
-methods, repeated or malformed Content-Length, Transfer-Encoding and Host.
+methods, repeated, malformed or long (over 20 digits) Content-Length, Transfer-Encoding and
+Host.
 
 Derandomized and bounded like ``test_http_fuzz.py`` (``PREFORK_FUZZ_EXAMPLES`` explores).
 """
@@ -57,6 +58,13 @@ VALUES = [
     b"05",
     b"5, 5",
     b"-1",
+    b"0" * 19 + b"5",  # 20 digits: as many as h11 reads
+    b"9" * 20,
+    b"0" * 20 + b"5",  # 21 and more: h11 refuses them
+    b"0" * 29 + b"5",
+    b"1" * 21,
+    b"0" * 4999 + b"5",  # int() raises past 4,300 digits
+    b"1" * 5000,
     b"chunked",
     b"Chunked",
     b"gzip, chunked",
@@ -152,6 +160,10 @@ def test_the_fast_path_reads_what_h11_reads_or_declines(head: bytes) -> None:
         ),
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", "h11 merges them"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: x\r\n\r\n", "h11 refuses it"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: " + b"0" * 20 + b"5\r\n\r\n",
+            "h11 refuses more than 20 digits",
+        ),
         (b"GET / HTTP/1.1\r\n\r\n", "h11 refuses a 1.1 request with no Host"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "h11 refuses two Hosts"),
         (b"GET / HTTP/1.0\r\n\r\n", "declined: h11 reads a Host-less 1.0 head"),

@@ -1,5 +1,6 @@
-"""Hardening on a fake transport: strict chunked bodies, the request body limit, bodiless
-responses (HEAD, 204, 304) and the write timeout for clients that stop reading."""
+"""Hardening on a fake transport: strict chunked bodies, the request body limit, long
+Content-Length values, the field size limit as gunicorn counts it, bodiless responses (HEAD,
+204, 304) and the write timeout for clients that stop reading."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def completed(messages: list[dict[str, Any]]) -> bool:
         b"5;a=b \r\nhello\r\n0\r\n\r\n",  # trailing whitespace
         b'5;a="x\r\nhello\r\n0\r\n\r\n',  # unterminated quoted value
         b"5;" + b"a" * 9000 + b"\r\nhello\r\n0\r\n\r\n",  # over the field size limit
+        b"0" * 4999 + b"5\r\nhello\r\n0\r\n\r\n",  # a size of 5,000 hex digits (h11 reads 20)
     ],
 )
 def test_bad_chunk_headers_are_refused_before_the_app_gets_the_body(body: bytes, how: str) -> None:
@@ -206,6 +208,89 @@ def test_limit_counts_the_whole_body_not_what_is_buffered() -> None:
         assert h.out.startswith(b"HTTP/1.1 413 ") and h.transport.closed
 
     run(main())
+
+
+# -- Content-Length: at most 20 digits, as h11 reads it ----------------------------------------
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes"])
+@pytest.mark.parametrize(
+    "length",
+    ["0" * 20 + "5", "0" * 29 + "5", "0" * 4999 + "5", "1" * 21, "9" * 30, "1" * 5000],
+    ids=lambda length: f"{len(length)}-digits-{length[0]}",
+)
+def test_a_content_length_of_more_than_20_digits_is_400_in_either_parser(
+    length: str, how: str, http_parser: str
+) -> None:
+    """h11 refuses it; the fast path read it (and 4,301 digits or more raised in ``int()``).
+    Whichever parser reads the head, the same answer, and the pipelined GET is not read."""
+
+    async def main() -> None:
+        messages: list[dict[str, Any]] = []
+        h = Harness(echo_app(messages), {"http": http_parser})
+        h.feed(request("POST", "/", f"Content-Length: {length}", body=b"hello") + request(), how)
+        await h.settle()
+        assert h.out.count(b"HTTP/1.1 ") == 1 and h.transport.closed
+        [r] = h.responses("POST")
+        assert (r.status, r.body, r.header(b"connection")) == (
+            400, b"Invalid HTTP request.\n", b"close",
+        )  # fmt: skip
+        assert messages == [] and h.state.requests == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes"])
+def test_a_content_length_of_20_digits_is_read(how: str, http_parser: str) -> None:
+    async def main() -> None:
+        messages: list[dict[str, Any]] = []
+        h = Harness(echo_app(messages), {"http": http_parser})
+        length = "0" * 19 + "5"
+        h.feed(request("POST", "/", f"Content-Length: {length}", body=b"hello") + request(), how)
+        await h.settle()
+        post, get = h.responses("POST", "GET")
+        assert (post.status, post.body, get.status) == (200, b"hello", 200)
+
+    run(main())
+
+
+# -- --limit-request-field-size: the field line with its CRLF, as gunicorn counts ---------------
+
+
+def field_line(size: int) -> str:
+    """A header field line of ``size`` bytes with its CRLF (``request`` adds the CRLF)."""
+    return "X-Pad: " + "v" * (size - 9)
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes"])
+@pytest.mark.parametrize("limit", [98, 8190])
+def test_a_field_line_with_its_crlf_at_the_limit_passes_one_byte_more_is_431(
+    limit: int, how: str, http_parser: str
+) -> None:
+    async def main(size: int) -> bytes:
+        h = Harness(hello_app, {"limit_request_field_size": limit, "http": http_parser})
+        h.feed(request("GET", "/", field_line(size)) + request(), how)
+        await h.settle()
+        if size > limit:
+            assert h.transport.closed and h.out.count(b"HTTP/1.1 ") == 1
+        return h.out
+
+    assert run(main(limit)).count(b"HTTP/1.1 200 ") == 2
+    refused = run(main(limit + 1))  # gunicorn's case: 97 bytes, 99 with CRLF, over 98
+    assert refused.startswith(b"HTTP/1.1 431 ") and b"Request header field too large.\n" in refused
+
+
+@pytest.mark.parametrize("how", ["whole", "bytes"])
+def test_a_trailer_field_line_counts_its_crlf_too(how: str, http_parser: str) -> None:
+    async def main(size: int) -> bytes:
+        h = Harness(echo_app(), {"limit_request_field_size": 98, "http": http_parser})
+        body = b"3\r\nabc\r\n0\r\n" + field_line(size).encode() + b"\r\n\r\n"
+        h.feed(request("POST", "/", CHUNKED, body=body) + request(), how)
+        await h.settle()
+        return h.out
+
+    assert run(main(98)).count(b"HTTP/1.1 200 ") == 2
+    assert run(main(99)).startswith(b"HTTP/1.1 431 ")
 
 
 # -- responses without a body ----------------------------------------------------------------

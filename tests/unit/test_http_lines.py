@@ -13,7 +13,7 @@ from _http_fakes import SPLITS, split
 
 from prefork.http._lines import ChunkScanner, FieldLines, Limits, Refused, quick_head_end
 
-SMALL = Limits(line=20, field=10, head=60, fields=10)
+SMALL = Limits(line=20, field=12, head=60, fields=10)
 DEFAULT = Limits(line=8190, field=8190, head=65536, fields=100)
 
 
@@ -51,7 +51,7 @@ BAD_BYTE = (400, b"Invalid character in the request head.\n")
 FOLD = (400, b"Obsolete line folding in the request head.\n")
 
 
-FIELDS = b"GET\r\n" + b"X: 1234567\r\n" * 4  # 53 bytes, every line at its limit
+FIELDS = b"GET\r\n" + b"X: 1234567\r\n" * 4  # 53 bytes, every line at its limit (12 with CRLF)
 
 
 @pytest.mark.parametrize("how", SPLITS)
@@ -64,8 +64,9 @@ FIELDS = b"GET\r\n" + b"X: 1234567\r\n" * 4  # 53 bytes, every line at its limit
         (b"GET /1234567 HTTP/1.1", -1),  # 21 bytes: a CR may still come
         (b"GET /1234567 HTTP/1.1\n", LINE_LONG),  # it did not
         (b"GET /12345678 HTTP/1.1", LINE_LONG),  # 22 bytes: too long whatever comes
-        (b"GET\r\nX: 12345678\r\n\r\n", FIELD_LONG),
-        (b"GET\r\nX: 123456789", FIELD_LONG),  # a partial field line
+        (b"GET\r\nX: 12345678\r\n\r\n", FIELD_LONG),  # 13 bytes with its CRLF
+        (b"GET\r\nX: 1234567\r", -1),  # 11 bytes: its LF may still make it 12
+        (b"GET\r\nX: 123456789", FIELD_LONG),  # 12 bytes and no CRLF yet: 14 at least
         (FIELDS + b"A: 1\r\n\r\n", TOO_BIG),  # 61 bytes with the blank line
         (FIELDS + b"A: 12345", TOO_BIG),  # over 60 before its LF
         (FIELDS + b"A: 1\r\n", -1),
@@ -134,6 +135,41 @@ def test_trailer_sections_have_no_request_line(how: str) -> None:
     assert verdict(b"A: 1\r\n b\r\n\r\n", how, request_line=False) == FOLD
     assert verdict(b"A:1\r\n" * 11 + b"\r\n", how, request_line=False) == TOO_MANY
     assert verdict(b"X: 1234567\r\n" * 5 + b"\r\n", how, request_line=False) == TOO_BIG
+
+
+def field_line(size: int) -> bytes:
+    """A field line of ``size`` bytes, its CRLF included."""
+    return b"X: " + b"v" * (size - 5) + b"\r\n"
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize("limit", [5, 12, 98, 8190])
+def test_a_field_line_counts_its_crlf_as_gunicorn_does(limit: int, how: str) -> None:
+    """gunicorn refuses a field line over ``--limit-request-field_size`` with its CRLF: at
+    98, a line of 97 bytes and its CRLF (99). The request line's limit leaves its CRLF out."""
+    limits = Limits(line=8, field=limit, head=10_000, fields=10)
+    at_limit = b"GET / 1\r\n" + field_line(limit) + b"\r\n"
+    assert verdict(at_limit, how, limits) == len(at_limit)
+    assert verdict(b"GET / 1\r\n" + field_line(limit + 1) + b"\r\n", how, limits) == FIELD_LONG
+    assert verdict(b"GET / 12\r\n\r\n", how, limits) == 12  # 8 bytes and CRLF: fine
+    assert verdict(b"GET / 123\r\n\r\n", how, limits) == LINE_LONG
+    # a trailer section's field lines count the same
+    trailer = field_line(limit) + b"\r\n"
+    assert verdict(trailer, how, limits, request_line=False) == len(trailer)
+    over = field_line(limit + 1) + b"\r\n"
+    assert verdict(over, how, limits, request_line=False) == FIELD_LONG
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize("limit", [1, 2])
+def test_under_a_limit_below_a_field_line_the_blank_line_still_ends_the_section(
+    limit: int, how: str
+) -> None:
+    limits = Limits(line=20, field=limit, head=60, fields=10)
+    assert verdict(b"GET / HTTP/1.0\r\n\r\n", how, limits) == 18
+    assert verdict(b"\r\n", how, limits, request_line=False) == 2
+    assert verdict(b"GET / HTTP/1.0\r\nA:\r\n\r\n", how, limits) == FIELD_LONG
+    assert verdict(b"GET / HTTP/1.0\r\nA\n\r\n", how, limits) == BARE_LF
 
 
 class Watched(bytearray):
@@ -229,6 +265,16 @@ def test_chunk_scanner_passes_good_bodies_and_stops_after_the_trailer_section(ho
 def test_chunk_scanner_refuses(data: bytes, status: int, how: str) -> None:
     result = scan(data, how, body_limit=28)
     assert result is not None and result[0] == status
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_chunk_size_lines_and_trailer_field_lines_count_their_crlf(how: str) -> None:
+    chunk_line = b"1;" + b"a" * 96 + b"\r\n"  # 100 bytes: the limit
+    assert scan(chunk_line + b"x\r\n0\r\n\r\n", how) is None
+    long_line = b"1;" + b"a" * 97 + b"\r\nx\r\n0\r\n\r\n"
+    assert scan(long_line, how) == (400, b"Chunk header too long.\n")
+    assert scan(b"0\r\n" + field_line(100) + b"\r\n", how) is None
+    assert scan(b"0\r\n" + field_line(101) + b"\r\n", how) == FIELD_LONG
 
 
 def test_chunk_scanner_reads_from_an_offset_and_counts_the_whole_body() -> None:
