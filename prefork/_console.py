@@ -16,7 +16,7 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prefork import _control_path, _process, _sockets
@@ -179,8 +179,9 @@ class Console:
         if line:
             log.warning("%s", line)
 
-    def render_metrics(self) -> str:
-        """The exposition, with the gauges read now (workers, memory, listen queues)."""
+    def render_metrics(self) -> Iterator[str]:
+        """The exposition, with the gauges read now (workers, memory, listen queues), in
+        pieces made as they are taken."""
         queues: dict[Labels, tuple[int, int]] = {}
         for name, socks in self._sockets.items():
             for sock in socks:
@@ -188,7 +189,7 @@ class Console:
                 if queue is not None:
                     queues[(("address", _sockets.describe(sock)), ("broker", name))] = queue
         self.accounts.read_gauges(self._filled(time.monotonic()), queues)
-        return self.accounts.metrics.render()
+        return self.accounts.metrics.pieces()
 
 
 def _named(what: str, bind: Callable[[str], socket.socket], where: str) -> socket.socket:

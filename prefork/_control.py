@@ -13,7 +13,6 @@ import os
 import selectors
 import socket
 import struct
-import time
 from collections.abc import Callable, Collection
 
 from prefork import _control_protocol as protocol
@@ -40,9 +39,10 @@ def bind(path: str) -> socket.socket:
 class ControlServer(SideServer):
     """Reads request lines, asks ``handler`` for the answers, writes them in order."""
 
+    NAME = "control socket"
     MAX_INPUT = 65536  # one request line, at most
     MAX_OUTPUT = 1 << 20  # answers a client leaves unread: past this it is dropped
-    IDLE_TIMEOUT = 60.0
+    IDLE_TIMEOUT = 60.0  # between requests (ctl status --watch asks every second)
 
     def __init__(
         self,
@@ -59,7 +59,6 @@ class ControlServer(SideServer):
         self._handler = handler
         self._brokers = brokers
         self._uids = {os.geteuid(), 0} if uids is None else set(uids)
-        self._held: set[Peer] = set()  # waiting for an answer that comes later
 
     def admit(self, sock: socket.socket) -> str:
         creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _CRED.size)
@@ -76,7 +75,7 @@ class ControlServer(SideServer):
 
     def received(self, peer: Peer) -> None:
         # Requests are answered in order: while one waits (reload --wait), the next waits too.
-        while peer not in self._held and not peer.closing:
+        while not peer.held and not peer.closing:
             end = peer.input.find(b"\n")
             if end < 0:
                 return
@@ -89,8 +88,7 @@ class ControlServer(SideServer):
                 continue
             reply = self._handler(peer, request)
             if reply is None:
-                self._held.add(peer)
-                peer.deadline = 0.0  # no idle timeout while it waits for us
+                self.hold(peer)
             else:
                 self.send(peer, reply)
             if len(peer.output) > self.MAX_OUTPUT:
@@ -98,15 +96,10 @@ class ControlServer(SideServer):
 
     def answer(self, peer: Peer, reply: bytes) -> None:
         """The answer a held request waited for; the requests after it go on."""
-        self._held.discard(peer)
+        self.release(peer)
         self.send(peer, reply)
         if peer.sock in self.peers:
-            peer.deadline = time.monotonic() + self.IDLE_TIMEOUT
             self.received(peer)
-
-    def drop(self, peer: Peer) -> None:
-        self._held.discard(peer)
-        super().drop(peer)
 
     def close(self) -> None:
         """Close every connection and the socket; its file goes, if it is still ours."""

@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import sys
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from prefork import _metrics_text as fmt
+from prefork._metric_series import Counter, Family, Gauge, Histogram, S, pieces
 from prefork._metrics_text import Key
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -30,65 +31,28 @@ _MASTER = -1  # the "worker" that holds the value of one of the master's own gau
 _WORKER_RESERVED = frozenset({"broker"})  # the master adds broker="<type>" itself
 _WORKER_RESERVED_HISTOGRAM = frozenset({"broker", "le"})
 _MASTER_RESERVED_HISTOGRAM = frozenset({"le"})
-
-
-class _Counter:
-    __slots__ = ("labels", "total")
-    kind: ClassVar = "counter"
-
-    def __init__(self, labels: str) -> None:
-        self.labels = labels  # escaped pairs, as printed between the braces
-        self.total = 0.0
-
-
-class _Gauge:
-    __slots__ = ("by_worker", "labels")
-    kind: ClassVar = "gauge"
-
-    def __init__(self, labels: str) -> None:
-        self.labels = labels
-        self.by_worker: dict[int, float] = {}
-
-
-class _Histogram:
-    __slots__ = ("bounds", "counts", "labels", "sum")
-    kind: ClassVar = "histogram"
-
-    def __init__(self, labels: str, bounds: list[float]) -> None:
-        self.labels = labels
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # per bucket, NOT cumulative; the last is +Inf
-        self.sum = 0.0
-
-
-S = TypeVar("S", _Counter, _Gauge, _Histogram)
-
-
-class _Family(Generic[S]):
-    """The series of one metric name, and what the name is: type, help and owner."""
-
-    __slots__ = ("by_master", "help", "kind", "series")
-
-    def __init__(self, kind: str, help: str, *, by_master: bool) -> None:
-        self.kind = kind
-        self.help = help
-        self.by_master = by_master
-        self.series: dict[Key, S] = {}
+#: The most bytes the workers' series print in one scrape (the master's own come on top:
+#: a few KiB per broker).
+MAX_BYTES = 16 << 20
 
 
 class MetricStore:
     """Every metric the master exports: the workers' reports added up, and its own."""
 
-    def __init__(self, *, max_series: int = 10_000) -> None:
+    def __init__(self, *, max_series: int = 10_000, max_bytes: int = MAX_BYTES) -> None:
         self.max_series = max_series
-        self._counters: dict[str, _Family[_Counter]] = {}
-        self._gauges: dict[str, _Family[_Gauge]] = {}
-        self._histograms: dict[str, _Family[_Histogram]] = {}
+        # What one scrape may print of the workers' series, every number at its widest:
+        # each new series and family is charged its lines' size (fmt.series_size).
+        self.max_bytes = max_bytes
+        self._bytes = 0
+        self._counters: dict[str, Family[Counter]] = {}
+        self._gauges: dict[str, Family[Gauge]] = {}
+        self._histograms: dict[str, Family[Histogram]] = {}
         # What the cap counts: the workers' counter and histogram series, and each worker's
         # value of each gauge series (that is what takes memory). The master's own series are
         # bounded by its configuration and are not counted, so a flood cannot hide them.
         self._series = 0
-        self._gauges_of: dict[int, list[tuple[str, _Family[_Gauge], Key]]] = {}
+        self._gauges_of: dict[int, list[tuple[str, Family[Gauge], Key]]] = {}
         # A gauge is a sum over at most max_series values: each under this, the sum stays
         # finite (half the largest float, so that rounding cannot tip it over).
         self._gauge_limit = sys.float_info.max / (2 * max(1, max_series))
@@ -122,8 +86,10 @@ class MetricStore:
             self._series -= 1
             if not series.by_worker:
                 del family.series[key]
+                self._bytes -= series.size
                 if not family.series:
                     del self._gauges[name]
+                    self._bytes -= family.size
 
     def _apply(self, broker: str, worker_id: int, sample: object) -> str | None:
         if type(sample) is not dict:
@@ -151,9 +117,12 @@ class MetricStore:
             return head
         key, help, series = head
         if series is None:
-            if (reason := self._admit(sample, _WORKER_RESERVED)) is not None:
-                return reason
-            series = self._attach(self._counters, name, help, key, _Counter(fmt.label_text(key)))
+            admitted = self._admit(self._counters, name, "counter", key, help, sample, None)
+            if isinstance(admitted, str):
+                return admitted
+            series = self._attach(
+                self._counters, name, help, key, Counter(admitted[0]), admitted[1]
+            )
         elif not math.isfinite(series.total + value):
             return "would overflow its total"
         series.total += value
@@ -171,9 +140,10 @@ class MetricStore:
             return head
         key, help, series = head
         if series is None:
-            if (reason := self._admit(sample, _WORKER_RESERVED)) is not None:
-                return reason
-            series = self._attach(self._gauges, name, help, key, _Gauge(fmt.label_text(key)))
+            admitted = self._admit(self._gauges, name, "gauge", key, help, sample, None)
+            if isinstance(admitted, str):
+                return admitted
+            series = self._attach(self._gauges, name, help, key, Gauge(admitted[0]), admitted[1])
             self._remember(worker_id, name, key)
         elif worker_id not in series.by_worker:
             if (reason := self._full()) is not None:
@@ -208,12 +178,16 @@ class MetricStore:
         if isinstance(counts, str):
             return counts
         if series is None:
-            if (reason := self._admit(sample, _WORKER_RESERVED_HISTOGRAM)) is not None:
-                return reason
-            new = _Histogram(fmt.label_text(key), bounds)
-            series = self._attach(self._histograms, name, help, key, new)
+            table = self._histograms
+            admitted = self._admit(table, name, "histogram", key, help, sample, bounds)
+            if isinstance(admitted, str):
+                return admitted
+            new = Histogram(admitted[0], bounds)
+            series = self._attach(table, name, help, key, new, admitted[1])
         elif not math.isfinite(series.sum + total):
             return "would overflow its sum"
+        elif sum(series.counts) + sum(counts) > fmt.MAX_TOTAL_COUNT:
+            return "would overflow its count"
         series.sum += total
         for i, count in enumerate(counts):
             series.counts[i] += count
@@ -221,7 +195,7 @@ class MetricStore:
 
     def _head(
         self,
-        table: dict[str, _Family[S]],
+        table: dict[str, Family[S]],
         name: str,
         kind: str,
         broker: str,
@@ -241,8 +215,11 @@ class MetricStore:
         key, help = head
         if family is None:
             return key, help, None
-        if not family.help:
-            family.help = help  # the first help seen for the name wins
+        if not family.help and help:  # the first help seen for the name wins, if it fits
+            size = fmt.header_size(name, help, kind)
+            if self._bytes - family.size + size <= self.max_bytes:
+                self._bytes += size - family.size
+                family.help, family.size = help, size
         return key, help, family.series.get(key)
 
     def _name_refusal(self, name: str, kind: str) -> str | None:
@@ -257,23 +234,49 @@ class MetricStore:
             return f"would print lines of the same name as the family {clashes[0]!r}"
         return None
 
-    def _admit(self, sample: dict[Any, Any], reserved: frozenset[str]) -> str | None:
-        """Why a sample's new series cannot be stored (None: it can)."""
+    def _admit(
+        self,
+        table: dict[str, Family[S]],
+        name: str,
+        kind: str,
+        key: Key,
+        help: str,
+        sample: dict[Any, Any],
+        bounds: list[float] | None,
+    ) -> tuple[str, int] | str:
+        """A new series' label text and size (``fmt.series_size``), or why it cannot be
+        stored: bad or too long labels, the store full in series or in bytes."""
         labels = sample.get("labels")
+        reserved = _WORKER_RESERVED if bounds is None else _WORKER_RESERVED_HISTOGRAM
         reason = None if labels is None else fmt.label_refusal(labels.items(), reserved)
-        return reason or self._full()
+        if reason is not None or (reason := self._full()) is not None:
+            return reason
+        text = fmt.label_text(key)
+        if len(text.encode()) > fmt.MAX_LABEL_TEXT:
+            return f"has labels of more than {fmt.MAX_LABEL_TEXT} bytes as printed"
+        size = fmt.series_size(name, text, bounds)
+        header = 0 if name in table else fmt.header_size(name, help, kind)
+        if self._bytes + header + size > self.max_bytes:
+            return f"would take a scrape past its limit of {self.max_bytes} bytes"
+        return text, size
 
     def _full(self) -> str | None:
         if self._series >= self.max_series:
             return f"would start a new series, and the store holds its limit of {self.max_series}"
         return None
 
-    def _attach(self, table: dict[str, _Family[S]], name: str, help: str, key: Key, series: S) -> S:
-        """A new worker series (and family, the first time), counted against the cap."""
+    def _attach(
+        self, table: dict[str, Family[S]], name: str, help: str, key: Key, series: S, size: int
+    ) -> S:
+        """A new worker series (and family, the first time), counted against the caps."""
         family = table.get(name)
         if family is None:
-            family = table[name] = _Family(series.kind, help, by_master=False)
+            family = table[name] = Family(series.kind, help, by_master=False)
+            family.size = fmt.header_size(name, help, series.kind)
+            self._bytes += family.size
         family.series[key] = series
+        series.size = size
+        self._bytes += size
         self._series += 1
         return series
 
@@ -289,7 +292,7 @@ class MetricStore:
         key = tuple(sorted(labels.items()))
         series = family.series.get(key)
         if series is None:
-            series = family.series[key] = _Counter(_master_labels(name, key, frozenset()))
+            series = family.series[key] = Counter(_master_labels(name, key, frozenset()))
         series.total += increase
 
     def observe(
@@ -314,7 +317,7 @@ class MetricStore:
             if isinstance(bounds, str):
                 raise ValueError(f"histogram {name!r} {bounds}")
             labels_text = _master_labels(name, key, _MASTER_RESERVED_HISTOGRAM)
-            series = family.series[key] = _Histogram(labels_text, bounds)
+            series = family.series[key] = Histogram(labels_text, bounds)
         elif list(buckets) != series.bounds:
             raise ValueError(f"histogram {name!r} {dict(key)} has buckets {series.bounds}")
         series.counts[bisect_left(series.bounds, observed)] += 1
@@ -332,11 +335,11 @@ class MetricStore:
             if current is None:
                 raise ValueError(f"gauge {name!r} cannot be {value!r}")
             key = tuple(sorted(pairs))
-            series = old.get(key) or _Gauge(_master_labels(name, key, frozenset()))
+            series = old.get(key) or Gauge(_master_labels(name, key, frozenset()))
             series.by_worker[_MASTER] = current
             family.series[key] = series
 
-    def _own(self, table: dict[str, _Family[S]], name: str, kind: str, help: str) -> _Family[S]:
+    def _own(self, table: dict[str, Family[S]], name: str, kind: str, help: str) -> Family[S]:
         """The master's family ``name``, taken over from the workers the first time."""
         family = table.get(name)
         if family is not None and family.by_master:
@@ -357,11 +360,14 @@ class MetricStore:
                 )
         for other, _ in in_the_way:
             self._drop(other)
-        family = table[name] = _Family(kind, help, by_master=True)
+        family = table[name] = Family(kind, help, by_master=True)
         return family
 
     def _drop(self, name: str) -> None:
-        """Forget the workers' family ``name``; its series stop counting against the cap."""
+        """Forget the workers' family ``name``; its series stop counting against the caps."""
+        family = self._any_family(name)
+        assert family is not None
+        self._bytes -= family.size + sum(series.size for series in family.series.values())
         if (counters := self._counters.pop(name, None)) is not None:
             self._series -= len(counters.series)
         elif (histograms := self._histograms.pop(name, None)) is not None:
@@ -371,7 +377,7 @@ class MetricStore:
                 self._series -= len(series.by_worker)
                 series.by_worker.clear()  # so that forget() finds nothing left to uncount
 
-    def _any_family(self, name: str) -> _Family[Any] | None:
+    def _any_family(self, name: str) -> Family[Any] | None:
         return self._counters.get(name) or self._gauges.get(name) or self._histograms.get(name)
 
     def _clashes(self, name: str, kind: str) -> list[str]:
@@ -392,30 +398,13 @@ class MetricStore:
     # -- the exposition ------------------------------------------------------------------------
 
     def render(self) -> str:
-        """The whole exposition, in the Prometheus text format 0.0.4: families sorted by name,
-        series by labels; a family with no series is left out. Ends with a newline (or is
-        empty)."""
-        out: list[str] = []
-        for name in sorted(self._counters.keys() | self._gauges.keys() | self._histograms.keys()):
-            if (counters := self._counters.get(name)) is not None:
-                fmt.header(out, name, counters.help, "counter")
-                for key in sorted(counters.series):
-                    counter = counters.series[key]
-                    out.append(fmt.sample_line(name, counter.labels, counter.total))
-            elif (gauges := self._gauges.get(name)) is not None:
-                if gauges.series:  # only the master's gauges can have none: a worker's go
-                    fmt.header(out, name, gauges.help, "gauge")
-                for key in sorted(gauges.series):
-                    gauge = gauges.series[key]
-                    out.append(fmt.sample_line(name, gauge.labels, sum(gauge.by_worker.values())))
-            else:
-                histograms = self._histograms[name]
-                fmt.header(out, name, histograms.help, "histogram")
-                for key in sorted(histograms.series):
-                    h = histograms.series[key]
-                    fmt.histogram_lines(out, name, h.labels, h.bounds, h.counts, h.sum)
-        out.append("")
-        return "\n".join(out) if len(out) > 1 else ""
+        """The whole exposition at once (``pieces`` joined)."""
+        return "".join(self.pieces())
+
+    def pieces(self, size: int = 65536) -> Iterator[str]:
+        """The exposition in the Prometheus text format 0.0.4, in pieces of about ``size``
+        characters made one at a time (``_metric_series.pieces``)."""
+        return pieces(self._counters, self._gauges, self._histograms, size)
 
 
 def _master_labels(name: str, key: Key, reserved: frozenset[str]) -> str:

@@ -2,20 +2,27 @@
 served by the master, whose totals outlive every worker.
 
 HTTP/1.1 reduced to what a scraper sends: one request per connection, answered with
-``Connection: close``. Anything else gets a short 4xx; nothing a client sends can block the
-master or grow its memory (``SideServer``'s bounds).
+``Connection: close``. The exposition is rendered piece by piece as the socket takes it and
+sent chunked (close-delimited to an HTTP/1.0 client), so a scrape of any size costs the master
+one piece of memory at a time, and a scraper can tell a cut-short answer from a whole one.
+Anything else gets a short 4xx; nothing a client sends can block the master or grow its memory
+(``SideServer``'s bounds).
 """
 
 from __future__ import annotations
 
 import selectors
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from prefork._side import Peer, SideServer
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _HINT = b"prefork metrics: GET /metrics\n"
+
+#: What renders the exposition: called when a scrape's request is whole, it returns the
+#: pieces of the text, to be made one at a time.
+Render = Callable[[], Iterable[str]]
 
 
 def response(
@@ -28,38 +35,57 @@ def response(
     )  # fmt: skip
 
 
-def answer(head: bytes, render: Callable[[], str]) -> bytes:
-    """The response to a request ``head`` (its bytes up to the blank line)."""
+def answer(head: bytes, render: Render) -> tuple[bytes, Iterator[bytes] | None]:
+    """The response to a request ``head`` (its bytes up to the blank line): its first bytes,
+    and for a scrape the pieces of its body, made as they are sent."""
     line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0]
     parts = line.split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
-        return response(b"400 Bad Request", b"a request line is: GET /metrics HTTP/1.1\n")
-    method, target, _ = parts
+        return response(b"400 Bad Request", b"a request line is: GET /metrics HTTP/1.1\n"), None
+    method, target, version = parts
     if method not in (b"GET", b"HEAD"):
-        return response(b"405 Method Not Allowed", _HINT)
+        return response(b"405 Method Not Allowed", _HINT), None
     path = target.split(b"?", 1)[0]
-    if path == b"/metrics":
-        reply = response(b"200 OK", render().encode(), CONTENT_TYPE)
-    elif path == b"/":
+    if path == b"/":
         reply = response(b"200 OK", _HINT)
-    else:
+    elif path != b"/metrics":
         reply = response(b"404 Not Found", _HINT)
+    else:
+        chunked = version != b"HTTP/1.0"  # a 1.0 client reads to the close
+        framing = b"transfer-encoding: chunked\r\n" if chunked else b""
+        head = (
+            b"HTTP/1.1 200 OK\r\ncontent-type: " + CONTENT_TYPE
+            + b"\r\n" + framing + b"connection: close\r\n\r\n"
+        )  # fmt: skip
+        if method == b"HEAD":
+            return head, None
+        return head, _pieces(render(), chunked)
     if method == b"HEAD":
         reply = reply[: reply.index(b"\r\n\r\n") + 4]
-    return reply
+    return reply, None
+
+
+def _pieces(text: Iterable[str], chunked: bool) -> Iterator[bytes]:
+    for piece in text:
+        data = piece.encode()
+        if not chunked:
+            yield data
+        elif data:  # an empty chunk would end the body
+            yield b"%x\r\n" % len(data) + data + b"\r\n"
+    if chunked:
+        yield b"0\r\n\r\n"
 
 
 class MetricsEndpoint(SideServer):
     """Answers each connection's one request with ``answer``, then closes it."""
 
+    NAME = "metrics endpoint"
     MAX_INPUT = 8192  # a request head; a scraper's is a few hundred bytes
     IDLE_TIMEOUT = 5.0
+    REQUEST_TIMEOUT = 5.0
 
     def __init__(
-        self,
-        listener: socket.socket,
-        selector: selectors.BaseSelector,
-        render: Callable[[], str],
+        self, listener: socket.socket, selector: selectors.BaseSelector, render: Render
     ) -> None:
         super().__init__(listener, selector)
         self._render = render
@@ -70,7 +96,8 @@ class MetricsEndpoint(SideServer):
         if end < 0:
             end = data.find(b"\n\n")
         if end >= 0:
-            self.send(peer, answer(data[:end], self._render), close=True)
+            first, rest = answer(data[:end], self._render)
+            self.send(peer, first, close=True, rest=rest)
 
     def overflowed(self, peer: Peer) -> None:
         self.send(peer, response(b"431 Request Header Fields Too Large", b"head too large\n"))

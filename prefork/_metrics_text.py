@@ -14,9 +14,16 @@ from typing import Any, Final
 
 MAX_LABELS: Final = 16
 MAX_TEXT: Final = 200  # characters in a metric name, a label name or value, a help text
+#: Bytes of a worker series' labels as printed (escaped, ``broker`` and quotes included):
+#: every line of the series repeats them, a histogram's 35 times.
+MAX_LABEL_TEXT: Final = 1024
 MAX_BUCKETS: Final = 32
 # A larger increase of one bucket in one report is no real count (and floats lose exactness).
 MAX_COUNT: Final = 2**53
+#: A histogram series' total count: its lines have a known widest form (19 digits).
+MAX_TOTAL_COUNT: Final = 2**63 - 1
+_VALUE_WIDTH: Final = len(repr(-1.7976931348623157e308))  # the widest sample value printed
+_COUNT_WIDTH: Final = len(str(MAX_TOTAL_COUNT))
 
 Key = tuple[tuple[str, str], ...]  # a series' labels, sorted: the dict key of the series
 
@@ -156,6 +163,28 @@ def histogram_lines(
     out.append(f'{name}_bucket{{{before_le}le="+Inf"}} {cumulative}')
     out.append(f"{name}_sum{_braced(labels)} {_number(total)}")
     out.append(f"{name}_count{_braced(labels)} {cumulative}")
+
+
+def series_size(name: str, labels: str, bounds: list[float] | None) -> int:
+    """The most bytes the lines of one series take, its numbers at their widest: one line
+    for a counter or gauge; for a histogram (``bounds``) a line per bound, +Inf, _sum and
+    _count. What the store charges a series against its limit of bytes per scrape."""
+    text = len(labels.encode())
+    braced = text + 2 if labels else 0
+    if bounds is None:
+        return len(name) + braced + 1 + _VALUE_WIDTH + 1
+    # name_bucket{labels,le="bound"} count
+    bucket = len(name) + len('_bucket{le=""} ') + text + (1 if labels else 0) + _COUNT_WIDTH + 1
+    lines = sum(bucket + len(repr(bound)) for bound in bounds) + bucket + len("+Inf")
+    lines += len(name) + len("_sum ") + braced + _VALUE_WIDTH + 1
+    return lines + len(name) + len("_count ") + braced + _COUNT_WIDTH + 1
+
+
+def header_size(name: str, help: str, kind: str) -> int:
+    """The bytes of a family's ``# HELP`` and ``# TYPE`` lines."""
+    out: list[str] = []
+    header(out, name, help, kind)
+    return sum(len(line.encode()) + 1 for line in out)
 
 
 def _braced(labels: str) -> str:

@@ -204,7 +204,7 @@ def test_metrics_count_starts_exits_crashes_reloads_and_reports(
     }
     made.observe(Emit("http", "worker_report", ({"metrics": [sample]}, info)))
     made.observe(Log(20, "not counted"))
-    text = made.render_metrics()
+    text = "".join(made.render_metrics())
     assert 'prefork_worker_starts_total{broker="http"} 2' in text
     assert 'prefork_worker_exits_total{broker="http",cause="replaced"} 1' in text
     assert 'prefork_worker_crashes_total{broker="http",cause="signal"} 1' in text

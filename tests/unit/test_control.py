@@ -370,12 +370,16 @@ def test_idle_connections_are_closed_at_their_deadline(
     server.close()
 
 
-def test_connections_past_the_cap_are_closed_on_accept(
+def test_a_full_house_of_held_peers_turns_a_new_connection_away(
     tmp_path: Path, selector: selectors.DefaultSelector
 ) -> None:
-    server, _, path = control(tmp_path, selector)
+    """Held peers (reload --wait) were taken: none gives way to a newcomer."""
+    server, handler, path = control(tmp_path, selector)
     held = [client(path) for _ in range(SideServer.MAX_PEERS)]
+    for sock in held:
+        sock.sendall(b'{"v":1,"cmd":"reload","wait":true}\n')
     pump(selector)
+    assert len(handler.held) == SideServer.MAX_PEERS
     extra = client(path)
     assert closed(selector, extra)
     assert len(server.peers) == SideServer.MAX_PEERS
@@ -410,8 +414,14 @@ def test_accept_with_nobody_waiting_does_nothing(
 # --- the metrics endpoint -----------------------------------------------------------------
 
 
-def render() -> str:
-    return "# TYPE x counter\nx 1\n"
+def render() -> list[str]:
+    return ["# TYPE x counter\n", "", "x 1\n"]
+
+
+def whole(head: bytes, render: Any = render) -> bytes:
+    """The whole response ``answer`` makes for ``head``: its first bytes and the rest."""
+    first, rest = answer(head, render)
+    return first + b"".join(rest or ())
 
 
 @pytest.mark.parametrize(
@@ -430,18 +440,26 @@ def render() -> str:
     ],
 )
 def test_the_endpoint_answers_what_a_scraper_sends(head: bytes, start: bytes) -> None:
-    reply = answer(head, render)
+    reply = whole(head)
     assert reply.startswith(start)
     assert b"connection: close\r\n\r\n" in reply
 
 
 def test_metrics_body_and_head_request() -> None:
-    reply = answer(b"GET /metrics HTTP/1.1", render)
-    assert reply.endswith(
-        b"\r\ncontent-length: 21\r\nconnection: close\r\n\r\n# TYPE x counter\nx 1\n"
+    """The exposition is chunked, a piece per chunk (an empty piece would end the body);
+    HTTP/1.0 reads it to the close; HEAD gets the head alone."""
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n"
+    assert whole(b"GET /metrics HTTP/1.1") == head + (
+        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        b"11\r\n# TYPE x counter\n\r\n4\r\nx 1\n\r\n0\r\n\r\n"
     )
-    head = answer(b"HEAD /metrics HTTP/1.1", render)
-    assert head.endswith(b"content-length: 21\r\nconnection: close\r\n\r\n")
+    assert whole(b"GET /metrics HTTP/1.0") == head + (
+        b"connection: close\r\n\r\n# TYPE x counter\nx 1\n"
+    )
+    assert whole(b"HEAD /metrics HTTP/1.1") == head + (
+        b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    )
+    assert whole(b"HEAD / HTTP/1.1").endswith(b"content-length: 30\r\nconnection: close\r\n\r\n")
 
 
 def endpoint(selector: selectors.BaseSelector) -> tuple[MetricsEndpoint, tuple[str, int]]:
@@ -475,7 +493,7 @@ def test_the_endpoint_serves_a_scrape_split_across_reads(
 ) -> None:
     server, address = endpoint(selector)
     reply = fetch(selector, address, b"GET /met", b"rics HTTP/1.1\r\n", b"Host: a\r\n\r\n")
-    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"x 1\n")
+    assert reply.startswith(b"HTTP/1.1 200 OK") and reply.endswith(b"x 1\n\r\n0\r\n\r\n")
     reply = fetch(selector, address, b"GET /metrics HTTP/1.0\n\n")  # bare newlines too
     assert reply.startswith(b"HTTP/1.1 200 OK")
     server.close()
@@ -518,7 +536,8 @@ def test_a_held_peer_may_send_more_and_keeps_no_deadline(
     sock.sendall(b'{"v":1,"cmd":"status"}\n')
     pump(selector)
     (peer,) = server.peers.values()
-    assert peer.deadline == 0.0 and peer.input == b'{"v":1,"cmd":"status"}\n'
+    assert server.deadline_of(peer) is None and server.deadline() is None
+    assert peer.input == b'{"v":1,"cmd":"status"}\n'
     server.close()
 
 

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork import _metrics, _metrics_text
+from prefork import _metric_series, _metrics, _metrics_text
+from prefork._metric_series import pieces
 from prefork._metrics import MetricStore
 
 BOUNDS = [0.1, 1.0, 10.0]
@@ -52,7 +53,7 @@ def histogram(
 def test_the_store_is_pure() -> None:
     """No I/O and no clock (design.md): the store imports nothing that touches the OS."""
     effects = {"os", "socket", "signal", "time", "selectors", "subprocess", "asyncio", "io"}
-    for module in (_metrics, _metrics_text):
+    for module in (_metrics, _metrics_text, _metric_series):
         tree = ast.parse(Path(str(module.__file__)).read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -702,11 +703,11 @@ steps = st.lists(
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=steps, max_series=st.integers(0, 12))
+@given(steps=steps, max_series=st.integers(0, 12), max_bytes=st.integers(0, 3000))
 def test_hostile_reports_never_raise_and_the_exposition_always_parses(
-    steps: list[tuple[str, int, object, str]], max_series: int
+    steps: list[tuple[str, int, object, str]], max_series: int, max_bytes: int
 ) -> None:
-    store = MetricStore(max_series=max_series)
+    store = MetricStore(max_series=max_series, max_bytes=max_bytes)
     for broker, worker_id, metrics, also in steps:
         refusals = store.report(broker, worker_id, metrics)
         assert all(isinstance(r, str) and "\n" not in r for r in refusals)
@@ -733,3 +734,17 @@ def test_hostile_reports_never_raise_and_the_exposition_always_parses(
         + sum(len(s.by_worker) for f in gauges for s in f.series.values())
     )
     assert worker_series == store._series
+    # The same for the bytes a scrape prints of the workers' families: what the store charged
+    # is what it holds, within its limit, and never less than what they print.
+    charged = sum(f.size + sum(x.size for x in f.series.values()) for f in counters)
+    charged += sum(f.size + sum(x.size for x in f.series.values()) for f in histograms)
+    charged += sum(f.size + sum(x.size for x in f.series.values()) for f in gauges)
+    assert charged == store._bytes <= max_bytes
+    printed = pieces(
+        _workers(store._counters), _workers(store._gauges), _workers(store._histograms)
+    )
+    assert len("".join(printed).encode()) <= store._bytes
+
+
+def _workers(families: dict[str, Any]) -> dict[str, Any]:
+    return {name: f for name, f in families.items() if not f.by_master}
