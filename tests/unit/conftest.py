@@ -35,6 +35,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("http_parser", ["auto", "h11"], indirect=True)
 
 
+@pytest.fixture(autouse=True)
+def _http_parser_mode(request: pytest.FixtureRequest) -> None:
+    """Set up the parser mode of a test parametrized above: a name appended to
+    ``fixturenames`` in ``pytest_generate_tests`` is parametrized but not set up by pytest 9
+    (every ``[h11-...]`` test ran with the fast path), unless the test asks for it."""
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is not None and "http_parser" in callspec.params:
+        request.getfixturevalue("http_parser")
+
+
 @pytest.fixture
 def http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """``h11``: the fast path declines every head, so h11 parses all of them."""

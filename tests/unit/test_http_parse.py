@@ -5,6 +5,7 @@ from __future__ import annotations
 import h11
 import pytest
 
+from prefork.http import _parse
 from prefork.http._parse import CONTENT_LENGTH_DIGITS, RequestInfo, inspect_request
 
 
@@ -73,3 +74,11 @@ def test_request_facts_for_bodies() -> None:
     assert (info.has_body, info.chunked, info.content_length) == (False, False, 0)
     info = parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert (info.has_body, info.chunked, info.content_length) == (True, True, 0)
+
+
+def test_the_parser_mode_is_set_up_in_tests_that_do_not_ask_for_it(
+    request: pytest.FixtureRequest,
+) -> None:
+    """The [h11-...] runs must really read every head with h11 (conftest.py)."""
+    mode = request.node.callspec.params["http_parser"]
+    assert (_parse.fast_head.__name__ == "<lambda>") == (mode == "h11")
