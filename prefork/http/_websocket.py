@@ -17,11 +17,15 @@ the disconnect it is told) is its ``WebSocketSession`` (``_ws_session.py``), as 
   ``Cycle``, like any response), and the connection closes after it.
 - CLOSED: the transport is closing or gone.
 
-Memory is bounded both ways: a message over ``ws_max_size`` closes with 1009 as it grows (and
-``BoundedDeflate`` never inflates past it); once ``ws_max_queue`` messages wait for the app,
-frames stay unparsed in wsproto's buffer and reading pauses (until ``room_again``); while the
-client does not read what we send, the app waits in ``send()``, reading pauses (no pongs pile
-up), and after ``body_timeout`` the connection is aborted.
+Memory is bounded both ways, by what the client's bytes can make us hold. A message over
+``ws_max_size`` bytes or ``MAX_FRAGMENTS`` frames closes with 1009 as it grows (its frames are
+joined as they come: ``_ws_message.py``; ``BoundedDeflate`` never inflates past the size).
+Once ``ws_max_queue`` messages, or ``ws_max_size`` bytes of them, wait for the app, frames stay
+unparsed (still compressed) in wsproto's buffer and reading pauses until the app takes one
+(``room_again``): a connection holds under twice ``ws_max_size`` of messages, and what else
+the client sends waits in the kernel's buffers. While the client does not read what we send,
+the app waits in ``send()``, reading pauses (no pongs pile up), and after ``body_timeout`` the
+connection is aborted.
 
 A drain sends every open socket a close frame, 1012 (Service Restart) when a new worker
 replaces this one and 1001 (Going Away) on a stop, and the app gets ``websocket.disconnect``
@@ -43,6 +47,7 @@ from prefork.http._asgi import Cycle, Message
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._ws_handshake import Offer, accept_response, denial_cycle, negotiate_deflate
+from prefork.http._ws_message import MessageTooBig, Reassembly
 from prefork.http._ws_session import (
     CLOSED,
     CLOSING,
@@ -87,10 +92,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self.phase: WSPhase = HANDSHAKE
         self.conn: Connection | None = None
         self._pending = pending  # bytes that came after the handshake request
-        self.session = WebSocketSession(scope, self, transport, flow, loop, config.ws_max_queue)
-        self._max_size = config.ws_max_size
-        self._fragments: list[Any] = []
-        self._fragment_size = 0
+        self._max_size = max_size = config.ws_max_size
+        self.session = WebSocketSession(
+            scope, self, transport, flow, loop, config.ws_max_queue, max_size
+        )
+        self.message = Reassembly(max_size)  # the message being received
         self.denial: Cycle | None = None
         self.deadline = 0.0  # CLOSING: the peer's close frame is due; else: a drain's end
         self.write_deadline = 0.0
@@ -144,16 +150,16 @@ class WebSocketProtocol(asyncio.Protocol):
     # -- frames in -------------------------------------------------------------------------
 
     def _read_events(self) -> None:
-        """Take what wsproto parsed; stop while the app's queue is full (the rest waits in
-        wsproto's buffer, and reading pauses)."""
+        """Take what wsproto parsed, while there is room (``_room``): the rest waits in
+        wsproto's buffer, unparsed, and reading pauses."""
         conn = self.conn
         assert conn is not None
-        session = self.session
-        for event in conn.events():
+        room = self._room()
+        for event in conn.events() if room else ():  # a read may come after pause_reading
             kind = type(event)
             if kind is TextMessage or kind is BytesMessage:
                 if self.phase is OPEN:
-                    self._message_part(event.data, event.message_finished)  # type: ignore[attr-defined]
+                    self._message_part(event)  # type: ignore[arg-type]
             elif kind is Ping:
                 if conn.state is ConnectionState.OPEN:
                     self._write(conn.send(event.response()))  # type: ignore[attr-defined]
@@ -164,26 +170,19 @@ class WebSocketProtocol(asyncio.Protocol):
             else:
                 assert isinstance(event, CloseConnection)
                 self._close_received(conn, event)
-            phase = self.phase
-            if phase is not CLOSING and (phase is not OPEN or session.queue_full()):
+            room = self._room()
+            if not room:
                 break
-        self._update_reading()
+        self._update_reading(room)
 
-    def _message_part(self, data: str | bytes, finished: bool) -> None:
-        size = self._fragment_size + (len(data.encode()) if type(data) is str else len(data))
-        if size > self._max_size:
-            self._fail(1009, f"message over {self._max_size} bytes")
+    def _message_part(self, event: TextMessage | BytesMessage) -> None:
+        try:
+            whole = self.message.add(event)
+        except MessageTooBig as exc:
+            self._fail(1009, str(exc))
             return
-        if not finished:
-            self._fragments.append(data)
-            self._fragment_size = size
-            return
-        if self._fragments:
-            self._fragments.append(data)
-            data = ("" if type(data) is str else b"").join(self._fragments)
-            self._fragments.clear()
-            self._fragment_size = 0
-        self.session.message_received(data)
+        if whole is not None:
+            self.session.message_received(*whole)
 
     def _close_received(self, conn: Connection, event: CloseConnection) -> None:
         if conn.state is ConnectionState.REMOTE_CLOSING:  # the peer begins the close
@@ -197,11 +196,18 @@ class WebSocketProtocol(asyncio.Protocol):
         else:  # an error after our close frame: nothing more to say
             self._finish()
 
-    def _update_reading(self) -> None:
-        """Read while open (or closing) and neither the app's queue nor our writes are full."""
+    def _room(self) -> bool:
+        """Whether to parse more: while closing (to find the peer's close frame), or while
+        open with room in the app's queue (``WebSocketSession.queue_full``)."""
         phase = self.phase
+        return phase is CLOSING or (phase is OPEN and not self.session.queue_full())
+
+    def _update_reading(self, room: bool | None = None) -> None:
+        """Read while there is room to parse (``room``, if the caller knows) and our writes
+        are not paused."""
         flow = self.flow
-        room = phase is CLOSING or (phase is OPEN and not self.session.queue_full())
+        if room is None:
+            room = self._room()
         if room and not flow.write_paused:
             flow.resume_reading()
         else:
@@ -309,6 +315,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._write(conn.send(CloseConnection(code, reason)))
         self.session.closed(code, reason)
         self.phase = CLOSING
+        self.message.clear()  # no more messages reach the app
         self.deadline = self.loop.time() + CLOSE_TIMEOUT
         self._update_reading()
 
@@ -323,6 +330,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def _finish(self, abort: bool = False) -> None:
         self.phase = CLOSED
         self.deadline = 0.0
+        self.message.clear()
         self.session.drop_messages()
         if abort:
             self.write_deadline = 0.0

@@ -32,6 +32,8 @@ from prefork.http._parse import RequestInfo
 from prefork.http._stats import Stats
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#: How much a frame's payload is inflated by at a time (``BoundedDeflate._inflate``).
+INFLATE_STEP = 1 << 20
 _VERSION_HEADER = b"sec-websocket-version: 13\r\n"
 
 
@@ -195,17 +197,29 @@ class BoundedDeflate(PerMessageDeflate):
         self.inflated = 0  # of the message in progress
 
     def _inflate(self, data: bytes) -> bytes | CloseReason:
+        """Inflate ``data`` in ``INFLATE_STEP`` pieces: zlib's one call would hold its output
+        twice (its blocks, then the bytes joined from them), so a bomb refused at the
+        default 16 MiB would cost 32 MiB rather than 17."""
         decompressor = self._decompressor
         assert decompressor is not None
         room = self.max_size - self.inflated
+        pieces = []
+        size = 0
         try:
-            out = decompressor.decompress(data, room + 1)
+            while True:
+                step = min(room + 1 - size, INFLATE_STEP)  # never 0: zlib's "no limit"
+                piece = decompressor.decompress(data, step)
+                pieces.append(piece)
+                size += len(piece)
+                if size > room:
+                    return CloseReason.MESSAGE_TOO_BIG
+                if len(piece) < step:  # the input is used up and its output all out
+                    break
+                data = decompressor.unconsumed_tail
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if len(out) > room:
-            return CloseReason.MESSAGE_TOO_BIG
-        self.inflated += len(out)
-        return out
+        self.inflated += size
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def frame_inbound_header(
         self, proto: FrameDecoder | FrameProtocol, opcode: Opcode, rsv: RsvBits, length: int

@@ -8,7 +8,9 @@ handshake, deadlines, pings, drain. A ``WebSocketSession`` is to it what a ``Cyc
 connection's ``FlowControl``, the loop) and, as ``SocketSide``, the few operations only the
 protocol performs (answer the handshake, frame a message, close, read on, settle the app's
 end). The protocol tells the session what happens through its methods (``message_received``,
-``closed``, ``drop_messages``) and asks ``queue_full`` before it parses more.
+``closed``, ``drop_messages``) and asks ``queue_full`` before it parses more: the queue is full
+with ``max_queue`` messages or ``max_bytes`` bytes of them (``ws_max_size``: one message of the
+largest size), whichever comes first.
 
 ``WSPhase`` is defined here, below the protocol, because the message-order checks read it; only
 the protocol moves between phases (their meaning: ``_websocket.py``).
@@ -74,6 +76,7 @@ class WebSocketSession:
         flow: FlowControl,
         loop: asyncio.AbstractEventLoop,
         max_queue: int,
+        max_bytes: int,
     ) -> None:
         self.scope = scope
         self._socket = socket
@@ -81,7 +84,11 @@ class WebSocketSession:
         self._flow = flow
         self._loop = loop
         self._max_queue = max_queue
-        self.queue: deque[Message] = deque((_CONNECT,))  # what waits for the app's receive()
+        self._max_bytes = max_bytes
+        # What waits for the app's receive(), each message with its size in bytes (UTF-8 for
+        # a text one), and the sum of those sizes.
+        self.queue: deque[tuple[Message, int]] = deque(((_CONNECT, 0),))
+        self.queued_bytes = 0
         self.waiter: asyncio.Future[None] | None = None
         self.disconnect: Message | None = None  # what receive() gives once the socket ended
         self.app_closed = False  # the app sent websocket.close
@@ -89,15 +96,17 @@ class WebSocketSession:
 
     # -- events from the protocol ----------------------------------------------------------
 
-    def message_received(self, data: str | bytes) -> None:
-        """A whole message arrived: ``receive`` hands it to the app."""
+    def message_received(self, data: str | bytes, size: int) -> None:
+        """A whole message of ``size`` bytes arrived: ``receive`` hands it to the app."""
         kind = "text" if type(data) is str else "bytes"
-        self.queue.append({"type": "websocket.receive", kind: data})
+        self.queue.append(({"type": "websocket.receive", kind: data}, size))
+        self.queued_bytes += size
         self._wake()
 
     def queue_full(self) -> bool:
-        """Whether ``ws_max_queue`` messages wait for the app (the protocol parses no more)."""
-        return len(self.queue) >= self._max_queue
+        """Whether ``max_queue`` messages, or ``max_bytes`` bytes of them, wait for the app
+        (the protocol parses no more until it takes one)."""
+        return len(self.queue) >= self._max_queue or self.queued_bytes >= self._max_bytes
 
     def closed(self, code: int, reason: str) -> None:
         """From now on ``receive()`` gives ``websocket.disconnect`` (after what is queued)."""
@@ -108,6 +117,7 @@ class WebSocketSession:
     def drop_messages(self) -> None:
         """The connection is closing: what the app has not taken yet never reaches it."""
         self.queue.clear()
+        self.queued_bytes = 0
 
     def _wake(self) -> None:
         waiter = self.waiter
@@ -120,8 +130,10 @@ class WebSocketSession:
         while True:
             queue = self.queue
             if queue:
-                message = queue.popleft()
-                if len(queue) == self._max_queue - 1 and self._socket.phase is OPEN:
+                full = self.queue_full()
+                message, size = queue.popleft()
+                self.queued_bytes -= size
+                if full and self._socket.phase is OPEN:  # (it parses only if there is room)
                     self._socket.room_again()  # what waits in wsproto's buffer comes first
                 return message
             if self.disconnect is not None:
@@ -144,7 +156,7 @@ class WebSocketSession:
                 if type(code) is not int or not 1000 <= code <= 4999:
                     raise ValueError(f"websocket.close 'code' must be an int 1000-4999: {code!r}")
                 self.app_closed = True
-                self.queue.clear()
+                self.drop_messages()
                 socket.close(code, message.get("reason") or "")
             else:
                 raise RuntimeError(f"Unexpected ASGI message {kind!r} after websocket.accept.")

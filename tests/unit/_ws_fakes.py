@@ -4,9 +4,11 @@ protocol holds the transport, and a wsproto client to make the client's frames a
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from _http_fakes import Harness, request
+from _http_fakes import Harness, request, split
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import Event
 from wsproto.extensions import Extension
@@ -14,6 +16,20 @@ from wsproto.extensions import Extension
 #: RFC 6455 section 1.3's example key, and the accept token it gives.
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+TEXT, BINARY, CONTINUATION = 0x1, 0x2, 0x0
+
+
+def frame(opcode: int, payload: bytes = b"", *, fin: bool = True) -> bytes:
+    """A client frame built by hand (what no client library would send), masked with a zero
+    key (RFC 6455 allows any key) so that the payload goes as is."""
+    size = len(payload)
+    if size < 126:
+        length = bytes([0x80 | size])
+    elif size < 1 << 16:
+        length = bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return bytes([fin << 7 | opcode]) + length + b"\0\0\0\0" + payload
 
 
 def upgrade(target: str = "/", *headers: str, key: str = KEY, version: str = "13") -> bytes:
@@ -35,14 +51,26 @@ class WSHarness(Harness):
         super().__post_init__()
         self.client: Connection | None = None
         self._seen = 0  # of the transport's output, what the client has parsed
+        self.kernel: deque[bytes] = deque()  # what ``stream`` sent and was not read yet
 
     def feed(self, data: bytes, how: str = "whole", seed: int = 0) -> None:
-        from _http_fakes import split
-
         for piece in split(data, how, seed):
             if self.transport.closed:
                 return
             self.transport.protocol.data_received(piece)
+
+    def stream(self, pieces: Iterable[bytes], check: Callable[[], None] = lambda: None) -> None:
+        """Send ``pieces`` as a kernel would deliver them: the protocol reads them while its
+        reading is not paused, and the rest waits (``pump`` reads on). ``check`` runs after
+        each read."""
+        self.kernel.extend(pieces)
+        self.pump(check)
+
+    def pump(self, check: Callable[[], None] = lambda: None) -> None:
+        transport = self.transport
+        while self.kernel and transport.reading and not transport.closed:
+            transport.protocol.data_received(self.kernel.popleft())
+            check()
 
     @property
     def socket(self) -> Any:
