@@ -7,6 +7,7 @@ something to happen.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import signal
@@ -25,15 +26,22 @@ T = TypeVar("T")
 
 def wait_until(predicate: Callable[[], T], timeout: float = 5.0, what: str = "") -> T:
     """Poll ``predicate`` until it returns something truthy; return that, or fail at the
-    deadline."""
+    deadline saying what was waited for (``what``, else the predicate's source line)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not true after {timeout}s: {what or predicate}")
+            raise AssertionError(f"not true after {timeout}s: {what or _source(predicate)}")
         time.sleep(0.01)
+
+
+def _source(predicate: Callable[..., Any]) -> str:
+    try:
+        return inspect.getsource(predicate).strip()
+    except (OSError, TypeError):
+        return repr(predicate)
 
 
 def proc_state(pid: int) -> str | None:

@@ -110,8 +110,10 @@ def test_second_sigint_kills_at_once(start, sock):
     master.wait_event("worker_message", msg={"sleep": 1.0})
     master.signal(signal.SIGINT)
     os.kill(min(pids), signal.SIGKILL)
-    wait_until(lambda: proc_state(min(pids)) == "Z", 5)
-    assert master.wait_exit(5) == 0
+    # A zombie while the master sleeps; gone already if the master woke first (a busy machine
+    # can keep this test from looking in time).
+    wait_until(lambda: proc_state(min(pids)) in ("Z", None), 5, "the killed worker dead")
+    assert master.wait_exit(15) == 0
     exits = master.events("worker_exit")
     assert {(e["pid"], e["signal"]) for e in exits} == {(p, signal.SIGKILL) for p in pids}
     assert "stopping at once" in master.stderr()

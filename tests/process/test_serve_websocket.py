@@ -72,7 +72,9 @@ def wait_ws(master: MasterProcess, url: str, **options: Any) -> ClientConnection
         master.check_running(f"a WebSocket to {url}")
         try:
             return open_ws(url, **options)
-        except (OSError, TimeoutError, InvalidStatus, ConnectionClosed) as exc:
+        # websockets' own asserts can fail when a connection is reset mid-handshake (as a
+        # drained master does): one more failed attempt, not the test's verdict.
+        except (OSError, TimeoutError, InvalidStatus, ConnectionClosed, AssertionError) as exc:
             errors.append(exc)
             return None
 
