@@ -85,34 +85,56 @@ def build(cls: Callable[..., T], what: str, options: Mapping[str, Any], **fixed:
 
 # --- checks: each returns the value to keep ----------------------------------------------
 
+#: The longest time an option may give: a week. More is a slip of the finger, and the master
+#: cannot sleep towards a deadline beyond 24.8 days (epoll takes an int of milliseconds).
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for a one-line message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more digits than int -> str converts
+        return "a number too long to print"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def seconds(*, positive: bool = False, optional: bool = False) -> Check:
-    """A finite number of seconds, >= 0 (> 0 with ``positive``); None too with ``optional``."""
+def seconds(
+    *, positive: bool = False, optional: bool = False, maximum: float = MAX_SECONDS
+) -> Check:
+    """A finite number of seconds, >= 0 (> 0 with ``positive``) and at most ``maximum``;
+    None too with ``optional``."""
     bound = "> 0" if positive else ">= 0"
 
     def check(name: str, value: Any) -> Any:
         if value is None and optional:
             return value
         number = isinstance(value, int | float) and not isinstance(value, bool)
-        if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
-            raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
+        finite = number and (isinstance(value, int) or math.isfinite(value))
+        if not finite or value < 0 or (positive and value == 0):
+            raise ConfigError(f"{name} must be a number of seconds {bound}, got {shown(value)}")
+        if value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum:g} seconds, got {shown(value)}")
         return value
 
     return check
 
 
-def whole(minimum: int = 0, *, optional: bool = False) -> Check:
-    """A whole number >= ``minimum``; None too with ``optional``."""
+def whole(minimum: int = 0, maximum: int | None = None, *, optional: bool = False) -> Check:
+    """A whole number >= ``minimum`` and, when given, <= ``maximum``; None too with
+    ``optional``."""
 
     def check(name: str, value: Any) -> Any:
         if value is None and optional:
             return value
         if not _is_int(value) or value < minimum:
-            raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+            raise ConfigError(f"{name} must be a whole number >= {minimum}, got {shown(value)}")
+        if maximum is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum}, got {shown(value)}")
         return value
 
     return check
@@ -120,14 +142,14 @@ def whole(minimum: int = 0, *, optional: bool = False) -> Check:
 
 def switch(name: str, value: Any) -> Any:
     if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be True or False, got {value!r}")
+        raise ConfigError(f"{name} must be True or False, got {shown(value)}")
     return value
 
 
 def one_of(*choices: str) -> Check:
     def check(name: str, value: Any) -> Any:
         if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {shown(value)}")
         return value
 
     return check
@@ -135,20 +157,20 @@ def one_of(*choices: str) -> Check:
 
 def text(name: str, value: Any) -> Any:
     if not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
+        raise ConfigError(f"{name} must be a string, got {shown(value)}")
     return value
 
 
 def maybe_text(name: str, value: Any) -> Any:
     """A string, or None (not given)."""
     if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{name} must be a string, got {value!r}")
+        raise ConfigError(f"{name} must be a string, got {shown(value)}")
     return value
 
 
 def path_or_none(name: str, value: Any) -> Any:
     if value is not None and (not isinstance(value, str) or not value):
-        raise ConfigError(f"{name} must be a path string, got {value!r}")
+        raise ConfigError(f"{name} must be a path string, got {shown(value)}")
     return value
 
 
@@ -157,5 +179,5 @@ def strings(name: str, value: Any) -> Any:
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+        raise ConfigError(f"{name} must be a list of strings, got {shown(value)}")
     return tuple(value)

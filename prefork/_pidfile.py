@@ -45,12 +45,14 @@ def release(path: str, pid: int) -> None:
 
 
 def _read(path: str) -> int | None:
+    """The pid in the file, if it holds one (ASCII digits, a C int: what os.kill takes)."""
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:
             text = f.read(64).strip()
     except (FileNotFoundError, IsADirectoryError, PermissionError):
         return None
-    return int(text) if text.isdigit() else None
+    pid = int(text) if text.isdigit() else 0
+    return pid if 0 < pid < 1 << 31 else None
 
 
 def _alive(pid: int) -> bool:

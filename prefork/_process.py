@@ -178,7 +178,7 @@ def identity(user: str | None, group: str | None) -> Identity:
     if user is not None:
         try:
             entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):  # a number out of range, '²'
             raise ConfigError(
                 f"unknown user {user!r}; give a name or uid from /etc/passwd"
             ) from None
@@ -186,7 +186,7 @@ def identity(user: str | None, group: str | None) -> Identity:
     if group is not None:
         try:
             gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
+        except (KeyError, ValueError, OverflowError):  # a number out of range, '²'
             raise ConfigError(
                 f"unknown group {group!r}; give a name or gid from /etc/group"
             ) from None

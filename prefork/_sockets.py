@@ -20,6 +20,7 @@ from prefork._options import ConfigError
 
 UNIX_MODE = 0o666  # read-write for all, less the process umask (as a created file gets)
 SD_LISTEN_FDS_START = 3
+MAX_FD = (1 << 31) - 1  # a file descriptor is a C int
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +41,13 @@ def parse(text: str) -> Address:
             raise ConfigError(f"bad address {text!r}: unix: needs a path; {hint}")
         return Address("unix", path=path)
     if text.startswith("fd://"):
-        number = text[5:]
-        if not number.isdigit():
+        fd = _number(text[5:], MAX_FD)
+        if fd is None:
             raise ConfigError(f"bad address {text!r}: fd:// needs a number; {hint}")
-        return Address("fd", fd=int(number))
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+        return Address("fd", fd=fd)
+    host, sep, digits = text.rpartition(":")
+    port = _number(digits, 65535)
+    if not sep or port is None:
         raise ConfigError(f"bad address {text!r}: no valid port; {hint}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -55,7 +57,15 @@ def parse(text: str) -> Address:
             raise ConfigError(f"bad address {text!r}: {host!r} is not IPv6; {hint}") from None
     elif ":" in host:
         raise ConfigError(f"bad address {text!r}: write IPv6 addresses as [addr]:port")
-    return Address("tcp", host=host or "0.0.0.0", port=int(port))
+    return Address("tcp", host=host or "0.0.0.0", port=port)
+
+
+def _number(text: str, most: int) -> int | None:
+    """``text`` as a whole number of ASCII digits up to ``most``, else None."""
+    digits = text.lstrip("0") or "0"
+    if not text.isascii() or not text.isdigit() or len(digits) > len(str(most)):
+        return None
+    return int(digits) if int(digits) <= most else None
 
 
 def bind(text: str, backlog: int) -> socket.socket:

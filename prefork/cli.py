@@ -28,6 +28,7 @@ from prefork._options import (
     maybe_text,
     one_of,
     option,
+    shown,
     switch,
     whole,
 )
@@ -134,7 +135,7 @@ def given(config: type, values: Mapping[str, Any]) -> dict[str, Any]:
 
 def _port(name: str, value: Any) -> Any:
     if value is not None and (not isinstance(value, int) or not 0 <= value <= 65535):
-        raise ConfigError(f"{name} must be a port number 0-65535, got {value!r}")
+        raise ConfigError(f"{name} must be a port number 0-65535, got {shown(value)}")
     return value
 
 
@@ -160,7 +161,7 @@ class ServeOptions:
     fd: int | None = option(
         None,
         "serve this inherited socket fd",
-        whole(0, optional=True),
+        whole(0, _sockets.MAX_FD, optional=True),
         "--fd",
         metavar="N",
         parse=int,
@@ -297,7 +298,7 @@ def _with_config_file(
     if path is None:
         return args
     serve = _serve_parser(parser)
-    serve.set_defaults(**setup.read_config_file(path, serve))
+    serve.set_defaults(**setup.read_config_file(path, (*SERVE_CONFIGS, ServeOptions)))
     return parser.parse_args(argv)
 
 

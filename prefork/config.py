@@ -24,6 +24,7 @@ from prefork._options import (
     option,
     path_or_none,
     seconds,
+    shown,
     strings,
     switch,
     whole,
@@ -31,6 +32,14 @@ from prefork._options import (
 from prefork._roster import BrokerPolicy
 
 __all__ = ["BrokerConfig", "MasterConfig", "brokers_unique", "policy_of"]
+
+#: The most worker processes a broker may have; more is a typo (10**26 would fork forever).
+MAX_WORKERS = 1024
+#: The longest listen queue: the kernel caps it at net.core.somaxconn anyway, and listen()
+#: takes a C int.
+MAX_BACKLOG = 65535
+#: The largest --max-worker-memory, in MiB (1 TiB): more is no limit at all.
+MAX_WORKER_MEMORY = 1 << 20
 
 _BROKER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _WORKER_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
@@ -48,13 +57,20 @@ def _control(name: str, value: Any) -> Any:
     return path_or_none(name, value)
 
 
+def _umask(name: str, value: Any) -> Any:
+    whole(0, optional=True)(name, value)
+    if value is not None and value > 0o777:
+        raise ConfigError(f"{name} must be at most 0o777 (octal, e.g. 027), got {value:#o}")
+    return value
+
+
 def _metrics_bind(name: str, value: Any) -> Any:
     if value is None:
         return value
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{name} must be an address such as 127.0.0.1:9100, got {value!r}")
+        raise ConfigError(f"{name} must be an address such as 127.0.0.1:9100, got {shown(value)}")
     if value.startswith("fd://"):
-        raise ConfigError(f"{name} takes host:port or unix:PATH, not {value!r}")
+        raise ConfigError(f"{name} takes host:port or unix:PATH, not {shown(value)}")
     return value
 
 
@@ -83,7 +99,7 @@ class MasterConfig:
     umask: int | None = option(
         None,
         "umask of the master and its workers, in octal, e.g. 027 (unix sockets honour it)",
-        whole(0, optional=True),
+        _umask,
         "--umask",
         metavar="MASK",
         parse=octal,
@@ -150,8 +166,10 @@ def _broker_type(name: str, value: Any) -> Any:
 
 def _mebibytes(name: str, value: Any) -> Any:
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{name} must be a number of MiB >= 0 (0: no limit), got {value!r}")
+    if not number or not (isinstance(value, int) or math.isfinite(value)) or value < 0:
+        raise ConfigError(f"{name} must be a number of MiB >= 0 (0: no limit), got {shown(value)}")
+    if value > MAX_WORKER_MEMORY:
+        raise ConfigError(f"{name} must be at most {MAX_WORKER_MEMORY} MiB, got {shown(value)}")
     return value
 
 
@@ -178,7 +196,13 @@ class BrokerConfig:
         REQUIRED, "a Worker subclass or 'module:attr'", _worker_spec
     )
     workers: int = option(
-        1, "worker processes", whole(0), "-w", "--workers", metavar="N", parse=int
+        1,
+        f"worker processes, at most {MAX_WORKERS}",
+        whole(0, MAX_WORKERS),
+        "-w",
+        "--workers",
+        metavar="N",
+        parse=int,
     )
     recycle_rate: float = option(
         0.0,
@@ -218,7 +242,12 @@ class BrokerConfig:
         None, "this broker's own graceful_timeout (None: the master's)", seconds(optional=True)
     )
     backlog: int = option(
-        2048, "listen queue length", whole(1), "--backlog", metavar="N", parse=int
+        2048,
+        f"listen queue length, at most {MAX_BACKLOG}",
+        whole(1, MAX_BACKLOG),
+        "--backlog",
+        metavar="N",
+        parse=int,
     )
     preload: bool = option(
         False,

@@ -32,6 +32,13 @@ from prefork.http._access import DEFAULT_ACCESS_FORMAT
 LIFESPAN_MODES = ("auto", "on", "off")
 WS_MODES = ("auto", "none", "wsproto")
 HTTP_MODES = ("auto", "h11")
+#: The most a request head, its line or one field may be allowed (1 MiB): past that, one
+#: client's head would hold a worker's memory.
+MAX_HEAD_BYTES = 1 << 20
+#: The most fields a head may be allowed (gunicorn's ceiling too).
+MAX_HEAD_FIELDS = 32768
+#: The largest WebSocket message --ws-max-size may allow (1 GiB).
+MAX_WS_MESSAGE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,7 +147,7 @@ class HTTPConfig:
     limit_request_line: int = option(
         8190,
         "longest request line, in bytes (414 beyond)",
-        whole(1),
+        whole(1, MAX_HEAD_BYTES),
         "--limit-request-line",
         metavar="BYTES",
         parse=int,
@@ -148,7 +155,7 @@ class HTTPConfig:
     limit_request_fields: int = option(
         100,
         "most header fields in a request (431 beyond)",
-        whole(1),
+        whole(1, MAX_HEAD_FIELDS),
         "--limit-request-fields",
         metavar="N",
         parse=int,
@@ -156,7 +163,7 @@ class HTTPConfig:
     limit_request_field_size: int = option(
         8190,
         "longest header field line in bytes, its CRLF counted, as gunicorn does (431 beyond)",
-        whole(1),
+        whole(1, MAX_HEAD_BYTES),
         "--limit-request-field-size",
         "--limit-request-field_size",
         metavar="BYTES",
@@ -165,7 +172,7 @@ class HTTPConfig:
     limit_request_head: int = option(
         65536,
         "largest request head, in bytes (431 beyond)",
-        whole(1),
+        whole(1, MAX_HEAD_BYTES),
         "--limit-request-head",
         metavar="BYTES",
         parse=int,
@@ -242,7 +249,7 @@ class HTTPConfig:
     ssl_version: int = option(
         int(ssl.PROTOCOL_TLS_SERVER),
         "the ssl module's protocol constant",
-        whole(0),
+        _checks.tls_protocol,
         "--ssl-version",
         metavar="N",
         parse=int,
@@ -266,7 +273,7 @@ class HTTPConfig:
     ws_max_size: int = option(
         16 * 1024 * 1024,
         "largest WebSocket message, in bytes (closed with 1009 beyond)",
-        whole(1),
+        whole(1, MAX_WS_MESSAGE),
         "--ws-max-size",
         metavar="BYTES",
         parse=int,

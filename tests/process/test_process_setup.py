@@ -192,6 +192,12 @@ def test_identity_names_and_numbers():
         _process.identity("no-such-user-q", None)
     with pytest.raises(ConfigError, match="unknown group '99999'"):
         _process.identity(None, "99999")
+    with pytest.raises(ConfigError, match="unknown group '99999999999999999999'"):
+        _process.identity(None, "99999999999999999999")
+    with pytest.raises(ConfigError, match="unknown user '\u00b2'"):
+        _process.identity("\u00b2", None)
+    with pytest.raises(ConfigError, match="unknown user '99999999999999999999'"):
+        _process.identity("99999999999999999999", None)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a process's group needs root")

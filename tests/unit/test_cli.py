@@ -49,6 +49,13 @@ def test_preload_reports_the_import_error(
         (["jsonapp"], "not 'module:attr'"),
         (["--ws-max-size", "0", "json:app"], "ws_max_size must be a whole number >= 1"),
         (["--ws-ping-interval", "-1", "json:app"], "ws_ping_interval must be"),
+        (["--workers", "100000000000000000000000000", "json:app"], "workers must be at most 1024"),
+        (["--backlog", "99999999999999999999", "json:app"], "backlog must be at most 65535"),
+        (["--fd", "99999999999999999999", "json:app"], "fd must be at most 2147483647"),
+        (["--bind", "fd://\u00b2", "json:app"], "fd:// needs a number"),
+        (["--ssl-version", "99", "json:app"], "ssl_version must be one of"),
+        (["--umask", "7777", "json:app"], "umask must be at most 0o777"),
+        (["--timeout", "1e300", "json:app"], "timeout must be at most 604800 seconds, got 1e+300"),
     ],
 )
 def test_bad_values(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

@@ -36,6 +36,8 @@ def test_unknown_master_option_lists_the_known_ones() -> None:
         ({"graceful_timeout": True}, "graceful_timeout must be a number"),
         ({"backoff_base": 0}, "backoff_base must be a number of seconds > 0"),
         ({"max_frame": 10}, "max_frame must be a whole number >= 64"),
+        ({"umask": 0o1000}, r"umask must be at most 0o777 \(octal, e.g. 027\), got 0o1000"),
+        ({"umask": -1}, "umask must be a whole number >= 0"),
         ({"pidfile": 3}, "pidfile must be a path string"),
         ({"control": ""}, "control must be a path string"),
         ({"metrics_bind": ""}, "metrics_bind must be an address such as 127.0.0.1:9100"),
@@ -64,6 +66,11 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"max_worker_memory": -1}, "max_worker_memory must be a number of MiB >= 0"),
         ({"max_worker_memory": True}, "max_worker_memory must be a number of MiB"),
         ({"max_worker_memory": float("inf")}, "max_worker_memory must be a number of MiB"),
+        ({"max_worker_memory": 2**20 + 1}, "max_worker_memory must be at most 1048576 MiB"),
+        ({"max_worker_memory": 10**400}, "max_worker_memory must be at most 1048576 MiB"),
+        ({"workers": 1025}, "workers must be at most 1024, got 1025"),
+        ({"backlog": 65536}, "backlog must be at most 65535, got 65536"),
+        ({"timeout": 10**30}, "timeout must be at most 604800 seconds"),
     ],
 )
 def test_bad_broker_options(kwargs: dict[str, object], message: str) -> None:

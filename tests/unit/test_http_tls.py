@@ -87,6 +87,45 @@ def test_a_bad_certificate_is_one_line_before_anything_forks(
     assert "check --ssl-certfile" in message and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"ssl_ca_certs": "/nonexistent/ca.pem", "ssl_cert_reqs": 2},
+            "cannot use the CA certificates '/nonexistent/ca.pem': No such file or directory; "
+            "check --ssl-ca-certs",
+        ),
+        (
+            {"ssl_ciphers": "NO-SUCH-CIPHER"},
+            "cannot use the cipher list 'NO-SUCH-CIPHER': No cipher can be selected.; "
+            "check --ssl-ciphers",
+        ),
+    ],
+)
+def test_each_tls_file_or_setting_is_named_when_it_cannot_be_used(
+    cert_files: tuple[str, str], options: dict[str, Any], message: str
+) -> None:
+    config = HTTPConfig(app="m:a", ssl_certfile=cert_files[0], ssl_keyfile=cert_files[1], **options)
+    with pytest.raises(ConfigError) as info:
+        server_context(config)
+    assert str(info.value) == message
+
+
+def test_an_unsupported_tls_protocol_is_named(
+    cert_files: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsupported(protocol: int) -> ssl.SSLContext:
+        raise ValueError("invalid or unsupported protocol version 3")
+
+    monkeypatch.setattr(ssl, "SSLContext", unsupported)
+    config = HTTPConfig(app="m:a", ssl_certfile=cert_files[0], ssl_version=3)
+    with pytest.raises(ConfigError) as info:
+        server_context(config)
+    assert str(info.value) == (
+        "cannot use TLS protocol 3: invalid or unsupported protocol version 3; check --ssl-version"
+    )
+
+
 def test_tls_option_refusals() -> None:
     with pytest.raises(ConfigError, match="ssl_keyfile needs ssl_certfile"):
         HTTPConfig(app="m:a", ssl_keyfile="k.pem")

@@ -8,6 +8,7 @@ import pytest
 
 from prefork import ConfigError
 from prefork._options import (
+    MAX_SECONDS,
     build,
     declared,
     maybe_text,
@@ -34,6 +35,11 @@ from prefork.http import HTTPConfig
         (whole(1), 0, "x must be a whole number >= 1, got 0"),
         (whole(0), True, "x must be a whole number >= 0, got True"),
         (whole(0), None, "x must be a whole number >= 0, got None"),
+        (whole(1, 10), 11, "x must be at most 10, got 11"),
+        (seconds(), 604801, "x must be at most 604800 seconds, got 604801"),
+        (seconds(), 10**400, "x must be at most 604800 seconds, got 1" + "0" * 56 + "..."),
+        (seconds(maximum=60), 60.5, "x must be at most 60 seconds, got 60.5"),
+        (one_of("a"), "b" * 100, "x must be one of a, got '" + "b" * 56 + "..."),
         (switch, 1, "x must be True or False, got 1"),
         (one_of("a", "b"), "c", "x must be one of a, b, got 'c'"),
         (text, 3, "x must be a string, got 3"),
@@ -51,6 +57,17 @@ def test_each_check_refuses_with_one_line(check, value, message) -> None:  # typ
     with pytest.raises(ConfigError) as info:
         check("x", value)
     assert str(info.value) == message
+
+
+def test_a_number_too_long_to_print_is_named_so() -> None:
+    with pytest.raises(ConfigError) as info:
+        whole(0, 5)("x", 10**5000)
+    assert str(info.value) == "x must be at most 5, got a number too long to print"
+
+
+def test_the_bounds_themselves_are_allowed() -> None:
+    assert whole(1, 10)("x", 10) == 10
+    assert seconds()("x", MAX_SECONDS) == MAX_SECONDS == 7 * 24 * 3600
 
 
 def test_optional_checks_let_none_through() -> None:

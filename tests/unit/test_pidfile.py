@@ -42,8 +42,8 @@ def test_a_live_process_in_the_file_is_refused_and_the_file_kept(tmp_path: Path)
 
 def test_a_stale_file_or_one_that_is_not_a_pid_is_taken_over(tmp_path: Path) -> None:
     path = tmp_path / "m.pid"
-    for stale in (f"{dead_pid()}\n", "garbage", ""):
-        path.write_text(stale)
+    for stale in (f"{dead_pid()}\n", "garbage", "", "\u00b2", "0", "9" * 20, "\udcff"):
+        path.write_bytes(stale.encode(errors="surrogateescape"))  # the last: byte 0xff
         claim(str(path), os.getpid())
         assert path.read_text() == f"{os.getpid()}\n"
 

@@ -23,6 +23,8 @@ from prefork._sockets import Address
         ("[::1]:8000", Address("tcp", host="::1", port=8000)),
         ("unix:/tmp/x.sock", Address("unix", path="/tmp/x.sock")),
         ("fd://3", Address("fd", fd=3)),
+        ("fd://0", Address("fd", fd=0)),
+        ("127.0.0.1:08000", Address("tcp", host="127.0.0.1", port=8000)),
     ],
 )
 def test_parse(text: str, address: Address) -> None:
@@ -39,6 +41,12 @@ def test_parse(text: str, address: Address) -> None:
         ("[nope]:80", "'nope' is not IPv6"),
         ("unix:", "unix: needs a path"),
         ("fd://x", "fd:// needs a number"),
+        ("fd://", "fd:// needs a number"),
+        ("fd://\u00b2", "fd:// needs a number"),
+        ("fd://2147483648", "fd:// needs a number"),
+        ("fd://" + "9" * 5000, "fd:// needs a number"),
+        ("127.0.0.1:\u00b2", "no valid port"),
+        ("127.0.0.1:" + "9" * 5000, "no valid port"),
     ],
 )
 def test_parse_errors_say_what_to_write(text: str, message: str) -> None:
