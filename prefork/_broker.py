@@ -19,7 +19,8 @@ from prefork._events import (
     ResumeRequested,
     ScaleRequested,
 )
-from prefork._options import ConfigError
+from prefork._options import ConfigError, shown
+from prefork._roster import MAX_WORKERS
 from prefork.config import BrokerConfig
 
 EVENTS = (
@@ -187,9 +188,10 @@ class Broker:
         self._desk.post(ResumeRequested(self.type))
 
     def scale(self, n: int) -> None:
-        """Set the desired number of workers. Raises ``ConfigError`` if ``n`` is not >= 0."""
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ConfigError(f"scale takes a whole number >= 0, got {n!r}")
+        """Set the desired number of workers. Raises ``ConfigError`` if ``n`` is not a whole
+        number from 0 to ``MAX_WORKERS`` (1024)."""
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_WORKERS:
+            raise ConfigError(f"scale takes a whole number from 0 to {MAX_WORKERS}, got {shown(n)}")
         self._desk.post(ScaleRequested(self.type, workers=n))
 
     def send(self, obj: Any) -> None:

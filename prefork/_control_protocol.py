@@ -29,6 +29,8 @@ from prefork._events import (
     StopRequested,
 )
 from prefork._frames import load_json
+from prefork._options import shown
+from prefork._roster import MAX_WORKERS
 
 VERSION = 1
 COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop")
@@ -77,8 +79,10 @@ def _scale(obj: Mapping[str, Any], broker: str | None, brokers: Collection[str])
             raise ProtocolError("scale needs a broker: " + ", ".join(brokers))
         (broker,) = brokers
     workers = obj.get("workers")
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise ProtocolError(f"scale needs workers, a whole number >= 0, got {workers!r}")
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 0 <= workers <= MAX_WORKERS:
+        raise ProtocolError(
+            f"scale needs workers, a whole number from 0 to {MAX_WORKERS}, got {shown(workers)}"
+        )
     return Request("scale", broker, workers=workers)
 
 

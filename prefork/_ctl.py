@@ -25,6 +25,7 @@ from typing import Any, TextIO
 from prefork import _control_path
 from prefork._ctl_view import confirmation, reload_done, status_table
 from prefork._frames import load_json
+from prefork._roster import MAX_WORKERS
 
 PROTOCOL = 1
 #: How long an answer may take (all but ``reload --wait``, which waits as long as the reload).
@@ -377,9 +378,15 @@ def _add_broker(parser: argparse.ArgumentParser) -> None:
 
 
 def _worker_count(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):  # ASCII digits only: no sign, no point, no spaces
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return int(text)
+    # ASCII digits only (no sign, no point, no spaces), and few: int() of thousands raises.
+    digits = text.lstrip("0") or "0"
+    whole = text.isascii() and text.isdigit() and len(digits) <= len(str(MAX_WORKERS))
+    if not whole or int(digits) > MAX_WORKERS:
+        shown = repr(text) if len(text) <= 20 else repr(text[:17] + "...")
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 0 to {MAX_WORKERS}, got {shown}"
+        )
+    return int(digits)
 
 
 def _short(value: Any) -> str:

@@ -39,6 +39,18 @@ from prefork.worker import Worker
 log = logging.getLogger("prefork.master")
 
 
+#: The longest the loop sleeps at once: epoll takes its timeout as an int of milliseconds, and
+#: a deadline 24.8 days away would overflow it (the loop just wakes and sleeps again).
+MAX_SLEEP = 86400.0
+
+
+def sleep_for(deadline: float | None, side: float | None, now: float) -> float | None:
+    """How long the loop may sleep in ``select`` before the nearest of these deadlines (None:
+    until something happens)."""
+    soonest = min(d for d in (deadline, side, math.inf) if d is not None)
+    return None if soonest == math.inf else min(MAX_SLEEP, max(0.0, soonest - now))
+
+
 class _Desk:
     """What a ``Broker`` may ask of the master (``_broker.MasterDesk``), and nothing more."""
 
@@ -168,9 +180,7 @@ class Master:
                 return self._exit_code
             deadline = self._supervisor.next_deadline()
             side = self._console.deadline()
-            soonest = min(d for d in (deadline, side, math.inf) if d is not None)
-            timeout = None if soonest == math.inf else max(0.0, soonest - time.monotonic())
-            self._dispatch(selector.select(timeout), channels)
+            self._dispatch(selector.select(sleep_for(deadline, side, time.monotonic())), channels)
             now = time.monotonic()
             if side is not None and now >= side:
                 self._console.expire(now)

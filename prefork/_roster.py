@@ -21,6 +21,10 @@ import enum
 from dataclasses import dataclass, field
 from typing import assert_never
 
+#: The most worker processes one broker may have (options, ctl scale, SIGTTIN): more is a
+#: typo, and 10**26 would fork forever.
+MAX_WORKERS = 1024
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerPolicy:

@@ -22,7 +22,8 @@ from typing import Any
 
 from prefork._logs import LOG_FORMAT
 from prefork._options import ConfigError, Option, declared, shown
-from prefork.config import MAX_WORKERS, octal
+from prefork._roster import MAX_WORKERS
+from prefork.config import octal
 from prefork.http._checks import truth
 
 # --- the files it reads --------------------------------------------------------------------

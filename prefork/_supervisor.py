@@ -57,6 +57,7 @@ from prefork._events import (
 )
 from prefork._ledger import Ledger
 from prefork._roster import (
+    MAX_WORKERS,
     BrokerPolicy,
     BrokerRecord,
     Cause,
@@ -302,7 +303,10 @@ class Supervisor(Ledger):
             b.desired = max(min(b.desired, 1), b.desired + e.delta)
         else:
             b.desired += e.delta
-        out.append(Log(logging.INFO, f"[{b.policy.name}] scaled to {b.desired} worker(s)"))
+        # The commands refuse more; a storm of SIGTTIN stops here.
+        most = " (the most)" if b.desired >= MAX_WORKERS else ""
+        b.desired = min(b.desired, MAX_WORKERS)
+        out.append(Log(logging.INFO, f"[{b.policy.name}] scaled to {b.desired} worker(s){most}"))
 
     def _on_stop(self, now: float, out: list[Action]) -> None:
         if not self._stopping:

@@ -29,12 +29,10 @@ from prefork._options import (
     switch,
     whole,
 )
-from prefork._roster import BrokerPolicy
+from prefork._roster import MAX_WORKERS, BrokerPolicy
 
 __all__ = ["BrokerConfig", "MasterConfig", "brokers_unique", "policy_of"]
 
-#: The most worker processes a broker may have; more is a typo (10**26 would fork forever).
-MAX_WORKERS = 1024
 #: The longest listen queue: the kernel caps it at net.core.somaxconn anyway, and listen()
 #: takes a C int.
 MAX_BACKLOG = 65535

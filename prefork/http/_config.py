@@ -280,7 +280,8 @@ class HTTPConfig:
     )
     ws_max_queue: int = option(
         32,
-        "WebSocket messages waiting for the app before reading pauses",
+        "WebSocket messages waiting for the app before reading pauses (it also pauses at "
+        "--ws-max-size bytes of them)",
         whole(1),
         "--ws-max-queue",
         metavar="N",

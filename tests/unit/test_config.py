@@ -144,8 +144,12 @@ def test_unknown_event_lists_the_known_ones() -> None:
 
 def test_scale_takes_a_count() -> None:
     b = Master().broker("web", Nop)
-    with pytest.raises(ConfigError, match="scale takes a whole number >= 0"):
+    with pytest.raises(ConfigError, match="scale takes a whole number from 0 to 1024, got -1"):
         b.scale(-1)
+    with pytest.raises(ConfigError, match="got a number too long to print"):
+        b.scale(10**5000)
+    with pytest.raises(ConfigError, match="got 1025"):
+        b.scale(1025)
 
 
 def test_run_without_brokers_is_an_error() -> None:

@@ -74,6 +74,8 @@ def test_requests_are_parsed_into_commands_and_events() -> None:
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": -1}', "got -1"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": true}', "got True"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": 1.5}', "got 1.5"),
+        (b'{"v":1,"cmd":"scale","broker":"http","workers":1025}', "from 0 to 1024, got 1025"),
+        (b'{"v":1,"cmd":"scale","broker":"http","workers":' + b"9" * 4300 + b"}", "got 9999"),
         # What json.loads raises beside JSONDecodeError (RecursionError, ValueError):
         (b"[" * 1000 + b"]" * 1000, "one JSON object per line (JSON nested more than 64"),
         (b'{"v":1,"cmd":"status","x":' + b"9" * 4301 + b"}", "more than 4300 digits"),

@@ -425,6 +425,11 @@ def test_a_status_that_is_not_an_object(
             "scaling http to 0 worker(s)",
         ),
         (
+            ["scale", "http", "0" * 5000 + "1024"],
+            {"v": 1, "cmd": "scale", "broker": "http", "workers": 1024},
+            "scaling http to 1024 worker(s)",
+        ),
+        (
             ["stop"],
             {"v": 1, "cmd": "stop"},
             "stopping the master: it drains every worker, then exits",
@@ -542,7 +547,17 @@ def test_a_master_that_does_not_answer_in_time(
 
 
 @pytest.mark.parametrize(
-    ("n", "shown"), [("-1", "'-1'"), ("1.5", "'1.5'"), ("x", "'x'"), ("³", "'³'"), ("", "''")]
+    ("n", "shown"),
+    [
+        ("-1", "'-1'"),
+        ("1.5", "'1.5'"),
+        ("x", "'x'"),
+        ("³", "'³'"),
+        ("", "''"),
+        ("1025", "'1025'"),
+        ("9" * 5000, repr("9" * 17 + "...")),
+        ("0" * 5000 + "1025", repr("0" * 17 + "...")),
+    ],
 )
 def test_scale_needs_a_whole_number_before_connecting(
     capsys: pytest.CaptureFixture[str], master: Callable[..., FakeMaster], n: str, shown: str
@@ -552,7 +567,7 @@ def test_scale_needs_a_whole_number_before_connecting(
         cli.main(["ctl", *at(fake, "scale", "http", n)])
     assert caught.value.code == 2
     assert capsys.readouterr().err == (
-        f"prefork: error: argument N: must be a whole number >= 0, got {shown}; "
+        f"prefork: error: argument N: must be a whole number from 0 to 1024, got {shown}; "
         "see 'prefork ctl scale --help'\n"
     )
     assert fake.lines == []

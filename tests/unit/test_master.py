@@ -24,6 +24,7 @@ from prefork._events import (
     Terminate,
 )
 from prefork._logs import default_logging as _default_logging
+from prefork._master import MAX_SLEEP, sleep_for
 from prefork._signals import INTENTS, Intent, intent_event
 from prefork._sockets import TurnedAway
 
@@ -169,3 +170,12 @@ def test_memory_is_measured_for_workers_still_known(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr("prefork._process.rss", lambda pid: None if pid == 102 else 5 << 20)
     master._perform(MeasureMemory((1, 2, 3)))
     assert list(master._pending) == [MemoryMeasured(((1, 5 << 20),))]
+
+
+def test_the_loop_sleeps_until_the_nearest_deadline_and_never_past_a_day() -> None:
+    assert sleep_for(None, None, 5.0) is None  # idle: nothing to wake for
+    assert sleep_for(9.0, None, 5.0) == 4.0
+    assert sleep_for(9.0, 6.0, 5.0) == 1.0
+    assert sleep_for(None, 4.0, 5.0) == 0.0  # overdue: at once
+    # epoll's timeout is an int of milliseconds: 24.8 days would overflow it.
+    assert sleep_for(5.0 + 30 * 86400, None, 5.0) == MAX_SLEEP == 86400.0

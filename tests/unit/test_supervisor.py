@@ -32,7 +32,7 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
-from prefork._roster import BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
+from prefork._roster import MAX_WORKERS, BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
 from prefork._supervisor import Supervisor
 from prefork.config import BrokerConfig, MasterConfig, policy_of
 
@@ -420,6 +420,14 @@ def test_scale_up_and_down_by_signal() -> None:
     out = effects(sup.handle(ScaleRequested(delta=-1), 3.0))
     assert out == [Terminate(2)]  # web: 2 -> 1; jobs stays at its floor of 1
     assert sup.status(0.0)["web"]["desired"] == 1 and sup.status(0.0)["jobs"]["desired"] == 1
+
+
+def test_a_storm_of_sigttin_stops_at_max_workers() -> None:
+    sup = make(policy("web", workers=MAX_WORKERS - 1))
+    sup.handle(ScaleRequested(delta=1), 1.0)
+    out = sup.handle(ScaleRequested(delta=1), 1.1)
+    assert out == [Log(logging.INFO, f"[web] scaled to {MAX_WORKERS} worker(s) (the most)")]
+    assert sup.status(0.0)["web"]["desired"] == MAX_WORKERS
 
 
 def test_scale_down_stops_booting_workers_first() -> None:
