@@ -719,10 +719,11 @@ def test_drain_closes_idle_connections_by_the_workers_last_moment() -> None:
         h = Harness(hello_app, {"keep_alive": 60.0})
         h.feed(request())
         await h.settle()
-        assert h.proto.deadline == pytest.approx(h.loop.time() + 60.0)
+        # (The loop's clock is real: a busy machine may let a second pass before we look.)
+        assert h.proto.deadline == pytest.approx(h.loop.time() + 60.0, abs=1.0)
         drain = asyncio.ensure_future(h.state.drain(idle_for=2.0))
         await asyncio.sleep(0)
-        assert h.proto.deadline == pytest.approx(h.loop.time() + 2.0)
+        assert h.proto.deadline == pytest.approx(h.loop.time() + 2.0, abs=1.0)
         h.advance(2.0)
         h.state.sweep(h.loop.time())
         assert h.transport.closed

@@ -412,9 +412,9 @@ def test_a_close_waiting_on_an_unread_buffer_is_aborted_after_the_body_timeout()
         h = Harness(hello_app, {"body_timeout": 10.0})
         h.transport.hold_close = True  # a real close waits until the client read everything
         h.proto.pause_writing()
-        now = h.loop.time()
         h.feed(request("GET", "/", "Connection: close"))
         await h.settle()
+        now = h.loop.time()  # after the deadline was set: however long that took
         assert h.transport.closed and not h.transport.aborted
         assert h.state.connections == {h.proto}
         h.state.sweep(now + 10.5)

@@ -68,7 +68,9 @@ class Echo(Worker):
             self.send({"blast": 4, "size": 300_000})
             time.sleep(float(arg))  # blocks the loop: the master's frames pile up
         elif verb == "raw":  # what a broken or hostile worker could write to the master
-            self._channel.transport.write(bytes.fromhex(arg))  # type: ignore[attr-defined]
+            # After the answer is written: a frame the master refuses ends this worker at once.
+            transport = self._channel.transport  # type: ignore[attr-defined]
+            asyncio.get_running_loop().call_soon(transport.write, bytes.fromhex(arg))
         elif verb == "fork":
             child = os.fork()
             if child == 0:  # a grandchild of the master, holding the inherited listener
