@@ -173,3 +173,9 @@ class BrokerRecord:
     crashes: int = 0  # exits nobody asked for
     owed: int = 0  # crashed workers whose replacement has not been spawned yet
     reload: ReloadRecord | None = None  # the latest reload
+
+    @property
+    def turned_away(self) -> bool:
+        """Whether the master answers the broker's connections itself: it drains, or is
+        scaled to 0 (no worker will take them: they must not wait in the queue)."""
+        return self.draining or self.desired == 0

@@ -22,8 +22,9 @@ and deadlines are in ``_roster.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import assert_never
 
 from prefork import _backoff, _exits, _rolling
@@ -109,6 +110,8 @@ class Supervisor(Ledger):
         match event:
             case Started():
                 self._started = True
+                # A broker declared with 0 workers turns its connections away from the start.
+                out += [TurnAway(n, on=True) for n, b in self._brokers.items() if b.turned_away]
                 if any(b.policy.max_memory for b in self._brokers.values()):
                     self._memory_at = now + self._memory_interval
             case WorkerSpawned(worker_id=worker_id, pid=pid):
@@ -276,12 +279,12 @@ class Supervisor(Ledger):
         out.append(Log(logging.INFO, f"[{name}] reloading {len(old)} worker(s)"))
 
     def _drain(self, b: BrokerRecord, now: float, reason: str, out: list[Action]) -> None:
-        if not b.draining:
-            out.append(TurnAway(b.policy.name, on=True))
-            if not self._stopping:
-                msg = "drained: new connections are turned away; SIGUSR2 resumes, SIGINT stops"
-                out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
-        b.draining = True
+        was_draining = b.draining
+        with _turning(b, out):
+            b.draining = True
+        if not was_draining and not self._stopping:
+            msg = "drained: new connections are turned away; SIGUSR2 resumes, SIGINT stops"
+            out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
         b.queue.clear()
         b.swap = None
         if b.reloading:
@@ -292,21 +295,24 @@ class Supervisor(Ledger):
 
     def _resume(self, b: BrokerRecord, out: list[Action]) -> None:
         if b.draining and not self._stopping:
-            b.draining, b.failures, b.not_before = False, 0, 0.0
-            out.append(TurnAway(b.policy.name, on=False))
+            with _turning(b, out):
+                b.draining, b.failures, b.not_before = False, 0, 0.0
             out.append(Log(logging.INFO, f"[{b.policy.name}] resumed"))
 
     def _scale(self, b: BrokerRecord, e: ScaleRequested, out: list[Action]) -> None:
-        if e.workers is not None:
-            b.desired = e.workers
-        elif e.delta < 0:
-            b.desired = max(min(b.desired, 1), b.desired + e.delta)
-        else:
-            b.desired += e.delta
-        # The commands refuse more; a storm of SIGTTIN stops here.
-        most = " (the most)" if b.desired >= MAX_WORKERS else ""
-        b.desired = min(b.desired, MAX_WORKERS)
-        out.append(Log(logging.INFO, f"[{b.policy.name}] scaled to {b.desired} worker(s){most}"))
+        with _turning(b, out):
+            if e.workers is not None:
+                b.desired = e.workers
+            elif e.delta < 0:
+                b.desired = max(min(b.desired, 1), b.desired + e.delta)
+            else:
+                b.desired += e.delta
+            # The commands refuse more; a storm of SIGTTIN stops here.
+            most = " (the most)" if b.desired >= MAX_WORKERS else ""
+            b.desired = min(b.desired, MAX_WORKERS)
+        away = ": new connections are turned away" if b.desired == 0 and not b.draining else ""
+        msg = f"scaled to {b.desired} worker(s){most}{away}"
+        out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
 
     def _on_stop(self, now: float, out: list[Action]) -> None:
         if not self._stopping:
@@ -461,3 +467,14 @@ class Supervisor(Ledger):
     def _kill(w: WorkerRecord, out: list[Action]) -> None:
         w.state = WorkerState.KILLED
         out.append(Kill(w.id))
+
+
+@contextlib.contextmanager
+def _turning(b: BrokerRecord, out: list[Action]) -> Iterator[None]:
+    """Around a change of ``b``'s draining or desired count: tell the master to start or stop
+    answering its connections itself when ``b.turned_away`` changes (and only then: the
+    master registers a listener once)."""
+    before = b.turned_away
+    yield
+    if b.turned_away != before:
+        out.append(TurnAway(b.policy.name, on=b.turned_away))

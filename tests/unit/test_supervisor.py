@@ -395,8 +395,9 @@ def test_stop_drains_then_exits_zero_and_a_second_stop_kills() -> None:
 
 def test_stop_with_no_workers_exits_at_once() -> None:
     sup = make(policy("web", workers=0))
-    sup.handle(Started(), 0.0)
-    assert effects(sup.handle(StopRequested(), 1.0)) == [TurnAway("web", on=True), Exit(0)]
+    # With no worker to take them, its connections are turned away from the start.
+    assert effects(sup.handle(Started(), 0.0)) == [TurnAway("web", on=True)]
+    assert effects(sup.handle(StopRequested(), 1.0)) == [Exit(0)]
 
 
 def test_reload_during_stop_is_ignored() -> None:
@@ -437,10 +438,25 @@ def test_scale_down_stops_booting_workers_first() -> None:
     assert effects(sup.handle(ScaleRequested("web", workers=1), 1.1)) == [Kill(2)]
 
 
-def test_scale_to_zero_by_api() -> None:
+def test_scale_to_zero_turns_connections_away_as_a_drain_does() -> None:
+    """Nobody would take them: clients must get an answer, not wait in the queue."""
     sup = make(policy("web", workers=1))
     boot(sup)
-    assert effects(sup.handle(ScaleRequested("web", workers=0), 1.0)) == [Terminate(1)]
+    assert effects(sup.handle(ScaleRequested("web", workers=0), 1.0)) == [
+        TurnAway("web", on=True),
+        Terminate(1),
+    ]
+    assert effects(sup.handle(ScaleRequested("web", workers=0), 1.1)) == []  # no change
+    out = effects(sup.handle(ScaleRequested("web", workers=1), 2.0))
+    assert out == [TurnAway("web", on=False), Spawn(2, "web", 1)]
+    # Scaled to 0 while draining: a resume keeps turning them away until the count is up.
+    sup.handle(DrainRequested("web"), 3.0)
+    sup.handle(ScaleRequested("web", workers=0), 3.1)
+    assert effects(sup.handle(ResumeRequested("web"), 3.2)) == []
+    assert effects(sup.handle(ScaleRequested(delta=1), 3.3)) == [
+        TurnAway("web", on=False),
+        Spawn(3, "web", 1),
+    ]
 
 
 # --- heartbeats, recycling, messages --------------------------------------------------------
