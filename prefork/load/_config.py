@@ -8,6 +8,8 @@ one line saying what is wrong and what to do.
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -22,6 +24,7 @@ from prefork._options import (
     maybe_text,
     option,
     seconds,
+    shown,
     switch,
     text,
     whole,
@@ -29,20 +32,33 @@ from prefork._options import (
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+#: The highest --rate: more than one machine sends; a larger number is a slip of the finger.
+MAX_RATE = 10_000_000
+
+
+class DurationError(argparse.ArgumentTypeError, ValueError):
+    """A word that is not a duration. argparse prints an ``ArgumentTypeError``'s own message
+    (for a ``ValueError`` it names the parsing function instead)."""
 
 
 def parse_duration(word: str) -> float:
-    """``10``, ``10s``, ``1m``, ``500ms``, ``1h`` -> seconds (``ValueError`` otherwise)."""
+    """``10``, ``10s``, ``1m``, ``500ms``, ``1h`` -> seconds. Raises ``DurationError`` (a
+    ``ValueError``) otherwise."""
     match = _DURATION.fullmatch(word)
     if match is None:
-        raise ValueError(f"{word!r} is not a duration like 10s, 1m or 500ms")
+        raise DurationError(f"{word!r} is not a duration like 10s, 1m or 500ms")
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def _url(name: str, value: Any) -> Any:
     text(name, value)
-    if not value.startswith("http://"):
-        hint = "https is not supported yet" if value.startswith("https://") else "e.g."
+    if value[:7].lower() != "http://":
+        if value[:8].lower() == "https://":
+            hint = "https is not supported yet"
+        elif "://" in value:
+            hint = "e.g. http://127.0.0.1:8000/"
+        else:
+            hint = f"did you mean 'http://{value}'?"
         raise ConfigError(f"url {value!r} must be http://HOST[:PORT]/PATH ({hint})")
     return value
 
@@ -63,9 +79,13 @@ def _scenario(name: str, value: Any) -> Any:
 
 
 def _rate(name: str, value: Any) -> Any:
-    seconds(optional=True)(name, value)
-    if value is not None and value <= 0:
-        raise ConfigError(f"rate must be above 0 requests/s, got {value!r}")
+    if value is None:
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):
+        raise ConfigError(f"rate must be a number of requests/s above 0, got {shown(value)}")
+    if value > MAX_RATE:
+        raise ConfigError(f"rate must be at most {MAX_RATE:,} requests/s, got {shown(value)}")
     return value
 
 
@@ -148,7 +168,8 @@ class LoadConfig:
     )
     scenario: str | None = option(
         None,
-        "run module:function(client) in a loop on each connection instead of one request",
+        "run module:function(client) in a loop on each connection instead of one request "
+        "(the module is looked for in the working directory, then on sys.path)",
         _scenario,
         "--scenario",
         metavar="MODULE:FUNC",

@@ -117,12 +117,20 @@ def summary_text(config: LoadConfig, parts: int, tally: Tally, duration: float) 
 
 
 def check(config: LoadConfig) -> None:
-    """What can be checked before forking: the request can be built, the scenario exists."""
+    """What can be checked before forking: the request can be built, the scenario exists.
+
+    A scenario's module is looked for in the working directory first, put on ``sys.path``
+    as ``prefork serve`` puts ``--app-dir`` there for the app: the ``prefork`` script, unlike
+    ``python -m``, does not. The workers, forked later, inherit the path.
+    """
     try:
         Target(config.url, method=config.method, headers=config.headers, body=config.body())
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.scenario is not None:
+        here = os.getcwd()
+        if here not in sys.path:
+            sys.path.insert(0, here)
         module, _, name = config.scenario.partition(":")
         try:
             found = importlib.import_module(module)
@@ -140,20 +148,27 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
     usable = len(os.sched_getaffinity(0))
     parts = min(config.workers or usable, config.connections)
     logging.getLogger("prefork").setLevel(logging.WARNING)  # our lines, not the master's
-    master = Master(graceful_timeout=config.timeout + 5.0)
+    # SIGTERM stops, as SIGINT does: a drained load master would wait for nothing.
+    master = Master(graceful_timeout=config.timeout + 5.0, sigterm="stop")
     broker = master.broker("load", LoadWorker, workers=parts, load=config, parts=parts)
     state = Run(parts)
+
+    def _end() -> None:
+        # Once stopping (Ctrl-C), the master leaves when the workers have: a second stop
+        # would kill them at once, with a warning.
+        if not broker.draining:
+            master.stop()
 
     def _report(report: dict[str, Any], info: WorkerInfo) -> None:
         state.absorb(report, err)
 
     def _message(message: dict[str, Any], info: WorkerInfo) -> None:
         if state.done(message):
-            master.stop()
+            _end()
 
     def _crash(exit: WorkerExit) -> None:
         state.crashed(exit)
-        master.stop()  # a replacement would start a run of its own
+        _end()  # a replacement would start a run of its own
 
     broker.on("worker_report", _report)
     broker.on("worker_message", _message)

@@ -1,11 +1,15 @@
 """`prefork load` against a real `prefork serve`: the numbers it reports are the server's
 (every request it counts was answered, and it misses at most the ones in flight at the end),
-`--rate` sends what it says, `--json`'s last line, `--fail-on-error`, a scenario."""
+`--rate` sends what it says, `--json`'s last line, `--fail-on-error`, a scenario (one in the
+working directory too), Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -106,12 +110,50 @@ def test_a_scenario_runs_its_requests_on_each_connection(
     assert sum("/a " in line for line in lines) - sum("/b " in line for line in lines) <= 2
 
 
+def test_a_scenario_in_the_working_directory_imports(
+    start: Any, sock: socket.socket, tmp_path: Path
+):
+    url, _ = serve(start, sock, tmp_path)
+    here = tmp_path / "here"
+    here.mkdir()
+    (here / "beside.py").write_text("async def run(client):\n    await client.request()\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # -P: no working directory on sys.path from Python itself, as with the `prefork` script
+    argv = [sys.executable, "-P", "-m", "prefork", "load", url, "--scenario", "beside:run"]
+    argv += ["-d", "0.5s", "-w", "1", "-c", "1", "--json"]
+    done = subprocess.run(argv, cwd=here, env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["requests"] > 0
+
+
+@pytest.mark.parametrize("ctrl_c", [True, False])
+def test_ctrl_c_or_sigterm_ends_the_run_with_its_summary_and_no_warning(
+    start: Any, sock: socket.socket, tmp_path: Path, ctrl_c: bool
+):
+    url, _ = serve(start, sock, tmp_path)
+    run = start([sys.executable, "-m", "prefork", "load", url, "-d", "60s", "-w", "2", "-c", "2"])
+    wait_until(lambda: "req/s" in run.stderr(), 15, "a progress line")
+    if ctrl_c:
+        os.killpg(run.pid, signal.SIGINT)  # a terminal's: the master and its workers
+    else:
+        run.signal(signal.SIGTERM)  # a stop too: a drained load master would wait for nothing
+    assert run.wait_exit(20) == 0
+    assert "Requests/sec:" in run.stdout()
+    assert "WARNING" not in run.stderr() and "Traceback" not in run.stderr(), run.stderr()
+
+
 def test_bad_input_is_one_line(start: Any):
     run, code = load(start, "https://example.com/")
     assert code == 2
     assert run.stderr().strip().splitlines() == [
         "prefork: error: url 'https://example.com/' must be http://HOST[:PORT]/PATH "
         "(https is not supported yet)"
+    ]
+    run, code = load(start, "127.0.0.1:1")
+    assert code == 2
+    assert run.stderr().strip().splitlines() == [
+        "prefork: error: url '127.0.0.1:1' must be http://HOST[:PORT]/PATH "
+        "(did you mean 'http://127.0.0.1:1'?)"
     ]
     run, code = load(start, "http://x/", "--scenario", "no_such_module:f")
     assert code == 2 and "No module named 'no_such_module'" in run.stderr()

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from prefork._options import ConfigError
+from prefork.cli import main
 from prefork.load import LoadConfig, Tally
 from prefork.load._config import parse_duration as duration
 from prefork.load._run import Run, _size, check, progress_line, summary_text
@@ -31,15 +33,41 @@ def test_bad_durations(word: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["-d", "1x"], "argument -d/--duration: '1x' is not a duration like 10s, 1m or 500ms"),
+        (["--timeout", "2 h s"], "argument --timeout: '2 h s' is not a duration like 10s"),
+        (["--rate", "-5"], "rate must be a number of requests/s above 0, got -5.0"),
+        (["--rate", "nan"], "rate must be a number of requests/s above 0, got nan"),
+        (["--rate", "1e8"], "rate must be at most 10,000,000 requests/s, got 100000000.0"),
+    ],
+)
+def test_a_bad_duration_or_rate_is_one_line_in_its_own_words(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        code = main(["load", "http://127.0.0.1:1/", *argv])
+        raise SystemExit(code)
+    assert exited.value.code == 2
+    (said,) = capsys.readouterr().err.splitlines()
+    assert said.startswith(f"prefork: error: {line}")
+    assert "parse_duration" not in said and "seconds" not in said
+
+
+@pytest.mark.parametrize(
     ("options", "message"),
     [
         ({}, "no URL given"),
         ({"url": "https://x/"}, "https is not supported yet"),
-        ({"url": "ftp://x/"}, "must be http://HOST"),
+        ({"url": "ftp://x/"}, r"must be http://HOST\[:PORT\]/PATH \(e\.g\. http://127"),
+        ({"url": "127.0.0.1:1"}, r"\(did you mean 'http://127\.0\.0\.1:1'\?\)$"),
+        ({"url": "HTTPS://x/"}, "https is not supported yet"),
         ({"url": "http://x/", "connections": 0}, "connections must be a whole number >= 1"),
         ({"url": "http://x/", "headers": ("nocolon",)}, "must look like 'Name: value'"),
         ({"url": "http://x/", "headers": (": v",)}, "must look like 'Name: value'"),
-        ({"url": "http://x/", "rate": 0}, "rate must be above 0"),
+        ({"url": "http://x/", "rate": 0}, "rate must be a number of requests/s above 0"),
+        ({"url": "http://x/", "rate": True}, "rate must be a number of requests/s above 0"),
+        ({"url": "http://x/", "rate": float("inf")}, "rate must be a number of requests/s"),
         ({"url": "http://x/", "scenario": "nocolon"}, "must be module:function"),
         ({"url": "http://x/", "data": "a", "data_file": "f"}, "not both"),
         ({"url": "http://x/", "data_file": "/no/such/file"}, "not a readable file"),
@@ -52,6 +80,7 @@ def test_bad_options_say_what_is_wrong(options: dict[str, object], message: str)
 
 
 def test_the_body_comes_from_data_or_a_file(tmp_path: Path) -> None:
+    assert LoadConfig(url="HTTP://x/", rate=10_000_000).rate == 10_000_000
     assert LoadConfig(url="http://x/").body() is None
     assert LoadConfig(url="http://x/", data="é").body() == "é".encode()
     (tmp_path / "b").write_bytes(b"\x00\x01")
@@ -68,6 +97,20 @@ def test_a_scenario_or_request_that_cannot_be_is_refused_before_forking() -> Non
         check(LoadConfig(url="http://x/", headers=("X-A: a\nb",)))
     check(LoadConfig(url="http://x/", scenario="json:loads"))
     check(LoadConfig(url="http://x/"))
+
+
+def test_a_scenario_in_the_working_directory_imports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "scen_beside_me.py").write_text("async def run(client):\n    pass\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "scen_beside_me", raising=False)
+    check(LoadConfig(url="http://x/", scenario="scen_beside_me:run"))
+    assert sys.path[0] == str(tmp_path)
+    check(LoadConfig(url="http://x/", scenario="scen_beside_me:run"))  # put there once
+    assert sys.path.count(str(tmp_path)) == 1
+    sys.modules.pop("scen_beside_me")
 
 
 def test_connections_split_evenly_over_the_workers() -> None:
