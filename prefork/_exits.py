@@ -1,13 +1,20 @@
 """How the supervisor tells of a worker's exit: its cause, the ``worker_exit`` or
-``worker_crash`` event, the log lines, and a start error printed once. Pure."""
+``worker_crash`` event, the log lines, a start error printed once, and the one line of it a
+rolled-back reload gives as its reason. Pure."""
 
 from __future__ import annotations
 
 import logging
+import re
 
 from prefork._broker import WorkerExit
 from prefork._events import Action, Emit, Log
 from prefork._roster import BrokerRecord, Cause, WorkerRecord
+
+#: The longest line of a start error a reload's reason quotes.
+MAX_ERROR_LINE = 200
+#: A traceback's line naming its exception: ``ModuleNotFoundError: No module named 'x'``.
+_EXCEPTION_LINE = re.compile(r"[A-Za-z_][\w.]*(: .*)?")
 
 
 def tell(
@@ -52,3 +59,23 @@ def print_error(b: BrokerRecord, w: WorkerRecord, out: list[Action]) -> None:
         return
     b.last_error = w.error
     out.append(Log(logging.ERROR, f"[{w.broker}] worker {w.id} could not start:\n{w.error}"))
+
+
+def failed(w: WorkerRecord, why: str) -> str:
+    """Why ``w``, a replacement, ended its rolling replacement: ``worker 3 could not start
+    before it was ready: ModuleNotFoundError: No module named 'x'`` (with the line of the
+    error it sent that says what went wrong, when it sent one)."""
+    booted = "" if w.ready_at is not None else " before it was ready"
+    said = f": {error_line(w.error)}" if w.error else ""
+    return f"worker {w.id} {why}{booted}{said}"
+
+
+def error_line(error: str) -> str:
+    """The line of a start error that says what went wrong, at most ``MAX_ERROR_LINE``
+    characters: in a traceback, the last line that names an exception (a chain ends with the
+    one raised last), or its first line if none does; in anything else, the first line."""
+    lines = [line.rstrip() for line in error.splitlines() if line.strip()]
+    line = lines[0].strip() if lines else ""
+    if any(ln.startswith(("Traceback (most recent call last)", '  File "')) for ln in lines):
+        line = next((ln for ln in reversed(lines) if _EXCEPTION_LINE.fullmatch(ln)), line)
+    return line if len(line) <= MAX_ERROR_LINE else line[: MAX_ERROR_LINE - 3] + "..."

@@ -201,8 +201,7 @@ class Supervisor(Ledger):
             b.queue.remove(w.id)
         if b.swap is not None and b.swap.old == w.id:
             b.swap.old = None
-        booted = "" if w.ready_at is not None else " before it was ready"
-        _rolling.end_swap_if_new(b, w, f"worker {w.id} {why}{booted}", now, out)
+        _rolling.end_swap_if_new(b, w, _exits.failed(w, why), now, out)
 
     def _halt(self, code: int, reason: str, now: float, out: list[Action]) -> None:
         """Stop every worker and exit with ``code``."""

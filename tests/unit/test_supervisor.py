@@ -6,6 +6,9 @@ import dataclasses
 import logging
 from typing import Any
 
+import pytest
+
+from prefork import _exits
 from prefork import _frames as frames
 from prefork._broker import ReloadResult, WorkerExit, WorkerInfo
 from prefork._events import (
@@ -829,6 +832,39 @@ def test_once_a_broker_has_served_a_failed_start_goes_through_the_backoff() -> N
     out = sup.handle(WorkerExited(2, 1, None), 1.6)
     assert "could not start:\n" in logs(out) and "reload rolled back" in logs(out)
     assert not [a for a in out if isinstance(a, Exit | Kill | Terminate)]
+
+
+def test_a_reload_rolled_back_by_a_failed_start_says_the_line_that_names_the_error() -> None:
+    sup = make(policy("web", workers=1))
+    boot(sup)
+    sup.handle(ReloadRequested(), 1.0)
+    sup.handle(MessageReceived(2, frames.FAILED, TRACEBACK), 1.5)
+    out = sup.handle(WorkerExited(2, 1, None), 1.6)
+    (args,) = emits(out, "reload_failed")
+    reason = "worker 2 could not start before it was ready: " + TRACEBACK.splitlines()[-1]
+    assert args[0].reason == reason
+    assert f"[web] reload rolled back: {reason}" in logs(out)
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (TRACEBACK, 'ModuleNotFoundError: No module named "x"'),
+        ("module 'app' has no attribute 'nosuch'\n", "module 'app' has no attribute 'nosuch'"),
+        ("lifespan startup failed: boom\nmore\n", "lifespan startup failed: boom"),
+        (  # a chain: the exception raised last; a dotted name and a bare one count
+            "Traceback (most recent call last):\n  x\nKeyError\n\nDuring handling of the above "
+            'exception, another exception occurred:\n\n  File "a.py", line 1\n'
+            "    raise Boom(1)\nmy.mod.Boom: 1\n",
+            "my.mod.Boom: 1",
+        ),
+        ('\n  File "a.py", line 3, in f\n    g()\n', 'File "a.py", line 3, in f'),  # cut short
+        ("Traceback (most recent call last):\n  ...\nE: " + "x" * 300, "E: " + "x" * 194 + "..."),
+        ("", ""),
+    ],
+)
+def test_the_line_of_a_start_error_that_says_what_went_wrong(error: str, line: str) -> None:
+    assert _exits.error_line(error) == line
 
 
 def test_a_drain_turns_connections_away_once_and_says_how_to_resume() -> None:
