@@ -1,11 +1,13 @@
 """What the master counts of its workers, as pure bookkeeping: the metric totals that follow
 the actions it performs (starts, exits and crashes by cause, reloads and their durations),
-what each worker last reported (its ``status`` and ``metrics``), and the gauges read off a
-status snapshot. ``_console.py`` does the I/O around it (sockets, ``/proc``, the log)."""
+what each worker last reported (its ``status`` and ``metrics``), the gauges read off a
+status snapshot, and the master's own process and build. ``_console.py`` does the I/O around
+it (sockets, ``/proc``, the log)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
@@ -25,8 +27,35 @@ HELP = {
     "prefork_worker_resident_memory_bytes": "Resident memory of the live workers, summed.",
     "prefork_listen_queue": "Connections waiting in a TCP listener's accept queue.",
     "prefork_listen_queue_max": "The most connections a TCP listener's accept queue holds.",
+    "prefork_build_info": "The prefork version and the Python it runs on (always 1).",
+    # The master's own process, as prometheus_client's process collector names and tells it.
+    "process_cpu_seconds_total": "Total user and system CPU time spent in seconds.",
+    "process_resident_memory_bytes": "Resident memory size in bytes.",
+    "process_virtual_memory_bytes": "Virtual memory size in bytes.",
+    "process_open_fds": "Number of open file descriptors.",
+    "process_max_fds": "Maximum number of open file descriptors.",
+    "process_start_time_seconds": "Start time of the process since unix epoch in seconds.",
 }
+PROCESS_GAUGES = (
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+)
 Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessUsage:
+    """What the kernel tells of the master's own process (``_process.usage`` reads it)."""
+
+    cpu_seconds: float  # user and system
+    resident_bytes: int
+    virtual_bytes: int
+    open_fds: int
+    max_fds: int  # the soft limit
+    start_time: float  # unix time
 
 
 class Accounts:
@@ -110,6 +139,29 @@ class Accounts:
             ("prefork_listen_queue_max", {k: float(q[1]) for k, q in queues.items()}),
         ):
             self.metrics.set_gauges(family, HELP[family], values)
+
+    def read_build(self, version: str, python: str) -> None:
+        """Set ``prefork_build_info{python,version} 1``."""
+        info: dict[Labels, float] = {(("python", python), ("version", version)): 1.0}
+        self.metrics.set_gauges("prefork_build_info", HELP["prefork_build_info"], info)
+
+    def read_process(self, usage: ProcessUsage | None) -> None:
+        """Set the ``process_*`` metrics from a reading of the master's own process. None (no
+        ``/proc``: not Linux) leaves the gauges out, and the CPU counter as it was."""
+        gauges: dict[str, float] = {}
+        if usage is not None:
+            name = "process_cpu_seconds_total"
+            self.metrics.set_counter(name, {}, usage.cpu_seconds, HELP[name])
+            gauges = {
+                "process_resident_memory_bytes": usage.resident_bytes,
+                "process_virtual_memory_bytes": usage.virtual_bytes,
+                "process_open_fds": usage.open_fds,
+                "process_max_fds": usage.max_fds,
+                "process_start_time_seconds": usage.start_time,
+            }
+        for name in PROCESS_GAUGES:
+            values: dict[Labels, float] = {(): gauges[name]} if name in gauges else {}
+            self.metrics.set_gauges(name, HELP[name], values)
 
 
 def _count(value: Any) -> int | None:

@@ -13,15 +13,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import selectors
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import prefork
 from prefork import _control_path, _process, _sockets
 from prefork import _control_protocol as protocol
-from prefork._accounts import Accounts, Labels
+from prefork._accounts import Accounts, Labels, ProcessUsage
 from prefork._broker import BrokerStatus
 from prefork._control import ControlServer
 from prefork._control import bind as control_bind
@@ -38,10 +40,17 @@ StatusSource = Callable[[float], dict[str, BrokerStatus]]
 class Console:
     """The status, the metrics, the control socket and the metrics endpoint of one master."""
 
-    def __init__(self, config: MasterConfig, post: Callable[[Event], None]) -> None:
+    def __init__(
+        self,
+        config: MasterConfig,
+        post: Callable[[Event], None],
+        usage: Callable[[], ProcessUsage | None] = _process.usage,
+    ) -> None:
         self._config = config
         self._post = post
+        self._usage = usage  # of the master's own process, read at each scrape
         self.accounts = Accounts()
+        self.accounts.read_build(prefork.__version__, platform.python_version())
         self._control: ControlServer | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._waits: list[tuple[Peer, protocol.ReloadWait]] = []
@@ -180,8 +189,8 @@ class Console:
             log.warning("%s", line)
 
     def render_metrics(self) -> Iterator[str]:
-        """The exposition, with the gauges read now (workers, memory, listen queues), in
-        pieces made as they are taken."""
+        """The exposition, with the gauges read now (workers, memory, listen queues, the
+        master's own process), in pieces made as they are taken."""
         queues: dict[Labels, tuple[int, int]] = {}
         for name, socks in self._sockets.items():
             for sock in socks:
@@ -189,6 +198,7 @@ class Console:
                 if queue is not None:
                     queues[(("address", _sockets.describe(sock)), ("broker", name))] = queue
         self.accounts.read_gauges(self._filled(time.monotonic()), queues)
+        self.accounts.read_process(self._usage())
         return self.accounts.metrics.pieces()
 
 

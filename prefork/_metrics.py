@@ -9,9 +9,9 @@ section 1).
 Counters and histograms are totals that outlive the worker that reported them (they survive
 recycling). Gauges are each worker's current value, rendered as the sum over the live workers,
 and vanish with the worker (``forget``). The master's own metrics go through ``inc``,
-``observe`` and ``set_gauges``; a name the master uses is its own from then on (a worker's
-family of that name is dropped, and later samples for it are refused), so a worker cannot
-disguise itself as the master's bookkeeping.
+``set_counter``, ``observe`` and ``set_gauges``; a name the master uses is its own from then
+on (a worker's family of that name is dropped, and later samples for it are refused), so a
+worker cannot disguise itself as the master's bookkeeping.
 """
 
 from __future__ import annotations
@@ -288,12 +288,23 @@ class MetricStore:
         increase = fmt.finite(value)
         if increase is None or increase < 0:
             raise ValueError(f"counter {name!r} cannot go up by {value!r}")
+        self._own_counter(name, labels, help).total += increase
+
+    def set_counter(self, name: str, labels: Mapping[str, str], total: float, help: str) -> None:
+        """Set the master's own counter to ``total``, a total kept elsewhere and read off
+        (the CPU time the kernel counts). Raises ``ValueError`` as ``inc`` does."""
+        value = fmt.finite(total)
+        if value is None or value < 0:
+            raise ValueError(f"counter {name!r} cannot be {total!r}")
+        self._own_counter(name, labels, help).total = value
+
+    def _own_counter(self, name: str, labels: Mapping[str, str], help: str) -> Counter:
         family = self._own(self._counters, name, "counter", help)
         key = tuple(sorted(labels.items()))
         series = family.series.get(key)
         if series is None:
             series = family.series[key] = Counter(_master_labels(name, key, frozenset()))
-        series.total += increase
+        return series
 
     def observe(
         self,

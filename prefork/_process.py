@@ -11,6 +11,7 @@ import ctypes
 import grp
 import os
 import pwd
+import resource
 import signal
 import sys
 import traceback
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
+from prefork._accounts import ProcessUsage
 from prefork._options import ConfigError
 
 PR_SET_PDEATHSIG = 1
@@ -124,6 +126,31 @@ def rss(pid: int) -> int | None:
         with open(f"/proc/{pid}/statm", "rb") as f:
             return int(f.read().split()[1]) * PAGE_SIZE
     except (OSError, ValueError, IndexError):
+        return None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def usage(proc: str = "/proc") -> ProcessUsage | None:
+    """This process's CPU time, memory, open fds and their limit, and start time, read as
+    prometheus_client's process collector reads them; None without ``/proc`` (not Linux)."""
+    try:
+        with open(f"{proc}/self/stat", "rb") as f:
+            # after the name, which may hold spaces and ')': state is the first, utime the 12th
+            fields = f.read().rpartition(b")")[2].split()
+        with open(f"{proc}/stat", "rb") as f:
+            boot = next(float(line.split()[1]) for line in f if line.startswith(b"btime "))
+        open_fds = len(os.listdir(f"{proc}/self/fd"))
+        return ProcessUsage(
+            cpu_seconds=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+            resident_bytes=int(fields[21]) * PAGE_SIZE,
+            virtual_bytes=int(fields[20]),
+            open_fds=open_fds,
+            max_fds=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            start_time=boot + int(fields[19]) / CLOCK_TICKS,
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
         return None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import selectors
 import socket
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import Any
 import pytest
 from test_control import client, pump, read_line
 
+import prefork
 from prefork import _control_path
+from prefork._accounts import ProcessUsage
 from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork._console import Console
 from prefork._events import (
@@ -219,6 +222,54 @@ def test_metrics_count_starts_exits_crashes_reloads_and_reports(
     assert made.snapshot()["metrics"].startswith("http://127.0.0.1:")
     assert made.describe().startswith(f"control {tmp_path / 'm.ctl'}; metrics http://127.0.0.1:")
     made.close()
+
+
+def test_metrics_tell_the_masters_own_process_and_its_build() -> None:
+    readings = [ProcessUsage(1.25, 30 << 20, 200 << 20, 9, 1024, 1700000000.53), None]
+    made = Console(MasterConfig(), lambda event: None, usage=lambda: readings.pop(0))
+    text = "".join(made.render_metrics())
+    assert (
+        "# HELP prefork_build_info The prefork version and the Python it runs on (always 1).\n"
+        "# TYPE prefork_build_info gauge\n"
+        f'prefork_build_info{{python="{platform.python_version()}",'
+        f'version="{prefork.__version__}"}} 1\n'
+    ) in text
+    cpu = [
+        "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.",
+        "# TYPE process_cpu_seconds_total counter",
+        "process_cpu_seconds_total 1.25",
+    ]
+    assert process_lines(text) == [
+        *cpu,
+        "# HELP process_max_fds Maximum number of open file descriptors.",
+        "# TYPE process_max_fds gauge",
+        "process_max_fds 1024",
+        "# HELP process_open_fds Number of open file descriptors.",
+        "# TYPE process_open_fds gauge",
+        "process_open_fds 9",
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_resident_memory_bytes 31457280",
+        "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.",
+        "# TYPE process_start_time_seconds gauge",
+        "process_start_time_seconds 1700000000.53",
+        "# HELP process_virtual_memory_bytes Virtual memory size in bytes.",
+        "# TYPE process_virtual_memory_bytes gauge",
+        "process_virtual_memory_bytes 209715200",
+    ]
+    # /proc unreadable now: what it told is gone, but a counter keeps its total
+    assert process_lines("".join(made.render_metrics())) == cpu
+
+
+def test_without_proc_the_process_metrics_are_left_out() -> None:
+    made = Console(MasterConfig(), lambda event: None, usage=lambda: None)  # not Linux
+    text = "".join(made.render_metrics())
+    assert process_lines(text) == [] and "prefork_build_info{" in text
+
+
+def process_lines(text: str) -> list[str]:
+    heads = ("process_", "# HELP process_", "# TYPE process_")
+    return [line for line in text.splitlines() if line.startswith(heads)]
 
 
 def test_a_refused_metric_is_logged_once_per_worker(

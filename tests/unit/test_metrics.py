@@ -546,6 +546,28 @@ def test_the_master_takes_a_name_over_from_the_workers_and_frees_their_series() 
     ]
 
 
+def test_set_counter_sets_a_total_read_off_elsewhere() -> None:
+    store = MetricStore()
+    assert store.report("http", 1, [counter("cpu_seconds_total", 9)]) == []
+    store.set_counter("cpu_seconds_total", {}, 1.25, "CPU time.")
+    store.set_counter("cpu_seconds_total", {}, 2, "CPU time.")  # set, not added
+    store.inc("cpu_seconds_total", {}, 0.5)  # the same series
+    assert store.render() == (
+        "# HELP cpu_seconds_total CPU time.\n"
+        "# TYPE cpu_seconds_total counter\n"
+        "cpu_seconds_total 2.5\n"  # the worker's series went with the takeover
+    )
+    assert store.report("http", 1, [counter("cpu_seconds_total", 1)]) == [
+        "metric 'cpu_seconds_total' is one of the master's own metrics"
+    ]
+    for bad in (-1, math.nan, math.inf):
+        with pytest.raises(ValueError, match=f"counter 'cpu_seconds_total' cannot be {bad!r}"):
+            store.set_counter("cpu_seconds_total", {}, bad, "")
+    store.set_gauges("g", "", {})
+    with pytest.raises(ValueError, match="counter 'g' collides with the master's gauge 'g'"):
+        store.set_counter("g", {}, 1, "")
+
+
 def test_the_masters_own_calls_raise_on_bad_arguments() -> None:
     store = MetricStore()
     store.inc("c", {})
