@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -19,12 +20,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import ROOT, MasterProcess, ask, listener, wait_until
 from test_serve import Start, ready_logged, serve
+
+import prefork
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -264,6 +268,27 @@ def test_metrics_keep_counting_across_a_reload_and_a_crash(start: Start, tmp_pat
     assert sample(text, "prefork_http_request_duration_seconds_count") == 31
     assert sample(text, "prefork_workers", state="ready") == 2
     assert sample(text, "prefork_listen_queue_max") == 2048
+
+
+def test_the_master_tells_its_own_process_and_build(start: Start, tmp_path: Path) -> None:
+    began = time.time()
+    mport = free_port()
+    master, _, _ = ops(start, tmp_path, "--metrics-bind", f"127.0.0.1:{mport}", workers=1)
+    text = scrape(mport)
+    proc = Path(f"/proc/{master.pid}")
+    rss = int((proc / "statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    limits = (proc / "limits").read_text()
+    soft = re.search(r"^Max open files +(\d+)", limits, re.M)
+    assert soft is not None
+    assert "# TYPE process_cpu_seconds_total counter" in text
+    assert 0 < sample(text, "process_cpu_seconds_total") < 60
+    assert abs(sample(text, "process_resident_memory_bytes") - rss) < 8 << 20  # the master's
+    assert sample(text, "process_virtual_memory_bytes") > rss
+    assert 5 < sample(text, "process_open_fds") < int(soft[1]) == sample(text, "process_max_fds")
+    # the boot time the kernel gives is in whole seconds
+    assert began - 1 <= sample(text, "process_start_time_seconds") <= time.time()
+    python, version = platform.python_version(), prefork.__version__
+    assert f'prefork_build_info{{python="{python}",version="{version}"}} 1\n' in text
 
 
 def test_ctl_with_no_master_says_so_in_one_line(tmp_path: Path) -> None:
