@@ -180,7 +180,7 @@ class Cycle:
         self.head_request = head_request
         self.head_defaults = head_defaults
         self._stats = stats
-        self.started = 0.0  # loop time the app started (0.0: not yet)
+        self.started = 0.0  # time.perf_counter() when the app started (0.0: not yet)
         self.disconnected = False  # receive() gives http.disconnect (once the body is read)
         self.gone = False  # the connection is closing or lost: send() raises too
         self.start: Message | None = None

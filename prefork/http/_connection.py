@@ -187,12 +187,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     # -- phases ----------------------------------------------------------------------------
 
-    def _enter(self, phase: Phase, now: float = 0.0) -> None:
-        """Enter (or stay in) ``phase``: its timeout (``PHASE_TIMEOUTS``) counts from now
-        (``now``: the loop's time, when the caller has it already)."""
+    def _enter(self, phase: Phase) -> None:
+        """Enter (or stay in) ``phase``: its timeout (``PHASE_TIMEOUTS``) counts from now."""
         self.phase = phase
         timeout = self._timeouts[phase]
-        self.deadline = (now or self.loop.time()) + timeout if timeout else 0.0
+        self.deadline = self.loop.time() + timeout if timeout else 0.0
 
     # -- requests: parse, admit, begin -----------------------------------------------------
 
@@ -314,7 +313,7 @@ class HTTPProtocol(asyncio.Protocol):
                 return
         if self._eof and reader.nothing_follows():
             cycle.peer_closed()
-        cycle.started = self.loop.time()  # the request's duration counts from here
+        cycle.started = self.state.clock()  # the request's duration counts from here
         state.start_app(cycle)
 
     def _read_body(self) -> None:
@@ -355,10 +354,10 @@ class HTTPProtocol(asyncio.Protocol):
 
     def response_complete(self, cycle: Cycle) -> None:
         """The app sent the last body message of ``cycle``'s response."""
-        now = self.loop.time()
-        self._stats.responded(cycle.scope.get("method", ""), cycle.status, now - cycle.started)
+        taken = self.state.clock() - cycle.started
+        self._stats.responded(cycle.scope.get("method", ""), cycle.status, taken)
         if self._config.access_log:
-            log_access(cycle, self._config.access_log_format, now)
+            log_access(cycle, self._config.access_log_format, taken)
         phase = self.phase
         if cycle.close or self.draining or phase is CLOSED:
             self._close()
@@ -369,9 +368,9 @@ class HTTPProtocol(asyncio.Protocol):
             self._enter(DISCARD)
             self.flow.resume_reading()
         else:
-            self._after_response(now)
+            self._after_response()
 
-    def _after_response(self, now: float = 0.0) -> None:
+    def _after_response(self) -> None:
         self.cycle = None
         flow = self.flow
         if flow.write_paused:
@@ -382,12 +381,12 @@ class HTTPProtocol(asyncio.Protocol):
             return
         flow.resume_reading()
         if self._reader.buf:
-            self._enter(HEAD, now)
+            self._enter(HEAD)
             self.loop.call_soon(self._handle_head)
         elif self._eof:
             self._close()
         else:
-            self._enter(IDLE, now)
+            self._enter(IDLE)
 
     def abort_cycle(self, cycle: Cycle) -> None:
         """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
@@ -417,7 +416,7 @@ class HTTPProtocol(asyncio.Protocol):
             self.transport.write(response)
             stats.sent += len(response)
             if cycle.started:
-                taken = self.loop.time() - cycle.started
+                taken = self.state.clock() - cycle.started
                 stats.responded(cycle.scope.get("method", ""), status, taken)
             else:  # refused while reading the body that came with the head
                 stats.refused(status)

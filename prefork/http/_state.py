@@ -12,6 +12,7 @@ import random
 import socket
 from collections.abc import Callable
 from enum import IntEnum
+from time import perf_counter
 from typing import Any, Protocol
 
 from prefork.http._asgi import AppCall, ASGIApp, run_app
@@ -101,6 +102,9 @@ class ServerState:
         )
         self.app = app
         self.loop = loop
+        #: What a request's duration is timed with (stats, access log): microseconds, where
+        #: uvloop's ``loop.time()`` is rounded to the millisecond. Deadlines use the loop's.
+        self.clock: Callable[[], float] = perf_counter
         self.retire = retire
         self.report = report
         self.stats = Stats()

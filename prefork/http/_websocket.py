@@ -105,7 +105,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_due = 0.0
         self._pings = 0
         self.draining = False
-        self.started = loop.time()
+        self.started = state.clock()  # the handshake's duration counts from here
 
     def start(self) -> None:
         """Count the connection and start the app; read nothing until it accepts."""
@@ -273,21 +273,19 @@ class WebSocketProtocol(asyncio.Protocol):
     def _denied(self) -> None:
         denial = self.denial
         assert denial is not None
-        now = self.loop.time()
-        self._stats.responded("GET", denial.status, now - self.started)
+        taken = self.state.clock() - self.started
+        self._stats.responded("GET", denial.status, taken)
         if self.config.access_log:
-            denial.started = self.started
-            log_access(denial, self.config.access_log_format, now)
+            log_access(denial, self.config.access_log_format, taken)
         self._finish()
 
     def _answer(self, response: bytes, status: int) -> None:
         """Write the handshake's answer; count it as the request's response, and log it."""
         self._write(response)
-        now = self.loop.time()
-        self._stats.responded("GET", status, now - self.started)
+        taken = self.state.clock() - self.started
+        self._stats.responded("GET", status, taken)
         if self.config.access_log:
-            answer = Handshake(self.scope, status, self.started)
-            log_access(answer, self.config.access_log_format, now)
+            log_access(Handshake(self.scope, status), self.config.access_log_format, taken)
 
     def _write(self, data: bytes) -> None:
         self._stats.sent += len(data)

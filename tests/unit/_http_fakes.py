@@ -212,12 +212,14 @@ class Harness:
             self.proto.data_received(piece)
 
     def advance(self, seconds: float) -> None:
-        """Move the loop's clock ``seconds`` ahead: timers due by then run at the next turns
-        (deadlines are only checked by explicit sweeps)."""
+        """Move the loop's clock, and the one requests are timed with, ``seconds`` ahead:
+        timers due by then run at the next turns (deadlines are only checked by explicit
+        sweeps)."""
         if self._offset is None:
-            real = self.loop.time
+            real, clock = self.loop.time, self.state.clock
             self._offset = 0.0
             self.loop.time = lambda: real() + (self._offset or 0.0)  # type: ignore[method-assign]
+            self.state.clock = lambda: clock() + (self._offset or 0.0)
         self._offset += seconds
 
     def eof(self) -> None:

@@ -57,6 +57,17 @@ def test_every_atom(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.Monkey
     assert parts[18:] == [f"<{os.getpid()}>", "yes", "1", "env", "-"]
 
 
+def test_the_time_taken_has_microseconds_as_gunicorns(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # perf_counter, not uvloop's loop.time(), which is rounded to the millisecond
+    ticks = iter([100.0, 101.000123])  # the app starts, its response is complete
+    monkeypatch.setattr("prefork.http._state.perf_counter", lambda: next(ticks))
+    lines = access_lines(caplog, hello_app, {"access_log_format": "%(L)s %(D)s %(M)s %(T)s"},
+                         request())  # fmt: skip
+    assert lines == ["1.000123 1000123 1000 1"]
+
+
 def test_streamed_bytes_and_no_body(caplog: pytest.LogCaptureFixture) -> None:
     lines = access_lines(
         caplog, streaming_app, {"access_log_format": "%(s)s %(B)s %(b)s %({x-o}o)s"}, request()

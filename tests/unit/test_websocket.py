@@ -771,8 +771,14 @@ def test_a_connection_lost_during_the_denial_tells_its_cycle() -> None:
     ],
 )
 def test_the_handshake_is_access_logged(
-    first: dict[str, Any], status: int, caplog: pytest.LogCaptureFixture
+    first: dict[str, Any],
+    status: int,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    ticks = iter([100.0, 100.000042])  # timed to the microsecond: perf_counter, not loop.time
+    monkeypatch.setattr("prefork.http._state.perf_counter", lambda: next(ticks))
+
     async def main() -> None:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await receive()
@@ -780,11 +786,12 @@ def test_the_handshake_is_access_logged(
             if status == 401:
                 await send({"type": "websocket.http.response.body", "body": b"no"})
 
-        h = WSHarness(app, {"access_log": True, "access_log_format": '"%(r)s" %(s)s %(m)s'})
+        fmt = '"%(r)s" %(s)s %(m)s %(L)s'
+        h = WSHarness(app, {"access_log": True, "access_log_format": fmt})
         h.feed(upgrade("/chat?x=1"))
         await h.settle()
 
     with caplog.at_level(logging.INFO):
         run(main())
     lines = [r.getMessage() for r in caplog.records if r.name == "prefork.access"]
-    assert lines == [f'"GET /chat?x=1 HTTP/1.1" {status} GET']
+    assert lines == [f'"GET /chat?x=1 HTTP/1.1" {status} GET 0.000042']
