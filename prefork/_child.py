@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import sys
-import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from prefork import _frames as frames
 from prefork import _process
 from prefork._options import ConfigError
 from prefork._process import Identity
+from prefork._tracebacks import user_traceback
 from prefork.worker import Worker
 
 MAX_ERROR = 16384  # the last characters of a failed start's traceback sent to the master
@@ -154,9 +154,10 @@ async def _serve(spec: WorkerSpec) -> int:
     await loop.connect_accepted_socket(lambda: link, sock=spec.channel)
     try:
         worker = await _start(spec, link)
-    except Exception:
-        # Sent to the master, which prints it once however many workers fail the same way.
-        link.send_frame(frames.FAILED, traceback.format_exc()[-MAX_ERROR:])
+    except Exception as exc:
+        # Sent to the master, which prints it once however many workers fail the same way:
+        # the user's frames only (prefork's say nothing about their mistake).
+        link.send_frame(frames.FAILED, user_traceback(exc)[-MAX_ERROR:])
         await _flush(link)
         return 1
     if worker.auto_ready:

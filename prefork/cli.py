@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
-import importlib.util
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -18,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import prefork
-from prefork import _ctl, _sockets
+from prefork import _ctl, _process, _sockets
 from prefork import _setup as setup
+from prefork._app_check import check_app
 from prefork._master import Master
 from prefork._options import (
     ConfigError,
@@ -39,7 +38,6 @@ from prefork.load._run import run as run_load
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 DEFAULT_BIND = "127.0.0.1:8000"
-_APP_HINT = "check APP and --app-dir"
 #: What ``prefork serve`` takes, in the order ``--help`` lists it (``ServeOptions`` below).
 SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig)
 #: Where ``prefork serve`` differs from the API's defaults (applied in ``_serve_master``).
@@ -333,33 +331,16 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
     app_dir = os.path.abspath(app.app_dir)
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    preload = BrokerConfig.from_options("http", HTTPWorker, broker).preload
-    _check_app(http["app"], preload)
     master_options = given(MasterConfig, values)
     master_options.setdefault("control", "auto")  # prefork ctl finds it (the API's: off)
     master = Master(**master_options)
-    master.broker("http", HTTPWorker, **broker, **http)
-    return master, {**values, **master_options, **broker, **http}
-
-
-def _check_app(app: str, preload: bool) -> None:
-    """Locate the app's top-level package (import the module with ``preload``) so a typo
-    fails before any fork. Only the top level: finding ``pkg.main`` would import ``pkg`` here,
-    and workers would inherit that old code through every reload."""
-    module = app.partition(":")[0]
-    top = module.partition(".")[0]
-    try:
-        if preload:
-            importlib.import_module(module)
-            return
-        found = importlib.util.find_spec(top) if top else None
-    except Exception as exc:
-        raise ConfigError(f"cannot import app {app!r}: {type(exc).__name__}: {exc}") from None
-    if found is None:
-        missing = top or module
-        raise ConfigError(f"cannot import app {app!r}: no module named {missing!r}; {_APP_HINT}")
-    if module != top and found.submodule_search_locations is None:
-        raise ConfigError(
-            f"cannot import app {app!r}: ModuleNotFoundError: {top!r} is not a package; "
-            + _APP_HINT
+    config = master.broker("http", HTTPWorker, **broker, **http).config
+    if not cli.print_config:  # the options are printed even when the app is broken
+        check_app(
+            app,
+            identity=_process.identity(master.config.user, master.config.group),
+            timeout=config.boot_timeout,
+            preload=config.preload,
+            traceback_to=None if cli.check_config else sys.stderr,
         )
+    return master, {**values, **master_options, **broker, **http}

@@ -3,10 +3,11 @@
 ``HTTPWorker`` is the worker type ``prefork serve`` runs; ``HTTPConfig`` holds its options.
 """
 
+from prefork.http._app import AppImportError
 from prefork.http._asgi import ClientDisconnected
 from prefork.http._config import HTTPConfig
 from prefork.http._lifespan import LifespanFailure
-from prefork.http._server import AppImportError, HTTPWorker
+from prefork.http._server import HTTPWorker
 
 __all__ = [
     "AppImportError",

@@ -8,14 +8,11 @@ master's SIGKILL ends a drain before lifespan shutdown runs.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
-from prefork.http._asgi import ASGIApp
+from prefork.http._app import import_app
 from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
 from prefork.http._lifespan import Lifespan
@@ -28,43 +25,6 @@ logger = logging.getLogger("prefork.http")
 
 #: The part of the master's graceful timeout that idle connections may use on a drain.
 GRACE_SHARE = 0.8
-
-
-class AppImportError(ImportError):
-    """The APP named in the options cannot be imported or is not callable."""
-
-
-def import_app(config: HTTPConfig) -> ASGIApp:
-    """Import ``config.app`` (``"module:attr"``, ``attr`` may be dotted); call it with
-    ``factory``. Raises ``AppImportError`` with a one-line reason."""
-    spec = config.app
-    if not isinstance(spec, str):
-        app: Any = spec
-    else:
-        if config.app_dir:
-            path = os.path.abspath(config.app_dir)
-            if path not in sys.path:
-                sys.path.insert(0, path)
-        module_name, _, attrs = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise  # the module exists but one of its own imports is missing
-            raise AppImportError(
-                f"could not import module {module_name!r} (is --app-dir right?)"
-            ) from None
-        app = module
-        try:
-            for attr in attrs.split("."):
-                app = getattr(app, attr)
-        except AttributeError:
-            raise AppImportError(f"module {module_name!r} has no attribute {attrs!r}") from None
-    if config.factory:
-        app = app()
-    if not callable(app):
-        raise AppImportError(f"{spec!r} is not callable (an ASGI app or, with factory, a factory)")
-    return app  # type: ignore[no-any-return]
 
 
 class HTTPWorker(Worker):

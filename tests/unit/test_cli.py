@@ -35,8 +35,17 @@ def test_preload_reports_the_import_error(
     (tmp_path / "broken_app_mod.py").write_text("raise RuntimeError('boom at import')\n")
     code, err = run(capsys, "--app-dir", str(tmp_path), "--preload", "broken_app_mod:app")
     assert code == 2
-    assert "cannot import app 'broken_app_mod:app': RuntimeError: boom at import" in err
-    assert "\n" not in err
+    *trace, line = err.splitlines()  # the user's frames only, then one line
+    assert trace == [
+        "Traceback (most recent call last):",
+        f'  File "{tmp_path}/broken_app_mod.py", line 1, in <module>',
+        "    raise RuntimeError('boom at import')",
+        "RuntimeError: boom at import",
+    ]
+    assert line == (
+        "prefork: error: cannot import app 'broken_app_mod:app': RuntimeError: boom at import "
+        f"({tmp_path}/broken_app_mod.py, line 1)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -70,7 +79,8 @@ def test_address_in_use(capsys: pytest.CaptureFixture[str]) -> None:
     holder.bind(("127.0.0.1", 0))
     holder.listen()
     try:
-        code, err = run(capsys, "--bind", f"127.0.0.1:{holder.getsockname()[1]}", "json:app")
+        port = holder.getsockname()[1]
+        code, err = run(capsys, "--bind", f"127.0.0.1:{port}", "--app-dir", "examples", "hello:app")
     finally:
         holder.close()
     assert code == 2
@@ -147,14 +157,18 @@ def test_default_workers_is_web_concurrency_else_the_usable_cpus(
 def test_app_below_a_module_that_is_not_a_package(capsys: pytest.CaptureFixture[str]) -> None:
     code, err = run(capsys, "--app-dir", "examples", "hello.sub:app")
     assert code == 2
-    assert "ModuleNotFoundError: 'hello' is not a package; check APP and --app-dir" in err
+    assert err == (
+        "prefork: error: cannot import app 'hello.sub:app': no module named 'hello.sub' "
+        "('hello' is not a package); check APP and --app-dir"
+    )
 
 
 def test_pid_file_in_a_missing_directory(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     where = tmp_path / "missing" / "prefork.pid"
-    code, err = run(capsys, "--bind", "127.0.0.1:0", "--pid", str(where), "json:app")
+    argv = ["--bind", "127.0.0.1:0", "--pid", str(where), "--app-dir", "examples", "hello:app"]
+    code, err = run(capsys, *argv)
     assert code == 2
     assert err == (
         f"prefork: error: cannot write pid file {str(where)!r}: "

@@ -24,7 +24,7 @@ from prefork.http import (
     HTTPWorker,
     LifespanFailure,
 )
-from prefork.http._server import import_app
+from prefork.http._app import import_app
 
 _names = itertools.count()
 
@@ -179,9 +179,9 @@ def test_unix_socket_scope(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "error", "words"),
     [
-        ({"app": "prefork_no_such_module:app"}, AppImportError, "could not import module"),
-        ({"app": "{name}:nothing"}, AppImportError, "has no attribute"),
-        ({"app": "{name}:not_callable"}, AppImportError, "is not callable"),
+        ({"app": "prefork_no_such_module:app"}, AppImportError, "no module named"),
+        ({"app": "{name}:nothing"}, AppImportError, "attribute 'nothing' not found in module"),
+        ({"app": "{name}:not_callable"}, AppImportError, r"is an int \(3\), not an ASGI app"),
         ({"app": "{broken}:app"}, ModuleNotFoundError, "prefork_missing_dependency"),
         ({"app": "{failing}:app", "lifespan": "on"}, LifespanFailure, "no database"),
     ],

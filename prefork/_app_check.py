@@ -1,0 +1,127 @@
+"""The app, imported once before the master starts, in a child process: ``prefork serve`` and
+``--check-config`` refuse an app that cannot start (a missing module or attribute, a module
+that raises on import, a WSGI app, a factory misused) in one line, before anything binds.
+
+Why a child: what the master imports stays imported in every worker it forks, through every
+reload (that is what ``--preload`` asks for, and nothing else should). Why not only locate the
+module (``find_spec``): that passes a missing attribute and a module that raises. The child
+runs as the workers will (``--user``/``--group``), reports one line (and, for a failure in the
+user's code, the user's frames) through a pipe, and leaves with ``os._exit``. Lifespan startup
+is not run: it may open connections that only workers should hold.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from typing import TextIO
+
+from prefork import _process
+from prefork._options import ConfigError
+from prefork._process import Identity
+from prefork._tracebacks import one_line, prefork_raised, user_traceback
+from prefork.http._app import import_app, import_module
+from prefork.http._config import HTTPConfig
+
+_OK = b"ok\n"
+#: The most of the child's answer read: its line, and the end of a traceback.
+MAX_ANSWER = 1 << 16
+MAX_LINE = 1024
+
+
+def check_app(
+    config: HTTPConfig,
+    *,
+    identity: Identity,
+    timeout: float,
+    preload: bool = False,
+    traceback_to: TextIO | None = None,
+) -> None:
+    """Import ``config.app`` in a child process; raise ``ConfigError`` with one line when it
+    cannot be served. An exception from the user's code is also written, with the user's
+    frames only, to ``traceback_to`` when given. With ``preload`` the app's module is then
+    imported here too (the master shares it with its workers). ``timeout`` bounds the import
+    (``--boot-timeout``)."""
+    answer = _ask_child(config, identity, timeout)
+    if answer != _OK:
+        line, _, trace = answer.decode(errors="replace").partition("\n")
+        if trace and traceback_to is not None:
+            print(trace.rstrip(), file=traceback_to)
+        raise ConfigError(line)
+    if preload and isinstance(config.app, str):
+        try:
+            import_module(config)
+        except Exception as exc:  # it imported in the child: something of the environment
+            raise ConfigError(_failure(config, exc)) from None
+
+
+def _failure(config: HTTPConfig, exc: BaseException) -> str:
+    """The one-line refusal of ``exc``, raised while importing ``config.app``."""
+    if prefork_raised(exc):
+        return one_line(exc)  # an AppImportError names the app itself
+    return f"cannot import app {config.app!r}: {one_line(exc)}"
+
+
+def _ask_child(config: HTTPConfig, identity: Identity, timeout: float) -> bytes:
+    """What a child importing the app answers: ``_OK``, or one line and maybe a traceback."""
+    read_end, write_end = os.pipe()
+    pid = _process.fork_worker(
+        lambda: _child(config, identity, write_end), close_fds=[read_end], before=lambda: None
+    )
+    os.close(write_end)
+    reaped = False
+    try:
+        answer = _read(read_end, time.monotonic() + timeout)
+        if answer is None:
+            os.kill(pid, signal.SIGKILL)
+        status = os.waitpid(pid, 0)[1]
+        reaped = True
+    finally:
+        os.close(read_end)
+        if not reaped:  # interrupted (Ctrl-C): the child must not outlive us
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    app = f"cannot import app {config.app!r}"
+    if answer is None:
+        return f"{app}: importing it took longer than --boot-timeout ({timeout:g} s)".encode()
+    code = os.waitstatus_to_exitcode(status)
+    if answer and code == 0:
+        return answer
+    ended = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return f"{app}: the process importing it {ended} before it answered".encode()
+
+
+def _read(fd: int, deadline: float) -> bytes | None:
+    """All that comes through ``fd`` (at most ``MAX_ANSWER`` bytes kept) until its end, or
+    None at ``deadline``."""
+    answer = b""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return None
+        chunk = os.read(fd, MAX_ANSWER)
+        if not chunk:
+            return answer
+        answer = (answer + chunk)[:MAX_ANSWER]
+
+
+def _child(config: HTTPConfig, identity: Identity, answer_to: int) -> int:
+    """In the child: import the app as a worker would, write the answer to ``answer_to``;
+    the exit code."""
+    try:
+        identity.assume()
+    except OSError as exc:
+        answer = f"cannot run the workers as --user/--group: {exc.strerror}\n".encode()
+    else:
+        try:
+            import_app(config)
+            answer = _OK
+        except BaseException as exc:  # SystemExit raised on import is the user's doing too
+            line = _failure(config, exc).encode()[:MAX_LINE]
+            trace = b"" if prefork_raised(exc) else user_traceback(exc).encode()
+            answer = line + b"\n" + trace[len(line) + 1 - MAX_ANSWER :]
+    with os.fdopen(answer_to, "wb") as out:
+        out.write(answer)
+    return 0
