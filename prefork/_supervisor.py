@@ -117,6 +117,8 @@ class Supervisor(Ledger):
             case WorkerSpawned(worker_id=worker_id, pid=pid):
                 if (w := self._workers.get(worker_id)) is not None:
                     w.pid = pid
+                    msg = f"worker {w.id} (pid {pid}, generation {w.generation}) started"
+                    out.append(Log(logging.DEBUG, f"[{w.broker}] {msg}"))
             case SpawnFailed():
                 self._on_spawn_failed(event, now, out)
             case WorkerExited():
@@ -247,6 +249,8 @@ class Supervisor(Ledger):
         out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
         if b.swap is not None and b.swap.new == w.id:
             if b.swap.old is not None:
+                msg = f"worker {b.swap.old} replaced by worker {w.id}, {len(b.queue)} to go"
+                out.append(Log(logging.DEBUG, f"[{w.broker}] {msg}"))
                 self._stop(self._workers[b.swap.old], now, out, Cause.REPLACED)
             b.swap = None
             b.replaced += 1

@@ -1,4 +1,5 @@
-"""The access log line, with gunicorn's atoms (``--access-logformat``).
+"""The access log line, with gunicorn's atoms (``--access-logformat``), and the debug line of a
+refused request.
 
 Only built when access logging is on: one ``%``-format over an object that computes each atom
 when the format asks for it (``%`` needs only ``__getitem__``). The time a request took is
@@ -14,6 +15,7 @@ import time
 from typing import Any, Protocol
 
 access_logger = logging.getLogger("prefork.access")
+http_logger = logging.getLogger("prefork.http")
 
 #: Client, date, request line, status, body bytes, seconds taken.
 DEFAULT_ACCESS_FORMAT = '%(h)s - - %(t)s "%(r)s" %(s)s %(b)s %(L)s'
@@ -140,3 +142,16 @@ class Handshake:
         self.status = status
         self.sent = 0
         self.start: dict[str, Any] | None = None
+
+
+def log_refusal(client: tuple[str, int] | None, status: int, reason: bytes) -> None:
+    """A request refused (a 4xx from the parser or the limits, a 503...) at DEBUG on
+    ``prefork.http``: who sent it, the status, why. Nothing is formatted unless DEBUG is on."""
+    if http_logger.isEnabledFor(logging.DEBUG):
+        if client is None:
+            peer = "a unix socket"
+        else:
+            host, port = client
+            peer = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        why = reason.decode("latin-1").strip() or "-"
+        http_logger.debug("refused a request from %s: %d %s", peer, status, why)

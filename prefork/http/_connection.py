@@ -41,7 +41,7 @@ import asyncio
 
 import h11
 
-from prefork.http._access import log_access
+from prefork.http._access import log_access, log_refusal
 from prefork.http._asgi import Cycle, build_scope
 from prefork.http._body import ChunkedBody, LengthBody
 from prefork.http._flow import FlowControl
@@ -402,7 +402,10 @@ class HTTPProtocol(asyncio.Protocol):
         The answer to a HEAD request has no body (RFC 9110 section 9.3.2), whether the head
         was parsed or only begins with ``HEAD``. It counts as the request's response once the
         app has started (a 500 for a failed app, a 400 for a bad body), else as a refusal.
+        Any status but a 500 (the app's failure, logged as such) is logged at DEBUG.
         """
+        if status != 500:
+            log_refusal(self.client, status, message)
         cycle = self.cycle
         stats = self._stats
         if cycle is None:

@@ -1,15 +1,16 @@
-"""The access log's atoms (gunicorn's), the options that shape every response, and the
-drop-in spellings of the HTTP flags."""
+"""The access log's atoms (gunicorn's), the debug line of a refused request, the options that
+shape every response, and the drop-in spellings of the HTTP flags."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 from typing import Any
 
 import pytest
-from _http_fakes import Harness, hello_app, request, run
+from _http_fakes import Harness, gated_hello, hello_app, request, run
 
 from prefork import ConfigError
 from prefork.http import HTTPConfig
@@ -66,6 +67,68 @@ def test_the_time_taken_has_microseconds_as_gunicorns(
     lines = access_lines(caplog, hello_app, {"access_log_format": "%(L)s %(D)s %(M)s %(T)s"},
                          request())  # fmt: skip
     assert lines == ["1.000123 1000123 1000 1"]
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "prefork.http"]
+
+
+@pytest.mark.parametrize(
+    ("peer", "raw", "line"),
+    [
+        (
+            ("127.0.0.1", 50000),
+            request("GET", "/", "Content-Length: x"),
+            "refused a request from 127.0.0.1:50000: 400 Invalid HTTP request.",
+        ),
+        (
+            ("::1", 50001, 0, 0),
+            request("GET", "/", "X: " + "a" * 9000),
+            "refused a request from [::1]:50001: 431 Request header field too large.",
+        ),
+        ("", request("GET", "/\x01"), "refused a request from a unix socket: 400 Invalid"),
+    ],
+)
+def test_a_refused_request_is_logged_at_debug_with_its_peer_and_reason(
+    caplog: pytest.LogCaptureFixture, peer: Any, raw: bytes, line: str
+) -> None:
+    async def main() -> None:
+        h = Harness(hello_app, peername=peer)
+        h.feed(raw)
+        await h.settle()
+
+    caplog.set_level(logging.INFO, logger="prefork.http")
+    run(main())
+    assert refusals(caplog) == []  # only at DEBUG
+    caplog.set_level(logging.DEBUG, logger="prefork.http")
+    run(main())
+    (said,) = refusals(caplog)
+    assert said.startswith(line)
+
+
+def test_a_503_over_limit_concurrency_is_a_refusal_and_a_failed_app_is_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def failing(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    async def main() -> None:
+        gate, app = gated_hello()
+        h = Harness(app, {"limit_concurrency": 1})
+        h.feed(request())
+        h.connect().data_received(request())
+        await asyncio.sleep(0)
+        gate.set()
+        await h.settle()
+        h = Harness(failing)
+        h.feed(request())
+        await h.settle()
+        assert h.out.startswith(b"HTTP/1.1 500 ")
+
+    caplog.set_level(logging.DEBUG, logger="prefork.http")
+    run(main())
+    said = [line for line in refusals(caplog) if line.startswith("refused")]
+    assert said == ["refused a request from 127.0.0.1:50000: 503 Service unavailable."]
 
 
 def test_streamed_bytes_and_no_body(caplog: pytest.LogCaptureFixture) -> None:

@@ -250,6 +250,23 @@ def test_reload_replaces_one_at_a_time_new_before_old() -> None:
     assert sup.status(0.0)["web"]["reloading"] is False
 
 
+def debug_lines(actions: list[Action]) -> list[str]:
+    return [a.message for a in actions if isinstance(a, Log) and a.level == logging.DEBUG]
+
+
+def test_debug_lines_tell_each_start_and_each_step_of_a_reload() -> None:
+    sup = make()
+    boot(sup)
+    sup.handle(ReloadRequested(), 10.0)
+    out = sup.handle(WorkerSpawned(3, 103), 10.1)
+    assert out == [Log(logging.DEBUG, "[web] worker 3 (pid 103, generation 2) started")]
+    out = sup.handle(MessageReceived(3, frames.READY, None), 11.0)
+    assert debug_lines(out) == ["[web] worker 1 replaced by worker 3, 1 to go"]
+    assert "[web] worker 3 (pid 103, generation 2) is ready" in logs(out)  # INFO, as before
+    sup.handle(WorkerExited(1, 0, None), 11.5)  # INFO: left as asked
+    assert debug_lines(ready(sup, 4, 12.0)) == ["[web] worker 2 replaced by worker 4, 0 to go"]
+
+
 def test_reload_rolls_back_when_a_replacement_crashes() -> None:
     sup = make()
     boot(sup)
