@@ -26,6 +26,34 @@ class ConfigError(ValueError):
 
 Check = Callable[[str, Any], Any]  # (name, value) -> the value to keep; raises ConfigError
 
+_RELOAD = (
+    "prefork serve has no --reload yet; `kill -HUP <master>` or `prefork ctl reload` loads new code"
+)
+_WORKER_CLASS = (
+    "prefork picks the worker from the app (an ASGI app runs on its HTTP worker); no worker "
+    "class is needed"
+)
+#: uvicorn's and gunicorn's flags that ``prefork serve`` does not take, and what to do instead:
+#: named here because the closest spelling would mislead (``--reload`` is not ``--preload``).
+#: A gunicorn config file's setting of the same name gets the same answer.
+FOREIGN_FLAGS: dict[str, str] = {
+    **dict.fromkeys(
+        ("--reload", "--reload-dir", "--reload-include", "--reload-exclude", "--reload-delay",
+         "--reload-engine", "--reload-extra-file", "--reload-extra-files"),
+        _RELOAD,
+    ),
+    "--pythonpath": "name the directory APP is imported from with --app-dir DIR",
+    "-k": _WORKER_CLASS,
+    "--worker-class": _WORKER_CLASS,
+    "--interface": "prefork serves ASGI 3 apps; no --interface is needed",
+    "--threads": "prefork's workers serve on an event loop, not threads; scale with --workers",
+    "--worker-connections": "--limit-concurrency N bounds the connections of each worker",
+    "--loop": "prefork's workers always run on uvloop",
+    "-D": "prefork stays in the foreground; run it under systemd, a container or a supervisor",
+    "--daemon": "prefork stays in the foreground; run it under systemd, a container or a "
+    "supervisor",
+}  # fmt: skip
+
 
 @dataclass(frozen=True, slots=True)
 class Option:

@@ -270,11 +270,17 @@ def binds(host: str | None, port: int | None, uds: str | None, fd: int | None) -
     return out
 
 
+#: uvicorn's most verbose level, below DEBUG (``--log-level trace``).
+TRACE = 5
+
+
 def configure_logging(
     level: str, config: str | None, error_file: str | None, access_file: str | None
 ) -> None:
     """The log: a dictConfig (JSON or TOML) or fileConfig (.ini) file, or one format at
-    ``level`` to stderr or ``error_file``; access lines to ``access_file`` when given."""
+    ``level`` (a name: ``trace`` is ``TRACE``, below ``debug``) to stderr or ``error_file``;
+    access lines to ``access_file`` when given."""
+    logging.addLevelName(TRACE, "TRACE")
     if config is not None:
         _apply_log_config(config)
     else:

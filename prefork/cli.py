@@ -21,6 +21,7 @@ from prefork import _setup as setup
 from prefork._app_check import check_app
 from prefork._master import Master
 from prefork._options import (
+    FOREIGN_FLAGS,
     ConfigError,
     check_fields,
     declared,
@@ -36,7 +37,7 @@ from prefork.http import HTTPConfig, HTTPWorker
 from prefork.load import LoadConfig
 from prefork.load._run import run as run_load
 
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_BIND = "127.0.0.1:8000"
 #: What ``prefork serve`` takes, in the order ``--help`` lists it (``ServeOptions`` below).
 SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig)
@@ -53,9 +54,10 @@ class _Parser(argparse.ArgumentParser):
     never abbreviated, and a command's unknown flag is named as such (with a close match)
     rather than its value being taken for APP."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, foreign: Mapping[str, str] | None = None, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        self.foreign = foreign or {}  # other servers' flags, each with what to do instead
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"prefork: error: {message}; see '{self.prog} --help'\n")
@@ -81,6 +83,8 @@ class _Parser(argparse.ArgumentParser):
             if not arg.startswith("-") or arg == "-" or arg[1:2].isdigit():
                 continue
             flag = arg.partition("=")[0] if arg.startswith("--") else arg[:2]
+            if flag not in known and flag in self.foreign:
+                self.error(f"unknown flag {flag}: {self.foreign[flag]}")
             if flag not in known:
                 close = sorted(k for k in known if k.startswith(flag))[:3] or (
                     difflib.get_close_matches(flag, list(known), n=1)
@@ -233,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
+        foreign=FOREIGN_FLAGS,
         help="serve an ASGI app over HTTP/1.1 with several worker processes",
         description="Serve an ASGI app. Signals to the master: HUP reload, TERM drain, "
         "USR2 resume, INT/QUIT stop, TTIN/TTOU one worker more/fewer, USR1 reopen logs.",

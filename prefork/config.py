@@ -81,6 +81,7 @@ class MasterConfig:
         "time a stopping worker gets to finish before SIGKILL",
         seconds(),
         "--graceful-timeout",
+        "--timeout-graceful-shutdown",
         metavar="SECONDS",
         parse=float,
     )

@@ -1,0 +1,67 @@
+"""What a uvicorn or gunicorn user types: their aliases work, and their flags prefork does not
+take say what to do instead (never a misleading close spelling: --reload is not --preload)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from prefork import _setup as setup
+from prefork import cli
+from prefork._options import FOREIGN_FLAGS
+
+RELOAD = "prefork serve has no --reload yet; `kill -HUP <master>` or `prefork ctl reload` loads"
+WORKER = "prefork picks the worker from the app (an ASGI app runs on its HTTP worker); no worker"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--reload"], f"unknown flag --reload: {RELOAD}"),
+        (["--reload-dir", "src"], f"unknown flag --reload-dir: {RELOAD}"),
+        (["--pythonpath", "x"], "unknown flag --pythonpath: name the directory APP is imported "
+         "from with --app-dir DIR; see 'prefork serve --help'"),
+        (["-k", "uvicorn.workers.UvicornWorker"], f"unknown flag -k: {WORKER}"),
+        (["-kgthread"], f"unknown flag -k: {WORKER}"),
+        (["--worker-class=sync"], f"unknown flag --worker-class: {WORKER}"),
+        (["--worker-connections", "9"], "unknown flag --worker-connections: --limit-concurrency"),
+        (["-D"], "unknown flag -D: prefork stays in the foreground; run it under systemd"),
+    ],
+)  # fmt: skip
+def test_another_servers_flag_says_what_to_do_instead(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as leaving:
+        cli.build_parser().parse_args(["serve", *argv, "main:app"])
+    assert leaving.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"prefork: error: {message}") and err.count("\n") == 1
+    assert "--preload" not in err and "--root-path" not in err
+
+
+def test_no_foreign_flag_is_one_of_ours() -> None:
+    serve = cli._serve_parser(cli.build_parser())
+    assert not FOREIGN_FLAGS.keys() & serve._option_string_actions.keys()
+
+
+def test_only_serve_answers_for_uvicorn_and_gunicorn(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["load", "--reload", "http://x/"])
+    assert "has no --reload" not in capsys.readouterr().err
+
+
+def test_uvicorns_timeout_graceful_shutdown_is_graceful_timeout() -> None:
+    args = cli.build_parser().parse_args(["serve", "--timeout-graceful-shutdown", "5", "m:app"])
+    assert args.graceful_timeout == 5.0
+    keys = setup._keys(cli.SERVE_CONFIGS)  # a config file's key too
+    assert keys["timeout-graceful-shutdown"] == keys["graceful-timeout"]
+
+
+def test_log_level_trace_is_below_debug() -> None:
+    args = cli.build_parser().parse_args(["serve", "--log-level", "trace", "m:app"])
+    setup.configure_logging(args.log_level, None, None, None)
+    root = logging.getLogger()
+    assert root.level == setup.TRACE == 5 < logging.DEBUG
+    assert logging.getLevelName(setup.TRACE) == "TRACE"
+    assert root.isEnabledFor(setup.TRACE)
