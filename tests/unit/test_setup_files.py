@@ -166,7 +166,7 @@ def test_bytes_that_are_not_utf8_are_named_by_line_and_offset(tmp_path: Path) ->
         ),
         (
             b'log-level = "loud"\n',
-            ": log-level must be one of critical, error, warning, info, debug, got 'loud'",
+            ": log-level must be one of critical, error, warning, info, debug, trace, got 'loud'",
         ),
         (
             b"workers = 100000000000000000000000000\n",
