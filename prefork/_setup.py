@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from prefork import _pyconfig
 from prefork._logs import LOG_FORMAT
 from prefork._options import ConfigError, Option, declared, shown
 from prefork._roster import MAX_WORKERS
@@ -121,8 +122,18 @@ def read_config_file(path: str, configs: Iterable[type]) -> dict[str, Any]:
     keyed by field name (argparse's ``dest``). Raises ``ConfigError`` naming the file.
 
     Keys are the long flags without their dashes (``workers``, ``keep-alive`` or
-    ``keep_alive``, ``app``); a pyproject.toml's are under [tool.prefork].
+    ``keep_alive``, ``app``); a pyproject.toml's are under [tool.prefork]. A ``.py`` file is a
+    gunicorn config: its literal settings are read without running it (``_pyconfig``).
     """
+    by_key = _keys(configs)
+    if path.endswith(".py"):
+        wanted = {key: _wanted(meta) for key, (_, meta) in by_key.items()}
+        settings = _pyconfig.read(path, read_text(path, "config file"), wanted)
+        values: dict[str, Any] = {}
+        for name, (line, value) in settings.items():
+            dest, meta = by_key[_pyconfig.prefork_key(name)]
+            values[dest] = _value(path, f"{name} (line {line})", meta, value)
+        return values
     doc = _parse(path, "config file")
     if Path(path).name == "pyproject.toml":
         tool = doc.get("tool", {})
@@ -131,8 +142,7 @@ def read_config_file(path: str, configs: Iterable[type]) -> dict[str, Any]:
             raise ConfigError(
                 f"config file {path!r}: [tool.prefork] must be a table, not {_kind(doc)}"
             )
-    by_key = _keys(configs)
-    values: dict[str, Any] = {}
+    values = {}
     for key, value in doc.items():
         found = by_key.get(key.replace("_", "-"))
         if found is None:
@@ -154,6 +164,15 @@ def _keys(configs: Iterable[type]) -> dict[str, tuple[str, Option]]:
                     keys[flag.lstrip("-")] = (f.name, meta)
     keys.pop("config", None)
     return keys
+
+
+def _wanted(meta: Option) -> str:
+    """What an option takes in a config file, as a refusal says it."""
+    if meta.repeat:
+        return "a string or a list of them"
+    if meta.parse is None:
+        return "true or false"
+    return _TAKES.get(meta.parse, _TEXT)[1]
 
 
 def _value(path: str, key: str, meta: Option, value: Any) -> Any:
