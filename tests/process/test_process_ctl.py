@@ -180,8 +180,7 @@ def test_reload_wait_onto_broken_code_exits_1_and_the_old_workers_serve(
     assert done.returncode == 1
     assert done.stderr.startswith("prefork: error: the reload of http was rolled back: worker ")
     assert done.stderr.endswith(  # the cause: the line of the error that names it
-        " could not start before it was ready: RuntimeError: ops_app: broken on purpose at "
-        "import\n"
+        " could not start before it was ready: RuntimeError: ops_app: broken on purpose at import\n"
     )
     assert len(done.stderr.splitlines()) == 1
     assert old <= master.workers()
