@@ -6,8 +6,9 @@ Why a child: what the master imports stays imported in every worker it forks, th
 reload (that is what ``--preload`` asks for, and nothing else should). Why not only locate the
 module (``find_spec``): that passes a missing attribute and a module that raises. The child
 runs as the workers will (``--user``/``--group``), reports one line (and, for a failure in the
-user's code, the user's frames) through a pipe, and leaves with ``os._exit``. Lifespan startup
-is not run: it may open connections that only workers should hold.
+user's code, the user's frames) through a pipe, and leaves with ``os._exit``; it is forked as
+a worker is, so it dies with the command line. Its import is bounded by ``--boot-timeout``.
+Lifespan startup is not run: it may open connections that only workers should hold.
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def _served(subject: str, app: object) -> Any:
 
 
 def _a(value: object) -> str:
-    """``value`` named for a message: its type, and the value when short (``a str ''``)."""
+    """``value`` named for a message: its type and its start (``a NoneType (None)``)."""
     kind = type(value).__name__
     article = "an" if kind[:1].lower() in "aeiou" else "a"
     return f"{article} {kind} ({shown(value, 40)})"
