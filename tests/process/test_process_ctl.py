@@ -141,10 +141,11 @@ def test_status_lists_every_worker_and_what_it_served(start: Start, tmp_path: Pa
 
 
 def test_status_during_a_reload_then_reload_wait(start: Start, tmp_path: Path) -> None:
-    delay = tmp_path / "delay"
-    master, port, path = ops(start, tmp_path, env={"OPS_BOOT_DELAY": str(delay)})
+    delay, gate = tmp_path / "delay", tmp_path / "gate"
+    env = {"OPS_BOOT_DELAY": str(delay), "OPS_BOOT_GATE": str(gate)}
+    master, port, path = ops(start, tmp_path, env=env)
     old = master.workers()
-    delay.write_text("1.0")  # replacements take a second to boot
+    gate.touch()  # replacements wait until it goes: the reload is still running when looked at
     assert ctl(path, "reload").returncode == 0  # returns at once
 
     def reloading() -> dict[str, Any] | None:
@@ -157,6 +158,8 @@ def test_status_during_a_reload_then_reload_wait(start: Start, tmp_path: Path) -
     assert doc["live"] == 3  # the replacement boots beside the two old ones (N+1)
     table = ctl(path, "status").stdout
     assert "reloading" in table and "booting" in table
+    delay.write_text("1.0")  # from now on, replacements take a second to boot
+    gate.unlink()
     done = ctl(path, "reload", "--wait")  # a newer reload: it supersedes the running one
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(

@@ -1,5 +1,7 @@
 """An ASGI app for the `prefork ctl` and metrics process tests, steered by files.
 
+- ``OPS_BOOT_GATE``: a file; while it exists, lifespan startup waits (a reload then stays
+  running until the test removes it, however busy the machine).
 - ``OPS_BOOT_DELAY``: a file; while it exists, lifespan startup sleeps the seconds in it
   (a reload then takes a while: time to look at it).
 - ``OPS_BROKEN``: a flag file; while it exists, importing this module raises.
@@ -31,6 +33,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                while _path("OPS_BOOT_GATE"):
+                    await asyncio.sleep(0.01)
                 delay = _path("OPS_BOOT_DELAY")
                 if delay:
                     with open(delay) as f:
