@@ -12,14 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from _peers import Server, version
+from _peers import ECHO_BODY, ECHO_SCRIPT, Server, version
 
-ECHO_BODY = b"0123456789abcdef" * 4096  # 64 KiB
-ECHO_SCRIPT = f"""\
-wrk.method = "POST"
-wrk.body = string.rep("0123456789abcdef", {len(ECHO_BODY) // 16})
-wrk.headers["Content-Type"] = "application/octet-stream"
-"""
 ERRORS = ["connect", "read", "write", "timeout", "status"]
 
 

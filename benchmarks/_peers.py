@@ -1,6 +1,7 @@
-"""The servers the benchmarks compare prefork with: how each is started, what it needs, and a
-handle on a running one. Shared by http_speed.py and publish.py, so that both start every
-server with the same command line.
+"""The servers the benchmarks compare prefork with: how each is started, what it needs, a
+handle on a running one, and the check that it answers a workload's request as the load
+generator sends it. Shared by http_speed.py and publish.py, so that both start and check every
+server the same way.
 
 Every server serves examples/bench_apps.py (or a copy of it: ``app``) on 127.0.0.1, a port
 the OS picks, at log level warning and without an access log:
@@ -23,6 +24,7 @@ import contextlib
 import http.client
 import importlib.metadata
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from _proc import alive, children, cpu_seconds, free_port
 
@@ -47,6 +50,14 @@ NEEDS = {
     "granian": ["granian", "uvloop"],
     "hypercorn": ["hypercorn", "uvloop"],
 }
+#: The body of the echo workload's POST, and wrk's request for it (wrk adds the
+#: Content-Length).
+ECHO_BODY = b"0123456789abcdef" * 4096  # 64 KiB
+ECHO_SCRIPT = f"""\
+wrk.method = "POST"
+wrk.body = string.rep("0123456789abcdef", {len(ECHO_BODY) // 16})
+wrk.headers["Content-Type"] = "application/octet-stream"
+"""
 
 
 def uvicorn_worker() -> str:
@@ -242,18 +253,35 @@ def request(
         conn.close()
 
 
+class Asked(Protocol):
+    """A workload's request, as the load generator sends it, and the size of its answer."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def close(self) -> bool: ...
+
+
+def check(server: Server, workload: Asked) -> None:
+    """The workload's request, as wrk sends it, must be answered 200 with the expected body."""
+    body = ECHO_BODY if workload.method == "POST" else b""
+    status, got = request(server.port, workload.method, workload.path, body, workload.close)
+    if status != 200 or len(got) != workload.size:
+        raise RuntimeError(
+            f"{workload.method} {workload.path} answered {status} with {len(got)} bytes, "
+            f"not 200 with {workload.size}: {got[:80]!r}"
+        )
+    if body and got != body:
+        raise RuntimeError(f"POST {workload.path} echoed other bytes than it was sent")
+    if workload.path == "/json":
+        json.loads(got)
+
+
 # -- measuring and reporting --------------------------------------------------------------
-
-
-def idle_seconds(cpus: list[int]) -> float:
-    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
-    names = {f"cpu{cpu}" for cpu in cpus}
-    ticks = 0
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] in names:
-            ticks += int(fields[4]) + int(fields[5])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:

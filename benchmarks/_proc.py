@@ -38,6 +38,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def idle_seconds(cpus: list[int]) -> float:
+    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
+    names = {f"cpu{cpu}" for cpu in cpus}
+    ticks = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] in names:
+            ticks += int(fields[4]) + int(fields[5])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def memory_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, Pss) of a process in KiB."""
     rss = pss = 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import resource
 import shutil
@@ -14,8 +13,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _load import ECHO_BODY, Driver, Load, Workload, drive, finish
-from _peers import Server, idle_seconds, request
+from _load import Driver, Load, Workload, drive, finish
+from _peers import Server, check
+from _proc import idle_seconds
 
 
 @dataclass(frozen=True)
@@ -43,21 +43,6 @@ class Run:
     server_cpu: float  # share of one CPU, all the server's processes together
     driver_cpu: float  # share of one CPU
     others: float  # share of the benchmark's CPUs that other processes and interrupts used
-
-
-def check(server: Server, w: Workload) -> None:
-    """The row's request must be answered 200 with the expected body."""
-    body = ECHO_BODY if w.method == "POST" else b""
-    status, got = request(server.port, w.method, w.path, body, w.close)
-    if status != 200 or len(got) != w.size:
-        raise RuntimeError(
-            f"{w.method} {w.path} answered {status} with {len(got)} bytes, "
-            f"not 200 with {w.size}: {got[:80]!r}"
-        )
-    if body and got != body:
-        raise RuntimeError(f"POST {w.path} echoed other bytes than it was sent")
-    if w.path == "/json":
-        json.loads(got)
 
 
 def measure(

@@ -52,7 +52,6 @@ import argparse
 import http.client
 import importlib.metadata
 import importlib.util
-import json
 import os
 import platform
 import re
@@ -66,7 +65,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from _peers import ROOT, Server, idle_seconds, missing, request, table, uvicorn_worker, version
+from _peers import (
+    ECHO_BODY,
+    ECHO_SCRIPT,
+    ROOT,
+    Server,
+    check,
+    missing,
+    table,
+    uvicorn_worker,
+    version,
+)
+from _proc import idle_seconds
 
 SERVERS = [
     "prefork-auto",
@@ -79,7 +89,6 @@ SERVERS = [
 ]
 SUBJECTS = ["prefork-auto", "prefork-h11"]
 BASES = ["uvicorn-httptools", "granian"]
-ECHO_BODY = b"0123456789abcdef" * 4096  # 64 KiB
 
 
 @dataclass(frozen=True)
@@ -100,27 +109,6 @@ WORKLOADS = [
     Workload("echo", "POST echo 64 KiB", "/echo", len(ECHO_BODY), method="POST"),
     Workload("hello-w2", "hello, 2 workers", "/", 13, workers=2),
 ]
-#: wrk's request for the echo workload (wrk adds the Content-Length).
-ECHO_SCRIPT = f"""\
-wrk.method = "POST"
-wrk.body = string.rep("0123456789abcdef", {len(ECHO_BODY) // 16})
-wrk.headers["Content-Type"] = "application/octet-stream"
-"""
-
-
-def check(server: Server, workload: Workload) -> None:
-    """The workload's request, as wrk sends it, must be answered 200 with the expected body."""
-    body = ECHO_BODY if workload.method == "POST" else b""
-    status, got = request(server.port, workload.method, workload.path, body, workload.close)
-    if status != 200 or len(got) != workload.size:
-        raise RuntimeError(
-            f"{workload.method} {workload.path} answered {status} with {len(got)} bytes, "
-            f"not 200 with {workload.size}: {got[:80]!r}"
-        )
-    if body and got != body:
-        raise RuntimeError(f"POST {workload.path} echoed other bytes than it was sent")
-    if workload.path == "/json":
-        json.loads(got)
 
 
 # -- the runs -----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
-from _proc import children, cpu_seconds, free_port
+from _proc import children, cpu_seconds, free_port, idle_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.ws_echo:app"
@@ -360,17 +360,6 @@ class Server:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(5)
-
-
-def idle_seconds(cpus: list[int]) -> float:
-    """How long these CPUs have been idle, together (idle and iowait in /proc/stat)."""
-    names = {f"cpu{cpu}" for cpu in cpus}
-    ticks = 0
-    for line in Path("/proc/stat").read_text().splitlines():
-        fields = line.split()
-        if fields[0] in names:
-            ticks += int(fields[4]) + int(fields[5])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
