@@ -26,6 +26,7 @@ from _probes import (
     wait_for,
 )
 from _proc import memory_kib
+from _rounds import alternated
 
 #: Options the lifecycle rows add: what the server offers to survive a dead worker.
 LIFECYCLE_OPTIONS = {"granian": ["--respawn-failed-workers"]}
@@ -254,8 +255,7 @@ def lifecycle(
     args: argparse.Namespace, driver: Driver, names: list[str], selected: set[str], workdir: Path
 ) -> dict[str, list[Life]]:
     results: dict[str, list[Life]] = {}
-    for round_no in range(args.rounds):
-        order = names if round_no % 2 == 0 else names[::-1]
+    for round_no, order in alternated(args.rounds, names):
         for name in order:
             began = time.monotonic()
             life = lifecycle_round(args, driver, name, round_no, workdir, selected)

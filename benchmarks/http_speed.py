@@ -49,13 +49,11 @@ peer that is not installed is skipped and named (pip install -e '.[bench]').
 from __future__ import annotations
 
 import argparse
-import http.client
 import importlib.metadata
 import importlib.util
 import os
 import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -76,7 +74,7 @@ from _peers import (
     uvicorn_worker,
     version,
 )
-from _proc import idle_seconds
+from _rounds import Pins, Rounds, metered
 
 SERVERS = [
     "prefork-auto",
@@ -100,6 +98,10 @@ class Workload:
     method: str = "GET"
     close: bool = False  # Connection: close on every request
     workers: int = 1  # one: server and wrk pinned to a CPU each; more: both share two CPUs
+
+    @property
+    def key(self) -> str:
+        return self.name
 
 
 WORKLOADS = [
@@ -126,14 +128,14 @@ UNITS = {"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
 
 
 def measure(
-    server: Server, workload: Workload, args: argparse.Namespace, seconds: int, cpus: str | None,
-    script: Path, watched: list[int],
+    server: Server, workload: Workload, args: argparse.Namespace, seconds: float,
+    cpus: str | None, script: Path, watched: list[int],
 ) -> Run:  # fmt: skip
     """One wrk run; raises RuntimeError when wrk fails, reads no rate, or read fewer bytes per
     response than the body has. Prints wrk's non-2xx responses and socket errors. wrk runs
     on ``cpus`` (``taskset -c``) when given; ``watched`` are the CPUs the server and wrk use,
     watched for what else runs there."""
-    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s"]
+    cmd = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds:g}s"]
     if workload.close:
         cmd += ["-H", "Connection: close"]
     if workload.method == "POST":
@@ -141,16 +143,11 @@ def measure(
     cmd.append(f"http://127.0.0.1:{server.port}{workload.path}")
     if cpus is not None:
         cmd = ["taskset", "-c", cpus, *cmd]
-    server_cpu = server.cpu_seconds()
-    wrk_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    idle = idle_seconds(watched)
-    began = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    elapsed = time.perf_counter() - began
-    idle = idle_seconds(watched) - idle
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    server_cpu = server.cpu_seconds() - server_cpu
-    wrk_seconds = after.ru_utime + after.ru_stime - wrk_cpu.ru_utime - wrk_cpu.ru_stime
+    done, used = metered(
+        server,
+        watched,
+        lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60),
+    )
     out = done.stdout
     if done.returncode:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr.strip() or out}")
@@ -170,9 +167,9 @@ def measure(
         )
     return Run(
         rate=float(rate.group(1)),
-        server_cpu=server_cpu / elapsed,
-        wrk_cpu=wrk_seconds / elapsed,
-        others=1 - (idle + server_cpu + wrk_seconds) / (elapsed * len(watched)),
+        server_cpu=used.server_cpu,
+        wrk_cpu=used.load_cpu,
+        others=used.others,
     )
 
 
@@ -270,91 +267,32 @@ def main(argv: list[str] | None = None) -> int:
             print(f"skipping {name}: {why}", file=sys.stderr)
             names.remove(name)
     workloads = [w for w in WORKLOADS if not args.workloads or w.name in args.workloads]
-    cpus = sorted(os.sched_getaffinity(0))[:2]
-    if len(cpus) >= 2 and shutil.which("taskset") is None:
-        print("taskset not found (util-linux): nothing pinned", file=sys.stderr)
-        cpus = cpus[:1]
-    print(describe(cpus, args), flush=True)
-
-    def cpu(workers: int, which: int) -> str | None:
-        """What ``taskset -c`` gets: one worker, a CPU each; more, both CPUs for all."""
-        if len(cpus) < 2:
-            return None
-        return str(cpus[which]) if workers == 1 else f"{cpus[0]},{cpus[1]}"
-
-    watched = sorted(os.sched_getaffinity(0))[:2]  # where "others" is measured
+    pins = Pins.here()
+    print(describe(pins.cpus, args), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="http_speed-"))
     script = workdir / "echo.lua"
     script.write_text(ECHO_SCRIPT)
-    servers: dict[tuple[str, int], Server] = {}
     failed: dict[tuple[str, str], str] = {}
-    results: dict[tuple[str, str], list[Run | None]] = {}
 
-    def fail(name: str, w: Workload, why: str) -> None:
-        failed[name, w.name] = why
-        print(f"    {name}, {w.name}: FAILED: {why}", file=sys.stderr, flush=True)
+    def one(server: Server, w: Workload, seconds: float) -> Run:
+        return measure(server, w, args, seconds, pins.load(w.workers), script, pins.watched)
 
-    try:
-        for workers in sorted({w.workers for w in workloads}):
-            for name in names:
-                servers[name, workers] = Server(name, workers, cpu(workers, 0), workdir)
-        for (name, workers), server in servers.items():
-            try:
-                server.wait_ready()
-            except RuntimeError as exc:
-                for w in workloads:
-                    if w.workers == workers:
-                        fail(name, w, f"{server.label} {exc}")
-        for w in workloads:
-            for name in names:
-                if (name, w.name) in failed:
-                    continue
-                try:
-                    check(servers[name, w.workers], w)
-                    server = servers[name, w.workers]
-                    measure(server, w, args, 1, cpu(w.workers, 1), script, watched)
-                except (
-                    RuntimeError,
-                    OSError,
-                    http.client.HTTPException,
-                    ValueError,
-                    subprocess.TimeoutExpired,
-                ) as exc:
-                    fail(name, w, str(exc))
+    def show(w: Workload, server: Server, run: Run) -> str:
+        return (
+            f"{w.name:9} {server.label:22} {run.rate:9.0f} req/s   server CPU "
+            f"{run.server_cpu:4.0%}, wrk CPU {run.wrk_cpu:4.0%}, others {run.others:4.0%}"
+        )
+
+    with Rounds(names, workloads, workdir, pins, one, failed) as rounds:
+        rounds.prepare(check)
         print(f"ready and checked in {time.monotonic() - began:.0f} s\n", flush=True)
-        for round_no in range(args.rounds):
-            order = names if round_no % 2 == 0 else names[::-1]
-            for w in workloads:
-                for name in order:
-                    got = results.setdefault((name, w.name), [])
-                    if (name, w.name) in failed:
-                        got.append(None)
-                        continue
-                    server = servers[name, w.workers]
-                    try:
-                        run = measure(
-                            server, w, args, args.duration, cpu(w.workers, 1), script, watched
-                        )
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        got.append(None)
-                        fail(name, w, f"round {round_no + 1}: {exc}")
-                        continue
-                    got.append(run)
-                    print(
-                        f"round {round_no + 1}: {w.name:9} {server.label:22} {run.rate:9.0f} "
-                        f"req/s   server CPU {run.server_cpu:4.0%}, wrk CPU {run.wrk_cpu:4.0%}, "
-                        f"others {run.others:4.0%}",
-                        flush=True,
-                    )
-    finally:
-        for server in servers.values():
-            server.stop()
+        results = rounds.run(args.rounds, args.duration, show)
     report(names, workloads, results, failed)
     if failed:
         print("\nFailed:")
         for (name, workload), why in failed.items():
             print(f"- {name}, {workload}: {why}")
-    for server in servers.values():
+    for server in rounds.servers.values():
         text = server.text().strip()
         if text:
             print(f"\n{server.label} wrote ({server.log}):\n{text[-1500:]}")
