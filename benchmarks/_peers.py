@@ -26,7 +26,6 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
-from _proc import alive, children, cpu_seconds, free_port
+from _proc import alive, children, cpu_seconds, free_port, stop_session
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.bench_apps:app"
@@ -226,16 +225,7 @@ class Server:
         return f"\n{text[-2000:]}" if text else "(no output)"
 
     def stop(self) -> None:
-        """SIGINT to the server (a master stops its workers), then SIGKILL to what is left of
-        its process group."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(5)
+        stop_session(self.proc)
 
 
 def request(

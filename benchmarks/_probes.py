@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import re
 import selectors
 import socket
 import struct
@@ -17,29 +16,9 @@ from collections.abc import Callable, Iterator
 
 from _peers import Server, request
 from _proc import alive
+from _wire import REQUEST, read_response
 
 # -- lifecycle: probing what answers --------------------------------------------------------
-
-REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def read_response(sock: socket.socket) -> int:
-    """Read one response with a Content-Length body; its status."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before a response")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    match = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
-    length = int(match.group(1)) if match else 0
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed inside a body")
-        rest += chunk
-    return int(head.split(b" ", 2)[1])
 
 
 @contextlib.contextmanager
@@ -69,7 +48,7 @@ def connections_at_once(port: int, n: int) -> Iterator[tuple[list[socket.socket]
             s.settimeout(10)
             s.sendall(REQUEST)
         for s in socks:
-            if (status := read_response(s)) != 200:
+            if (status := read_response(s)[0]) != 200:
                 raise ConnectionError(f"answered {status}")
         yield socks, time.monotonic()
     finally:

@@ -1,10 +1,13 @@
-"""What the benchmark scripts read about processes (Linux /proc) and the ports they use."""
+"""What the benchmark scripts read about processes (Linux /proc), the ports they use, and how
+they stop a server they started."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 
@@ -60,3 +63,16 @@ def memory_kib(pid: int) -> tuple[int, int]:
             if line.startswith("Pss:"):
                 pss = int(line.split()[1])
     return rss, pss
+
+
+def stop_session(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT to a server started in a session of its own (a master stops its workers), then
+    SIGKILL to what is left of its process group."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(30)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(5)

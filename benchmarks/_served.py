@@ -1,4 +1,5 @@
-"""A ``prefork serve`` master for the measuring scripts, started as a user would.
+"""A ``prefork serve`` master for the measuring scripts, started as a user would, and the
+``main()`` of the scripts that run named checks, each on a server of its own.
 
 It runs in a scratch directory (not the checkout), so ``python -m prefork`` imports prefork
 from PYTHONPATH when that is set: ``git archive <commit> | tar -x -C /tmp/base`` and
@@ -7,6 +8,7 @@ from PYTHONPATH when that is set: ``git archive <commit> | tar -x -C /tmp/base``
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -14,11 +16,15 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from _proc import children
+
+import prefork
 
 READY = re.compile(r"\(pid (\d+), generation \d+\) is ready")
 
@@ -114,3 +120,40 @@ class Served:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
         self.proc.wait(5)
+
+
+# -- scripts of named checks ------------------------------------------------------------------
+
+
+class Checks(Protocol):
+    """A script's checks: a method per check, named after it (``-`` as ``_``), which takes the
+    server ``server_for`` started, or nothing where that is None (the check starts its own)."""
+
+    def server_for(self, check: str) -> Served | None: ...
+
+
+def checks_parser(doc: str, checks: list[str]) -> argparse.ArgumentParser:
+    """A parser described by the first paragraph of ``doc``, with ``--only`` (the checks to
+    run; all by default)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--only", nargs="*", choices=checks, default=checks)
+    return parser
+
+
+def run_checks(only: list[str], prefix: str, bench: Callable[[Path], Checks]) -> int:
+    """Say which prefork is measured, then run each check in ``only`` and print its line;
+    ``bench`` gets a scratch directory (named with ``prefix``), removed at the end."""
+    print(f"prefork from {Path(prefork.__file__).parent.parent}, python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        checks = bench(Path(tmp))
+        for name in only:
+            check = getattr(checks, name.replace("-", "_"))
+            server = checks.server_for(name)
+            if server is None:
+                print(f"{name}: {check()}", flush=True)
+                continue
+            try:
+                print(f"{name}: {check(server)}", flush=True)
+            finally:
+                server.stop()
+    return 0

@@ -40,6 +40,7 @@ from collections import Counter
 from pathlib import Path
 
 from _proc import cpu_seconds, free_port
+from _wire import REQUEST, read_response
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,7 +56,6 @@ async def app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 """
 
-REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 REQUEST_CLOSE = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
@@ -112,28 +112,10 @@ class Server:
             pass
 
 
-def read_response(sock: socket.socket, buf: bytes) -> tuple[int, bytes]:
-    """Read one response with a Content-Length body; return (pid in the body, leftover)."""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed before a response")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    match = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    length = int(match.group(1)) if match else 0
-    while len(rest) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed inside a body")
-        rest += chunk
-    return int(rest[:length]), rest[length:]
-
-
 def one_request(port: int) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(REQUEST_CLOSE)
-        return read_response(sock, b"")[0]
+        return int(read_response(sock)[1])  # the body is the worker's pid
 
 
 # -- scenario A: keep-alive clients arriving together ----------------------------------------
@@ -155,8 +137,8 @@ def keep_alive_round(port: int, clients: int, requests: int, stagger: float) -> 
                 buf = b""
                 for _ in range(requests):
                     sock.sendall(REQUEST)
-                    pid, buf = read_response(sock, buf)
-                    out[i].append(pid)
+                    _, pid, buf = read_response(sock, buf)
+                    out[i].append(int(pid))
                 done.wait(timeout=30)  # keep the connection open until every client is done
         except BaseException as exc:
             errors.append(exc)

@@ -29,21 +29,16 @@ checkout to measure it. Not a test: the numbers depend on the machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import socket
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from _proc import cpu_seconds, memory_kib
-from _served import Served, wait_until
-
-import prefork
+from _served import Served, checks_parser, run_checks, wait_until
 
 APP = r"""
 import asyncio, json, os, time
@@ -148,6 +143,12 @@ class Bench:
         return Served(
             "hardening_app:app", self.workdir, self.workdir, *options, bind=bind, env=self.env
         )
+
+    def server_for(self, check: str) -> Served | None:
+        if check == "unix-proxy":
+            return None  # it starts its own, on a unix socket
+        # split-431 waits for the header timeout where the 431 is not given at once
+        return self.serve(*(["--header-timeout", "5"] if check == "split-431" else []))
 
     def events_like(self, prefix: str) -> list[str]:
         return [ln for ln in self.events.read_text().splitlines() if ln.startswith(prefix)]
@@ -346,25 +347,10 @@ CHECKS = [
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", choices=CHECKS, default=CHECKS)
+    parser = checks_parser(__doc__, CHECKS)
     parser.add_argument("--seconds", type=float, default=10.0, help="pipeline-unread length")
     args = parser.parse_args()
-    print(f"prefork from {Path(prefork.__file__).parent.parent}, python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(prefix="prefork-hardening-") as tmp:
-        bench = Bench(Path(tmp), args.seconds)
-        for name in args.only:
-            if name == "unix-proxy":
-                print(f"{name}: {bench.unix_proxy()}", flush=True)
-                continue
-            check: Callable[[Served], str] = getattr(bench, name.replace("-", "_"))
-            # split-431 waits for the header timeout where the 431 is not given at once
-            server = bench.serve(*(["--header-timeout", "5"] if name == "split-431" else []))
-            try:
-                print(f"{name}: {check(server)}", flush=True)
-            finally:
-                server.stop()
-    return 0
+    return run_checks(args.only, "prefork-hardening-", lambda tmp: Bench(tmp, args.seconds))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import hashlib
 import importlib.util
 import multiprocessing
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -42,7 +41,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
-from _proc import children, cpu_seconds, free_port, idle_seconds
+from _proc import children, cpu_seconds, free_port, idle_seconds, stop_session
+from _rounds import alternated
+from _wire import frame
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.ws_echo:app"
@@ -85,21 +86,6 @@ def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
 
 
 # -- frames -------------------------------------------------------------------------------
-
-
-def frame(opcode: int, payload: bytes, mask: bytes | None) -> bytes:
-    """One final frame; a client's is masked with ``mask`` (RFC 6455, section 5.2)."""
-    size = len(payload)
-    if size < 126:
-        length = bytes([size])
-    elif size < 1 << 16:
-        length = bytes([126]) + size.to_bytes(2, "big")
-    else:
-        length = bytes([127]) + size.to_bytes(8, "big")
-    if mask is None:
-        return bytes([0x80 | opcode]) + length + payload
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    return bytes([0x80 | opcode, 0x80 | length[0]]) + length[1:] + mask + masked
 
 
 def message(size: int) -> bytes:
@@ -350,16 +336,7 @@ class Server:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        """SIGINT to the server (a master stops its workers), then SIGKILL to what is left of
-        its process group."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(30)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(5)
+        stop_session(self.proc)
 
 
 @dataclass
@@ -465,8 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in running.values():
             server.wait_ready()
             measure(server, args, 1.0, cpus)  # warm up
-        for round_no in range(args.rounds):
-            for name in names if round_no % 2 == 0 else reversed(names):
+        for round_no, order in alternated(args.rounds, names):
+            for name in order:
                 run = measure(running[name], args, args.duration, cpus)
                 results[name].append(run)
                 print(

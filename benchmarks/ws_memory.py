@@ -22,12 +22,10 @@ allocator, which may keep freed memory).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import socket
 import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable
@@ -35,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from _proc import cpu_seconds, memory_kib
-from _served import Served
-
-import prefork
+from _served import Served, checks_parser, run_checks
+from _wire import frame
 
 APP = r"""
 import asyncio, os, time
@@ -71,18 +68,6 @@ async def app(scope, receive, send):
 BINARY, CONTINUATION, CLOSE = 0x2, 0x0, 0x8
 MASK = b"\0\0\0\0"  # a zero masking key (RFC 6455 allows any): the payload goes as is
 ZEROS_16M = bytes(16 << 20)
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv1: bool = False) -> bytes:
-    """One client frame, masked with ``MASK``."""
-    size = len(payload)
-    if size < 126:
-        length = bytes([0x80 | size])
-    elif size < 1 << 16:
-        length = bytes([0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        length = bytes([0x80 | 127]) + size.to_bytes(8, "big")
-    return bytes([fin << 7 | rsv1 << 6 | opcode]) + length + MASK + payload
 
 
 def deflated(compressor: Any, data: bytes) -> bytes:
@@ -179,7 +164,8 @@ class Bench:
         self.events = workdir / "events.txt"
         self.env = {"WS_MEMORY_EVENTS": str(self.events), "WS_MEMORY_INTERVAL": str(interval)}
 
-    def serve(self) -> Served:
+    def server_for(self, check: str) -> Served:
+        """A fresh server for every check, with the events file emptied."""
         self.events.write_text("")
         return Served("ws_memory_app:app", self.workdir, self.workdir, env=self.env)
 
@@ -220,9 +206,9 @@ class Bench:
         count = 300_000
         wire = b"".join(
             [
-                frame(BINARY, b"ab", fin=False),
-                frame(CONTINUATION, b"ab", fin=False) * (count - 2),
-                frame(CONTINUATION, b"ab"),
+                frame(BINARY, b"ab", MASK, fin=False),
+                frame(CONTINUATION, b"ab", MASK, fin=False) * (count - 2),
+                frame(CONTINUATION, b"ab", MASK),
             ]
         )
         line = self.run(server, "/", wire, False, lambda: bool(self.notes("")))
@@ -231,15 +217,16 @@ class Bench:
 
     def deflate_queue(self, server: Served) -> str:
         compressor = zlib.compressobj(wbits=-15)
-        one = frame(BINARY, deflated(compressor, ZEROS_16M), rsv1=True)
-        rest = [frame(BINARY, deflated(compressor, ZEROS_16M), rsv1=True) for _ in range(15)]
+        one = frame(BINARY, deflated(compressor, ZEROS_16M), MASK, rsv1=True)
+        rest = [frame(BINARY, deflated(compressor, ZEROS_16M), MASK, rsv1=True) for _ in range(15)]
         wire = one + b"".join(rest)
         line = self.run(server, "/slow", wire, True, lambda: len(self.notes("message")) >= 16)
         times = [ln.split()[2] for ln in self.notes("message")]
         return f"{line}; the app got {len(times)} messages, at {', '.join(times)} s"
 
     def deflate_bomb(self, server: Served) -> str:
-        wire = frame(BINARY, deflated(zlib.compressobj(wbits=-15), bytes(100 << 20)), rsv1=True)
+        bomb = deflated(zlib.compressobj(wbits=-15), bytes(100 << 20))
+        wire = frame(BINARY, bomb, MASK, rsv1=True)
         return self.run(server, "/", wire, True, lambda: bool(self.notes("")))
 
 
@@ -247,21 +234,10 @@ CHECKS = ["fragments", "deflate-queue", "deflate-bomb"]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", nargs="*", choices=CHECKS, default=CHECKS)
+    parser = checks_parser(__doc__, CHECKS)
     parser.add_argument("--interval", type=float, default=2.0, help="deflate-queue's app pace")
     args = parser.parse_args()
-    print(f"prefork from {Path(prefork.__file__).parent.parent}, python {sys.version.split()[0]}")
-    with tempfile.TemporaryDirectory(prefix="prefork-ws-memory-") as tmp:
-        bench = Bench(Path(tmp), args.interval)
-        for name in args.only:
-            check: Callable[[Served], str] = getattr(bench, name.replace("-", "_"))
-            server = bench.serve()
-            try:
-                print(f"{name}: {check(server)}", flush=True)
-            finally:
-                server.stop()
-    return 0
+    return run_checks(args.only, "prefork-ws-memory-", lambda tmp: Bench(tmp, args.interval))
 
 
 if __name__ == "__main__":
