@@ -432,8 +432,10 @@ def test_open_loop_idle_connections_closed_by_the_server_are_replaced() -> None:
         server = await Server(always(Answer(HELLO, "close"))).start()
         tally = FakeTally()
         start = time.monotonic()
-        schedule = Constant(20, start)  # sends 50 ms apart: each idle connection closes first
-        await run_open(Target(server.url()), 2, schedule, start + 0.325, tally, timeout=0.05)
+        # Sends 100 ms apart: each idle connection closes first. The last leaves 80 ms before
+        # the end, time for its answer even on a busy machine (one in flight is not counted).
+        schedule = Constant(10, start)
+        await run_open(Target(server.url()), 2, schedule, start + 0.68, tally, timeout=1.0)
         await server.stop()
         return server, tally
 
