@@ -5,9 +5,16 @@ number of each worker type alive, replaces them without dropping capacity, and n
 because a worker did.
 """
 
-from prefork._broker import EVENTS, Broker, BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
-from prefork._master import Master
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
+from prefork.master._broker import (
+    EVENTS,
+    Broker,
+    BrokerStatus,
+    ReloadResult,
+    WorkerExit,
+    WorkerInfo,
+)
+from prefork.master._loop import Master
 from prefork.worker import Worker
 
 __all__ = [

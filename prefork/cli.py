@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import prefork
-from prefork import _ctl, _process, _sockets
-from prefork import _setup as setup
-from prefork._app_check import check_app
-from prefork._master import Master
-from prefork._options import (
+from prefork.config import BrokerConfig, MasterConfig
+from prefork.core._options import (
     FOREIGN_FLAGS,
     ConfigError,
     check_fields,
@@ -32,10 +29,14 @@ from prefork._options import (
     switch,
     whole,
 )
-from prefork.config import BrokerConfig, MasterConfig
 from prefork.http import HTTPConfig, HTTPWorker
 from prefork.load import LoadConfig
 from prefork.load._run import run as run_load
+from prefork.master import _process, _sockets
+from prefork.master import _setup as setup
+from prefork.master._app_check import check_app
+from prefork.master._loop import Master
+from prefork.ops import _ctl
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_BIND = "127.0.0.1:8000"

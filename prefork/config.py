@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefork._options import (
+from prefork.core._options import (
     REQUIRED,
     ConfigError,
     build,
@@ -29,7 +29,7 @@ from prefork._options import (
     switch,
     whole,
 )
-from prefork._roster import MAX_WORKERS, BrokerPolicy
+from prefork.core._roster import MAX_WORKERS, BrokerPolicy
 
 __all__ = ["BrokerConfig", "MasterConfig", "brokers_unique", "policy_of"]
 

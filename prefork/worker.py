@@ -13,7 +13,7 @@ import socket
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Protocol
 
-from prefork import _frames
+from prefork.core import _frames
 
 
 class Channel(Protocol):

@@ -13,7 +13,7 @@ import sys
 from types import ModuleType
 from typing import Any, Literal
 
-from prefork._options import shown
+from prefork.core._options import shown
 from prefork.http._config import HTTPConfig
 
 #: What an app looks like: ``asgi`` (an ``async`` callable, or one taking scope, receive and

@@ -10,7 +10,7 @@ import re
 import ssl
 from typing import Any
 
-from prefork._options import ConfigError, shown, text
+from prefork.core._options import ConfigError, shown, text
 from prefork.http._access import AtomProbe
 
 

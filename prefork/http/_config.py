@@ -1,4 +1,4 @@
-"""The HTTP worker's options, each declared once (see ``prefork/_options.py``): the same
+"""The HTTP worker's options, each declared once (see ``prefork/core/_options.py``): the same
 declarations check ``HTTPConfig`` and give ``prefork serve`` its flags.
 
 Every bad value raises ``ConfigError`` with one line saying what is wrong and what to do.
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork._options import (
+from prefork.core._options import (
     REQUIRED,
     ConfigError,
     build,

@@ -12,7 +12,7 @@ import contextlib
 import ssl
 from collections.abc import Iterator
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 from prefork.http._config import HTTPConfig
 
 

@@ -1,4 +1,4 @@
-"""The options of ``prefork load``, each declared once (``prefork/_options.py``): the same
+"""The options of ``prefork load``, each declared once (``prefork/core/_options.py``): the same
 declarations check ``LoadConfig`` and give the command its flags, spelled as wrk's users
 expect (``-c``, ``-d``, ``-H``, ``--timeout``) with wrk2's ``--rate``.
 
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork._options import (
+from prefork.core._options import (
     REQUIRED,
     ConfigError,
     build,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 from prefork.load._client import run_closed, run_open
 from prefork.load._config import LoadConfig
 from prefork.load._scenario import run_scenario

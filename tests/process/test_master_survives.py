@@ -21,7 +21,7 @@ from helpers import ROOT, MasterProcess, ask, listener, wait_until
 from test_process_ctl import ctl, free_port, ops, scrape, status
 from test_serve import Start
 
-from prefork._frames import load_json
+from prefork.core._frames import load_json
 
 pytestmark = pytest.mark.timeout(60)
 

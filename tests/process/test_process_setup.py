@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, alive, listener, wait_until
 
-from prefork import ConfigError, Master, Worker, _process
+from prefork import ConfigError, Master, Worker
+from prefork.master import _process
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from prefork import _app_check, _process
-from prefork._app_check import MAX_ANSWER, check_app
-from prefork._options import ConfigError
-from prefork._process import Identity
+from prefork.core._options import ConfigError
 from prefork.http import HTTPConfig
+from prefork.master import _app_check, _process
+from prefork.master._app_check import MAX_ANSWER, check_app
+from prefork.master._process import Identity
 
 _names = itertools.count()
 

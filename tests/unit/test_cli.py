@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import prefork
-from prefork import _setup as setup
 from prefork import cli
-from prefork._options import ConfigError
 from prefork.config import MasterConfig
+from prefork.core._options import ConfigError
+from prefork.master import _setup as setup
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from prefork import ConfigError, Master, Worker
-from prefork._child import check_worker
 from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.master._child import check_worker
 
 
 class Nop(Worker):

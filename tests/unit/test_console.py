@@ -17,11 +17,8 @@ import pytest
 from test_control import client, pump, read_line
 
 import prefork
-from prefork import _control_path
-from prefork._accounts import ProcessUsage
-from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
-from prefork._console import Console
-from prefork._events import (
+from prefork.config import MasterConfig
+from prefork.core._events import (
     DrainRequested,
     Emit,
     Event,
@@ -31,8 +28,11 @@ from prefork._events import (
     Spawn,
     StopRequested,
 )
-from prefork._options import ConfigError
-from prefork.config import MasterConfig
+from prefork.core._options import ConfigError
+from prefork.master._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.ops import _control_path
+from prefork.ops._accounts import ProcessUsage
+from prefork.ops._console import Console
 
 
 def worker_row(worker_id: int, state: str = "ready") -> dict[str, Any]:

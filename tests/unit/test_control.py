@@ -17,19 +17,19 @@ from typing import Any
 
 import pytest
 
-from prefork import _control_protocol as protocol
-from prefork._broker import BrokerStatus
-from prefork._control import ControlServer, bind
-from prefork._events import (
+from prefork.core._events import (
     DrainRequested,
     ReloadRequested,
     ResumeRequested,
     ScaleRequested,
     StopRequested,
 )
-from prefork._metrics_http import MetricsEndpoint, answer
-from prefork._options import ConfigError
-from prefork._side import Peer, SideServer
+from prefork.core._options import ConfigError
+from prefork.master._broker import BrokerStatus
+from prefork.ops import _control_protocol as protocol
+from prefork.ops._control import ControlServer, bind
+from prefork.ops._metrics_http import MetricsEndpoint, answer
+from prefork.ops._side import Peer, SideServer
 
 # --- the protocol --------------------------------------------------------------------------
 

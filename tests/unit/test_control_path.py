@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _control_path as control_path
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
+from prefork.ops import _control_path as control_path
 
 UID = os.getuid()
 

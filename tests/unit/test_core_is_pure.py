@@ -39,8 +39,10 @@ def core_closure(start: str) -> dict[str, set[str]]:
 
 
 def test_the_supervisor_and_everything_it_imports_are_pure() -> None:
-    closure = core_closure("prefork._supervisor")
-    assert {"prefork._supervisor", "prefork._roster", "prefork._events"} <= set(closure)
+    closure = core_closure("prefork.core._supervisor")
+    assert {"prefork.core._supervisor", "prefork.core._roster", "prefork.core._events"} <= set(
+        closure
+    )
     dirty = {
         module: sorted(n for n in names if n.split(".")[0] in EFFECTS)
         for module, names in closure.items()
@@ -51,11 +53,11 @@ def test_the_supervisor_and_everything_it_imports_are_pure() -> None:
 @pytest.mark.parametrize(
     "module",
     [
-        "prefork._control_protocol",
-        "prefork._metrics",
-        "prefork._status",
-        "prefork._ledger",
-        "prefork._accounts",
+        "prefork.ops._control_protocol",
+        "prefork.ops._metrics",
+        "prefork.core._status",
+        "prefork.core._ledger",
+        "prefork.ops._accounts",
     ],
 )
 def test_what_the_console_decides_is_pure_too(module: str) -> None:

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from prefork import _ctl, cli
-from prefork._ctl_view import span, status_table, took
+from prefork import cli
+from prefork.ops import _ctl
+from prefork.ops._ctl_view import span, status_table, took
 
 CLOSE = object()  # close the connection instead of answering
 OK: dict[str, Any] = {"v": 1, "ok": True}

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from prefork import _setup as setup
 from prefork import cli
-from prefork._options import FOREIGN_FLAGS
+from prefork.core._options import FOREIGN_FLAGS
+from prefork.master import _setup as setup
 
 RELOAD = "prefork serve has no --reload yet; `kill -HUP <master>` or `prefork ctl reload` loads"
 WORKER = "prefork picks the worker from the app (an ASGI app runs on its HTTP worker); no worker"

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from prefork import _frames as frames
+from prefork.core import _frames as frames
 
 
 def stream() -> bytes:

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from test_console import FakeMaster
 
 from prefork import Master
-from prefork import _frames as frames
-from prefork._channels import READ_CHUNK, Channels
-from prefork._console import Console
-from prefork._control import ControlServer
-from prefork._events import ChannelBroken, Event, MessageReceived
-from prefork._metrics_http import MetricsEndpoint
 from prefork.config import MasterConfig
+from prefork.core import _frames as frames
+from prefork.core._events import ChannelBroken, Event, MessageReceived
+from prefork.master._channels import READ_CHUNK, Channels
+from prefork.ops._console import Console
+from prefork.ops._control import ControlServer
+from prefork.ops._metrics_http import MetricsEndpoint
 
 MAX_FRAME = 1 << 16
 

@@ -22,7 +22,7 @@ from prefork.http import HTTPWorker
 from prefork.http._stats import DURATION_BOUNDS, METHODS, Stats
 
 try:  # the master's store, when it is there: it must refuse none of our samples
-    from prefork._metrics import MetricStore
+    from prefork.ops._metrics import MetricStore
 except ImportError:  # written beside this module, may not be there yet
     MetricStore = None  # type: ignore[assignment,misc]
 

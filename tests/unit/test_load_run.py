@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork._options import ConfigError
 from prefork.cli import main
+from prefork.core._options import ConfigError
 from prefork.load import LoadConfig, Tally
 from prefork.load._config import parse_duration as duration
 from prefork.load._run import Run, _size, check, progress_line, summary_text
@@ -142,7 +142,7 @@ def test_a_seconds_line_waits_for_every_worker_and_adds_them_up() -> None:
 
 
 def test_the_run_ends_when_every_worker_is_done_and_says_each_failure_once() -> None:
-    from prefork._broker import WorkerExit
+    from prefork.master._broker import WorkerExit
 
     run = Run(parts=2)
     assert not run.done({"done": 1.0, "failed": "ValueError: x"})

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 from prefork.load import LoadConfig
 from prefork.load._worker import LoadWorker
 

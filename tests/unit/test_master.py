@@ -11,7 +11,7 @@ import socket
 import pytest
 
 from prefork import Master, Worker
-from prefork._events import (
+from prefork.core._events import (
     DrainRequested,
     DumpStack,
     Kill,
@@ -23,10 +23,10 @@ from prefork._events import (
     StopRequested,
     Terminate,
 )
-from prefork._logs import default_logging as _default_logging
-from prefork._master import MAX_SLEEP, sleep_for
-from prefork._signals import INTENTS, Intent, intent_event
-from prefork._sockets import TurnedAway
+from prefork.master._logs import default_logging as _default_logging
+from prefork.master._loop import MAX_SLEEP, sleep_for
+from prefork.master._signals import INTENTS, Intent, intent_event
+from prefork.master._sockets import TurnedAway
 
 
 def test_an_action_for_a_worker_already_reaped_signals_nobody(
@@ -54,8 +54,8 @@ def test_a_worker_is_stopped_by_a_stop_frame_saying_whether_it_is_replaced(
     reload closes WebSockets with 1012, a stop with 1001). A closed channel: SIGTERM."""
     import selectors
 
-    from prefork import _frames
-    from prefork._channels import Channels
+    from prefork.core import _frames
+    from prefork.master._channels import Channels
 
     sent: list[tuple[int, int]] = []
     monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
@@ -167,7 +167,7 @@ def test_memory_is_measured_for_workers_still_known(monkeypatch: pytest.MonkeyPa
     """A worker reaped (or unreadable) since the supervisor asked is left out."""
     master = Master()
     master._pids.update({1: 101, 2: 102})
-    monkeypatch.setattr("prefork._process.rss", lambda pid: None if pid == 102 else 5 << 20)
+    monkeypatch.setattr("prefork.master._process.rss", lambda pid: None if pid == 102 else 5 << 20)
     master._perform(MeasureMemory((1, 2, 3)))
     assert list(master._pending) == [MemoryMeasured(((1, 5 << 20),))]
 

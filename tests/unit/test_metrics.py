@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prefork import _metric_series, _metrics, _metrics_text
-from prefork._metric_series import pieces
-from prefork._metrics import MetricStore
+from prefork.ops import _metric_series, _metrics, _metrics_text
+from prefork.ops._metric_series import pieces
+from prefork.ops._metrics import MetricStore
 
 BOUNDS = [0.1, 1.0, 10.0]
 

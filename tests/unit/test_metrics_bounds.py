@@ -9,8 +9,8 @@ import sys
 
 from test_metrics import counter, gauge, histogram
 
-from prefork import _metrics_text as fmt
-from prefork._metrics import MAX_BYTES, MetricStore
+from prefork.ops import _metrics_text as fmt
+from prefork.ops._metrics import MAX_BYTES, MetricStore
 
 WIDEST_BOUNDS = [-sys.float_info.max * (0.5**i) for i in range(fmt.MAX_BUCKETS)]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork._notify import Notifier
+from prefork.master._notify import Notifier
 
 
 def test_nothing_without_notify_socket() -> None:

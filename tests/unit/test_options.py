@@ -7,7 +7,9 @@ import dataclasses
 import pytest
 
 from prefork import ConfigError
-from prefork._options import (
+from prefork.cli import SERVE_CONFIGS
+from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.core._options import (
     MAX_SECONDS,
     build,
     declared,
@@ -20,8 +22,6 @@ from prefork._options import (
     text,
     whole,
 )
-from prefork.cli import SERVE_CONFIGS
-from prefork.config import BrokerConfig, MasterConfig, policy_of
 from prefork.http import HTTPConfig
 
 

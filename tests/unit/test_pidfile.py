@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefork import ConfigError, Master, Worker
-from prefork._pidfile import claim, release
+from prefork.master._pidfile import claim, release
 
 
 def dead_pid() -> int:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _process
-from prefork._accounts import ProcessUsage
+from prefork.master import _process
+from prefork.ops._accounts import ProcessUsage
 
 
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, object]]:

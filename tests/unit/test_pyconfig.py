@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _setup as setup
 from prefork import cli
-from prefork._options import ConfigError
-from prefork._pyconfig import RENAMED, prefork_key
+from prefork.core._options import ConfigError
+from prefork.master import _setup as setup
+from prefork.master._pyconfig import RENAMED, prefork_key
 
 CONFIGS = (*cli.SERVE_CONFIGS, cli.ServeOptions)
 GUNICORN_CONF = """\

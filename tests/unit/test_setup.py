@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _setup as setup
 from prefork import cli
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
+from prefork.master import _setup as setup
 
 APP_DIR = str(Path(__file__).resolve().parents[2] / "examples")
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _setup as setup
 from prefork import cli
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
+from prefork.master import _setup as setup
 
 CAP = setup.MAX_FILE_BYTES
 DIGITS = sys.get_int_max_str_digits()

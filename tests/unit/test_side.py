@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from test_control import client, closed, control, pump, read_line
 
-from prefork import _side
-from prefork._metrics_http import MetricsEndpoint
-from prefork._side import Phase, SideServer
+from prefork.ops import _side
+from prefork.ops._metrics_http import MetricsEndpoint
+from prefork.ops._side import Phase, SideServer
 
 
 class Clock:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _sockets
-from prefork._options import ConfigError
-from prefork._sockets import Address
+from prefork.core._options import ConfigError
+from prefork.master import _sockets
+from prefork.master._sockets import Address
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from prefork import _exits
-from prefork import _frames as frames
-from prefork._broker import ReloadResult, WorkerExit, WorkerInfo
-from prefork._events import (
+from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.core import _exits
+from prefork.core import _frames as frames
+from prefork.core._events import (
     Action,
     ChannelBroken,
     DrainRequested,
@@ -35,9 +35,9 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
-from prefork._roster import MAX_WORKERS, BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
-from prefork._supervisor import Supervisor
-from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.core._roster import MAX_WORKERS, BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
+from prefork.core._supervisor import Supervisor
+from prefork.master._broker import ReloadResult, WorkerExit, WorkerInfo
 
 MASTER_OPTIONS = ("backoff_base", "backoff_cap", "backoff_reset")
 

@@ -7,9 +7,8 @@ import logging
 
 from test_supervisor import boot, effects, emits, logs, make, policy, ready
 
-from prefork import _frames as frames
-from prefork._broker import ReloadResult, WorkerExit
-from prefork._events import (
+from prefork.core import _frames as frames
+from prefork.core._events import (
     ChannelBroken,
     DrainRequested,
     Log,
@@ -26,6 +25,7 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
+from prefork.master._broker import ReloadResult, WorkerExit
 
 MIB = 1 << 20
 

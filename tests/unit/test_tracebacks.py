@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from prefork import _tracebacks as tb
 from prefork.config import octal
 from prefork.http import AppImportError, HTTPConfig
 from prefork.http._app import import_app
+from prefork.master import _tracebacks as tb
 
-PREFORK = str(Path(tb.__file__).parent)
+PREFORK = str(Path(tb.__file__).parents[1])  # the package (the module is in prefork/master/)
 
 
 def caught(call: object, *args: object, strip: int = 0) -> BaseException:

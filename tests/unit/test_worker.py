@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from prefork import Broker, BrokerStatus, Master, Worker, _child
-from prefork import _frames as frames
-from prefork._child import load_worker_class
-from prefork._events import DrainRequested, ReloadRequested, ResumeRequested, ScaleRequested
+from prefork import Broker, BrokerStatus, Master, Worker
 from prefork.config import BrokerConfig
+from prefork.core import _frames as frames
+from prefork.core._events import DrainRequested, ReloadRequested, ResumeRequested, ScaleRequested
+from prefork.master import _child
+from prefork.master._child import load_worker_class
 
 
 class Recorder:

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from prefork import Worker
-from prefork import _frames as frames
+from prefork.core import _frames as frames
 
 
 class Echo(Worker):

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from time import monotonic, sleep
 from typing import Any, TextIO
 
-from prefork import _control_path
-from prefork._ctl_view import confirmation, reload_done, status_table
-from prefork._frames import load_json
-from prefork._roster import MAX_WORKERS
+from prefork.core._frames import load_json
+from prefork.core._roster import MAX_WORKERS
+from prefork.ops import _control_path
+from prefork.ops._ctl_view import confirmation, reload_done, status_table
 
 PROTOCOL = 1
 #: How long an answer may take (all but ``reload --wait``, which waits as long as the reload).

@@ -15,7 +15,7 @@ import selectors
 import socket
 from collections.abc import Callable, Iterable, Iterator
 
-from prefork._side import Peer, SideServer
+from prefork.ops._side import Peer, SideServer
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _HINT = b"prefork metrics: GET /metrics\n"

@@ -22,9 +22,9 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from prefork import _metrics_text as fmt
-from prefork._metric_series import Counter, Family, Gauge, Histogram, S, pieces
-from prefork._metrics_text import Key
+from prefork.ops import _metrics_text as fmt
+from prefork.ops._metric_series import Counter, Family, Gauge, Histogram, S, pieces
+from prefork.ops._metrics_text import Key
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 _MASTER = -1  # the "worker" that holds the value of one of the master's own gauges

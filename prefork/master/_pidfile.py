@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 
 
 def claim(path: str, pid: int) -> None:

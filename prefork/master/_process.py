@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from prefork._accounts import ProcessUsage
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
+from prefork.ops._accounts import ProcessUsage
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36

@@ -6,7 +6,7 @@ Pure: each function updates the broker's record and returns the wait (0.0: start
 
 from __future__ import annotations
 
-from prefork._roster import BrokerRecord
+from prefork.core._roster import BrokerRecord
 
 
 def early_failure(b: BrokerRecord, now: float, jitter: float) -> float:

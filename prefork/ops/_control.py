@@ -15,9 +15,9 @@ import socket
 import struct
 from collections.abc import Callable, Collection
 
-from prefork import _control_protocol as protocol
-from prefork import _sockets
-from prefork._side import Peer, SideServer
+from prefork.master import _sockets
+from prefork.ops import _control_protocol as protocol
+from prefork.ops._side import Peer, SideServer
 
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 

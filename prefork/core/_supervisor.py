@@ -27,9 +27,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import assert_never
 
-from prefork import _backoff, _exits, _rolling
-from prefork import _frames as frames
-from prefork._events import (
+from prefork.core import _backoff, _exits, _rolling
+from prefork.core import _frames as frames
+from prefork.core._events import (
     Action,
     ChannelBroken,
     DrainRequested,
@@ -56,8 +56,8 @@ from prefork._events import (
     WorkerExited,
     WorkerSpawned,
 )
-from prefork._ledger import Ledger
-from prefork._roster import (
+from prefork.core._ledger import Ledger
+from prefork.core._roster import (
     MAX_WORKERS,
     BrokerPolicy,
     BrokerRecord,

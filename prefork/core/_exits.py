@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import re
 
-from prefork._broker import WorkerExit
-from prefork._events import Action, Emit, Log
-from prefork._roster import BrokerRecord, Cause, WorkerRecord
+from prefork.core._events import Action, Emit, Log
+from prefork.core._roster import BrokerRecord, Cause, WorkerRecord
+from prefork.master._broker import WorkerExit
 
 #: The longest line of a start error a reload's reason quotes.
 MAX_ERROR_LINE = 200

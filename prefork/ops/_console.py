@@ -21,17 +21,18 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import prefork
-from prefork import _control_path, _process, _sockets
-from prefork import _control_protocol as protocol
-from prefork._accounts import Accounts, Labels, ProcessUsage
-from prefork._broker import BrokerStatus
-from prefork._control import ControlServer
-from prefork._control import bind as control_bind
-from prefork._events import Action, Event
-from prefork._metrics_http import MetricsEndpoint
-from prefork._options import ConfigError
-from prefork._side import Peer, SideServer
 from prefork.config import MasterConfig
+from prefork.core._events import Action, Event
+from prefork.core._options import ConfigError
+from prefork.master import _process, _sockets
+from prefork.master._broker import BrokerStatus
+from prefork.ops import _control_path
+from prefork.ops import _control_protocol as protocol
+from prefork.ops._accounts import Accounts, Labels, ProcessUsage
+from prefork.ops._control import ControlServer
+from prefork.ops._control import bind as control_bind
+from prefork.ops._metrics_http import MetricsEndpoint
+from prefork.ops._side import Peer, SideServer
 
 log = logging.getLogger("prefork.master")
 StatusSource = Callable[[float], dict[str, BrokerStatus]]

@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from prefork import _pyconfig
-from prefork._logs import LOG_FORMAT
-from prefork._options import ConfigError, Option, declared, shown
-from prefork._roster import MAX_WORKERS
 from prefork.config import octal
+from prefork.core._options import ConfigError, Option, declared, shown
+from prefork.core._roster import MAX_WORKERS
 from prefork.http._checks import truth
+from prefork.master import _pyconfig
+from prefork.master._logs import LOG_FORMAT
 
 # --- the files it reads --------------------------------------------------------------------
 

@@ -19,12 +19,12 @@ import signal
 import time
 from typing import TextIO
 
-from prefork import _process
-from prefork._options import ConfigError
-from prefork._process import Identity
-from prefork._tracebacks import one_line, prefork_raised, user_traceback
+from prefork.core._options import ConfigError
 from prefork.http._app import import_app, import_module
 from prefork.http._config import HTTPConfig
+from prefork.master import _process
+from prefork.master._process import Identity
+from prefork.master._tracebacks import one_line, prefork_raised, user_traceback
 
 _OK = b"ok\n"
 #: The most of the child's answer read: its line, and the end of a traceback.

@@ -11,8 +11,8 @@ import selectors
 import socket
 from collections.abc import Callable, Iterable
 
-from prefork import _frames as frames
-from prefork._events import ChannelBroken, Event, MessageReceived
+from prefork.core import _frames as frames
+from prefork.core._events import ChannelBroken, Event, MessageReceived
 
 READ_CHUNK = 65536
 READS_PER_TURN = 4

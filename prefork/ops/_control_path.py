@@ -17,7 +17,7 @@ import socket
 import stat
 from collections.abc import Mapping
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 
 SUFFIX = ".ctl"
 #: How long ``live_sockets`` waits for one socket to accept (a live master answers at once).

@@ -22,11 +22,11 @@ from typing import Any
 
 import uvloop
 
-from prefork import _frames as frames
-from prefork import _process
-from prefork._options import ConfigError
-from prefork._process import Identity
-from prefork._tracebacks import user_traceback
+from prefork.core import _frames as frames
+from prefork.core._options import ConfigError
+from prefork.master import _process
+from prefork.master._process import Identity
+from prefork.master._tracebacks import user_traceback
 from prefork.worker import Worker
 
 MAX_ERROR = 16384  # the last characters of a failed start's traceback sent to the master

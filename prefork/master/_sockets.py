@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork._options import ConfigError
+from prefork.core._options import ConfigError
 
 UNIX_MODE = 0o666  # read-write for all, less the process umask (as a created file gets)
 SD_LISTEN_FDS_START = 3

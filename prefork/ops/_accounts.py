@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
-from prefork._events import Action, Emit, Spawn
-from prefork._metrics import MetricStore
+from prefork.core._events import Action, Emit, Spawn
+from prefork.master._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.ops._metrics import MetricStore
 
 #: Bounds (seconds) of the reload duration histogram.
 RELOAD_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)

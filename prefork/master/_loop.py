@@ -21,19 +21,20 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, assert_never
 
-from prefork import _child, _events, _pidfile, _process, _sockets
-from prefork import _frames as frames
-from prefork._broker import Broker, BrokerStatus
-from prefork._channels import Channels
-from prefork._console import Console
-from prefork._events import Action, Event
-from prefork._logs import default_logging, reopen_log_files
-from prefork._notify import Notifier
-from prefork._options import ConfigError
-from prefork._side import SideServer
-from prefork._signals import Intent, SignalWakeup, intent_event, reset_in_child
-from prefork._supervisor import Supervisor
 from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
+from prefork.core import _events
+from prefork.core import _frames as frames
+from prefork.core._events import Action, Event
+from prefork.core._options import ConfigError
+from prefork.core._supervisor import Supervisor
+from prefork.master import _child, _pidfile, _process, _sockets
+from prefork.master._broker import Broker, BrokerStatus
+from prefork.master._channels import Channels
+from prefork.master._logs import default_logging, reopen_log_files
+from prefork.master._notify import Notifier
+from prefork.master._signals import Intent, SignalWakeup, intent_event, reset_in_child
+from prefork.ops._console import Console
+from prefork.ops._side import SideServer
 from prefork.worker import Worker
 
 log = logging.getLogger("prefork.master")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import ClassVar, Generic, TypeVar
 
-from prefork import _metrics_text as fmt
-from prefork._metrics_text import Key
+from prefork.ops import _metrics_text as fmt
+from prefork.ops._metrics_text import Key
 
 
 class Counter:

@@ -12,16 +12,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
-from prefork._events import (
+from prefork.config import BrokerConfig
+from prefork.core._events import (
     DrainRequested,
     Event,
     ReloadRequested,
     ResumeRequested,
     ScaleRequested,
 )
-from prefork._options import ConfigError, shown
-from prefork._roster import MAX_WORKERS
-from prefork.config import BrokerConfig
+from prefork.core._options import ConfigError, shown
+from prefork.core._roster import MAX_WORKERS
 
 EVENTS = (
     "worker_exit",

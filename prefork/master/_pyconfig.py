@@ -15,7 +15,7 @@ import ast
 from collections.abc import Mapping
 from typing import Any
 
-from prefork._options import FOREIGN_FLAGS, ConfigError, shown
+from prefork.core._options import FOREIGN_FLAGS, ConfigError, shown
 
 #: gunicorn's names for settings prefork spells otherwise; the rest are alike, dashes for
 #: underscores (``bind``, ``workers``, ``timeout``, ``graceful_timeout``, ``max_requests``,

@@ -19,8 +19,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from prefork._broker import BrokerStatus
-from prefork._events import (
+from prefork.core._events import (
     DrainRequested,
     Event,
     ReloadRequested,
@@ -28,9 +27,10 @@ from prefork._events import (
     ScaleRequested,
     StopRequested,
 )
-from prefork._frames import load_json
-from prefork._options import shown
-from prefork._roster import MAX_WORKERS
+from prefork.core._frames import load_json
+from prefork.core._options import shown
+from prefork.core._roster import MAX_WORKERS
+from prefork.master._broker import BrokerStatus
 
 VERSION = 1
 COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop")

@@ -16,7 +16,7 @@ import socket
 from types import FrameType, TracebackType
 from typing import Literal, assert_never
 
-from prefork._events import (
+from prefork.core._events import (
     DrainRequested,
     Event,
     ReloadRequested,

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import logging
 
-from prefork._broker import ReloadResult
-from prefork._events import Action, Emit, Log
-from prefork._roster import BrokerRecord, WorkerRecord
+from prefork.core._events import Action, Emit, Log
+from prefork.core._roster import BrokerRecord, WorkerRecord
+from prefork.master._broker import ReloadResult
 
 
 def enqueue(b: BrokerRecord, w: WorkerRecord) -> bool:

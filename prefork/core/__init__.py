@@ -1,0 +1,1 @@
+"""The decision core (filled in below)."""

@@ -1,0 +1,1 @@
+"""What operators use (filled in below)."""
