@@ -6,14 +6,9 @@ because a worker did.
 """
 
 from prefork.core._options import ConfigError
-from prefork.master._broker import (
-    EVENTS,
-    Broker,
-    BrokerStatus,
-    ReloadResult,
-    WorkerExit,
-    WorkerInfo,
-)
+from prefork.core._payloads import EVENTS, BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.core._version import VERSION
+from prefork.master._broker import Broker
 from prefork.master._loop import Master
 from prefork.worker import Worker
 
@@ -28,4 +23,4 @@ __all__ = [
     "WorkerExit",
     "WorkerInfo",
 ]
-__version__ = "0.1.0"
+__version__ = VERSION

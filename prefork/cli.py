@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-import prefork
 from prefork.config import BrokerConfig, MasterConfig
 from prefork.core._options import (
     FOREIGN_FLAGS,
@@ -29,7 +29,9 @@ from prefork.core._options import (
     switch,
     whole,
 )
+from prefork.core._version import VERSION
 from prefork.http import HTTPConfig, HTTPWorker
+from prefork.http._app import import_app, import_module
 from prefork.load import LoadConfig
 from prefork.load._run import run as run_load
 from prefork.master import _process, _sockets
@@ -232,9 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="prefork",
         description="A pre-fork server: a master that binds the sockets and supervises workers.",
     )
-    parser.add_argument(
-        "-v", "--version", action="version", version=f"prefork {prefork.__version__}"
-    )
+    parser.add_argument("-v", "--version", action="version", version=f"prefork {VERSION}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve",
@@ -342,11 +342,13 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
     master = Master(**master_options)
     config = master.broker("http", HTTPWorker, **broker, **http).config
     if not cli.print_config:  # the options are printed even when the app is broken
+        preload = config.preload and isinstance(app.app, str)
         check_app(
-            app,
+            str(app.app),
+            functools.partial(import_app, app),
             identity=_process.identity(master.config.user, master.config.group),
             timeout=config.boot_timeout,
-            preload=config.preload,
+            preload=functools.partial(import_module, app) if preload else None,
             traceback_to=None if cli.check_config else sys.stderr,
         )
     return master, {**values, **master_options, **broker, **http}

@@ -8,8 +8,8 @@ import logging
 import re
 
 from prefork.core._events import Action, Emit, Log
+from prefork.core._payloads import WorkerExit
 from prefork.core._roster import BrokerRecord, Cause, WorkerRecord
-from prefork.master._broker import WorkerExit
 
 #: The longest line of a start error a reload's reason quotes.
 MAX_ERROR_LINE = 200

@@ -6,8 +6,8 @@ the next deadline, the status snapshot, ready and live counts. Pure, like the su
 from __future__ import annotations
 
 from prefork.core import _status
+from prefork.core._payloads import BrokerStatus, WorkerInfo
 from prefork.core._roster import BrokerPolicy, BrokerRecord, Expiry, WorkerRecord, WorkerState, due
-from prefork.master._broker import BrokerStatus, WorkerInfo
 
 
 class Ledger:

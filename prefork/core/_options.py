@@ -202,6 +202,19 @@ def path_or_none(name: str, value: Any) -> Any:
     return value
 
 
+_TRUE = ("true", "1", "yes", "on")
+_FALSE = ("false", "0", "no", "off")
+
+
+def truth(word: str) -> bool:
+    """A command-line boolean, spelled as uvicorn's flags take them (``--ws-per-message-deflate
+    false``)."""
+    lowered = word.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ValueError(f"{word!r} is not true or false")
+
+
 def strings(name: str, value: Any) -> Any:
     """A list of strings, kept as a tuple; one string alone is a list of one."""
     if isinstance(value, str):

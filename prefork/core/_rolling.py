@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 
 from prefork.core._events import Action, Emit, Log
+from prefork.core._payloads import ReloadResult
 from prefork.core._roster import BrokerRecord, WorkerRecord
-from prefork.master._broker import ReloadResult
 
 
 def enqueue(b: BrokerRecord, w: WorkerRecord) -> bool:

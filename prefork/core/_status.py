@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from prefork.core._payloads import BrokerStatus, ReloadStatus, WorkerStatus
 from prefork.core._roster import BrokerRecord, ReloadRecord, WorkerRecord
-from prefork.master._broker import BrokerStatus, ReloadStatus, WorkerStatus
 
 
 def broker_status(

@@ -1,6 +1,9 @@
 """The HTTP worker: any ASGI 3 app over HTTP/1.1, parsed by h11, on uvloop.
 
 ``HTTPWorker`` is the worker type ``prefork serve`` runs; ``HTTPConfig`` holds its options.
+
+It may import ``core`` and the public ``worker`` (the base class it extends): the HTTP worker
+knows nothing of the master that forks it.
 """
 
 from prefork.http._app import AppImportError

@@ -115,16 +115,3 @@ def access_format(name: str, value: Any) -> Any:
     except (KeyError, ValueError, TypeError) as exc:
         raise ConfigError(f"access log format {shown(value)} is not valid: {exc}") from None
     return value
-
-
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
-
-
-def truth(word: str) -> bool:
-    """A command-line boolean, spelled as uvicorn's flags take them (``--ws-per-message-deflate
-    false``)."""
-    lowered = word.strip().lower()
-    if lowered in _TRUE or lowered in _FALSE:
-        return lowered in _TRUE
-    raise ValueError(f"{word!r} is not true or false")

@@ -24,6 +24,7 @@ from prefork.core._options import (
     seconds,
     switch,
     text,
+    truth,
     whole,
 )
 from prefork.http import _checks
@@ -309,7 +310,7 @@ class HTTPConfig:
         switch,
         "--ws-per-message-deflate",
         metavar="BOOL",
-        parse=_checks.truth,
+        parse=truth,
     )
 
     def __post_init__(self) -> None:

@@ -4,6 +4,8 @@ A master runs a broker of ``LoadWorker`` processes that hold no listening socket
 its share of the connections (and of ``--rate``) and reports to the master every second; the
 master merges the reports (counts, statuses, errors, a latency histogram that merges exactly)
 into one live line a second and a summary at the end.
+
+It may import ``master`` (it runs one), ``core`` and the public ``worker``.
 """
 
 from prefork.load._config import LoadConfig

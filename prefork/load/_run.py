@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from prefork.core._options import ConfigError
+from prefork.core._payloads import WorkerExit, WorkerInfo
 from prefork.load._config import LoadConfig
 from prefork.load._tally import ERROR_KINDS, Tally
 from prefork.load._target import Target
 from prefork.load._worker import LoadWorker
-from prefork.master._broker import WorkerExit, WorkerInfo
 from prefork.master._loop import Master
 
 

@@ -17,11 +17,10 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 from prefork.core._options import ConfigError
-from prefork.http._app import import_app, import_module
-from prefork.http._config import HTTPConfig
 from prefork.master import _process
 from prefork.master._process import Identity
 from prefork.master._tracebacks import one_line, prefork_raised, user_traceback
@@ -33,43 +32,45 @@ MAX_LINE = 1024
 
 
 def check_app(
-    config: HTTPConfig,
+    app: str,
+    load: Callable[[], object],
     *,
     identity: Identity,
     timeout: float,
-    preload: bool = False,
+    preload: Callable[[], object] | None = None,
     traceback_to: TextIO | None = None,
 ) -> None:
-    """Import ``config.app`` in a child process; raise ``ConfigError`` with one line when it
-    cannot be served. An exception from the user's code is also written, with the user's
-    frames only, to ``traceback_to`` when given. With ``preload`` the app's module is then
-    imported here too (the master shares it with its workers). ``timeout`` bounds the import
-    (``--boot-timeout``)."""
-    answer = _ask_child(config, identity, timeout)
+    """Call ``load`` (which imports the app named ``app``, as a worker will) in a child
+    process; raise ``ConfigError`` with one line when it cannot be served. An exception from
+    the user's code is also written, with the user's frames only, to ``traceback_to`` when
+    given. ``preload`` (which imports the app's module) is then called here too: the master
+    shares that module with its workers. ``timeout`` bounds the import (``--boot-timeout``).
+    (The HTTP worker's importer comes from ``prefork serve``: the master knows no worker.)"""
+    answer = _ask_child(app, load, identity, timeout)
     if answer != _OK:
         line, _, trace = answer.decode(errors="replace").partition("\n")
         if trace and traceback_to is not None:
             print(trace.rstrip(), file=traceback_to)
         raise ConfigError(line)
-    if preload and isinstance(config.app, str):
+    if preload is not None:
         try:
-            import_module(config)
+            preload()
         except Exception as exc:  # it imported in the child: something of the environment
-            raise ConfigError(_failure(config, exc)) from None
+            raise ConfigError(_failure(app, exc)) from None
 
 
-def _failure(config: HTTPConfig, exc: BaseException) -> str:
-    """The one-line refusal of ``exc``, raised while importing ``config.app``."""
+def _failure(app: str, exc: BaseException) -> str:
+    """The one-line refusal of ``exc``, raised while importing ``app``."""
     if prefork_raised(exc):
         return one_line(exc)  # an AppImportError names the app itself
-    return f"cannot import app {config.app!r}: {one_line(exc)}"
+    return f"cannot import app {app!r}: {one_line(exc)}"
 
 
-def _ask_child(config: HTTPConfig, identity: Identity, timeout: float) -> bytes:
+def _ask_child(app: str, load: Callable[[], object], identity: Identity, timeout: float) -> bytes:
     """What a child importing the app answers: ``_OK``, or one line and maybe a traceback."""
     read_end, write_end = os.pipe()
     pid = _process.fork_worker(
-        lambda: _child(config, identity, write_end), close_fds=[read_end], before=lambda: None
+        lambda: _child(app, load, identity, write_end), close_fds=[read_end], before=lambda: None
     )
     os.close(write_end)
     reaped = False
@@ -84,14 +85,14 @@ def _ask_child(config: HTTPConfig, identity: Identity, timeout: float) -> bytes:
         if not reaped:  # interrupted (Ctrl-C): the child must not outlive us
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    app = f"cannot import app {config.app!r}"
+    what = f"cannot import app {app!r}"
     if answer is None:
-        return f"{app}: importing it took longer than --boot-timeout ({timeout:g} s)".encode()
+        return f"{what}: importing it took longer than --boot-timeout ({timeout:g} s)".encode()
     code = os.waitstatus_to_exitcode(status)
     if answer and code == 0:
         return answer
     ended = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    return f"{app}: the process importing it {ended} before it answered".encode()
+    return f"{what}: the process importing it {ended} before it answered".encode()
 
 
 def _read(fd: int, deadline: float) -> bytes | None:
@@ -108,7 +109,7 @@ def _read(fd: int, deadline: float) -> bytes | None:
         answer = (answer + chunk)[:MAX_ANSWER]
 
 
-def _child(config: HTTPConfig, identity: Identity, answer_to: int) -> int:
+def _child(app: str, load: Callable[[], object], identity: Identity, answer_to: int) -> int:
     """In the child: import the app as a worker would, write the answer to ``answer_to``;
     the exit code."""
     try:
@@ -117,10 +118,10 @@ def _child(config: HTTPConfig, identity: Identity, answer_to: int) -> int:
         answer = f"cannot run the workers as --user/--group: {exc.strerror}\n".encode()
     else:
         try:
-            import_app(config)
+            load()
             answer = _OK
         except BaseException as exc:  # SystemExit raised on import is the user's doing too
-            line = _failure(config, exc).encode()[:MAX_LINE]
+            line = _failure(app, exc).encode()[:MAX_LINE]
             trace = b"" if prefork_raised(exc) else user_traceback(exc).encode()
             answer = line + b"\n" + trace[len(line) + 1 - MAX_ANSWER :]
     with os.fdopen(answer_to, "wb") as out:

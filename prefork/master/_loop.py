@@ -26,14 +26,15 @@ from prefork.core import _events
 from prefork.core import _frames as frames
 from prefork.core._events import Action, Event
 from prefork.core._options import ConfigError
+from prefork.core._payloads import BrokerStatus
 from prefork.core._supervisor import Supervisor
 from prefork.master import _child, _pidfile, _process, _sockets
-from prefork.master._broker import Broker, BrokerStatus
+from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._logs import default_logging, reopen_log_files
 from prefork.master._notify import Notifier
 from prefork.master._signals import Intent, SignalWakeup, intent_event, reset_in_child
-from prefork.ops._console import Console
+from prefork.ops._console import Console, Host
 from prefork.ops._side import SideServer
 from prefork.worker import Worker
 
@@ -99,7 +100,15 @@ class Master:
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
         self._identity = _process.Identity()
-        self._console = Console(self.config, self._pending.append)
+        host = Host(
+            bind=_sockets.bind,
+            bind_private=_sockets.bind_private,
+            describe=_sockets.describe,
+            listen_queue=_sockets.listen_queue,
+            rss=_process.rss,
+            usage=_process.usage,
+        )
+        self._console = Console(self.config, self._pending.append, host)
 
     def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
         """Declare a worker type; returns its ``Broker``.

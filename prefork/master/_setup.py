@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from prefork.config import octal
-from prefork.core._options import ConfigError, Option, declared, shown
+from prefork.core._options import ConfigError, Option, declared, shown, truth
 from prefork.core._roster import MAX_WORKERS
-from prefork.http._checks import truth
 from prefork.master import _pyconfig
 from prefork.master._logs import LOG_FORMAT
 

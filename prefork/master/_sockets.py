@@ -168,6 +168,17 @@ def systemd_fds(env: Mapping[str, str], pid: int) -> list[str]:
     return [f"fd://{SD_LISTEN_FDS_START + i}" for i in range(n)]
 
 
+def bind_private(path: str) -> socket.socket:
+    """Listen on the unix socket ``path`` with mode 0600 from the start (no moment at which
+    another user could connect: the control socket). A stale socket left there by a master
+    that died is replaced; a live one is a ``ConfigError``."""
+    old = os.umask(0o177)
+    try:
+        return bind(f"unix:{path}", 16)
+    finally:
+        os.umask(old)
+
+
 def describe(sock: socket.socket, scheme: str = "") -> str:
     """The address a socket listens on, for logs: ``127.0.0.1:8000``, ``[::1]:80``, a path;
     with a ``scheme``, a TCP address as a URL (``http://127.0.0.1:8000``)."""

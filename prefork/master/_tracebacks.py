@@ -14,11 +14,9 @@ import os
 import sysconfig
 import traceback
 
-import prefork
-
 #: Frames from these files are prefork's or the import machinery's, not the user's.
 _NOT_THE_USERS = (
-    os.path.dirname(prefork.__file__) + os.sep,
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # prefork/
     os.path.dirname(importlib.__file__) + os.sep,
     "<frozen importlib.",
 )

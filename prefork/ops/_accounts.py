@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefork.core._events import Action, Emit, Spawn
-from prefork.master._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.core._payloads import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
 from prefork.ops._metrics import MetricStore
 
 #: Bounds (seconds) of the reload duration histogram.

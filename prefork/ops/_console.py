@@ -10,7 +10,6 @@ resident memory (read from ``/proc`` for a snapshot or a scrape, never per loop 
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import platform
@@ -18,24 +17,36 @@ import selectors
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import prefork
 from prefork.config import MasterConfig
 from prefork.core._events import Action, Event
 from prefork.core._options import ConfigError
-from prefork.master import _process, _sockets
-from prefork.master._broker import BrokerStatus
+from prefork.core._payloads import BrokerStatus
+from prefork.core._version import VERSION
 from prefork.ops import _control_path
 from prefork.ops import _control_protocol as protocol
 from prefork.ops._accounts import Accounts, Labels, ProcessUsage
 from prefork.ops._control import ControlServer
-from prefork.ops._control import bind as control_bind
 from prefork.ops._metrics_http import MetricsEndpoint
 from prefork.ops._side import Peer, SideServer
 
 log = logging.getLogger("prefork.master")
 StatusSource = Callable[[float], dict[str, BrokerStatus]]
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """What the console needs of the operating system, which the master's modules do: passed
+    in, so that the console does not import the master (the master holds the console)."""
+
+    bind: Callable[[str, int], socket.socket]  # an address and its backlog: ConfigError
+    bind_private: Callable[[str], socket.socket]  # a unix socket, 0600 from the start
+    describe: Callable[[socket.socket, str], str]  # a listener's address (a URL with a scheme)
+    listen_queue: Callable[[socket.socket], tuple[int, int] | None]  # waiting, most
+    rss: Callable[[int], int | None]  # a process's resident memory in bytes
+    usage: Callable[[], ProcessUsage | None]  # the master's own process
 
 
 class Console:
@@ -45,13 +56,13 @@ class Console:
         self,
         config: MasterConfig,
         post: Callable[[Event], None],
-        usage: Callable[[], ProcessUsage | None] = _process.usage,
+        host: Host,
     ) -> None:
         self._config = config
         self._post = post
-        self._usage = usage  # of the master's own process, read at each scrape
+        self._host = host
         self.accounts = Accounts()
-        self.accounts.read_build(prefork.__version__, platform.python_version())
+        self.accounts.read_build(VERSION, platform.python_version())
         self._control: ControlServer | None = None
         self._endpoint: MetricsEndpoint | None = None
         self._waits: list[tuple[Peer, protocol.ReloadWait]] = []
@@ -82,12 +93,12 @@ class Console:
             if pidfile is None:  # ours to make: private (beside a pid file, the 0600 mode is)
                 _control_path.ensure_private_dir(_control_path.runtime_dir(os.environ, uid), uid)
         if path is not None:
-            listener = _named("the control socket", control_bind, path)
+            listener = _named("the control socket", self._host.bind_private, path)
             self._control = ControlServer(listener, selector, self._handle, list(sockets))
             self.control_path = path
         if self._config.metrics_bind is not None:
-            bind = functools.partial(_sockets.bind, backlog=64)
-            listener = _named("the metrics endpoint", bind, self._config.metrics_bind)
+            where = self._config.metrics_bind
+            listener = _named("the metrics endpoint", lambda at: self._host.bind(at, 64), where)
             self._endpoint = MetricsEndpoint(listener, selector, self.render_metrics)
 
     def describe(self) -> str:
@@ -155,7 +166,7 @@ class Console:
         for broker in self.accounts.fill_reports(status).values():
             for row in broker["workers"]:
                 pid = pids.get(row["id"])
-                row["rss"] = None if pid is None else _process.rss(pid)
+                row["rss"] = None if pid is None else self._host.rss(pid)
         return status
 
     def _filled(self, now: float) -> dict[str, BrokerStatus]:
@@ -179,7 +190,7 @@ class Console:
 
     def _metrics_url(self) -> str:
         assert self._endpoint is not None
-        return _sockets.describe(self._endpoint.listener, "http") + "/metrics"
+        return self._host.describe(self._endpoint.listener, "http") + "/metrics"
 
     # -- metrics -----------------------------------------------------------------------------
 
@@ -195,11 +206,11 @@ class Console:
         queues: dict[Labels, tuple[int, int]] = {}
         for name, socks in self._sockets.items():
             for sock in socks:
-                queue = _sockets.listen_queue(sock)
+                queue = self._host.listen_queue(sock)
                 if queue is not None:
-                    queues[(("address", _sockets.describe(sock)), ("broker", name))] = queue
+                    queues[(("address", self._host.describe(sock, "")), ("broker", name))] = queue
         self.accounts.read_gauges(self._filled(time.monotonic()), queues)
-        self.accounts.read_process(self._usage())
+        self.accounts.read_process(self._host.usage())
         return self.accounts.metrics.pieces()
 
 

@@ -15,7 +15,6 @@ import socket
 import struct
 from collections.abc import Callable, Collection
 
-from prefork.master import _sockets
 from prefork.ops import _control_protocol as protocol
 from prefork.ops._side import Peer, SideServer
 
@@ -23,17 +22,6 @@ _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 #: What the master does with a request: the answer line, or None to answer later (``answer``).
 Handler = Callable[[Peer, protocol.Request], bytes | None]
-
-
-def bind(path: str) -> socket.socket:
-    """Listen on ``path`` with mode 0600 from the start (no moment at which another user could
-    connect). A stale socket left there by a master that died is replaced; a live one is a
-    ``ConfigError``."""
-    old = os.umask(0o177)
-    try:
-        return _sockets.bind(f"unix:{path}", 16)
-    finally:
-        os.umask(old)
 
 
 class ControlServer(SideServer):

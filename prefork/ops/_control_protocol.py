@@ -29,8 +29,8 @@ from prefork.core._events import (
 )
 from prefork.core._frames import load_json
 from prefork.core._options import shown
+from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import MAX_WORKERS
-from prefork.master._broker import BrokerStatus
 
 VERSION = 1
 COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop")

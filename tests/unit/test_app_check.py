@@ -3,6 +3,7 @@ happens when it hangs, dies, or the command line is interrupted."""
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from prefork.core._options import ConfigError
 from prefork.http import HTTPConfig
+from prefork.http._app import import_app, import_module
 from prefork.master import _app_check, _process
 from prefork.master._app_check import MAX_ANSWER, check_app
 from prefork.master._process import Identity
@@ -36,10 +38,13 @@ def module(app_dir: Path, source: str) -> str:
     return name
 
 
-def check(app_dir: Path, app: str, **options: Any) -> None:
+def check(app_dir: Path, app: str, *, preload: bool = False, **options: Any) -> None:
+    """``check_app`` with the HTTP worker's importer, as ``prefork serve`` calls it."""
     options.setdefault("identity", Identity())
     options.setdefault("timeout", 10.0)
-    check_app(HTTPConfig(app=app, app_dir=str(app_dir)), **options)
+    config = HTTPConfig(app=app, app_dir=str(app_dir))
+    load_module = functools.partial(import_module, config) if preload else None
+    check_app(app, functools.partial(import_app, config), preload=load_module, **options)
 
 
 APP = "async def app(scope, receive, send):\n    pass\n"

@@ -29,10 +29,11 @@ from prefork.core._events import (
     StopRequested,
 )
 from prefork.core._options import ConfigError
-from prefork.master._broker import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.core._payloads import BrokerStatus, ReloadResult, WorkerExit, WorkerInfo
+from prefork.master import _process, _sockets
 from prefork.ops import _control_path
 from prefork.ops._accounts import ProcessUsage
-from prefork.ops._console import Console
+from prefork.ops._console import Console, Host
 
 
 def worker_row(worker_id: int, state: str = "ready") -> dict[str, Any]:
@@ -46,6 +47,19 @@ def worker_row(worker_id: int, state: str = "ready") -> dict[str, Any]:
         "connections": None,
         "rss": None,
     }
+
+
+def host(**readers: Any) -> Host:
+    """The console's view of the OS as the master gives it, ``readers`` replaced."""
+    real = {
+        "bind": _sockets.bind,
+        "bind_private": _sockets.bind_private,
+        "describe": _sockets.describe,
+        "listen_queue": _sockets.listen_queue,
+        "rss": _process.rss,
+        "usage": _process.usage,
+    }
+    return Host(**{**real, **readers})
 
 
 class FakeMaster:
@@ -87,7 +101,7 @@ def console(
 ) -> tuple[Console, FakeMaster]:
     master = FakeMaster()
     config = MasterConfig(**{"control": str(tmp_path / "m.ctl"), **options})
-    made = Console(config, master.posted.append)
+    made = Console(config, master.posted.append, host())
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -226,7 +240,7 @@ def test_metrics_count_starts_exits_crashes_reloads_and_reports(
 
 def test_metrics_tell_the_masters_own_process_and_its_build() -> None:
     readings = [ProcessUsage(1.25, 30 << 20, 200 << 20, 9, 1024, 1700000000.53), None]
-    made = Console(MasterConfig(), lambda event: None, usage=lambda: readings.pop(0))
+    made = Console(MasterConfig(), lambda event: None, host(usage=lambda: readings.pop(0)))
     text = "".join(made.render_metrics())
     assert (
         "# HELP prefork_build_info The prefork version and the Python it runs on (always 1).\n"
@@ -262,7 +276,7 @@ def test_metrics_tell_the_masters_own_process_and_its_build() -> None:
 
 
 def test_without_proc_the_process_metrics_are_left_out() -> None:
-    made = Console(MasterConfig(), lambda event: None, usage=lambda: None)  # not Linux
+    made = Console(MasterConfig(), lambda event: None, host(usage=lambda: None))  # not Linux
     text = "".join(made.render_metrics())
     assert process_lines(text) == [] and "prefork_build_info{" in text
 
@@ -289,7 +303,7 @@ def test_a_refused_metric_is_logged_once_per_worker(
 
 
 def test_no_control_no_metrics_nothing_bound(selector: selectors.DefaultSelector) -> None:
-    made = Console(MasterConfig(), lambda event: None)
+    made = Console(MasterConfig(), lambda event: None, host())
     made.open(selector, FakeMaster().status, {})
     assert made.describe() == "" and made.fds() == [] and made.deadline() is None
     made.settle()
@@ -301,7 +315,7 @@ def test_auto_puts_the_socket_in_a_private_runtime_dir(
     tmp_path: Path, selector: selectors.DefaultSelector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    made = Console(MasterConfig(control="auto"), lambda event: None)
+    made = Console(MasterConfig(control="auto"), lambda event: None, host())
     made.open(selector, FakeMaster().status, {})
     expected = _control_path.default_path(None, os.environ, os.getuid(), os.getpid())
     assert made.control_path == expected and os.path.exists(expected)
@@ -328,14 +342,14 @@ def test_a_socket_that_cannot_be_bound_is_named_in_the_error(
     tmp_path: Path, selector: selectors.DefaultSelector
 ) -> None:
     missing = tmp_path / "no" / "such" / "dir.ctl"
-    made = Console(MasterConfig(control=str(missing)), lambda event: None)
+    made = Console(MasterConfig(control=str(missing)), lambda event: None, host())
     with pytest.raises(ConfigError, match=r"^the control socket: cannot bind 'unix:"):
         made.open(selector, FakeMaster().status, {})
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     port = taken.getsockname()[1]
-    made = Console(MasterConfig(metrics_bind=f"127.0.0.1:{port}"), lambda event: None)
+    made = Console(MasterConfig(metrics_bind=f"127.0.0.1:{port}"), lambda event: None, host())
     with pytest.raises(
         ConfigError, match=r"^the metrics endpoint: cannot bind '127.0.0.1:\d+': address"
     ):

@@ -25,9 +25,10 @@ from prefork.core._events import (
     StopRequested,
 )
 from prefork.core._options import ConfigError
-from prefork.master._broker import BrokerStatus
+from prefork.core._payloads import BrokerStatus
+from prefork.master._sockets import bind_private as bind
 from prefork.ops import _control_protocol as protocol
-from prefork.ops._control import ControlServer, bind
+from prefork.ops._control import ControlServer
 from prefork.ops._metrics_http import MetricsEndpoint, answer
 from prefork.ops._side import Peer, SideServer
 

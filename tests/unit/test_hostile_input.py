@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_console import FakeMaster
+from test_console import FakeMaster, host
 
 from prefork import Master
 from prefork.config import MasterConfig
@@ -160,7 +160,7 @@ def rig() -> Iterator[Rig]:
     with tempfile.TemporaryDirectory() as tmp, selectors.DefaultSelector() as selector:
         posted: list[Event] = []
         config = MasterConfig(control=str(Path(tmp) / "m.ctl"), metrics_bind="127.0.0.1:0")
-        made = Console(config, posted.append)
+        made = Console(config, posted.append, host())
         made.open(selector, FakeMaster().status, {})
         channels = Channels(selector, posted.append, MAX_FRAME)
         ours, theirs = socket.socketpair()

@@ -142,7 +142,7 @@ def test_a_seconds_line_waits_for_every_worker_and_adds_them_up() -> None:
 
 
 def test_the_run_ends_when_every_worker_is_done_and_says_each_failure_once() -> None:
-    from prefork.master._broker import WorkerExit
+    from prefork.core._payloads import WorkerExit
 
     run = Run(parts=2)
     assert not run.done({"done": 1.0, "failed": "ValueError: x"})

@@ -35,9 +35,9 @@ from prefork.core._events import (
     WorkerExited,
     WorkerSpawned,
 )
+from prefork.core._payloads import ReloadResult, WorkerExit, WorkerInfo
 from prefork.core._roster import MAX_WORKERS, BrokerPolicy, Expiry, WorkerRecord, WorkerState, due
 from prefork.core._supervisor import Supervisor
-from prefork.master._broker import ReloadResult, WorkerExit, WorkerInfo
 
 MASTER_OPTIONS = ("backoff_base", "backoff_cap", "backoff_reset")
 

@@ -25,7 +25,7 @@ from prefork.core._events import (
     WorkerExited,
     WorkerSpawned,
 )
-from prefork.master._broker import ReloadResult, WorkerExit
+from prefork.core._payloads import ReloadResult, WorkerExit
 
 MIB = 1 << 20
 
