@@ -1,12 +1,49 @@
 """When a broker may start its next worker after one died: the crash-loop backoff for code
 that cannot boot, and the rate cap for workers killed after they were ready.
 
-Pure: each function updates the broker's record and returns the wait (0.0: start at once).
+Pure: each function updates the broker's record and returns the wait (0.0: start at once),
+or the line the supervisor logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prefork.core._roster import BrokerRecord
+
+
+def crashed(
+    b: BrokerRecord,
+    ready_at: float | None,
+    signal: int | None,
+    now: float,
+    jitter: Callable[[], float],
+) -> str:
+    """A worker of ``b`` left unasked (it was ready at ``ready_at``, or never; killed by
+    ``signal``, or it exited): when the next may start. Returns the line to log ("": none).
+
+    One that served ``backoff_reset`` seconds ends a crash loop. One killed after it served
+    (the OOM killer, an operator, a hang) is replaced at once within a rate cap: the code
+    boots, and backoff is for code that cannot boot. Any other counts as an early failure.
+    """
+    stable = ready_at is not None and now - ready_at >= b.policy.backoff_reset
+    if stable:
+        b.failures, b.not_before = 0, 0.0
+    if ready_at is not None and signal is not None:
+        if delay := killed_after_ready(b, now):
+            return f"[{b.policy.name}] workers are being killed fast; next start in {delay:.2f}s"
+        return ""
+    return "" if stable else failed_early(b, now, jitter())
+
+
+def failed_early(b: BrokerRecord, now: float, jitter: float) -> str:
+    """A worker of ``b`` failed before it was ready (or soon after): the line to log."""
+    delay = early_failure(b, now, jitter)
+    if delay:
+        msg = f"{b.failures} failed starts in a row: backing off, next start in {delay:.2f}s"
+    else:
+        msg = "a worker failed early: starting its replacement now"
+    return f"[{b.policy.name}] {msg}"
 
 
 def early_failure(b: BrokerRecord, now: float, jitter: float) -> float:

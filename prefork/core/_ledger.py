@@ -1,6 +1,6 @@
 """The supervisor's records of every broker and worker, and every question asked of them:
-the next deadline, the status snapshot, ready and live counts. Pure, like the supervisor
-(``Supervisor`` extends ``Ledger`` with the decisions).
+the next deadline, the status snapshot, ready and live counts. Pure, like the supervisor,
+which holds one ``Ledger`` and makes every decision; the ledger decides nothing.
 """
 
 from __future__ import annotations
@@ -14,23 +14,20 @@ class Ledger:
     """Brokers and workers as the supervisor knows them."""
 
     def __init__(self) -> None:
-        self._brokers: dict[str, BrokerRecord] = {}
-        self._workers: dict[int, WorkerRecord] = {}
-        self._stopping = False
-        self._memory_at: float | None = None  # when workers are measured next (memory limits)
+        self.brokers: dict[str, BrokerRecord] = {}
+        self.workers: dict[int, WorkerRecord] = {}
+        self.stopping = False
 
     def add_broker(self, policy: BrokerPolicy) -> None:
         """Take on one more broker (before ``Started``: its workers spawn then)."""
-        self._brokers[policy.name] = BrokerRecord(policy, policy.workers)
+        self.brokers[policy.name] = BrokerRecord(policy, policy.workers)
 
     def next_deadline(self) -> float | None:
-        """The earliest time at which ``TimePassed`` must be handled, or None."""
-        times = [d[0] for w in self._workers.values() if (d := self._due(w)) is not None]
-        for b in self._brokers.values():
-            if b.not_before and self._wants_spawn(b):
+        """The earliest deadline of a worker, or of a broker held back by its backoff."""
+        times = [d[0] for w in self.workers.values() if (d := self.due(w)) is not None]
+        for b in self.brokers.values():
+            if b.not_before and self.wants_spawn(b):
                 times.append(b.not_before)
-        if self._memory_at is not None and not self._stopping:
-            times.append(self._memory_at)
         return min(times, default=None)
 
     def status(self, now: float) -> dict[str, BrokerStatus]:
@@ -39,51 +36,44 @@ class Ledger:
         return {
             name: _status.broker_status(
                 b,
-                (w for w in self._workers.values() if w.broker == name),
-                len(self._live(name)),
+                (w for w in self.workers.values() if w.broker == name),
+                len(self.live(name)),
                 now,
             )
-            for name, b in self._brokers.items()
+            for name, b in self.brokers.items()
         }
 
     def all_ready(self) -> bool:
         """True when every broker that is not draining has its desired count ready."""
         return all(
-            b.draining or self._ready_count(name) >= b.desired for name, b in self._brokers.items()
+            b.draining or self.ready_count(name) >= b.desired for name, b in self.brokers.items()
         )
 
     def reloading(self) -> bool:
-        return any(b.reloading for b in self._brokers.values())
+        return any(b.rolling.reloading for b in self.brokers.values())
 
-    def workers(self, broker: str) -> list[WorkerInfo]:
+    def reachable(self, broker: str) -> list[WorkerInfo]:
         """The live workers of a broker that the master may message."""
-        return [self._info(w) for w in self._workers.values() if w.broker == broker and w.pid]
+        return [self.info(w) for w in self.workers.values() if w.broker == broker and w.pid]
 
-    def heartbeat_interval(self, broker: str) -> float:
-        return self._brokers[broker].policy.heartbeat_interval
+    def select(self, name: str | None) -> list[BrokerRecord]:
+        """The broker ``name``, or every broker (None)."""
+        return list(self.brokers.values()) if name is None else [self.brokers[name]]
 
-    def graceful_timeout(self, broker: str) -> float:
-        return self._brokers[broker].policy.graceful_timeout
+    def due(self, w: WorkerRecord) -> tuple[float, Expiry] | None:
+        return due(w, self.brokers[w.broker].policy)
 
-    # --- for the decisions -----------------------------------------------------------------
-
-    def _select(self, name: str | None) -> list[BrokerRecord]:
-        return list(self._brokers.values()) if name is None else [self._brokers[name]]
-
-    def _due(self, w: WorkerRecord) -> tuple[float, Expiry] | None:
-        return due(w, self._brokers[w.broker].policy)
-
-    def _wants_spawn(self, b: BrokerRecord) -> bool:
-        if b.draining or self._stopping:
+    def wants_spawn(self, b: BrokerRecord) -> bool:
+        if b.draining or self.stopping:
             return False
-        return bool(b.queue) or b.desired > len(self._live(b.policy.name))
+        return bool(b.rolling.queue) or b.desired > len(self.live(b.policy.name))
 
-    def _ready_count(self, broker: str) -> int:
-        return sum(w.state is WorkerState.READY for w in self._live(broker))
+    def ready_count(self, broker: str) -> int:
+        return sum(w.state is WorkerState.READY for w in self.live(broker))
 
-    def _live(self, broker: str) -> list[WorkerRecord]:
-        return [w for w in self._workers.values() if w.broker == broker and w.live]
+    def live(self, broker: str) -> list[WorkerRecord]:
+        return [w for w in self.workers.values() if w.broker == broker and w.live]
 
     @staticmethod
-    def _info(w: WorkerRecord) -> WorkerInfo:
+    def info(w: WorkerRecord) -> WorkerInfo:
         return WorkerInfo(w.id, w.pid, w.broker, w.generation)

@@ -21,6 +21,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from prefork.core._rolling import Rolling
+
 #: The most worker processes one broker may have (options, ctl scale, SIGTTIN): more is a
 #: typo, and 10**26 would fork forever.
 MAX_WORKERS = 1024
@@ -131,28 +133,6 @@ class Cause:
 
 
 @dataclass(slots=True)
-class ReloadRecord:
-    """The latest rolling reload of a broker: what ``prefork ctl`` and the metrics report."""
-
-    generation: int
-    started: float
-    result: str = "running"  # then "done" or "failed"
-    reason: str = ""  # why it failed
-    replaced: int = 0
-    finished: float | None = None
-
-    def duration(self, now: float) -> float:
-        """Seconds it took (so far, while it runs)."""
-        return (now if self.finished is None else self.finished) - self.started
-
-
-@dataclass(slots=True)
-class Swap:
-    old: int | None
-    new: int
-
-
-@dataclass(slots=True)
 class BrokerRecord:
     policy: BrokerPolicy
     desired: int
@@ -160,10 +140,6 @@ class BrokerRecord:
     draining: bool = False
     failures: int = 0
     not_before: float = 0.0
-    queue: list[int] = field(default_factory=list)
-    swap: Swap | None = None
-    reloading: bool = False
-    replaced: int = 0
     ever_ready: bool = False  # until then, a failure to start stops the master (exit 3)
     last_error: str = ""  # the last start error printed, so the same one is printed once
     tokens: float = float("inf")  # replacements of killed workers allowed now (a bucket)
@@ -172,7 +148,10 @@ class BrokerRecord:
     restarts: int = 0  # of which in place of one that left (a reload, a recycle, a crash)
     crashes: int = 0  # exits nobody asked for
     owed: int = 0  # crashed workers whose replacement has not been spawned yet
-    reload: ReloadRecord | None = None  # the latest reload
+    rolling: Rolling = field(init=False)  # its rolling replacement (reloads, recycling)
+
+    def __post_init__(self) -> None:
+        self.rolling = Rolling(self.policy.name)
 
     @property
     def turned_away(self) -> bool:

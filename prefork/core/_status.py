@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from prefork.core._payloads import BrokerStatus, ReloadStatus, WorkerStatus
-from prefork.core._roster import BrokerRecord, ReloadRecord, WorkerRecord
+from prefork.core._rolling import ReloadRecord
+from prefork.core._roster import BrokerRecord, WorkerRecord
 
 
 def broker_status(
@@ -22,14 +23,14 @@ def broker_status(
         live=live,
         generation=b.generation,
         draining=b.draining,
-        reloading=b.reloading,
+        reloading=b.rolling.reloading,
         failures=b.failures,
         backoff_until=b.not_before,
         backoff=_seconds(max(0.0, b.not_before - now)),
         started=b.started,
         restarts=b.restarts,
         crashes=b.crashes,
-        last_reload=reload_status(b.reload, now),
+        last_reload=reload_status(b.rolling.reload, now),
         workers=[worker_status(w, now) for w in sorted(workers, key=lambda w: w.id)],
     )
 

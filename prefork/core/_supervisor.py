@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import assert_never
 
-from prefork.core import _backoff, _exits, _rolling
+from prefork.core import _backoff, _exits
 from prefork.core import _frames as frames
 from prefork.core._events import (
     Action,
@@ -39,7 +39,6 @@ from prefork.core._events import (
     Exit,
     Kill,
     Log,
-    MeasureMemory,
     MemoryMeasured,
     MessageReceived,
     Notify,
@@ -57,20 +56,20 @@ from prefork.core._events import (
     WorkerSpawned,
 )
 from prefork.core._ledger import Ledger
+from prefork.core._memory import MemoryWatch
+from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import (
     MAX_WORKERS,
     BrokerPolicy,
     BrokerRecord,
     Cause,
     Expiry,
-    ReloadRecord,
-    Swap,
     WorkerRecord,
     WorkerState,
 )
 
 
-class Supervisor(Ledger):
+class Supervisor:
     """Decides, event by event, what the master does. See the module comment."""
 
     #: Waking this late for a deadline means the master was stopped, not merely busy.
@@ -85,14 +84,10 @@ class Supervisor(Ledger):
         memory_interval: float = 1.0,
         memory_grace: float = 5.0,
     ) -> None:
-        super().__init__()
+        self.ledger = Ledger()  # the records: the master's questions are answered there
         self._random = random
         self._dump_grace = dump_grace
-        # --max-worker-memory: how often workers are measured, and how long a worker serves
-        # before its memory may have it replaced (a limit below what a fresh worker needs
-        # must not replace workers in a loop).
-        self._memory_interval = memory_interval
-        self._memory_grace = memory_grace
+        self._memory = MemoryWatch(memory_interval, memory_grace)  # --max-worker-memory
         self._next_id = 1
         self._started = False
         self._exited = False
@@ -100,6 +95,23 @@ class Supervisor(Ledger):
         self._announced = False  # READY=1 sent since the start or the last RELOADING=1
         for policy in policies:
             self.add_broker(policy)
+
+    # --- what the master asks ----------------------------------------------------------------
+
+    def add_broker(self, policy: BrokerPolicy) -> None:
+        """Take on one more broker (before ``Started``: its workers spawn then)."""
+        self.ledger.add_broker(policy)
+
+    def next_deadline(self) -> float | None:
+        """The earliest time at which ``TimePassed`` must be handled, or None."""
+        measure = None if self.ledger.stopping else self._memory.next_at
+        return min(
+            (t for t in (self.ledger.next_deadline(), measure) if t is not None), default=None
+        )
+
+    def status(self, now: float) -> dict[str, BrokerStatus]:
+        """A snapshot per broker (``Ledger.status``)."""
+        return self.ledger.status(now)
 
     # --- events ----------------------------------------------------------------------------
 
@@ -111,11 +123,12 @@ class Supervisor(Ledger):
             case Started():
                 self._started = True
                 # A broker declared with 0 workers turns its connections away from the start.
-                out += [TurnAway(n, on=True) for n, b in self._brokers.items() if b.turned_away]
-                if any(b.policy.max_memory for b in self._brokers.values()):
-                    self._memory_at = now + self._memory_interval
+                out += [
+                    TurnAway(n, on=True) for n, b in self.ledger.brokers.items() if b.turned_away
+                ]
+                self._memory.start(self.ledger.brokers.values(), now)
             case WorkerSpawned(worker_id=worker_id, pid=pid):
-                if (w := self._workers.get(worker_id)) is not None:
+                if (w := self.ledger.workers.get(worker_id)) is not None:
                     w.pid = pid
                     msg = f"worker {w.id} (pid {pid}, generation {w.generation}) started"
                     out.append(Log(logging.DEBUG, f"[{w.broker}] {msg}"))
@@ -128,20 +141,20 @@ class Supervisor(Ledger):
             case ChannelBroken():
                 self._on_channel_broken(event, out)
             case ReloadRequested(broker=broker):
-                if broker is None and not self._stopping:  # the operator's (systemd's) reload
+                if broker is None and not self.ledger.stopping:  # the operator's (systemd's) reload
                     self._announced = False
                     usec = int(now * 1_000_000)  # ``now`` is CLOCK_MONOTONIC, as systemd wants
                     out.append(Notify(("RELOADING=1", f"MONOTONIC_USEC={usec}")))
-                for b in self._select(broker):
+                for b in self.ledger.select(broker):
                     self._start_reload(b, now, out)
             case DrainRequested(broker=broker):
-                for b in self._select(broker):
+                for b in self.ledger.select(broker):
                     self._drain(b, now, "drain requested", out)
             case ResumeRequested(broker=broker):
-                for b in self._select(broker):
+                for b in self.ledger.select(broker):
                     self._resume(b, out)
             case ScaleRequested(broker=broker):
-                for b in self._select(broker):
+                for b in self.ledger.select(broker):
                     self._scale(b, event, out)
             case StopRequested():
                 self._on_stop(now, out)
@@ -160,50 +173,39 @@ class Supervisor(Ledger):
 
     def _announce(self, out: list[Action]) -> None:
         """READY=1 once every broker has its workers ready (at start, after each reload)."""
-        if self._announced or self._stopping or self.reloading() or not self.all_ready():
+        ledger = self.ledger
+        if self._announced or ledger.stopping or ledger.reloading() or not ledger.all_ready():
             return
         self._announced = True
-        brokers = ", ".join(f"{name} x{b.desired}" for name, b in self._brokers.items())
+        brokers = ", ".join(f"{name} x{b.desired}" for name, b in self.ledger.brokers.items())
         out.append(Notify(("READY=1", f"STATUS=serving: {brokers}")))
 
     def _on_spawn_failed(self, e: SpawnFailed, now: float, out: list[Action]) -> None:
-        w = self._workers.pop(e.worker_id)
+        w = self.ledger.workers.pop(e.worker_id)
         out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
-        b = self._brokers[w.broker]
-        self._count_failure(b, now, out)
-        _rolling.end_swap_if_new(b, w, f"worker {w.id} could not start: {e.reason}", now, out)
+        b = self.ledger.brokers[w.broker]
+        out.append(Log(logging.WARNING, _backoff.failed_early(b, now, self._jitter())))
+        b.rolling.failed(w.id, f"worker {w.id} could not start: {e.reason}", now, out)
 
     def _on_exit(self, e: WorkerExited, now: float, out: list[Action]) -> None:
-        w = self._workers.pop(e.worker_id, None)
+        w = self.ledger.workers.pop(e.worker_id, None)
         if w is None:
             return
-        b = self._brokers[w.broker]
+        b = self.ledger.brokers[w.broker]
         why = _exits.tell(b, w, e.exit_code, e.signal, now, out)
         if w.asked:
             return
         b.crashes += 1
         b.owed += 1
-        if not b.ever_ready and not self._stopping:
+        if not b.ever_ready and not self.ledger.stopping:
             # The first start: no worker of this broker ever became ready. A typo, an import
             # error or a failing startup must not look like a running service.
             self._halt(3, f"no {w.broker} worker could start ({why})", now, out)
             return
-        stable = w.ready_at is not None and now - w.ready_at >= b.policy.backoff_reset
-        if stable:
-            b.failures, b.not_before = 0, 0.0
-        if w.ready_at is not None and e.signal is not None:
-            # Killed after it served (the OOM killer, an operator, a hang): the code boots, so
-            # capacity comes back at once; backoff is for code that cannot boot.
-            if delay := _backoff.killed_after_ready(b, now):
-                msg = f"workers are being killed fast; next start in {delay:.2f}s"
-                out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
-        elif not stable:
-            self._count_failure(b, now, out)
-        if w.id in b.queue:
-            b.queue.remove(w.id)
-        if b.swap is not None and b.swap.old == w.id:
-            b.swap.old = None
-        _rolling.end_swap_if_new(b, w, _exits.failed(w, why), now, out)
+        if line := _backoff.crashed(b, w.ready_at, e.signal, now, self._jitter):
+            out.append(Log(logging.WARNING, line))
+        b.rolling.left(w.id)
+        b.rolling.failed(w.id, _exits.failed(w, why), now, out)
 
     def _halt(self, code: int, reason: str, now: float, out: list[Action]) -> None:
         """Stop every worker and exit with ``code``."""
@@ -211,16 +213,12 @@ class Supervisor(Ledger):
         self._exit_code = code
         self._on_stop(now, out)
 
-    def _count_failure(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
-        delay = _backoff.early_failure(b, now, jitter=0.5 + self._random() / 2)
-        if delay:
-            msg = f"{b.failures} failed starts in a row: backing off, next start in {delay:.2f}s"
-        else:
-            msg = "a worker failed early: starting its replacement now"
-        out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
+    def _jitter(self) -> float:
+        """0.5 to 1: a crash-loop wait's share, so that brokers drift apart."""
+        return 0.5 + self._random() / 2
 
     def _on_message(self, e: MessageReceived, now: float, out: list[Action]) -> None:
-        w = self._workers.get(e.worker_id)
+        w = self.ledger.workers.get(e.worker_id)
         if w is None:
             return
         if e.kind == frames.HEARTBEAT:
@@ -228,17 +226,17 @@ class Supervisor(Ledger):
         elif e.kind == frames.READY:
             self._on_ready(w, now, out)
         elif e.kind == frames.RETIRE:
-            _rolling.enqueue(self._brokers[w.broker], w)
+            self._replace(w)
         elif e.kind == frames.FAILED:
             w.error = str(e.body).rstrip()
         else:
             event = "worker_message" if e.kind == frames.MESSAGE else "worker_report"
-            out.append(Emit(w.broker, event, (e.body, self._info(w))))
+            out.append(Emit(w.broker, event, (e.body, self.ledger.info(w))))
 
     def _on_ready(self, w: WorkerRecord, now: float, out: list[Action]) -> None:
         if w.state is not WorkerState.BOOTING:
             return  # once only; and a worker already being stopped stays stopped
-        b = self._brokers[w.broker]
+        b = self.ledger.brokers[w.broker]
         w.state, w.ready_at, w.heartbeat_at = WorkerState.READY, now, now
         b.ever_ready = True
         if b.policy.recycle_rate:
@@ -246,17 +244,13 @@ class Supervisor(Ledger):
             w.retire_at = now + b.policy.recycle_rate * spread
         msg = f"[{w.broker}] worker {w.id} (pid {w.pid}, generation {w.generation}) is ready"
         out.append(Log(logging.INFO, msg))
-        out.append(Emit(w.broker, "worker_ready", (self._info(w),)))
-        if b.swap is not None and b.swap.new == w.id:
-            if b.swap.old is not None:
-                msg = f"worker {b.swap.old} replaced by worker {w.id}, {len(b.queue)} to go"
-                out.append(Log(logging.DEBUG, f"[{w.broker}] {msg}"))
-                self._stop(self._workers[b.swap.old], now, out, Cause.REPLACED)
-            b.swap = None
-            b.replaced += 1
+        out.append(Emit(w.broker, "worker_ready", (self.ledger.info(w),)))
+        old = b.rolling.ready(w.id, out)
+        if old is not None:
+            self._stop(self.ledger.workers[old], now, out, Cause.REPLACED)
 
     def _on_channel_broken(self, e: ChannelBroken, out: list[Action]) -> None:
-        w = self._workers.get(e.worker_id)
+        w = self.ledger.workers.get(e.worker_id)
         if w is None or w.state is WorkerState.KILLED:
             return
         w.failure, w.cause = f"sent a bad frame ({e.reason})", Cause.BAD_FRAME
@@ -265,39 +259,34 @@ class Supervisor(Ledger):
 
     def _start_reload(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         name = b.policy.name
-        if b.draining or self._stopping:
+        if b.draining or self.ledger.stopping:
             out.append(Log(logging.INFO, f"[{name}] reload ignored: the broker is draining"))
             return
-        if b.swap is not None:  # a newer reload wins: its replacement boots the newest code
-            self._stop(self._workers[b.swap.new], now, out, Cause.REPLACED)
-            b.swap = None
+        if (booting := b.rolling.waiting_for) is not None:
+            # A newer reload wins: its replacements boot the newest code.
+            self._stop(self.ledger.workers[booting], now, out, Cause.REPLACED)
         b.generation += 1
-        b.reloading, b.replaced = True, 0
-        b.reload = ReloadRecord(b.generation, now)
         old = sorted(
-            (w for w in self._live(name) if w.generation < b.generation),
+            (w for w in self.ledger.live(name) if w.generation < b.generation),
             key=lambda w: w.started,
         )
-        b.queue = [w.id for w in old]
+        b.rolling.start_reload(b.generation, now, [w.id for w in old])
         out.append(Log(logging.INFO, f"[{name}] reloading {len(old)} worker(s)"))
 
     def _drain(self, b: BrokerRecord, now: float, reason: str, out: list[Action]) -> None:
         was_draining = b.draining
         with _turning(b, out):
             b.draining = True
-        if not was_draining and not self._stopping:
+        if not was_draining and not self.ledger.stopping:
             msg = "drained: new connections are turned away; SIGUSR2 resumes, SIGINT stops"
             out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
-        b.queue.clear()
-        b.swap = None
-        if b.reloading:
-            _rolling.end_reload(b, now, out, reason)
-        cause = Cause.STOP if self._stopping else Cause.DRAIN
-        for w in self._live(b.policy.name):
+        b.rolling.drop(now, out, reason)
+        cause = Cause.STOP if self.ledger.stopping else Cause.DRAIN
+        for w in self.ledger.live(b.policy.name):
             self._stop(w, now, out, cause)
 
     def _resume(self, b: BrokerRecord, out: list[Action]) -> None:
-        if b.draining and not self._stopping:
+        if b.draining and not self.ledger.stopping:
             with _turning(b, out):
                 b.draining, b.failures, b.not_before = False, 0, 0.0
             out.append(Log(logging.INFO, f"[{b.policy.name}] resumed"))
@@ -318,15 +307,15 @@ class Supervisor(Ledger):
         out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
 
     def _on_stop(self, now: float, out: list[Action]) -> None:
-        if not self._stopping:
-            self._stopping = True
+        if not self.ledger.stopping:
+            self.ledger.stopping = True
             out.append(Notify(("STOPPING=1",)))
             out.append(Log(logging.INFO, "stopping: draining every worker"))
-            for b in self._brokers.values():
+            for b in self.ledger.brokers.values():
                 self._drain(b, now, "master stopping", out)
             return
         out.append(Log(logging.WARNING, "stopping at once: killing every worker"))
-        for w in self._workers.values():
+        for w in self.ledger.workers.values():
             w.asked = True
             w.cause = w.cause or Cause.STOP
             if w.state is not WorkerState.KILLED:
@@ -343,36 +332,34 @@ class Supervisor(Ledger):
                 "every worker gets a fresh heartbeat window",
             )
         )
-        for w in self._workers.values():
+        for w in self.ledger.workers.values():
             if w.state is WorkerState.READY:
                 w.heartbeat_at = now
 
     def _on_time(self, now: float, out: list[Action]) -> None:
-        for w in list(self._workers.values()):
-            while (d := self._due(w)) is not None and now >= d[0]:
+        for w in list(self.ledger.workers.values()):
+            while (d := self.ledger.due(w)) is not None and now >= d[0]:
                 self._expire(w, d[1], now, out)
-        if self._memory_at is not None and now >= self._memory_at and not self._stopping:
-            self._memory_at = now + self._memory_interval
-            ids = tuple(
-                w.id
-                for w in self._workers.values()
-                if w.state is WorkerState.READY and self._brokers[w.broker].policy.max_memory
-            )
-            if ids:
-                out.append(MeasureMemory(ids))
+        if not self.ledger.stopping:
+            measure = self._memory.due(self.ledger.workers.values(), self.ledger.brokers, now)
+            if measure is not None:
+                out.append(measure)
 
     def _on_memory(self, e: MemoryMeasured, now: float, out: list[Action]) -> None:
-        """Replace, through the rolling path, a worker whose memory passed its broker's
-        limit (once it has served ``memory_grace`` seconds)."""
-        for worker_id, rss in e.rss:
-            w = self._workers.get(worker_id)
-            if w is not None and w.state is WorkerState.READY:
-                b = self._brokers[w.broker]
-                _rolling.replace_if_over_memory(b, w, rss, now, self._memory_grace, out)
+        """Replace, through the rolling path, the workers whose memory passed the limit."""
+        ledger = self.ledger
+        for w, line in self._memory.over(e.rss, ledger.workers, ledger.brokers, now):
+            if self._replace(w):
+                out.append(Log(logging.WARNING, line))
+
+    def _replace(self, w: WorkerRecord) -> bool:
+        """Queue a live worker for its rolling replacement; False if it is not live or queued
+        (or being replaced) already."""
+        return w.live and self.ledger.brokers[w.broker].rolling.enqueue(w.id)
 
     def _expire(self, w: WorkerRecord, expiry: Expiry, now: float, out: list[Action]) -> None:
         """``w``'s deadline for ``expiry`` has come (``due`` said which)."""
-        p = self._brokers[w.broker].policy
+        p = self.ledger.brokers[w.broker].policy
         match expiry:
             case Expiry.BOOT_TIMEOUT:
                 w.failure, w.cause = (
@@ -389,7 +376,7 @@ class Supervisor(Ledger):
                 w.state, w.kill_at = WorkerState.HUNG, now + self._dump_grace
             case Expiry.RECYCLE:
                 w.retire_at = None
-                _rolling.enqueue(self._brokers[w.broker], w)
+                self._replace(w)
             case Expiry.KILL:
                 if w.state is WorkerState.STOPPING:
                     w.failure = f"did not leave within graceful_timeout ({p.graceful_timeout:g}s)"
@@ -403,18 +390,18 @@ class Supervisor(Ledger):
     # --- the reconciler ------------------------------------------------------------------
 
     def _reconcile(self, now: float, out: list[Action]) -> None:
-        if self._stopping:
-            if not self._workers and not self._exited:
+        if self.ledger.stopping:
+            if not self.ledger.workers and not self._exited:
                 self._exited = True
                 out.append(Log(logging.INFO, "every worker has left; master exiting"))
                 out.append(Exit(self._exit_code))
             return
-        for b in self._brokers.values():
+        for b in self.ledger.brokers.values():
             if b.draining:
                 continue
             self._advance_rolling(b, now, out)
-            standing_in = b.swap is not None and b.swap.old is not None  # capacity N+1
-            missing = b.desired + standing_in - len(self._live(b.policy.name))
+            standing_in = b.rolling.standing_in  # capacity N+1
+            missing = b.desired + standing_in - len(self.ledger.live(b.policy.name))
             if missing > 0 and now >= b.not_before:
                 for _ in range(missing):
                     self._spawn(b, now, out, replacing=b.owed > 0)
@@ -425,22 +412,18 @@ class Supervisor(Ledger):
                     self._shrink(b, -missing, now, out)
 
     def _advance_rolling(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
-        if b.swap is None and b.queue and now >= b.not_before:
-            old = b.queue.pop(0)
-            b.swap = Swap(old, self._spawn(b, now, out, replacing=True))
-        if b.swap is None and not b.queue and b.reloading:
-            name = b.policy.name
-            out.append(Log(logging.INFO, f"[{name}] reload done: {b.replaced} worker(s) replaced"))
-            _rolling.end_reload(b, now, out)
+        def spawn() -> int:
+            return self._spawn(b, now, out, replacing=True)
+
+        b.rolling.advance(now, spawn if now >= b.not_before else None, out)
 
     def _shrink(self, b: BrokerRecord, surplus: int, now: float, out: list[Action]) -> None:
-        busy = {b.swap.old, b.swap.new} if b.swap else set()
-        live = [w for w in self._live(b.policy.name) if w.id not in busy]
+        busy = b.rolling.busy
+        live = [w for w in self.ledger.live(b.policy.name) if w.id not in busy]
         # Booting workers first (they serve nobody yet), then the youngest.
         live.sort(key=lambda w: (w.state is WorkerState.READY, -w.started, -w.id))
         for w in live[:surplus]:
-            if w.id in b.queue:
-                b.queue.remove(w.id)
+            b.rolling.left(w.id)
             self._stop(w, now, out, Cause.SCALE_DOWN)
 
     def _spawn(
@@ -451,7 +434,7 @@ class Supervisor(Ledger):
         self._next_id += 1
         b.started += 1
         b.restarts += replacing
-        self._workers[w.id] = w
+        self.ledger.workers[w.id] = w
         out.append(Spawn(w.id, w.broker, w.generation))
         return w.id
 
@@ -461,7 +444,7 @@ class Supervisor(Ledger):
         w.asked, w.cause = True, cause
         if w.state is WorkerState.READY:
             w.state = WorkerState.STOPPING
-            w.kill_at = now + self._brokers[w.broker].policy.graceful_timeout
+            w.kill_at = now + self.ledger.brokers[w.broker].policy.graceful_timeout
             out.append(Terminate(w.id, cause == Cause.REPLACED))
         elif w.state is not WorkerState.KILLED:
             self._kill(w, out)

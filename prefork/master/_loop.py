@@ -27,6 +27,7 @@ from prefork.core import _frames as frames
 from prefork.core._events import Action, Event
 from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
+from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
 from prefork.master import _child, _pidfile, _process, _sockets
 from prefork.master._broker import Broker
@@ -88,6 +89,7 @@ class Master:
         # The worker of each broker: a class, or "module:attr" until preloaded.
         self._classes: dict[str, builtins.type[Worker] | str] = {}
         self._supervisor = Supervisor(random=random.random)
+        self._policies: dict[str, BrokerPolicy] = {}
         self._pending: deque[Event] = deque()
         self._desk = _Desk(self._pending.append, self.status, self._send)
         self._channels: Channels | None = None
@@ -124,7 +126,8 @@ class Master:
             _sockets.parse(addr)
         self._classes[type] = _child.check_worker(config.worker, config.worker_options)
         broker = self._brokers[type] = Broker(config, self._desk)
-        self._supervisor.add_broker(policy_of(config, self.config))
+        policy = self._policies[type] = policy_of(config, self.config)
+        self._supervisor.add_broker(policy)
         return broker
 
     def status(self) -> dict[str, BrokerStatus]:
@@ -326,8 +329,8 @@ class Master:
             sockets=self._sockets[broker.type],
             backlog=broker.config.backlog,
             options=broker.config.worker_options,
-            heartbeat=self._supervisor.heartbeat_interval(broker.type),
-            graceful_timeout=self._supervisor.graceful_timeout(broker.type),
+            heartbeat=self._policies[broker.type].heartbeat_interval,
+            graceful_timeout=self._policies[broker.type].graceful_timeout,
             max_frame=self.config.max_frame,
             identity=self._identity,
             name=self.config.name or "",
@@ -382,7 +385,7 @@ class Master:
     def _send(self, broker: str, obj: Any) -> None:
         frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
         if self._channels is not None:
-            ids = [info.id for info in self._supervisor.workers(broker)]
+            ids = [info.id for info in self._supervisor.ledger.reachable(broker)]
             self._channels.send(ids, frame)
 
     # --- set-up and tear-down ----------------------------------------------------------------

@@ -549,7 +549,7 @@ def test_messages_and_reports_reach_callbacks() -> None:
     assert sup.handle(MessageReceived(1, frames.REPORT, [1]), 1.0) == [
         Emit("web", "worker_report", ([1], info))
     ]
-    assert sup.workers("web") == [info, WorkerInfo(2, 102, "web", 1)]
+    assert sup.ledger.reachable("web") == [info, WorkerInfo(2, 102, "web", 1)]
 
 
 def test_a_bad_frame_gets_the_worker_killed_and_replaced() -> None:
@@ -607,15 +607,15 @@ def test_backoff_deadline_is_dropped_by_a_drain() -> None:
 def test_all_ready_counts_ready_workers_and_ignores_draining_brokers() -> None:
     sup = make(policy("web", workers=2), policy("jobs", workers=1))
     sup.handle(Started(), 0.0)
-    assert not sup.all_ready()
+    assert not sup.ledger.all_ready()
     ready(sup, 1, 1.0)
     ready(sup, 2, 1.0)
-    assert not sup.all_ready()  # jobs is still booting
+    assert not sup.ledger.all_ready()  # jobs is still booting
     sup.handle(DrainRequested("jobs"), 1.5)
-    assert sup.all_ready()
-    assert not sup.reloading()
+    assert sup.ledger.all_ready()
+    assert not sup.ledger.reloading()
     sup.handle(ReloadRequested("web"), 2.0)
-    assert sup.reloading()
+    assert sup.ledger.reloading()
 
 
 def test_backoff_count_resets_after_a_stable_stretch_without_failures() -> None:
@@ -655,8 +655,8 @@ def test_systemd_hears_ready_reloading_ready_stopping() -> None:
 
 def test_heartbeat_interval_is_a_third_of_timeout_or_none() -> None:
     sup = make(policy("web", timeout=30.0), policy("jobs", timeout=0))
-    assert sup.heartbeat_interval("web") == 10.0
-    assert sup.heartbeat_interval("jobs") == 0.0
+    assert sup.ledger.brokers["web"].policy.heartbeat_interval == 10.0
+    assert sup.ledger.brokers["jobs"].policy.heartbeat_interval == 0.0
 
 
 # --- worker states and their one deadline function ------------------------------------------
