@@ -64,9 +64,13 @@ class Ledger:
         return due(w, self.brokers[w.broker].policy)
 
     def wants_spawn(self, b: BrokerRecord) -> bool:
+        """Whether ``b`` would start a worker now but for its backoff: one is missing, or a
+        rolling replacement may start its next swap (not while one runs: that one waits for
+        its worker, and a backoff long over must not stand as a deadline in the past)."""
         if b.draining or self.stopping:
             return False
-        return bool(b.rolling.queue) or b.desired > len(self.live(b.policy.name))
+        next_swap = bool(b.rolling.queue) and b.rolling.waiting_for is None
+        return next_swap or b.desired > len(self.live(b.policy.name))
 
     def ready_count(self, broker: str) -> int:
         return sum(w.state is WorkerState.READY for w in self.live(broker))

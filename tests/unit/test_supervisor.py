@@ -304,6 +304,19 @@ def test_reload_rollback_after_some_were_replaced_keeps_everything_running() -> 
     assert sup.status(0.0)["web"]["live"] == 3  # 2, 3 (old) and 4 (new)
 
 
+def test_the_reload_after_a_rolled_back_one_waits_for_real_deadlines_only() -> None:
+    # The rollback's failure left not_before at 10.5; while the next reload's swap waits for
+    # its worker, that past time must not be a deadline (the master would spin on it).
+    sup = make(policy("web", workers=2, boot_timeout=5.0))
+    boot(sup)
+    sup.handle(ReloadRequested(), 10.0)
+    sup.handle(WorkerExited(3, 1, None), 10.5)  # a syntax error: rolled back
+    sup.handle(ReloadRequested(), 20.0)  # fixed: spawns 4 to replace 1
+    assert sup.next_deadline() == 25.0  # 4's boot_timeout
+    ready(sup, 4, 21.0)  # 1 stops, 5 replaces 2
+    assert sup.next_deadline() == 21.0 + 5.0
+
+
 def test_old_worker_crash_during_reload_is_replaced_and_the_reload_goes_on() -> None:
     sup = make()
     boot(sup)
