@@ -34,7 +34,7 @@ from prefork.http import HTTPConfig, HTTPWorker
 from prefork.http._app import import_app, import_module
 from prefork.load import LoadConfig
 from prefork.load._run import run as run_load
-from prefork.master import _process, _sockets
+from prefork.master import _process, _sockets, _watch
 from prefork.master import _setup as setup
 from prefork.master._app_check import check_app
 from prefork.master._loop import Master
@@ -43,10 +43,10 @@ from prefork.ops import _ctl
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_BIND = "127.0.0.1:8000"
 #: What ``prefork serve`` takes, in the order ``--help`` lists it (``ServeOptions`` below).
-SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig)
+SERVE_CONFIGS: tuple[type, ...] = (BrokerConfig, MasterConfig, HTTPConfig, _watch.ReloadConfig)
 #: Where ``prefork serve`` differs from the API's defaults (applied in ``_serve_master``).
 SERVE_DEFAULTS = {
-    "workers": "$WEB_CONCURRENCY, else the usable CPUs",
+    "workers": "$WEB_CONCURRENCY, else the usable CPUs; 1 with --reload",
     "listen": f"{DEFAULT_BIND}, or systemd's LISTEN_FDS",
     "control": "auto",
 }
@@ -325,7 +325,10 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
     if cli.access_logfile is not None:
         http["access_log"] = True
     app = HTTPConfig.from_options(http)  # a bad value is refused before the app is looked for
+    reload = _watch.ReloadConfig.from_options(given(_watch.ReloadConfig, values))
     broker = given(BrokerConfig, values)
+    if reload.reload:  # a development server: one worker unless told (not $WEB_CONCURRENCY)
+        broker.setdefault("workers", 1)
     broker.setdefault("workers", setup.default_workers(os.environ))
     if broker["workers"] < 1:
         raise ConfigError(f"--workers must be 1 or more, got {broker['workers']}")
@@ -340,7 +343,11 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
     master_options = given(MasterConfig, values)
     master_options.setdefault("control", "auto")  # prefork ctl finds it (the API's: off)
     master = Master(**master_options)
-    config = master.broker("http", HTTPWorker, **broker, **http).config
+    http_broker = master.broker("http", HTTPWorker, **broker, **http)
+    config = http_broker.config
+    watch = _watch.plan(reload, app_dir) if reload.reload else None
+    if watch is not None:
+        _watch.watch(master, http_broker, watch)
     if not cli.print_config:  # the options are printed even when the app is broken
         preload = config.preload and isinstance(app.app, str)
         check_app(
@@ -351,4 +358,6 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
             preload=functools.partial(import_module, app) if preload else None,
             traceback_to=None if cli.check_config else sys.stderr,
         )
+    if watch is not None and not (cli.print_config or cli.check_config):
+        _watch.announce(watch)  # the first line of the log
     return master, {**values, **master_options, **broker, **http}

@@ -5,8 +5,8 @@ The supervisor (``_supervisor``: events in, actions out, ``next_deadline()``), w
 policies, records, worker states and their deadlines; ``_rolling``: a rolling replacement),
 events and actions (``_events``), crash-loop backoff (``_backoff``), how an exit is told
 (``_exits``), status snapshots (``_status``), the master <-> worker frames (``_frames``), how an
-option is declared and checked (``_options``), and the payloads the API hands out
-(``_payloads``).
+option is declared and checked (``_options``), which changes ``--reload`` counts and when
+(``_reload``), and the payloads the API hands out (``_payloads``).
 
 It may import nothing from prefork outside ``core``, and nothing that touches the OS (no os,
 socket, signal, time, selectors, asyncio...): time comes in as ``now``, effects go out as

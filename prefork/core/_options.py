@@ -26,22 +26,22 @@ class ConfigError(ValueError):
 
 Check = Callable[[str, Any], Any]  # (name, value) -> the value to keep; raises ConfigError
 
-_RELOAD = (
-    "prefork serve has no --reload yet; `kill -HUP <master>` or `prefork ctl reload` loads new code"
+_RELOAD_EXTRA = (
+    "--reload watches directories: name them with --reload-dir DIR, and the files with "
+    "--reload-include PATTERN"
 )
 _WORKER_CLASS = (
     "prefork picks the worker from the app (an ASGI app runs on its HTTP worker); no worker "
     "class is needed"
 )
 #: uvicorn's and gunicorn's flags that ``prefork serve`` does not take, and what to do instead:
-#: named here because the closest spelling would mislead (``--reload`` is not ``--preload``).
+#: named here because the closest spelling would mislead (``--reload-engine`` is not
+#: ``--reload-exclude``).
 #: A gunicorn config file's setting of the same name gets the same answer.
 FOREIGN_FLAGS: dict[str, str] = {
-    **dict.fromkeys(
-        ("--reload", "--reload-dir", "--reload-include", "--reload-exclude", "--reload-delay",
-         "--reload-engine", "--reload-extra-file", "--reload-extra-files"),
-        _RELOAD,
-    ),
+    "--reload-engine": "--reload watches with watchfiles (inotify, or polling where it must); "
+    "there is no engine to choose",
+    **dict.fromkeys(("--reload-extra-file", "--reload-extra-files"), _RELOAD_EXTRA),
     "--pythonpath": "name the directory APP is imported from with --app-dir DIR",
     "-k": _WORKER_CLASS,
     "--worker-class": _WORKER_CLASS,

@@ -3,7 +3,8 @@
 Forking, reaping and the worker's side after fork (``_process``, ``_child``), signals
 (``_signals``), the worker channels (``_channels``), listening sockets (``_sockets``), the pid
 file, sd_notify, logging, what ``prefork serve`` does before the master starts (``_setup``,
-``_pyconfig``, ``_app_check``), and ``Broker``, a worker type as the user's code sees it.
+``_pyconfig``, ``_app_check``), the watcher of ``--reload`` (``_watch``), and ``Broker``, a
+worker type as the user's code sees it.
 Every decision is the core's: this package turns the world into events and performs the
 actions it gets back.
 

@@ -11,15 +11,16 @@ from prefork import cli
 from prefork.core._options import FOREIGN_FLAGS
 from prefork.master import _setup as setup
 
-RELOAD = "prefork serve has no --reload yet; `kill -HUP <master>` or `prefork ctl reload` loads"
+EXTRA = "--reload watches directories: name them with --reload-dir DIR, and the files with "
 WORKER = "prefork picks the worker from the app (an ASGI app runs on its HTTP worker); no worker"
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--reload"], f"unknown flag --reload: {RELOAD}"),
-        (["--reload-dir", "src"], f"unknown flag --reload-dir: {RELOAD}"),
+        (["--reload-engine", "poll"], "unknown flag --reload-engine: --reload watches with "
+         "watchfiles (inotify, or polling where it must); there is no engine to choose"),
+        (["--reload-extra-file", "a.txt"], f"unknown flag --reload-extra-file: {EXTRA}"),
         (["--pythonpath", "x"], "unknown flag --pythonpath: name the directory APP is imported "
          "from with --app-dir DIR; see 'prefork serve --help'"),
         (["-k", "uvicorn.workers.UvicornWorker"], f"unknown flag -k: {WORKER}"),
@@ -37,7 +38,7 @@ def test_another_servers_flag_says_what_to_do_instead(
     assert leaving.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"prefork: error: {message}") and err.count("\n") == 1
-    assert "--preload" not in err and "--root-path" not in err
+    assert "--preload" not in err and "--root-path" not in err and "--reload-exclude" not in err
 
 
 def test_no_foreign_flag_is_one_of_ours() -> None:
@@ -47,8 +48,8 @@ def test_no_foreign_flag_is_one_of_ours() -> None:
 
 def test_only_serve_answers_for_uvicorn_and_gunicorn(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        cli.build_parser().parse_args(["load", "--reload", "http://x/"])
-    assert "has no --reload" not in capsys.readouterr().err
+        cli.build_parser().parse_args(["load", "--reload-engine", "http://x/"])
+    assert "no engine" not in capsys.readouterr().err
 
 
 def test_uvicorns_timeout_graceful_shutdown_is_graceful_timeout() -> None:

@@ -136,7 +136,10 @@ def test_the_config_of_the_first_hour_is_refused_at_its_computed_line(
             " line 2: prefork has no setting 'worker_class'; prefork picks the worker from the "
             "app (an ASGI app runs on its HTTP worker); no worker class is needed",
         ),
-        ("reload = True\n", " line 1: prefork has no setting 'reload'; prefork serve has no"),
+        (
+            "reload_extra_files = ['a.txt']\n",
+            " line 1: prefork has no setting 'reload_extra_files'; --reload watches directories",
+        ),
         ("pythonpath = 'src'\n", " line 1: prefork has no setting 'pythonpath'; name the "),
         ("statsd_host = 'x'\n", " line 1: prefork has no setting 'statsd_host'; remove the line"),
         (
