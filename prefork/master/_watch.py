@@ -173,7 +173,15 @@ def watch(master: Master, target: Broker, watch: Watch) -> Broker:
         )
     broker = master.broker(BROKER, Watcher, workers=1, watch=watch)
     broker.on("worker_message", functools.partial(changed, target))
+    broker.on("worker_ready", functools.partial(one_watcher, broker))
     return broker
+
+
+def one_watcher(broker: Broker, info: WorkerInfo) -> None:
+    """SIGTTIN adds a worker to every broker: the watcher's goes again (two would report
+    each change twice)."""
+    if broker.workers > 1:
+        broker.scale(1)
 
 
 def changed(target: Broker, msg: Any, info: WorkerInfo) -> None:

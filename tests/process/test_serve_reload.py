@@ -1,7 +1,7 @@
 """`prefork serve --reload` end to end: a real master watching a temp directory. A save brings
 the new code (the rolling reload), a syntax error is printed once while the old code keeps
-answering, the next save after the fix reloads again, a SIGHUP replaces the watcher too, and a
-stop leaves no watcher behind.
+answering, the next save after the fix reloads again; SIGTTIN leaves one watcher, SIGHUP
+replaces it too, and a stop leaves no watcher behind.
 
 Each master runs in its own session and is stopped (SIGINT, then SIGKILL of its process group)
 by the ``start`` fixture; its socket is bound here on 127.0.0.1 and handed over as fd://N.
@@ -113,7 +113,7 @@ def test_a_save_reloads_and_a_syntax_error_keeps_the_old_code_answering(
     assert "the master was not running" not in master.stderr()  # no spin on a past backoff
 
 
-def test_sighup_replaces_the_watcher_and_a_stop_leaves_none_behind(
+def test_one_watcher_whatever_sigttin_replaced_by_sighup_and_none_left_after_a_stop(
     start: Start, sock: socket.socket, tmp_path: Path
 ) -> None:
     port = sock.getsockname()[1]
@@ -121,8 +121,13 @@ def test_sighup_replaces_the_watcher_and_a_stop_leaves_none_behind(
     master = serve_reloading(start, sock, tmp_path)  # one HTTP worker by default
     old = wait_watching(master)
     wait_until(lambda: len(master.workers()) == 2)  # the HTTP worker and the watcher
+    master.signal(signal.SIGTTIN)  # one worker more for every broker: not for the watcher
+    wait_until(lambda: "[reload] scaled to 1 worker(s)" in master.stderr())
+    assert len(watchers(master)) == 2  # one more was ready...
+    wait_until(lambda: {*watchers(master)} & master.workers() == {old}, what="...and left")
+    wait_until(lambda: len(master.workers()) == 3)  # 2 HTTP workers and the watcher
     master.signal(signal.SIGHUP)
-    new = wait_watching(master, 2)
+    new = wait_watching(master, 3)
     wait_until(lambda: not alive(old), what="the old watcher gone")
     write_app(tmp_path, "v2")
     wait_answer(port, "v2")  # the new watcher watches

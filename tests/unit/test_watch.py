@@ -174,6 +174,24 @@ def test_a_change_reported_reloads_the_target_and_says_what_changed(
     ]
 
 
+class Watchers:
+    """The watcher's broker, as its worker_ready callback sees it."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.scaled: list[int] = []
+
+    def scale(self, n: int) -> None:
+        self.scaled.append(n)
+
+
+def test_a_watcher_more_goes_again() -> None:
+    for workers, scaled in ((1, []), (2, [1])):
+        broker = Watchers(workers)
+        _watch.one_watcher(broker, INFO)  # type: ignore[arg-type]
+        assert broker.scaled == scaled
+
+
 def test_the_watcher_takes_only_a_watch() -> None:
     with pytest.raises(ConfigError, match="a Watcher needs watch=Watch"):
         Watcher.check_options({"watch": "."})
