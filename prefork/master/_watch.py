@@ -155,8 +155,10 @@ def _inside(path: str, other: str) -> bool:
 
 def announce(watch: Watch) -> None:
     """Log that --reload is on (``prefork serve`` does, before the master starts: the first
-    line of the log), what it watches, and that it is not for production."""
-    log.warning(
+    line of the log), what it watches, and that it is not for production: as a warning, or
+    at the least severe level the log shows (``--log-level error`` shows it too)."""
+    log.log(
+        max(logging.WARNING, log.getEffectiveLevel()),
         "--reload: watching %s for %s; a development server, not for production",
         ", ".join(watch.dirs),
         ", ".join(watch.filter.includes),

@@ -23,6 +23,7 @@ from prefork.core._options import (
     whole,
 )
 from prefork.http import HTTPConfig
+from prefork.master._watch import ReloadConfig
 
 
 @pytest.mark.parametrize(
@@ -83,16 +84,17 @@ def test_build_names_the_unknown_option_and_lists_the_known() -> None:
 
 def test_every_option_is_declared_with_help_and_every_flag_is_unique() -> None:
     flags: list[str] = []
-    for config in (MasterConfig, BrokerConfig, HTTPConfig):
+    for config in (MasterConfig, BrokerConfig, HTTPConfig, ReloadConfig):
         for f, meta in declared(config):
             assert meta.help, f.name
             flags += meta.flags
     assert len(flags) == len(set(flags))
-    assert {c.__name__ for c in SERVE_CONFIGS} == {"MasterConfig", "BrokerConfig", "HTTPConfig"}
+    names = {c.__name__ for c in SERVE_CONFIGS}
+    assert names == {"MasterConfig", "BrokerConfig", "HTTPConfig", "ReloadConfig"}
 
 
 def test_configs_are_built_by_keyword_only() -> None:
-    for config in (MasterConfig, BrokerConfig, HTTPConfig):
+    for config in (MasterConfig, BrokerConfig, HTTPConfig, ReloadConfig):
         assert all(f.kw_only for f in dataclasses.fields(config)), config.__name__
     with pytest.raises(TypeError):
         MasterConfig(30.0)  # type: ignore[misc]

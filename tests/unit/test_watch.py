@@ -114,6 +114,9 @@ def test_the_first_log_line_says_reload_is_on(
         "a development server, not for production"
     )
     assert set(ran[0].status()) == {"http", "reload"}  # the watcher is a broker of its own
+    argv = ["--reload", "--reload-dir", str(tmp_path), "--bind", "unix:x", "--log-level", "error"]
+    code, _, err = serve(capsys, *argv)
+    assert code == 0 and "[ERROR] prefork.master: --reload: watching" in err.splitlines()[0]
     code, _, err = serve(capsys, "--reload", "--reload-dir", str(tmp_path), "--check-config")
     assert code == 0 and "--reload:" not in err  # said only when it serves
 
