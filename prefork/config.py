@@ -62,7 +62,8 @@ def _umask(name: str, value: Any) -> Any:
     return value
 
 
-def _metrics_bind(name: str, value: Any) -> Any:
+def _side_bind(name: str, value: Any) -> Any:
+    """The address of one of the master's own servers (metrics, health): host:port or unix."""
     if value is None:
         return value
     if not isinstance(value, str) or not value:
@@ -89,11 +90,22 @@ class MasterConfig:
         None, "write the master's pid to FILE", path_or_none, "-p", "--pid", metavar="FILE"
     )
     sigterm: str = option(
-        "drain",
-        "what SIGTERM does: drain (the master stays, SIGUSR2 resumes) or stop (as SIGINT)",
-        one_of("drain", "stop"),
+        "auto",
+        "what SIGTERM does: drain (the master stays, SIGUSR2 resumes), stop (drain, then exit "
+        "0), or auto: stop when the master is PID 1 (a container) or runs under systemd, "
+        "drain on a host",
+        one_of("drain", "stop", "auto"),
         "--sigterm",
-        choices=("drain", "stop"),
+        choices=("drain", "stop", "auto"),
+    )
+    shutdown_delay: float = option(
+        0.0,
+        "on a stop by SIGTERM, keep serving this long with /readyz saying 503 before draining, "
+        "so that load balancers stop sending first",
+        seconds(),
+        "--shutdown-delay",
+        metavar="SECONDS",
+        parse=float,
     )
     umask: int | None = option(
         None,
@@ -142,9 +154,18 @@ class MasterConfig:
     )
     metrics_bind: str | None = option(
         None,
-        "serve Prometheus metrics on this host:port or unix:PATH (GET /metrics)",
-        _metrics_bind,
+        "serve Prometheus metrics on this host:port or unix:PATH (GET /metrics; /livez and "
+        "/readyz too)",
+        _side_bind,
         "--metrics-bind",
+        metavar="ADDR",
+    )
+    health_bind: str | None = option(
+        None,
+        "serve the health probes on this host:port or unix:PATH: GET /livez (the master "
+        "answers) and /readyz (503 unless every listening broker has a ready worker)",
+        _side_bind,
+        "--health-bind",
         metavar="ADDR",
     )
 

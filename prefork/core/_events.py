@@ -80,7 +80,10 @@ class ScaleRequested:
 
 @dataclass(frozen=True, slots=True)
 class StopRequested:
-    """SIGINT/SIGQUIT: drain every broker, then exit; a second one kills at once."""
+    """SIGINT/SIGQUIT: drain every broker, then exit; a second one kills at once. ``delayed``:
+    a SIGTERM that stops (``--sigterm stop``/``auto``): the shutdown delay comes first."""
+
+    delayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

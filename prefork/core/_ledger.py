@@ -17,14 +17,18 @@ class Ledger:
         self.brokers: dict[str, BrokerRecord] = {}
         self.workers: dict[int, WorkerRecord] = {}
         self.stopping = False
+        self.shutdown_at: float | None = None  # a SIGTERM's stop, after the shutdown delay
 
     def add_broker(self, policy: BrokerPolicy) -> None:
         """Take on one more broker (before ``Started``: its workers spawn then)."""
         self.brokers[policy.name] = BrokerRecord(policy, policy.workers)
 
     def next_deadline(self) -> float | None:
-        """The earliest deadline of a worker, or of a broker held back by its backoff."""
+        """The earliest deadline of a worker, of a broker held back by its backoff, or of the
+        shutdown delay."""
         times = [d[0] for w in self.workers.values() if (d := self.due(w)) is not None]
+        if self.shutdown_at is not None:
+            times.append(self.shutdown_at)
         for b in self.brokers.values():
             if b.not_before and self.wants_spawn(b):
                 times.append(b.not_before)
@@ -48,6 +52,13 @@ class Ledger:
         return all(
             b.draining or self.ready_count(name) >= b.desired for name, b in self.brokers.items()
         )
+
+    def phase(self) -> str:
+        """``serving``, ``shutting down`` (the shutdown delay: serving, not ready) or
+        ``stopping`` (draining every broker, then the master exits)."""
+        if self.stopping:
+            return "stopping"
+        return "serving" if self.shutdown_at is None else "shutting down"
 
     def reloading(self) -> bool:
         return any(b.rolling.reloading for b in self.brokers.values())

@@ -81,12 +81,14 @@ class Supervisor:
         *,
         random: Callable[[], float],
         dump_grace: float = 1.0,
+        shutdown_delay: float = 0.0,
         memory_interval: float = 1.0,
         memory_grace: float = 5.0,
     ) -> None:
         self.ledger = Ledger()  # the records: the master's questions are answered there
         self._random = random
         self._dump_grace = dump_grace
+        self._shutdown_delay = shutdown_delay
         self._memory = MemoryWatch(memory_interval, memory_grace)  # --max-worker-memory
         self._next_id = 1
         self._started = False
@@ -156,12 +158,14 @@ class Supervisor:
             case ScaleRequested(broker=broker):
                 for b in self.ledger.select(broker):
                     self._scale(b, event, out)
-            case StopRequested():
-                self._on_stop(now, out)
+            case StopRequested(delayed=delayed):
+                self._on_stop_requested(delayed, now, out)
             case TimePassed(overslept=overslept):
                 if overslept > self.MAX_OVERSLEEP:
                     self._fresh_windows(overslept, now, out)
                 self._on_time(now, out)
+                if (at := self.ledger.shutdown_at) is not None and now >= at:
+                    self._on_stop(now, out)
             case MemoryMeasured():
                 self._on_memory(event, now, out)
             case _:
@@ -306,7 +310,19 @@ class Supervisor:
         msg = f"scaled to {b.desired} worker(s){most}{away}"
         out.append(Log(logging.INFO, f"[{b.policy.name}] {msg}"))
 
+    def _on_stop_requested(self, delayed: bool, now: float, out: list[Action]) -> None:
+        """A stop; a SIGTERM's (``delayed``) first serves ``shutdown_delay`` seconds more,
+        while readiness says no: the load balancer stops sending before anything drains."""
+        ledger = self.ledger
+        if not (delayed and self._shutdown_delay) or ledger.stopping:
+            self._on_stop(now, out)
+        elif ledger.shutdown_at is None:
+            ledger.shutdown_at = now + self._shutdown_delay
+            msg = f"stopping in {self._shutdown_delay:g}s (--shutdown-delay): serving meanwhile"
+            out.append(Log(logging.INFO, msg + ", not ready"))
+
     def _on_stop(self, now: float, out: list[Action]) -> None:
+        self.ledger.shutdown_at = None
         if not self.ledger.stopping:
             self.ledger.stopping = True
             out.append(Notify(("STOPPING=1",)))

@@ -34,7 +34,13 @@ from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._logs import default_logging, reopen_log_files
 from prefork.master._notify import Notifier
-from prefork.master._signals import Intent, SignalWakeup, intent_event, reset_in_child
+from prefork.master._signals import (
+    Intent,
+    SignalWakeup,
+    intent_event,
+    reset_in_child,
+    sigterm_intent,
+)
 from prefork.ops._console import Console, Host
 from prefork.ops._side import SideServer
 from prefork.worker import Worker
@@ -80,15 +86,19 @@ class Master:
 
     def __init__(self, **options: Any) -> None:
         self.config = MasterConfig.from_options(options)
-        if self.config.metrics_bind is not None:  # a bad address fails here, not at run()
-            try:
-                _sockets.parse(self.config.metrics_bind)
-            except ConfigError as exc:
-                raise ConfigError(f"metrics_bind: {exc}") from None
+        for name in ("metrics_bind", "health_bind"):  # a bad address fails here, not at run()
+            if (address := getattr(self.config, name)) is not None:
+                try:
+                    _sockets.parse(address)
+                except ConfigError as exc:
+                    raise ConfigError(f"{name}: {exc}") from None
         self._brokers: dict[str, Broker] = {}
         # The worker of each broker: a class, or "module:attr" until preloaded.
         self._classes: dict[str, builtins.type[Worker] | str] = {}
-        self._supervisor = Supervisor(random=random.random)
+        self._supervisor = Supervisor(
+            random=random.random, shutdown_delay=self.config.shutdown_delay
+        )
+        self._sigterm = ""  # what SIGTERM does, and why (said in the first log line)
         self._policies: dict[str, BrokerPolicy] = {}
         self._pending: deque[Event] = deque()
         self._desk = _Desk(self._pending.append, self.status, self._send)
@@ -165,13 +175,20 @@ class Master:
             self._bind_all()
             self._preload()
             _process.adopt_orphans(True)
-            sigterm = Intent.STOP if self.config.sigterm == "stop" else Intent.DRAIN
+            sigterm, self._sigterm = sigterm_intent(self.config.sigterm, os.getpid(), os.environ)
             with SignalWakeup(sigterm=sigterm) as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
                 try:
-                    self._console.open(selector, self._supervisor.status, self._sockets, self._pids)
+                    supervisor = self._supervisor
+                    self._console.open(
+                        selector,
+                        supervisor.status,
+                        self._sockets,
+                        self._pids,
+                        supervisor.ledger.phase,
+                    )
                     log.info("master %d started: %s", os.getpid(), self._describe())
                     self._pending.appendleft(_events.Started())
                     return self._loop(selector, self._channels)
@@ -263,6 +280,7 @@ class Master:
                     | Intent.DRAIN
                     | Intent.RESUME
                     | Intent.STOP
+                    | Intent.TERMINATE
                     | Intent.SCALE_UP
                     | Intent.SCALE_DOWN
                 ):
@@ -428,7 +446,8 @@ class Master:
             where = ", ".join(_sockets.describe(s, scheme) for s in self._sockets[name])
             parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
         console = self._console.describe()
-        return "; ".join(parts) + (f"; {console}" if console else "") + " (Ctrl-C stops)"
+        said = "; ".join(parts) + (f"; {console}" if console else "")
+        return f"{said} (Ctrl-C stops; {self._sigterm})"
 
     def _title(self) -> str:
         """``prefork: master [APP]`` for ps: what the workers serve (a worker type may say,

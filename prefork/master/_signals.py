@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import signal
 import socket
+from collections.abc import Mapping
 from types import FrameType, TracebackType
 from typing import Literal, assert_never
 
@@ -31,6 +32,7 @@ class Intent(enum.Enum):
     DRAIN = "drain"
     RESUME = "resume"
     STOP = "stop"
+    TERMINATE = "terminate"  # SIGTERM as a stop: after the shutdown delay
     SCALE_UP = "scale up"
     SCALE_DOWN = "scale down"
     REOPEN_LOGS = "reopen logs"
@@ -48,6 +50,25 @@ INTENTS: dict[int, Intent] = {
     signal.SIGUSR1: Intent.REOPEN_LOGS,
     signal.SIGCHLD: Intent.CHILD,
 }
+
+
+def sigterm_intent(setting: str, pid: int, environ: Mapping[str, str]) -> tuple[Intent, str]:
+    """What SIGTERM means for ``--sigterm setting``, and why (for the first log line).
+
+    ``auto`` stops where a process manager sends SIGTERM to end the service and SIGKILLs it
+    after a grace period: as PID 1 (a container: ``docker stop``, a pod's rollout) and under
+    systemd (``INVOCATION_ID`` is set for every unit). On a host it drains and the master
+    stays (the design's meaning: SIGUSR2 resumes).
+    """
+    if setting == "stop":
+        return Intent.TERMINATE, "SIGTERM stops (--sigterm stop)"
+    if setting == "drain":
+        return Intent.DRAIN, "SIGTERM drains (--sigterm drain)"
+    if pid == 1:
+        return Intent.TERMINATE, "SIGTERM stops (the master is PID 1: --sigterm auto)"
+    if environ.get("INVOCATION_ID"):
+        return Intent.TERMINATE, "SIGTERM stops (under systemd: --sigterm auto)"
+    return Intent.DRAIN, "SIGTERM drains, the master stays (on a host: --sigterm auto)"
 
 
 def _let_through(signum: int, frame: FrameType | None) -> None:
@@ -123,7 +144,13 @@ def reset_in_child() -> None:
 
 #: The intents the supervisor decides on; the loop handles CHILD and REOPEN_LOGS itself.
 Command = Literal[
-    Intent.RELOAD, Intent.DRAIN, Intent.RESUME, Intent.STOP, Intent.SCALE_UP, Intent.SCALE_DOWN
+    Intent.RELOAD,
+    Intent.DRAIN,
+    Intent.RESUME,
+    Intent.STOP,
+    Intent.TERMINATE,
+    Intent.SCALE_UP,
+    Intent.SCALE_DOWN,
 ]
 
 
@@ -138,6 +165,8 @@ def intent_event(intent: Command) -> Event:
             return ResumeRequested()
         case Intent.STOP:
             return StopRequested()
+        case Intent.TERMINATE:
+            return StopRequested(delayed=True)
         case Intent.SCALE_UP:
             return ScaleRequested(delta=1)
         case Intent.SCALE_DOWN:

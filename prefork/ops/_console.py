@@ -29,7 +29,8 @@ from prefork.ops import _control_path
 from prefork.ops import _control_protocol as protocol
 from prefork.ops._accounts import Accounts, Labels, ProcessUsage
 from prefork.ops._control import ControlServer
-from prefork.ops._metrics_http import MetricsEndpoint
+from prefork.ops._health import readiness
+from prefork.ops._metrics_http import HealthEndpoint, MetricsEndpoint
 from prefork.ops._side import Peer, SideServer
 
 log = logging.getLogger("prefork.master")
@@ -65,11 +66,13 @@ class Console:
         self.accounts.read_build(VERSION, platform.python_version())
         self._control: ControlServer | None = None
         self._endpoint: MetricsEndpoint | None = None
+        self._health: HealthEndpoint | None = None
         self._waits: list[tuple[Peer, protocol.ReloadWait]] = []
         self._started = time.monotonic()
         self._status: StatusSource = lambda now: {}
         self._pids: Mapping[int, int] = {}
         self._sockets: Mapping[str, list[socket.socket]] = {}
+        self._phase: Callable[[], str] = lambda: "serving"
         self.control_path = ""
 
     # -- set-up and tear-down ----------------------------------------------------------------
@@ -80,12 +83,17 @@ class Console:
         status: StatusSource,
         sockets: Mapping[str, list[socket.socket]],
         pids: Mapping[int, int] | None = None,
+        phase: Callable[[], str] | None = None,
     ) -> None:
-        """Bind the control socket and the metrics endpoint (``ConfigError`` if one cannot
-        be), on ``selector``. ``status`` is the supervisor's (cheap: a reload wait reads it
-        every loop turn); ``pids`` the live workers' (their memory is read for a snapshot)."""
+        """Bind the control socket, the metrics and the health endpoints (``ConfigError`` if
+        one cannot be), on ``selector``. ``status`` is the supervisor's (cheap: a reload wait
+        reads it every loop turn); ``pids`` the live workers' (their memory is read for a
+        snapshot); ``phase`` the master's (``Ledger.phase``: serving, shutting down,
+        stopping), which ``/readyz`` tells."""
         self._status, self._sockets = status, sockets
         self._pids = {} if pids is None else pids  # the live mapping, filled as workers start
+        if phase is not None:
+            self._phase = phase
         path = self._config.control
         if path == "auto":
             pidfile, uid = self._config.pidfile, os.getuid()
@@ -99,7 +107,11 @@ class Console:
         if self._config.metrics_bind is not None:
             where = self._config.metrics_bind
             listener = _named("the metrics endpoint", lambda at: self._host.bind(at, 64), where)
-            self._endpoint = MetricsEndpoint(listener, selector, self.render_metrics)
+            self._endpoint = MetricsEndpoint(listener, selector, self.render_metrics, self.ready)
+        if self._config.health_bind is not None:
+            where = self._config.health_bind
+            listener = _named("the health endpoint", lambda at: self._host.bind(at, 64), where)
+            self._health = HealthEndpoint(listener, selector, self.ready)
 
     def describe(self) -> str:
         """Where an operator reaches this master, for its first log line."""
@@ -108,6 +120,8 @@ class Console:
             parts.append(f"control {self.control_path}")
         if self._endpoint is not None:
             parts.append(f"metrics {self._metrics_url()}")
+        if self._health is not None:
+            parts.append(f"health {self._host.describe(self._health.listener, 'http')}/readyz")
         return "; ".join(parts)
 
     def fds(self) -> list[int]:
@@ -117,10 +131,15 @@ class Console:
     def close(self) -> None:
         for server in self._servers():
             server.close()
-        self._control = self._endpoint = None
+        self._control = self._endpoint = self._health = None
 
     def _servers(self) -> list[SideServer]:
-        return [s for s in (self._control, self._endpoint) if s is not None]
+        return [s for s in (self._control, self._endpoint, self._health) if s is not None]
+
+    def ready(self) -> dict[str, str]:
+        """Why each listening broker cannot take traffic now (``/readyz``); empty: ready."""
+        listening = [name for name, socks in self._sockets.items() if socks]
+        return readiness(self._phase(), self._status(time.monotonic()), listening)
 
     # -- the loop's side ---------------------------------------------------------------------
 

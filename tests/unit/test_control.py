@@ -423,7 +423,7 @@ def render() -> list[str]:
 
 def whole(head: bytes, render: Any = render) -> bytes:
     """The whole response ``answer`` makes for ``head``: its first bytes and the rest."""
-    first, rest = answer(head, render)
+    first, rest = answer(head, render, dict)
     return first + b"".join(rest or ())
 
 
@@ -462,14 +462,14 @@ def test_metrics_body_and_head_request() -> None:
     assert whole(b"HEAD /metrics HTTP/1.1") == head + (
         b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
     )
-    assert whole(b"HEAD / HTTP/1.1").endswith(b"content-length: 30\r\nconnection: close\r\n\r\n")
+    assert whole(b"HEAD / HTTP/1.1").endswith(b"content-length: 47\r\nconnection: close\r\n\r\n")
 
 
 def endpoint(selector: selectors.BaseSelector) -> tuple[MetricsEndpoint, tuple[str, int]]:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
-    return MetricsEndpoint(listener, selector, render), listener.getsockname()
+    return MetricsEndpoint(listener, selector, render, dict), listener.getsockname()
 
 
 def fetch(selector: selectors.BaseSelector, address: tuple[str, int], *parts: bytes) -> bytes:

@@ -25,7 +25,7 @@ from prefork.core._events import (
 )
 from prefork.master._logs import default_logging as _default_logging
 from prefork.master._loop import MAX_SLEEP, sleep_for
-from prefork.master._signals import INTENTS, Intent, intent_event
+from prefork.master._signals import INTENTS, Intent, intent_event, sigterm_intent
 from prefork.master._sockets import TurnedAway
 
 
@@ -108,8 +108,31 @@ def test_each_signal_has_its_intent_and_each_command_its_event() -> None:
     assert intent_event(Intent.DRAIN) == DrainRequested()
     assert intent_event(Intent.RESUME) == ResumeRequested()
     assert intent_event(Intent.STOP) == StopRequested()
+    assert intent_event(Intent.TERMINATE) == StopRequested(delayed=True)
     assert intent_event(Intent.SCALE_UP) == ScaleRequested(delta=1)
     assert intent_event(Intent.SCALE_DOWN) == ScaleRequested(delta=-1)
+
+
+def test_sigterm_stops_as_pid_1_and_under_systemd_and_drains_on_a_host() -> None:
+    """``--sigterm auto`` (the default): where SIGTERM ends the service, it stops."""
+    systemd = {"INVOCATION_ID": "0123abcd"}
+    assert sigterm_intent("auto", 1, {}) == (
+        Intent.TERMINATE,
+        "SIGTERM stops (the master is PID 1: --sigterm auto)",
+    )
+    assert sigterm_intent("auto", 4242, systemd) == (
+        Intent.TERMINATE,
+        "SIGTERM stops (under systemd: --sigterm auto)",
+    )
+    assert sigterm_intent("auto", 4242, {"INVOCATION_ID": ""}) == (
+        Intent.DRAIN,
+        "SIGTERM drains, the master stays (on a host: --sigterm auto)",
+    )
+    assert sigterm_intent("stop", 4242, {}) == (Intent.TERMINATE, "SIGTERM stops (--sigterm stop)")
+    assert sigterm_intent("drain", 1, systemd) == (
+        Intent.DRAIN,
+        "SIGTERM drains (--sigterm drain)",
+    )
 
 
 def test_status_is_the_supervisors_for_every_broker() -> None:

@@ -61,7 +61,7 @@ def endpoint(
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(64)
-    made = MetricsEndpoint(listener, selector, render or Exposition(1, 10))
+    made = MetricsEndpoint(listener, selector, render or Exposition(1, 10), dict)
     return made, listener.getsockname()
 
 

@@ -915,3 +915,41 @@ def test_a_first_early_failure_reads_as_a_replacement_not_a_retry_loop() -> None
     out = sup.handle(WorkerExited(1, 1, None), 1.0)
     assert "a worker failed early: starting its replacement now" in logs(out)
     assert "next start in" not in logs(out)
+
+
+# --- the shutdown delay ---------------------------------------------------------------------
+
+
+def test_a_sigterm_stop_serves_through_the_shutdown_delay_then_drains() -> None:
+    """Kubernetes takes a pod out of its endpoints as it sends SIGTERM: traffic still comes
+    for a few seconds, so the workers go on serving (not ready) before anything drains."""
+    sup = Supervisor([policy("web", workers=1)], random=lambda: 1.0, shutdown_delay=5.0)
+    boot(sup)
+    assert sup.ledger.phase() == "serving"
+    out = sup.handle(StopRequested(delayed=True), 10.0)
+    assert out == [
+        Log(logging.INFO, "stopping in 5s (--shutdown-delay): serving meanwhile, not ready")
+    ]
+    assert sup.ledger.phase() == "shutting down" and sup.next_deadline() == 15.0
+    assert sup.handle(StopRequested(delayed=True), 11.0) == []  # a second SIGTERM: the same
+    assert effects(sup.handle(TimePassed(), 14.9)) == []
+    assert effects(sup.handle(TimePassed(), 15.0)) == [TurnAway("web", on=True), Terminate(1)]
+    assert sup.ledger.phase() == "stopping"
+    assert effects(sup.handle(WorkerExited(1, 0, None), 15.5)) == [
+        Emit("web", "worker_exit", (WorkerExit(1, 101, "web", 1, 0, None, 15.5, "stop"),)),
+        Exit(0),
+    ]
+
+
+def test_sigint_in_the_shutdown_delay_stops_at_once_and_no_delay_means_none() -> None:
+    sup = Supervisor([policy("web", workers=1)], random=lambda: 1.0, shutdown_delay=5.0)
+    boot(sup)
+    sup.handle(StopRequested(delayed=True), 10.0)
+    assert effects(sup.handle(StopRequested(), 11.0)) == [TurnAway("web", on=True), Terminate(1)]
+    assert sup.ledger.shutdown_at is None and sup.next_deadline() == 11.0 + 30.0
+    plain = make(policy("web", workers=1))  # shutdown_delay 0: a SIGTERM stop drains now
+    boot(plain)
+    assert effects(plain.handle(StopRequested(delayed=True), 1.0)) == [
+        TurnAway("web", on=True),
+        Terminate(1),
+    ]

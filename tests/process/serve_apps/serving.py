@@ -6,13 +6,15 @@
 - ``SERVE_APP_EVENTS``: a file; a ``/slow`` request appends ``start <pid>`` when it begins.
 
 Routes: ``/`` answers the worker's pid; ``/slow?t=SECONDS`` sleeps, then answers
-``slow <pid>``.
+``slow <pid>``; ``/orphan?until=PATH`` leaves an orphan behind (a grandchild whose parent
+left at once: the master's to reap) that exits once PATH exists (10 s at most).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -58,6 +60,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         query = parse_qs(scope["query_string"].decode())
         await asyncio.sleep(float(query.get("t", ["1"])[0]))
         body = b"slow " + body
+    if scope["path"] == "/orphan":
+        _orphan(parse_qs(scope["query_string"].decode())["until"][0])
     await send(
         {
             "type": "http.response.start",
@@ -66,6 +70,20 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def _orphan(until: str) -> None:
+    """Fork a child that forks a grandchild and leaves at once: the grandchild, reparented to
+    the master (a subreaper, or PID 1), exits once ``until`` exists; the master must reap it."""
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            deadline = time.monotonic() + 10
+            while not os.path.exists(until) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(child, 0)  # the worker reaps its own child; the grandchild is the master's
 
 
 def create_app() -> Any:
