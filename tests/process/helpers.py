@@ -254,7 +254,9 @@ class MasterProcess:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
-    def wait_exit(self, timeout: float = 10.0) -> int:
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """The exit code, once the master has exited (a deadline: a busy machine may start a
+        Python, import the app and stop workers slowly)."""
         return self.popen.wait(timeout)
 
     def stop(self) -> None:
