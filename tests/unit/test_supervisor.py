@@ -961,9 +961,12 @@ def test_a_master_that_overslept_gives_its_ready_workers_a_fresh_window() -> Non
     boot(sup)
     sup.handle(ScaleRequested("web", workers=2), 1.0)  # worker 2 spawns and boots
     out = sup.handle(TimePassed(overslept=5.0), 40.0)
-    assert Log(
-        logging.WARNING,
-        "the master was not running for 5.0s; every worker gets a fresh heartbeat window",
-    ) in out
+    assert (
+        Log(
+            logging.WARNING,
+            "the master was not running for 5.0s; every worker gets a fresh heartbeat window",
+        )
+        in out
+    )
     ready, booting = sup.ledger.workers[1], sup.ledger.workers[2]
     assert (ready.heartbeat_at, booting.heartbeat_at) == (40.0, 1.0)
