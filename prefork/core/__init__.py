@@ -6,7 +6,8 @@ policies, records, worker states and their deadlines; ``_rolling``: a rolling re
 events and actions (``_events``), crash-loop backoff (``_backoff``), how an exit is told
 (``_exits``), status snapshots (``_status``), the master <-> worker frames (``_frames``), how an
 option is declared and checked (``_options``), which changes ``--reload`` counts and when
-(``_reload``), and the payloads the API hands out (``_payloads``).
+(``_reload``), the supervisor's records as plain data for an in-place upgrade
+(``_handover``), and the payloads the API hands out (``_payloads``).
 
 It may import nothing from prefork outside ``core``, and nothing that touches the OS (no os,
 socket, signal, time, selectors, asyncio...): time comes in as ``now``, effects go out as

@@ -63,6 +63,12 @@ class Decoder:
         self.kinds = kinds  # the kinds this end accepts
         self._buffer = bytearray()
 
+    @property
+    def pending(self) -> bytes:
+        """What was fed and makes no whole frame yet (the next image of the master feeds it
+        to its decoder: ``prefork ctl upgrade``)."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[Message]:
         """Return every message completed by ``data``; raise ``FrameError`` on a bad frame."""
         self._buffer += data

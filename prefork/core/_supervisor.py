@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
-from typing import assert_never
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, assert_never
 
-from prefork.core import _backoff, _exits
+from prefork.core import _backoff, _exits, _handover
 from prefork.core import _frames as frames
 from prefork.core._events import (
     Action,
@@ -114,6 +114,32 @@ class Supervisor:
     def status(self, now: float) -> dict[str, BrokerStatus]:
         """A snapshot per broker (``Ledger.status``)."""
         return self.ledger.status(now)
+
+    def export(self) -> dict[str, Any]:
+        """Everything this supervisor remembers, as plain data (``_handover``), for the next
+        image of the master (``prefork ctl upgrade``), which ``adopt`` takes it."""
+        return {
+            "ledger": _handover.ledger_doc(self.ledger),
+            "next_id": self._next_id,
+            "announced": self._announced,
+        }
+
+    def adopt(self, doc: Mapping[str, Any], now: float) -> list[Action]:
+        """Take over what ``export`` gave, in place of ``Started``: the workers it names run on
+        (every ready one gets a fresh heartbeat window: the master was not reading meanwhile).
+        Returns the actions that set the master up. Raises ``ValueError`` if ``doc`` does not
+        fit this supervisor's brokers (``_handover.adopt_ledger``)."""
+        _handover.adopt_ledger(self.ledger, doc.get("ledger", {}))
+        ids = [
+            _handover.whole(doc.get("next_id", 1)),
+            *(w.id + 1 for w in self.ledger.workers.values()),
+        ]
+        self._next_id = max(ids)
+        self._announced = doc.get("announced") is True
+        for w in self.ledger.workers.values():
+            if w.state is WorkerState.READY:
+                w.heartbeat_at = now
+        return self.handle(Started(), now)
 
     # --- events ----------------------------------------------------------------------------
 

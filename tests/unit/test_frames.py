@@ -49,6 +49,17 @@ def test_random_splits(seed: int) -> None:
     assert got == EXPECTED
 
 
+def test_a_stream_cut_anywhere_goes_on_in_another_decoder() -> None:
+    """An upgrade hands the bytes of a frame half read (``pending``) to the next image's
+    decoder: whatever the cut, the messages come out once each."""
+    data = stream()
+    for i in range(len(data) + 1):
+        first = frames.Decoder()
+        got = first.feed(data[:i])
+        second = frames.Decoder()
+        assert got + second.feed(first.pending) + second.feed(data[i:]) == EXPECTED
+
+
 def test_every_split_point_of_one_frame() -> None:
     data = frames.encode(frames.MESSAGE, {"k": "v"})
     for i in range(len(data) + 1):
