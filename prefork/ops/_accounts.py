@@ -108,6 +108,20 @@ class Accounts:
         self._refusals[info.id] = refused[0]
         return f"[{info.type}] worker {info.id} reported metrics the master refuses: {refused[0]}"
 
+    def export(self) -> dict[str, Any]:
+        """The metric totals and what each worker last reported, as plain data for the next
+        image of the master (``adopt``)."""
+        reported = [[worker, *counts] for worker, counts in self._reported.items()]
+        return {"metrics": self.metrics.export(), "reported": reported}
+
+    def adopt(self, doc: Mapping[str, Any]) -> None:
+        """Take what ``export`` gave (``KeyError``, ``TypeError``, ``ValueError``: not that)."""
+        self.metrics.adopt(doc["metrics"])
+        self._reported = {
+            int(worker): (_count(requests), _count(connections))
+            for worker, requests, connections in doc["reported"]
+        }
+
     def fill_reports(self, status: dict[str, BrokerStatus]) -> dict[str, BrokerStatus]:
         """``status`` with each worker's last reported requests and connections."""
         for broker in status.values():

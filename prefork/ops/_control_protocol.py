@@ -7,6 +7,7 @@ A request names a command and, for most, a broker (none: every broker)::
     {"v": 1, "cmd": "status"}
     {"v": 1, "cmd": "reload", "broker": "http", "wait": true}
     {"v": 1, "cmd": "scale", "broker": "http", "workers": 3}
+    {"v": 1, "cmd": "upgrade", "wait": true}
 
 and gets one answer line: ``{"v": 1, "ok": true, ...}`` or ``{"v": 1, "ok": false, "error":
 "..."}``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefork.core._events import (
@@ -33,7 +34,7 @@ from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import MAX_WORKERS
 
 VERSION = 1
-COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop")
+COMMANDS = ("status", "reload", "drain", "resume", "scale", "stop", "upgrade")
 
 
 class ProtocolError(ValueError):
@@ -44,7 +45,7 @@ class ProtocolError(ValueError):
 class Request:
     cmd: str
     broker: str | None = None  # None: every broker
-    wait: bool = False  # reload: answer once the reload has finished
+    wait: bool = False  # reload, upgrade: answer once the reload has finished
     workers: int = 0  # scale: the new desired count
 
 
@@ -70,6 +71,8 @@ def parse(line: bytes, brokers: Collection[str]) -> Request:
         raise ProtocolError(f"no broker named {broker!r}; brokers: {known}")
     if cmd == "scale":
         return _scale(obj, broker, brokers)
+    if cmd == "upgrade" and broker is not None:
+        raise ProtocolError("upgrade takes no broker: the whole master is upgraded")
     return Request(cmd, broker, wait=obj.get("wait") is True)
 
 
@@ -87,7 +90,8 @@ def _scale(obj: Mapping[str, Any], broker: str | None, brokers: Collection[str])
 
 
 def event_for(request: Request) -> Event | None:
-    """The supervisor event a command posts (None for ``status``, which only reads)."""
+    """The supervisor event a command posts (None for ``status``, which only reads, and
+    ``upgrade``, which the master performs itself)."""
     match request.cmd:
         case "reload":
             return ReloadRequested(request.broker)
@@ -118,14 +122,16 @@ def _line(obj: Mapping[str, Any]) -> bytes:
 
 @dataclass(slots=True)
 class ReloadWait:
-    """A ``reload --wait`` being waited for: the generation of each broker when it was asked."""
+    """A ``reload --wait`` being waited for: the generation of each broker when it was asked.
+    ``extra``: more fields of the answer (``upgrade --wait``: what the upgrade did)."""
 
     since: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, status: Mapping[str, BrokerStatus], broker: str | None) -> ReloadWait:
+    def of(cls, status: Mapping[str, BrokerStatus], broker: str | None, **extra: Any) -> ReloadWait:
         names = list(status) if broker is None else [broker]
-        return cls({name: status[name]["generation"] for name in names})
+        return cls({name: status[name]["generation"] for name in names}, extra)
 
     def settle(self, status: Mapping[str, BrokerStatus]) -> bytes | None:
         """The answer once every broker's reload has finished (None while one runs). Read
@@ -153,5 +159,5 @@ class ReloadWait:
             if last["result"] == "failed":
                 failed.append(f"the reload of {name} was rolled back: {last['reason']}")
         if failed:
-            return refusal("; ".join(failed), reloads=reloads)
-        return answer(reloads=reloads)
+            return refusal("; ".join(failed), reloads=reloads, **self.extra)
+        return answer(reloads=reloads, **self.extra)

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from prefork.core._frames import load_json
 from prefork.core._roster import MAX_WORKERS
 from prefork.ops import _control_path
-from prefork.ops._ctl_view import confirmation, reload_done, status_table
+from prefork.ops._ctl_view import confirmation, reload_done, status_table, upgraded
 
 PROTOCOL = 1
 #: How long an answer may take (all but ``reload --wait``, which waits as long as the reload).
@@ -59,7 +59,8 @@ def add_parser(commands: Any) -> None:
     """Add ``ctl`` and its actions to the ``prefork`` command's sub-parsers."""
     ctl = commands.add_parser(
         "ctl",
-        help="ask a running master for its status, or reload, drain, resume, scale or stop it",
+        help="ask a running master for its status, or reload, drain, resume, scale, stop or "
+        "upgrade it",
         description="Talk to a running master over its control socket. The socket is "
         "--control PATH; else the one beside --pid FILE (FILE with .pid replaced by .ctl); "
         "else the only live *.ctl socket in $XDG_RUNTIME_DIR/prefork/ (/tmp/prefork-UID/ "
@@ -123,6 +124,22 @@ def add_parser(commands: Any) -> None:
         help="drain every worker, then the master exits",
         description="Stop the master: it drains every worker, then exits.",
     )
+    upgrade = actions.add_parser(
+        "upgrade",
+        help="re-execute the master in place on the installed prefork (same pid, sockets and "
+        "workers), then replace every worker as a reload does",
+        description="Upgrade the master in place: it checks that the installed prefork "
+        "starts with its command line (refused with the error if not: nothing changes), "
+        "re-executes itself keeping its pid, listening sockets, workers, metric totals and "
+        "control socket, then replaces every worker as a reload does. Only for a master "
+        "started by prefork serve.",
+    )
+    upgrade.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the workers to be replaced too: exit 0 when done, 1 with the reason "
+        "when the reload was rolled back",
+    )
     for parser in actions.choices.values():  # the socket flags may come after the action too
         _add_socket_flags(parser, default=argparse.SUPPRESS)
 
@@ -134,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
             raise CtlError("give --control PATH or --pid FILE, not both; see 'prefork ctl --help'")
         request = request_for(args)
         target = locate(args.control, args.pid, os.environ, os.getuid())
-        timeout = None if request.get("wait") else ANSWER_TIMEOUT
+        # An upgrade answers once the new code has been checked: as long as an import takes.
+        timeout = None if request.get("wait") or args.action == "upgrade" else ANSWER_TIMEOUT
         with Connection.open(target, timeout) as connection:
             return _run(connection, request, args, sys.stdout)
     except CtlError as exc:
@@ -154,7 +172,7 @@ def request_for(args: argparse.Namespace) -> dict[str, Any]:
     request: dict[str, Any] = {"v": PROTOCOL, "cmd": args.action}
     if args.action in ("reload", "drain", "resume", "scale"):
         request["broker"] = args.broker
-    if args.action == "reload":
+    if args.action in ("reload", "upgrade"):
         request["wait"] = args.wait
     if args.action == "scale":
         request["workers"] = args.workers
@@ -268,14 +286,16 @@ def _run(
         out.write(json.dumps(status, indent=2) + "\n" if args.json else status_table(status))
         return OK
     answer = connection.ask(request)
-    if args.action == "reload" and args.wait:
+    if isinstance(upgrade := answer.get("upgrade"), Mapping):
+        out.write(upgraded(upgrade) + "\n")
+    if args.action in ("reload", "upgrade") and args.wait:
         reloads = answer.get("reloads")
         for reload in reloads if isinstance(reloads, list) else ():
             if isinstance(reload, Mapping) and reload.get("result") == "done":
                 out.write(reload_done(reload) + "\n")
-        out.flush()  # the done lines before the error line, when both go to a terminal
+    out.flush()  # the lines above before the error line, when both go to a terminal
     _succeeded(answer)
-    if not (args.action == "reload" and args.wait):
+    if not (args.action in ("reload", "upgrade") and args.wait):
         out.write(confirmation(request) + "\n")
     return OK
 

@@ -57,7 +57,8 @@ def status_table(status: Mapping[str, Any]) -> str:
         _GAP.join(
             (
                 f"prefork master {_text(status.get('pid'))}",
-                f"up {span(status.get('uptime'))}",
+                f"version {_text(status.get('version'))}",
+                f"up {span(status.get('uptime'))}{_upgrades(status)}",
                 f"control {_text(status.get('control'))}",
                 f"metrics {'off' if metrics is None else metrics}",
             )
@@ -79,6 +80,28 @@ def status_table(status: Mapping[str, Any]) -> str:
         for cells in [titles, *rows[name]]:
             lines.append(_INDENT + _row(cells, widths))
     return "\n".join(lines) + "\n"
+
+
+def _upgrades(status: Mapping[str, Any]) -> str:
+    """`` (upgraded 2x, this image up 5s)`` after the master's uptime, once it was upgraded."""
+    upgrades, uptime = status.get("upgrades"), status.get("uptime")
+    if not _is_number(upgrades) or upgrades < 1:
+        return ""
+    started, first = status.get("started"), status.get("master_started")
+    image = "-"
+    if _is_number(uptime) and _is_number(started) and _is_number(first):
+        image = span(uptime - (started - first))
+    return f" (upgraded {upgrades}x, this image up {image})"
+
+
+def upgraded(upgrade: Mapping[str, Any]) -> str:
+    """``upgraded in place: master 719 runs prefork 0.2.0 (was 0.1.0), upgrade 1, re-executed
+    in 1.2s``"""
+    return (
+        f"upgraded in place: master {_text(upgrade.get('pid'))} runs prefork "
+        f"{_text(upgrade.get('to'))} (was {_text(upgrade.get('from'))}), upgrade "
+        f"{_text(upgrade.get('upgrades'))}, re-executed in {took(upgrade.get('took'))}"
+    )
 
 
 def reload_done(reload: Mapping[str, Any]) -> str:
@@ -103,6 +126,8 @@ def confirmation(request: Mapping[str, Any]) -> str:
             return f"resuming {named}"
         case "scale":
             return f"scaling {named} to {request['workers']} worker(s)"
+        case "upgrade":
+            return "every worker is being replaced (prefork ctl status shows how it goes)"
         case _:
             return "stopping the master: it drains every worker, then exits"
 

@@ -7,7 +7,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from prefork.ops import _metrics_text as fmt
 from prefork.ops._metrics_text import Key
@@ -116,3 +116,84 @@ def _family_lines(
             lines: list[str] = []
             fmt.histogram_lines(lines, name, h.labels, h.bounds, h.counts, h.sum)
             yield from lines
+
+
+def family_doc(family: Family[Any]) -> dict[str, Any]:
+    """``family`` as plain data (``family_of`` takes it back): what the metric store hands
+    the next image of the master across an in-place upgrade."""
+    series = []
+    for key, s in family.series.items():
+        doc: dict[str, Any] = {"key": [list(pair) for pair in key]}
+        doc.update((name, getattr(s, name)) for name in s.__slots__)
+        if isinstance(s, Gauge):
+            doc["by_worker"] = [[worker, value] for worker, value in s.by_worker.items()]
+        series.append(doc)
+    return {
+        "kind": family.kind,
+        "help": family.help,
+        "by_master": family.by_master,
+        "size": family.size,
+        "series": series,
+    }
+
+
+def family_of(doc: Mapping[str, Any]) -> Family[Any]:
+    """The family ``family_doc`` made; ``KeyError``, ``TypeError`` or ``ValueError`` if
+    ``doc`` is not one."""
+    kind = doc["kind"]
+    family: Family[Any] = Family(kind, str(doc["help"]), by_master=doc["by_master"] is True)
+    family.size = int(doc["size"])
+    for item in doc["series"]:
+        key = tuple((str(name), str(value)) for name, value in item["key"])
+        labels = str(item["labels"])
+        s: Counter | Gauge | Histogram
+        if kind == "counter":
+            s = Counter(labels)
+            s.total = float(item["total"])
+        elif kind == "gauge":
+            s = Gauge(labels)
+            s.by_worker = {int(worker): float(value) for worker, value in item["by_worker"]}
+        elif kind == "histogram":
+            s = Histogram(labels, [float(b) for b in item["bounds"]])
+            s.counts = [int(c) for c in item["counts"]]
+            s.sum = float(item["sum"])
+            if len(s.counts) != len(s.bounds) + 1:
+                raise ValueError(
+                    f"a histogram of {len(s.bounds)} bounds has {len(s.counts)} counts"
+                )
+        else:
+            raise ValueError(f"no metric type {kind!r}")
+        s.size = int(item["size"])
+        family.series[key] = s
+    return family
+
+
+#: The tables of a metric store, by kind, as ``MetricStore.export`` names them.
+KINDS = ("counters", "gauges", "histograms")
+#: Where a worker's gauge values are: (name, family, series key) per worker id.
+GaugesOf = dict[int, list[tuple[str, Family[Gauge], Key]]]
+
+
+def charges(
+    counters: Mapping[str, Family[Any]],
+    gauges: Mapping[str, Family[Any]],
+    histograms: Mapping[str, Family[Any]],
+) -> tuple[int, int, GaugesOf]:
+    """What the workers' families cost a metric store (its ``_bytes`` and ``_series``), and
+    which gauge values each worker holds: the store's accounting, rebuilt from families
+    taken over (``family_of``). The master's own families cost nothing."""
+    size = count = 0
+    gauges_of: GaugesOf = {}
+    for table in (counters, gauges, histograms):
+        for name, family in table.items():
+            if family.by_master:
+                continue
+            size += family.size + sum(s.size for s in family.series.values())
+            for key, series in family.series.items():
+                if not isinstance(series, Gauge):
+                    count += 1
+                    continue
+                count += len(series.by_worker)
+                for worker_id in series.by_worker:
+                    gauges_of.setdefault(worker_id, []).append((name, family, key))
+    return size, count, gauges_of

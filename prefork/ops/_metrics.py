@@ -23,7 +23,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from prefork.ops import _metrics_text as fmt
-from prefork.ops._metric_series import Counter, Family, Gauge, Histogram, S, pieces
+from prefork.ops._metric_series import (
+    KINDS,
+    Counter,
+    Family,
+    Gauge,
+    Histogram,
+    S,
+    charges,
+    family_doc,
+    family_of,
+    pieces,
+)
 from prefork.ops._metrics_text import Key
 
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
@@ -405,6 +416,28 @@ class MetricStore:
             for suffix in _HISTOGRAM_SUFFIXES
             if name.endswith(suffix) and name.removesuffix(suffix) in self._histograms
         ]
+
+    # -- an in-place upgrade ---------------------------------------------------------------------
+
+    def export(self) -> dict[str, Any]:
+        """Every family as plain data: the totals the next image of the master ``adopt`` takes."""
+        tables: tuple[dict[str, Family[Any]], ...] = (
+            self._counters,
+            self._gauges,
+            self._histograms,
+        )
+        pairs = zip(KINDS, tables, strict=True)
+        return {kind: {n: family_doc(f) for n, f in table.items()} for kind, table in pairs}
+
+    def adopt(self, doc: Mapping[str, Any]) -> None:
+        """Hold the families ``export`` gave instead of this store's own, charged against its
+        caps as they were (``KeyError``, ``TypeError``, ``ValueError``: ``doc`` is not one)."""
+        tables = {kind: {str(n): family_of(f) for n, f in doc[kind].items()} for kind in KINDS}
+        self._counters, self._gauges = tables["counters"], tables["gauges"]
+        self._histograms = tables["histograms"]
+        self._bytes, self._series, self._gauges_of = charges(
+            tables["counters"], tables["gauges"], tables["histograms"]
+        )
 
     # -- the exposition ------------------------------------------------------------------------
 

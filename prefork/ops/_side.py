@@ -23,8 +23,8 @@ import logging
 import selectors
 import socket
 import time
-from collections.abc import Iterator
-from typing import assert_never
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, assert_never
 
 log = logging.getLogger("prefork.master")
 READ_CHUNK = 65536
@@ -261,6 +261,46 @@ class SideServer:
         peer.sock.close()
         peer.rest = None
 
+    # -- an in-place upgrade ----------------------------------------------------------------
+
+    def export(self, carry: Callable[[socket.socket], int]) -> dict[str, Any]:
+        """This server as plain data for the next image of the master (``prefork ctl
+        upgrade``): its listener and each peer with what it sent unanswered and what waits
+        to go out (``carry`` keeps a socket open across the exec and gives its number). A
+        peer whose answer is still being made piece by piece (a scrape) is left out: the exec
+        closes it, and the scraper asks again."""
+        peers = [
+            {
+                "fd": carry(p.sock),
+                "input": p.input.hex(),
+                "output": p.output.hex(),
+                "held": p.held,
+                "closing": p.closing,
+                "since": p.since,
+            }
+            for p in self.peers.values()
+            if p.rest is None
+        ]
+        return {"fd": carry(self.listener), "peers": peers}
+
+    def adopt(self, peers: Iterable[Mapping[str, Any]]) -> dict[int, Peer]:
+        """Take the peers ``export`` gave (this server's listener was made from its ``fd``:
+        ``adopted``); returns them by their socket's number. Raises ``ValueError``,
+        ``KeyError``, ``TypeError`` or ``OSError`` for one that does not fit."""
+        taken = {}
+        for doc in peers:
+            peer = Peer(adopted(int(doc["fd"])), float(doc["since"]))
+            peer.sock.setblocking(False)
+            peer.input += bytes.fromhex(doc["input"])
+            peer.output += bytes.fromhex(doc["output"])
+            peer.held, peer.closing = doc["held"] is True, doc["closing"] is True
+            self.peers[peer.sock] = peer
+            self.selector.register(peer.sock, selectors.EVENT_READ, self)
+            taken[peer.sock.fileno()] = peer
+            if peer.output or peer.closing:
+                self._flush(peer)
+        return taken
+
     # -- deadlines -------------------------------------------------------------------------
 
     def deadline_of(self, peer: Peer) -> float | None:
@@ -305,3 +345,11 @@ class SideServer:
         with contextlib.suppress(KeyError, ValueError):
             self.selector.unregister(self.listener)
         self.listener.close()
+
+
+def adopted(fd: int) -> socket.socket:
+    """The socket open at ``fd``, carried across an in-place upgrade, not inheritable from
+    now on (``OSError`` if ``fd`` is not an open socket)."""
+    sock = socket.socket(fileno=fd)
+    sock.set_inheritable(False)
+    return sock

@@ -55,6 +55,11 @@ def test_requests_are_parsed_into_commands_and_events() -> None:
     # with one broker, scale may leave it out
     one = protocol.parse(b'{"v":1,"cmd":"scale","workers":0}', ["http"])
     assert one == protocol.Request("scale", "http", workers=0)
+    # an upgrade is the master's own doing: no supervisor event
+    upgrade = parse({"v": 1, "cmd": "upgrade", "wait": True})
+    assert upgrade == protocol.Request("upgrade", wait=True)
+    assert protocol.event_for(upgrade) is None
+    assert parse({"v": 1, "cmd": "upgrade"}) == protocol.Request("upgrade")
 
 
 @pytest.mark.parametrize(
@@ -71,6 +76,10 @@ def test_requests_are_parsed_into_commands_and_events() -> None:
             "no broker named 'web'; brokers: http, jobs",
         ),
         (b'{"v": 1, "cmd": "scale", "workers": 2}', "scale needs a broker: http, jobs"),
+        (
+            b'{"v": 1, "cmd": "upgrade", "broker": "http"}',
+            "upgrade takes no broker: the whole master is upgraded",
+        ),
         (b'{"v": 1, "cmd": "scale", "broker": "http"}', "scale needs workers, a whole number"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": -1}', "got -1"),
         (b'{"v": 1, "cmd": "scale", "broker": "http", "workers": true}', "got True"),
@@ -146,6 +155,16 @@ def test_a_reload_wait_fails_when_rolled_back_or_never_started() -> None:
     stopped = {"http": broker(1, last(1, "done"))}  # an older reload's record
     reply = json.loads(wait.settle(stopped) or b"")
     assert reply["error"] == "the reload of http did not start: the master is stopping"
+
+
+def test_an_upgrade_wait_answers_as_a_reload_wait_with_what_the_upgrade_did() -> None:
+    upgrade = {"pid": 7, "from": "0.1.0", "to": "0.2.0", "upgrades": 1, "took": 1.5}
+    wait = protocol.ReloadWait.of({"http": broker(1, None)}, None, upgrade=upgrade)
+    reply = json.loads(wait.settle({"http": broker(2, last(2, "done"))}) or b"")
+    assert (reply["ok"], reply["upgrade"], len(reply["reloads"])) == (True, upgrade, 1)
+    reply = json.loads(wait.settle({"http": broker(2, last(2, "failed", "no"))}) or b"")
+    assert (reply["ok"], reply["upgrade"]) == (False, upgrade)
+    assert reply["error"] == "the reload of http was rolled back: no"
 
 
 # --- the servers, over real sockets -------------------------------------------------------

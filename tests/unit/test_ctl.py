@@ -118,6 +118,10 @@ def at(fake: FakeMaster, *argv: str) -> list[str]:
 
 STATUS: dict[str, Any] = {
     "pid": 4242,
+    "version": "0.1.0",
+    "started": 1700005000.0,
+    "master_started": 1700000000.0,
+    "upgrades": 2,
     "uptime": 5533.2,
     "control": "/run/user/1000/prefork/4242.ctl",
     "metrics": "127.0.0.1:9100",
@@ -256,7 +260,8 @@ STATUS: dict[str, Any] = {
 }
 
 TABLE = """\
-prefork master 4242  up 1h32m  control /run/user/1000/prefork/4242.ctl  metrics 127.0.0.1:9100
+prefork master 4242  version 0.1.0  up 1h32m (upgraded 2x, this image up 8m53s)  \
+control /run/user/1000/prefork/4242.ctl  metrics 127.0.0.1:9100
 
 http  3/2 workers  gen 4  reloading (1 replaced, 830ms so far)  restarts 5  crashes 1
   ID   PID  GEN  STATE     UPTIME  REQUESTS  CONNS  RSS MiB
@@ -532,6 +537,68 @@ def test_reload_wait_waits_longer_than_an_answer_may_take(
     assert (code, out) == (0, "reload done: http generation 3, 2 worker(s) replaced in 300ms\n")
 
 
+# --- upgrade --------------------------------------------------------------------------------
+
+UPGRADE = {"pid": 4242, "from": "0.1.0", "to": "0.2.0", "upgrades": 1, "took": 1.234}
+UPGRADED = (
+    "upgraded in place: master 4242 runs prefork 0.2.0 (was 0.1.0), upgrade 1, "
+    "re-executed in 1.2s\n"
+)
+
+
+def test_upgrade_wait_says_what_the_upgrade_and_its_reload_did(
+    capsys: pytest.CaptureFixture[str], master: Callable[..., FakeMaster]
+) -> None:
+    fake = master({**OK, "upgrade": UPGRADE, "reloads": [reload_("http", 2, "done", 2, 0.8)]})
+    assert ctl(capsys, *at(fake, "upgrade", "--wait")) == (
+        0,
+        UPGRADED + "reload done: http generation 2, 2 worker(s) replaced in 800ms\n",
+        "",
+    )
+    assert fake.requests == [{"v": 1, "cmd": "upgrade", "wait": True}]
+
+
+def test_upgrade_without_wait_returns_once_the_master_re_executed(
+    capsys: pytest.CaptureFixture[str], master: Callable[..., FakeMaster]
+) -> None:
+    fake = master({**OK, "upgrade": UPGRADE})
+    said = "every worker is being replaced (prefork ctl status shows how it goes)\n"
+    assert ctl(capsys, *at(fake, "upgrade")) == (0, UPGRADED + said, "")
+    assert fake.requests == [{"v": 1, "cmd": "upgrade", "wait": False}]
+
+
+def test_an_upgrade_refused_changes_nothing_and_exits_1(
+    capsys: pytest.CaptureFixture[str], master: Callable[..., FakeMaster]
+) -> None:
+    error = "the installed prefork cannot start this master: cannot import app 'app:app'"
+    fake = master({"v": 1, "ok": False, "error": error})
+    assert ctl(capsys, *at(fake, "upgrade", "--wait")) == (1, "", f"prefork: error: {error}\n")
+
+
+def test_an_upgrade_whose_reload_rolled_back_says_both(
+    capsys: pytest.CaptureFixture[str], master: Callable[..., FakeMaster]
+) -> None:
+    error = "the reload of http was rolled back: worker 3 could not start"
+    reloads = [reload_("http", 2, "failed", 0, 2.0)]
+    fake = master({"v": 1, "ok": False, "error": error, "upgrade": UPGRADE, "reloads": reloads})
+    assert ctl(capsys, *at(fake, "upgrade", "--wait")) == (
+        1,
+        UPGRADED,
+        f"prefork: error: {error}\n",
+    )
+
+
+def test_an_upgrade_waits_for_its_check_longer_than_an_answer_may_take(
+    capsys: pytest.CaptureFixture[str],
+    master: Callable[..., FakeMaster],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ctl, "ANSWER_TIMEOUT", 0.05)
+    fake = master(Delay(0.3, {**OK, "upgrade": UPGRADE}))
+    code, out, _ = ctl(capsys, *at(fake, "upgrade"))
+    assert (code, out.splitlines()[0] + "\n") == (0, UPGRADED)
+
+
 def test_a_master_that_does_not_answer_in_time(
     capsys: pytest.CaptureFixture[str],
     master: Callable[..., FakeMaster],
@@ -602,7 +669,7 @@ def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     )
     assert usage_error(capsys, "restart") == (
         "prefork: error: argument ACTION: invalid choice: 'restart' (choose from 'status', "
-        "'reload', 'drain', 'resume', 'scale', 'stop'); see 'prefork ctl --help'\n"
+        "'reload', 'drain', 'resume', 'scale', 'stop', 'upgrade'); see 'prefork ctl --help'\n"
     )
     assert usage_error(capsys, "--cont", "x", "stop") == (
         "prefork: error: unknown flag --cont (did you mean --control?); see 'prefork ctl --help'\n"
@@ -626,7 +693,7 @@ def test_help_names_every_action(capsys: pytest.CaptureFixture[str]) -> None:
         cli.main(["ctl", "--help"])
     assert caught.value.code == 0
     out = capsys.readouterr().out
-    for action in ("status", "reload", "drain", "resume", "scale", "stop"):
+    for action in ("status", "reload", "drain", "resume", "scale", "stop", "upgrade"):
         assert f"    {action} " in out
     assert "Exit codes: 0 done" in out
     with pytest.raises(SystemExit):
@@ -957,7 +1024,7 @@ def test_a_status_with_fields_missing_or_odd_still_prints() -> None:
         },
     }
     assert status_table(status) == (
-        "prefork master -  up -  control -  metrics off\n"
+        "prefork master -  version -  up -  control -  metrics off\n"
         "\n"
         "a  -/- workers  gen -  restarts -  crashes -  no reload yet\n"
         "  (no workers)\n"
@@ -971,4 +1038,6 @@ def test_a_status_with_fields_missing_or_odd_still_prints() -> None:
         "c  -/- workers  gen -  restarts -  crashes -  last reload: gen - aborted in 1.0s, - ago\n"
         "  (no workers)\n"
     )
-    assert status_table({"brokers": []}) == "prefork master -  up -  control -  metrics off\n"
+    assert status_table({"brokers": [], "upgrades": 1}) == (
+        "prefork master -  version -  up - (upgraded 1x, this image up -)  control -  metrics off\n"
+    )

@@ -8,6 +8,7 @@ the exposition still parses line by line.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import re
 from pathlib import Path
@@ -437,6 +438,61 @@ def test_a_cap_of_zero_refuses_every_worker_series() -> None:
     store = MetricStore(max_series=0)
     assert len(store.report("w", 1, [counter(), gauge(), histogram()])) == 3
     assert store.render() == ""
+
+
+# -- across an in-place upgrade ---------------------------------------------------------------
+
+
+def carried(store: MetricStore, **caps: int) -> MetricStore:
+    """``store`` as the next image of the master has it: exported, through JSON, adopted."""
+    again = MetricStore(**caps)
+    again.adopt(json.loads(json.dumps(store.export())))
+    return again
+
+
+def test_every_total_goes_across_an_upgrade_and_counts_against_the_caps_as_before() -> None:
+    store = MetricStore(max_series=5)
+    assert (
+        store.report("w", 1, [counter(help="Jobs."), histogram(counts=(1, 2, 0, 1), total=9)]) == []
+    )
+    assert store.report("w", 1, [gauge("g", 3), gauge("g", 2, labels={"q": "a"})]) == []
+    assert store.report("w", 2, [gauge("g", 4)]) == []
+    store.inc("prefork_worker_starts_total", {"broker": "w"}, 3, help="Workers started.")
+    store.observe("prefork_reload_duration_seconds", {"broker": "w"}, 0.7, [0.5, 1])
+    store.set_gauges("prefork_workers", "Workers.", {(("state", "ready"),): 2})
+    again = carried(store, max_series=5)
+    assert again.render() == store.render()
+    full = "would start a new series, and the store holds its limit of 5"
+    assert again.report("w", 3, [gauge("g", 1)]) == [f"metric 'g' {full}"]  # 5 held already
+    again.forget(2)  # its gauge value goes; the series stays for worker 1
+    assert 'g{broker="w"} 3' in again.render()
+    refused = again.report("w", 3, [counter("new_total"), counter("newer_total")])
+    assert refused == [f"metric 'newer_total' {full}"]
+    again.forget(1)  # the last values of the gauge series: the family goes
+    assert "# TYPE g gauge" not in again.render()
+    assert 'jobs_total{broker="w"} 1' in again.render()
+    # the bytes charged went across too: a store just full in bytes stays full
+    tight = MetricStore(max_bytes=len(store.render()) // 2)
+    assert tight.report("w", 1, [counter(help="Jobs.")]) == []
+    assert carried(tight, max_bytes=tight.max_bytes).report("w", 1, [counter("x" * 9999)])
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        (lambda d: d.pop("gauges"), KeyError),
+        (lambda d: d["counters"]["c"].update(kind="summary"), ValueError),
+        (lambda d: d["counters"]["c"]["series"][0].update(total="many"), ValueError),
+        (lambda d: d["histograms"]["h"]["series"][0].update(counts=[1]), ValueError),
+    ],
+)
+def test_totals_that_are_not_a_store_are_refused(change: Any, error: type[Exception]) -> None:
+    store = MetricStore()
+    assert store.report("w", 1, [counter("c"), histogram("h")]) == []
+    doc = json.loads(json.dumps(store.export()))
+    change(doc)
+    with pytest.raises(error):
+        MetricStore().adopt(doc)
 
 
 # -- the master's own metrics ------------------------------------------------------------------
