@@ -821,3 +821,29 @@ def test_a_timed_block_is_recorded_as_one_request() -> None:
     assert [(status, nbytes) for status, _, nbytes in tally.records] == [(200, 0), (101, 0)]
     assert tally.records[0][1] >= 10_000  # microseconds
     assert [kind for kind, _ in tally.errors] == ["timeout", "read"]
+
+
+def test_the_sweep_fails_only_requests_in_flight_past_the_timeout() -> None:
+    """Event by event (no server): an idle connection and one whose failure is counted are
+    left alone; one in flight past the timeout fails; the sweep wakes when the youngest in
+    flight would time out."""
+    loop = uvloop.new_event_loop()
+    try:
+        sweep = _ClosedRun(Target("http://127.0.0.1:9/"), 1, 0.0, FakeTally(), 1.0, loop)
+        failed: list[str] = []
+
+        class Failing(_Conn):
+            def fail(self, kind: str, why: str | None = None) -> None:
+                failed.append(kind)
+
+        idle, done, late, young = (Failing(sweep) for _ in range(4))
+        now = time.monotonic_ns()
+        done.busy = done.failed = late.busy = young.busy = True
+        late.sent_ns, young.sent_ns = now - 2_000_000_000, now - 500_000_000
+        sweep.live = {idle, done, late, young}
+        sweep._sweep()
+        assert failed == ["timeout"]
+        assert 0.4 < sweep._sweeper.when() - loop.time() <= 0.51
+        sweep._sweeper.cancel()
+    finally:
+        loop.close()
