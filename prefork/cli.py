@@ -34,7 +34,7 @@ from prefork.http import HTTPConfig, HTTPWorker
 from prefork.http._app import import_app, import_module
 from prefork.load import LoadConfig
 from prefork.load._run import run as run_load
-from prefork.master import _process, _sockets, _watch
+from prefork.master import _process, _sockets, _upgrade, _watch
 from prefork.master import _setup as setup
 from prefork.master._app_check import check_app
 from prefork.master._loop import Master
@@ -265,13 +265,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(args)
     if args.command == "ctl":
         return _ctl.main(args)
+    started_in = os.getcwd()  # before --chdir: where an in-place upgrade starts again
     try:
         args = _with_config_file(parser, args, argv)
         cli = ServeOptions(**given(ServeOptions, vars(args)))
         setup.configure_logging(
             cli.log_level, cli.log_config, cli.error_logfile, cli.access_logfile
         )
+        if cli.check_config:  # the check of an upgrade: can this prefork take the state over?
+            _upgrade.check_format(os.environ)
         master, effective = _serve_master(args, cli)
+        master.relaunch_as(_upgrade.Relaunch.of_this_process(started_in))
         if cli.print_config:
             print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), effective), end="")
             return 0
@@ -348,8 +352,11 @@ def _serve_master(args: argparse.Namespace, cli: ServeOptions) -> tuple[Master, 
     watch = _watch.plan(reload, app_dir) if reload.reload else None
     if watch is not None:
         _watch.watch(master, http_broker, watch)
-    if not cli.print_config:  # the options are printed even when the app is broken
-        preload = config.preload and isinstance(app.app, str)
+    preload = config.preload and isinstance(app.app, str)
+    # The options are printed even when the app is broken; an upgrade's new image does not
+    # import the app again (its check just did: --check-config), unless the master preloads.
+    upgrading = _upgrade.ENV in os.environ
+    if not cli.print_config and (preload or not upgrading):
         check_app(
             str(app.app),
             functools.partial(import_app, app),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import selectors
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prefork.core import _frames as frames
 from prefork.core._events import ChannelBroken, Event, MessageReceived
@@ -45,6 +46,36 @@ class Channels:
         channel = Channel(worker_id, sock, self._max_frame)
         self._by_worker[worker_id] = channel
         self._selector.register(sock, selectors.EVENT_READ, channel)
+
+    def export(self, carry: Callable[[socket.socket], int]) -> list[dict[str, Any]]:
+        """Every channel as plain data for the next image of the master (``prefork ctl
+        upgrade``): its socket (``carry`` keeps it open across the exec and gives its number),
+        the bytes of a frame half read, those not sent yet, and whether it is still read."""
+        return [
+            {
+                "worker": c.worker_id,
+                "fd": carry(c.sock),
+                "pending": c.decoder.pending.hex(),
+                "outgoing": c.outgoing.hex(),
+                "open": self._registered(c),
+            }
+            for c in self._by_worker.values()
+        ]
+
+    def adopt(self, doc: Mapping[str, Any]) -> None:
+        """Take one channel ``export`` gave; raises ``ValueError``, ``KeyError`` or
+        ``OSError`` (no such socket) if it does not fit."""
+        sock = socket.socket(fileno=int(doc["fd"]))
+        sock.set_inheritable(False)
+        worker_id = int(doc["worker"])
+        self.add(worker_id, sock)
+        channel = self._by_worker[worker_id]
+        channel.decoder.feed(bytes.fromhex(doc["pending"]))
+        channel.outgoing += bytes.fromhex(doc["outgoing"])
+        if not doc["open"]:
+            self._stop_reading(channel)
+        elif channel.outgoing:
+            self.flush(channel)
 
     def fds(self) -> list[int]:
         """Every channel's fd (a newly forked worker closes the others')."""

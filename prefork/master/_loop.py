@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, assert_never
 
 from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
@@ -29,7 +29,8 @@ from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
-from prefork.master import _child, _pidfile, _process, _sockets
+from prefork.core._version import VERSION
+from prefork.master import _child, _pidfile, _process, _sockets, _upgrade
 from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._logs import default_logging, reopen_log_files
@@ -41,6 +42,7 @@ from prefork.master._signals import (
     reset_in_child,
     sigterm_intent,
 )
+from prefork.master._upgrader import Upgrader
 from prefork.ops._console import Console, Host
 from prefork.ops._side import SideServer
 from prefork.worker import Worker
@@ -51,6 +53,11 @@ log = logging.getLogger("prefork.master")
 #: The longest the loop sleeps at once: epoll takes its timeout as an int of milliseconds, and
 #: a deadline 24.8 days away would overflow it (the loop just wakes and sleeps again).
 MAX_SLEEP = 86400.0
+
+
+def min_deadline(*deadlines: float | None) -> float | None:
+    """The soonest of these deadlines (None: none)."""
+    return min((d for d in deadlines if d is not None), default=None)
 
 
 def sleep_for(deadline: float | None, side: float | None, now: float) -> float | None:
@@ -121,6 +128,7 @@ class Master:
             usage=_process.usage,
         )
         self._console = Console(self.config, self._pending.append, host)
+        self._upgrader = Upgrader(self._supervisor.ledger, self._console, self._export)
 
     def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
         """Declare a worker type; returns its ``Broker``.
@@ -146,6 +154,12 @@ class Master:
         generation, state, uptime, the requests and connections it reported, its RSS."""
         return self._console.fill(self._supervisor.status(time.monotonic()), self._pids)
 
+    def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
+        """Let ``prefork ctl upgrade`` re-execute this master as ``relaunch`` says (``prefork
+        serve`` does; an API master's command line is its user's program, which knows no
+        ``--check-config``: it refuses upgrades)."""
+        self._upgrader.relaunch = relaunch
+
     def stop(self) -> None:
         """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued
         like a broker's commands: safe from a broker callback (a harness whose workers are
@@ -162,16 +176,20 @@ class Master:
         """
         if not self._brokers:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
+        handover = _upgrade.incoming(os.environ, os.getpid())
         default_logging()
         self._identity = _process.identity(self.config.user, self.config.group)
         _process.set_title(self._title(), self.config.name or "prefork: master")
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
-        others = _process.children()  # not ours to end: the embedding program's own
+        # Not ours to end: the embedding program's own (after an upgrade, every child is ours).
+        others = _process.children() if handover is None else set()
         if self.config.umask is not None:
             os.umask(self.config.umask)
         try:
+            if handover is not None:
+                self._sockets.update(_upgrade.listeners(handover, self._brokers))
             self._bind_all()
             self._preload()
             _process.adopt_orphans(True)
@@ -181,16 +199,12 @@ class Master:
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
                 try:
-                    supervisor = self._supervisor
-                    self._console.open(
-                        selector,
-                        supervisor.status,
-                        self._sockets,
-                        self._pids,
-                        supervisor.ledger.phase,
-                    )
-                    log.info("master %d started: %s", os.getpid(), self._describe())
-                    self._pending.appendleft(_events.Started())
+                    if handover is not None:
+                        self._take_over(handover, selector)
+                    else:
+                        self._open_console(selector)
+                        log.info("master %d started: %s", os.getpid(), self._describe())
+                        self._pending.appendleft(_events.Started())
                     return self._loop(selector, self._channels)
                 finally:
                     # While the selector is open: the console's peers unregister from it.
@@ -203,17 +217,33 @@ class Master:
             _process.adopt_orphans(False)
             self._close_all()
 
+    def _open_console(
+        self, selector: selectors.BaseSelector, handover: Mapping[str, Any] | None = None
+    ) -> None:
+        supervisor = self._supervisor
+        self._console.open(
+            selector,
+            supervisor.status,
+            self._sockets,
+            self._pids,
+            supervisor.ledger.phase,
+            upgrade=lambda: self._upgrader.ask(selector),
+            handover=handover,
+        )
+
     def _loop(self, selector: selectors.BaseSelector, channels: Channels) -> int:
         while True:
             self._process_pending()
             if self._exit_code is not None:
                 return self._exit_code
+            self._upgrader.hand_over_if_due()
             deadline = self._supervisor.next_deadline()
-            side = self._console.deadline()
+            side = min_deadline(self._console.deadline(), self._upgrader.deadline())
             self._dispatch(selector.select(sleep_for(deadline, side, time.monotonic())), channels)
             now = time.monotonic()
             if side is not None and now >= side:
                 self._console.expire(now)
+                self._upgrader.expire(now)
             if deadline is not None and now >= deadline:
                 # Read whatever is waiting before the supervisor judges liveness: after a pause
                 # (SIGSTOP, a paused VM) select() returns nothing once its timeout has passed,
@@ -230,6 +260,8 @@ class Master:
                     turned.accept(key.fileobj)  # type: ignore[arg-type]
                 case SideServer() as server:
                     server.ready(key.fileobj, mask)  # type: ignore[arg-type]
+                case _upgrade.Check():
+                    self._upgrader.read()
                 case channel:
                     if mask & selectors.EVENT_WRITE:
                         channels.flush(channel)
@@ -290,6 +322,8 @@ class Master:
 
     def _reap(self) -> None:
         for dead in _process.reap():
+            if self._upgrader.reaped(dead):
+                continue
             worker_id = self._by_pid.pop(dead.pid, None)
             if worker_id is None:
                 continue  # not one of ours (we may be PID 1 in a container)
@@ -406,13 +440,37 @@ class Master:
             ids = [info.id for info in self._supervisor.ledger.reachable(broker)]
             self._channels.send(ids, frame)
 
+    # --- an in-place upgrade (prefork ctl upgrade: _upgrader.py, _upgrade.py) ---------------
+
+    def _export(self) -> tuple[dict[str, Any], list[int]]:
+        channels = self._live_channels()
+        return _upgrade.export(self._supervisor, self._sockets, channels, self._console)
+
+    def _take_over(self, doc: dict[str, Any], selector: selectors.BaseSelector) -> None:
+        """Run on from where the image before this one handed over: its workers, their
+        channels, its console; then replace every worker, as a reload does."""
+        supervisor = self._supervisor
+        actions = _upgrade.take_over(
+            doc, supervisor, self._live_channels(), lambda d: self._open_console(selector, d)
+        )
+        for w in supervisor.ledger.workers.values():
+            self._pids[w.id], self._by_pid[w.pid] = w.pid, w.id
+        for action in actions:
+            self._perform(action)
+        _upgrade.unblock()
+        self._reap()  # what exited during the exec
+        said = f"upgraded in place to prefork {VERSION} (upgrade {self._console.upgrades})"
+        log.info("master %d %s: %s; replacing every worker", os.getpid(), said, self._describe())
+        self._pending.append(_events.ReloadRequested())
+
     # --- set-up and tear-down ----------------------------------------------------------------
 
     def _bind_all(self) -> None:
+        """Bind every broker's addresses (but a broker's sockets carried over an upgrade)."""
         for broker in self._brokers.values():
-            self._sockets[broker.type] = [
-                _sockets.bind(addr, broker.config.backlog) for addr in broker.config.listen
-            ]
+            if broker.type not in self._sockets:
+                listen, backlog = broker.config.listen, broker.config.backlog
+                self._sockets[broker.type] = [_sockets.bind(a, backlog) for a in listen]
 
     def _preload(self) -> None:
         for broker in self._brokers.values():

@@ -1,0 +1,335 @@
+"""``prefork ctl upgrade``: the master re-executes itself in place on the prefork installed
+now, keeping its pid, its listening sockets, its workers (their channels), its metric totals
+and its control socket; the new image then replaces the workers as a reload does.
+
+Three steps, none of which blocks the select loop:
+
+1. The check (``Check``): a child runs the master's own command line with ``--check-config``
+   (the new code parses the options and imports the app, as a start would); its output comes
+   through a pipe on the master's selector, its exit through the master's reaper, within a
+   deadline. A failure refuses the upgrade with the check's error line; nothing changes.
+2. The hand-over (``hand_over``): what the master knows, as JSON (``export``: the
+   supervisor's records, each broker's listening sockets, each worker's channel, the console
+   with its sockets and metric totals), goes into a memfd whose number ``PREFORK_UPGRADE``
+   names; the fds it names are made inheritable (nothing else is), the master's signals are
+   blocked (a mask survives ``execve``, handlers do not: a SIGTERM in between would take its
+   default action and kill the master), and the master execs its own command line, from the
+   directory it was started in (``--chdir`` is applied again).
+3. The take-over (``incoming``, ``listeners``, then ``Master._take_over``): the new image
+   reads the state back, builds its objects on the same fds, unblocks its signals once its
+   handlers are in place (signals that came meanwhile are delivered then), reaps what exited
+   meanwhile, and posts a reload of every broker.
+
+Rejected: a second master beside the first (nginx's and unicorn's binary upgrade): the pid
+would change, and systemd (``MAINPID``), pid files and supervisors follow the pid; two masters
+would also run two sets of workers at once. Pickling the state: the two images may be
+different versions of prefork; plain JSON, field by field (``core/_handover.py``), is read by
+the version after.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from prefork.core._events import Action
+from prefork.core._handover import FORMAT
+from prefork.core._ledger import Ledger
+from prefork.core._options import ConfigError
+from prefork.core._supervisor import Supervisor
+from prefork.core._version import VERSION
+from prefork.master import _process
+from prefork.master._channels import Channels
+from prefork.master._signals import INTENTS, reset_in_child
+from prefork.ops._console import Console
+
+#: Names the memfd that holds the state the image before handed over (its fd number).
+ENV = "PREFORK_UPGRADE"
+#: Given to the check child: the format of the state it would be handed over. A prefork that
+#: cannot read it refuses, so the upgrade is refused before anything changes.
+FORMAT_ENV = "PREFORK_UPGRADE_FORMAT"
+#: How long the check may take beyond the app's import (``--boot-timeout`` bounds that).
+CHECK_MARGIN = 10.0
+#: The signals blocked across the exec: the master's, whose default action would end it.
+BLOCKED = frozenset(INTENTS)
+NOT_SERVE = "in-place upgrade needs a master started by prefork serve"
+log = logging.getLogger("prefork.master")
+
+
+@dataclass(frozen=True, slots=True)
+class Relaunch:
+    """How the master was started, so that it can start again the same way: the interpreter,
+    the command line as the OS gave it (``sys.orig_argv``, with the interpreter's own flags),
+    and the directory it was started in (``--chdir`` moves it later)."""
+
+    executable: str
+    argv: tuple[str, ...]
+    cwd: str
+
+    @classmethod
+    def of_this_process(cls, cwd: str) -> Relaunch:
+        return cls(sys.executable, tuple(sys.orig_argv), cwd)
+
+
+def refusal(relaunch: Relaunch | None, ledger: Ledger, under_way: bool) -> str:
+    """Why the master cannot start an upgrade now ("": it can)."""
+    if relaunch is None or not relaunch.executable:
+        return NOT_SERVE
+    if under_way:
+        return "an upgrade is under way already"
+    if ledger.phase() != "serving":
+        return f"the master is {ledger.phase()}"
+    if ledger.reloading():
+        return "a reload is running; upgrade once it is done (prefork ctl reload --wait)"
+    if draining := [name for name, b in ledger.brokers.items() if b.draining]:
+        return f"{', '.join(draining)} is draining; resume it first"
+    return ""
+
+
+class Check:
+    """The child that runs the master's command line with ``--check-config``: its output
+    (the last ``MAX_OUTPUT`` bytes), its exit code once reaped, its deadline."""
+
+    MAX_OUTPUT = 1 << 16
+
+    def __init__(self, pid: int, fd: int, deadline: float) -> None:
+        self.pid = pid
+        self.fd = fd
+        self.deadline = deadline
+        self.output = b""
+        self.eof = False
+        self.code: int | None = None  # the exit code (negative: killed by that signal)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def read(self) -> None:
+        """Take what the child wrote (the selector said there is something, or its end)."""
+        try:
+            chunk = os.read(self.fd, self.MAX_OUTPUT)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+        self.output = (self.output + chunk)[-self.MAX_OUTPUT :]
+
+    def exited(self, reaped: _process.Reaped) -> None:
+        self.code = reaped.exit_code if reaped.signal is None else -reaped.signal
+
+    @property
+    def done(self) -> bool:
+        return self.eof and self.code is not None
+
+    def verdict(self) -> str:
+        """ "" when the new code can start; else why not, in one line: the check's own error
+        line (``prefork: error: ...``), else its last line, else how it ended."""
+        if self.code == 0:
+            return ""
+        lines = [line.strip() for line in self.output.decode(errors="replace").splitlines()]
+        lines = [line for line in lines if line]
+        said = [line for line in lines if line.startswith("prefork: error: ")]
+        if said or lines:
+            why = (said or lines)[-1].removeprefix("prefork: error: ")
+        else:
+            assert self.code is not None
+            why = f"it ended with code {self.code}" if self.code > 0 else f"signal {-self.code}"
+        return f"the installed prefork cannot start this master: {why[:300]}"
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def start_check(relaunch: Relaunch, deadline: float) -> Check:
+    """Fork the check child (``Check``); raises ``OSError`` if it cannot be."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    argv = [*relaunch.argv, "--check-config"]
+    env = {**os.environ, FORMAT_ENV: str(FORMAT)}
+    env.pop(ENV, None)
+
+    def before() -> None:
+        reset_in_child()
+        os.dup2(write_end, 1)
+        os.dup2(write_end, 2)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.chdir(relaunch.cwd)
+
+    def run() -> int:
+        _close_on_exec()
+        try:
+            os.execve(relaunch.executable, argv, env)
+        except OSError as exc:
+            print(f"prefork: error: cannot run {relaunch.executable}: {exc}", file=sys.stderr)
+        return 127
+
+    try:
+        pid = _process.fork_worker(run, [read_end], before)
+    except OSError:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    return Check(pid, read_end, deadline)
+
+
+def _close_on_exec(lowest: int = 3) -> None:
+    """Let the exec close every fd from ``lowest`` on (the master's listening sockets are
+    inheritable, for its workers: a check has no business with them)."""
+    for name in os.listdir("/proc/self/fd"):
+        if int(name) >= lowest:
+            with contextlib.suppress(OSError):
+                os.set_inheritable(int(name), False)
+
+
+def export(
+    supervisor: Supervisor,
+    sockets: Mapping[str, list[socket.socket]],
+    channels: Channels,
+    console: Console,
+) -> tuple[dict[str, Any], list[int]]:
+    """What the master knows, as plain data, and the fds it names (to carry over)."""
+    carried: list[int] = []
+
+    def carry(sock: socket.socket) -> int:
+        carried.append(sock.fileno())
+        return sock.fileno()
+
+    doc = {
+        "format": FORMAT,
+        "pid": os.getpid(),
+        "prefork": VERSION,
+        "supervisor": supervisor.export(),
+        "sockets": {name: [carry(s) for s in socks] for name, socks in sockets.items()},
+        "channels": channels.export(carry),
+        "console": console.export(carry),
+    }
+    return doc, carried
+
+
+def hand_over(relaunch: Relaunch, doc: Mapping[str, Any], carried: Iterable[int]) -> None:
+    """Re-execute the master (see the module's comment), handing ``doc`` over with the fds
+    ``carried``. Returns only if the exec failed, raising its ``OSError``, everything as it
+    was: the fds not inheritable again, the signals unblocked, the directory the same."""
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    memfd = os.memfd_create("prefork-upgrade", 0)  # no MFD_CLOEXEC: the new image reads it
+    try:
+        _write_all(memfd, data)
+        os.lseek(memfd, 0, os.SEEK_SET)
+        env = {**os.environ, ENV: str(memfd)}
+        was = {fd: os.get_inheritable(fd) for fd in carried}
+        cwd = os.getcwd()
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
+        try:
+            for fd in was:
+                os.set_inheritable(fd, True)
+            os.chdir(relaunch.cwd)
+            _flush_output()
+            os.execve(relaunch.executable, list(relaunch.argv), env)
+        finally:  # the exec failed: as it was
+            with contextlib.suppress(OSError):
+                os.chdir(cwd)
+            for fd, inheritable in was.items():
+                os.set_inheritable(fd, inheritable)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    finally:
+        os.close(memfd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _flush_output() -> None:
+    """What the log and stdout hold goes out before the exec drops it."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def incoming(environ: MutableMapping[str, str], pid: int) -> dict[str, Any] | None:
+    """The state the image before this one handed over, when an upgrade started this one
+    (``ENV`` says where, and is removed: workers and checks must not see it); else None.
+    Raises ``ConfigError`` saying why it cannot be read."""
+    where = environ.pop(ENV, None)
+    if where is None:
+        return None
+    what = f"cannot take over from the master before the upgrade ({ENV}={where})"
+    try:
+        with os.fdopen(int(where), "rb") as f:
+            doc = json.loads(f.read())
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ConfigError(f"{what}: its state has format {found!r}, this prefork reads {FORMAT}")
+    if doc.get("pid") != pid:
+        raise ConfigError(f"{what}: its state is of process {doc.get('pid')!r}, not this one")
+    return doc
+
+
+def check_format(environ: Mapping[str, str]) -> None:
+    """In the check child (``FORMAT_ENV`` set): raise ``ConfigError`` unless this prefork
+    reads the state the running master would hand over."""
+    wanted = environ.get(FORMAT_ENV)
+    if wanted is not None and wanted != str(FORMAT):
+        raise ConfigError(
+            f"prefork {VERSION} reads the state of a master in format {FORMAT}, and the "
+            f"running master hands over format {wanted}; restart it instead"
+        )
+
+
+def listeners(doc: Mapping[str, Any], brokers: Iterable[str]) -> dict[str, list[socket.socket]]:
+    """Each broker's listening sockets, carried over by the image before (``ConfigError``:
+    a broker this master does not have, or a socket that is not open)."""
+    taken: dict[str, list[socket.socket]] = {}
+    try:
+        for name, fds in doc["sockets"].items():
+            if name not in brokers:
+                raise ConfigError(f"the master before the upgrade had a broker {name!r}")
+            taken[name] = [socket.socket(fileno=int(fd)) for fd in fds]
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ConfigError(f"cannot take over the listening sockets: {exc}") from None
+    return taken
+
+
+def unblock() -> None:
+    """The new image's handlers are in place: what the old one blocked may come."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED)
+
+
+def take_over(
+    doc: Mapping[str, Any],
+    supervisor: Supervisor,
+    channels: Channels,
+    open_console: Callable[[Mapping[str, Any]], None],
+) -> list[Action]:
+    """Adopt what the image before handed over (``doc``, from ``incoming``): the supervisor's
+    records, the workers' channels, the console (``open_console`` opens it on what ``doc``
+    says). Returns the actions the supervisor asks for; raises ``ConfigError`` if ``doc``
+    does not fit this master."""
+    try:
+        actions = supervisor.adopt(doc["supervisor"], time.monotonic())
+        for channel in doc["channels"]:
+            channels.adopt(channel)
+        open_console(doc["console"])
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ConfigError(f"cannot take over from the master before the upgrade: {why}") from None
+    return actions
