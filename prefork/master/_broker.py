@@ -110,3 +110,20 @@ class Broker:
             except Exception:
                 # A user's callback must never take the master (and its workers) down.
                 log.exception("[%s] %s callback %r raised", self.type, event, fn)
+
+
+class Desk:
+    """The master's ``MasterDesk``: what a ``Broker`` may ask of it, and nothing more."""
+
+    def __init__(
+        self,
+        post: Callable[[Event], None],
+        status: Callable[[], dict[str, BrokerStatus]],
+        send: Callable[[str, Any], None],
+    ) -> None:
+        self.post = post
+        self._status = status
+        self.send = send
+
+    def status(self, broker: str) -> BrokerStatus:
+        return self._status()[broker]

@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, assert_never
 
 from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
@@ -29,9 +29,8 @@ from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
-from prefork.core._version import VERSION
 from prefork.master import _child, _pidfile, _process, _sockets, _upgrade
-from prefork.master._broker import Broker
+from prefork.master._broker import Broker, Desk
 from prefork.master._channels import Channels
 from prefork.master._logs import default_logging, reopen_log_files
 from prefork.master._notify import Notifier
@@ -55,33 +54,11 @@ log = logging.getLogger("prefork.master")
 MAX_SLEEP = 86400.0
 
 
-def min_deadline(*deadlines: float | None) -> float | None:
-    """The soonest of these deadlines (None: none)."""
-    return min((d for d in deadlines if d is not None), default=None)
-
-
 def sleep_for(deadline: float | None, side: float | None, now: float) -> float | None:
     """How long the loop may sleep in ``select`` before the nearest of these deadlines (None:
     until something happens)."""
     soonest = min(d for d in (deadline, side, math.inf) if d is not None)
     return None if soonest == math.inf else min(MAX_SLEEP, max(0.0, soonest - now))
-
-
-class _Desk:
-    """What a ``Broker`` may ask of the master (``_broker.MasterDesk``), and nothing more."""
-
-    def __init__(
-        self,
-        post: Callable[[Event], None],
-        status: Callable[[], dict[str, BrokerStatus]],
-        send: Callable[[str, Any], None],
-    ) -> None:
-        self.post = post
-        self._status = status
-        self.send = send
-
-    def status(self, broker: str) -> BrokerStatus:
-        return self._status()[broker]
 
 
 class Master:
@@ -108,7 +85,7 @@ class Master:
         self._sigterm = ""  # what SIGTERM does, and why (said in the first log line)
         self._policies: dict[str, BrokerPolicy] = {}
         self._pending: deque[Event] = deque()
-        self._desk = _Desk(self._pending.append, self.status, self._send)
+        self._desk = Desk(self._pending.append, self.status, self._send)
         self._channels: Channels | None = None
         self._pids: dict[int, int] = {}  # worker id -> pid, while the worker is not reaped
         self._by_pid: dict[int, int] = {}
@@ -128,7 +105,7 @@ class Master:
             usage=_process.usage,
         )
         self._console = Console(self.config, self._pending.append, host)
-        self._upgrader = Upgrader(self._supervisor.ledger, self._console, self._export)
+        self._upgrader = Upgrader(self._supervisor, self._console)
 
     def broker(self, type: str, worker: type[Worker] | str, **options: Any) -> Broker:
         """Declare a worker type; returns its ``Broker``.
@@ -155,9 +132,8 @@ class Master:
         return self._console.fill(self._supervisor.status(time.monotonic()), self._pids)
 
     def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
-        """Let ``prefork ctl upgrade`` re-execute this master as ``relaunch`` says (``prefork
-        serve`` does; an API master's command line is its user's program, which knows no
-        ``--check-config``: it refuses upgrades)."""
+        """Let ``prefork ctl upgrade`` re-execute this master so (``prefork serve`` does; an
+        API master, whose program knows no ``--check-config``, refuses upgrades)."""
         self._upgrader.relaunch = relaunch
 
     def stop(self) -> None:
@@ -198,6 +174,7 @@ class Master:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
+                self._upgrader.open(selector, self._sockets, self._channels, wakeup.waiting)
                 try:
                     if handover is not None:
                         self._take_over(handover, selector)
@@ -220,14 +197,14 @@ class Master:
     def _open_console(
         self, selector: selectors.BaseSelector, handover: Mapping[str, Any] | None = None
     ) -> None:
-        supervisor = self._supervisor
+        sup, ask = self._supervisor, self._upgrader.ask
         self._console.open(
             selector,
-            supervisor.status,
+            sup.status,
             self._sockets,
             self._pids,
-            supervisor.ledger.phase,
-            upgrade=lambda: self._upgrader.ask(selector),
+            sup.ledger.phase,
+            upgrade=ask,
             handover=handover,
         )
 
@@ -238,12 +215,13 @@ class Master:
                 return self._exit_code
             self._upgrader.hand_over_if_due()
             deadline = self._supervisor.next_deadline()
-            side = min_deadline(self._console.deadline(), self._upgrader.deadline())
+            sides = (self._console, self._upgrader)
+            side = min((d for s in sides if (d := s.deadline()) is not None), default=None)
             self._dispatch(selector.select(sleep_for(deadline, side, time.monotonic())), channels)
             now = time.monotonic()
             if side is not None and now >= side:
-                self._console.expire(now)
-                self._upgrader.expire(now)
+                for s in sides:
+                    s.expire(now)
             if deadline is not None and now >= deadline:
                 # Read whatever is waiting before the supervisor judges liveness: after a pause
                 # (SIGSTOP, a paused VM) select() returns nothing once its timeout has passed,
@@ -442,24 +420,15 @@ class Master:
 
     # --- an in-place upgrade (prefork ctl upgrade: _upgrader.py, _upgrade.py) ---------------
 
-    def _export(self) -> tuple[dict[str, Any], list[int]]:
-        channels = self._live_channels()
-        return _upgrade.export(self._supervisor, self._sockets, channels, self._console)
-
     def _take_over(self, doc: dict[str, Any], selector: selectors.BaseSelector) -> None:
         """Run on from where the image before this one handed over: its workers, their
         channels, its console; then replace every worker, as a reload does."""
-        supervisor = self._supervisor
-        actions = _upgrade.take_over(
-            doc, supervisor, self._live_channels(), lambda d: self._open_console(selector, d)
-        )
-        for w in supervisor.ledger.workers.values():
-            self._pids[w.id], self._by_pid[w.pid] = w.pid, w.id
+        actions, pids = self._upgrader.take_over(doc, lambda d: self._open_console(selector, d))
+        self._pids.update(pids)
+        self._by_pid.update((pid, worker_id) for worker_id, pid in pids.items())
         for action in actions:
             self._perform(action)
-        _upgrade.unblock()
-        self._reap()  # what exited during the exec
-        said = f"upgraded in place to prefork {VERSION} (upgrade {self._console.upgrades})"
+        said = self._upgrader.said()
         log.info("master %d %s: %s; replacing every worker", os.getpid(), said, self._describe())
         self._pending.append(_events.ReloadRequested())
 

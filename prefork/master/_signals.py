@@ -116,6 +116,11 @@ class SignalWakeup:
 
     def read(self) -> list[Intent]:
         """The intents of every signal received since the last call, in order."""
+        return [self._intents[n] for n in self.waiting() if n in self._intents]
+
+    def waiting(self) -> list[int]:
+        """The numbers of every signal received since the last call, in order (taken off
+        the fd: an in-place upgrade raises them again across its exec)."""
         received = bytearray()
         while True:
             try:
@@ -123,7 +128,7 @@ class SignalWakeup:
             except BlockingIOError:
                 break
             received += chunk
-        return [self._intents[n] for n in received if n in self._intents]
+        return list(received)
 
 
 #: Signals a worker leaves to its master. Ctrl-C (and Ctrl-\) in a terminal reach the whole

@@ -37,7 +37,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +61,9 @@ FORMAT_ENV = "PREFORK_UPGRADE_FORMAT"
 CHECK_MARGIN = 10.0
 #: The signals blocked across the exec: the master's, whose default action would end it.
 BLOCKED = frozenset(INTENTS)
+#: The memfd's name (``/proc/self/fd/N`` reads ``/memfd:prefork-upgrade (deleted)``): what
+#: ``incoming`` checks ``ENV`` names before it reads anything.
+MEMFD = "prefork-upgrade"
 NOT_SERVE = "in-place upgrade needs a master started by prefork serve"
 log = logging.getLogger("prefork.master")
 
@@ -76,8 +79,12 @@ class Relaunch:
     cwd: str
 
     @classmethod
-    def of_this_process(cls, cwd: str) -> Relaunch:
-        return cls(sys.executable, tuple(sys.orig_argv), cwd)
+    def of_this_process(cls, cwd: str, argv: Sequence[str] | None = None) -> Relaunch:
+        """This process, started in ``cwd``; ``argv``: the arguments ``prefork.cli.main``
+        was given instead of the command line's (run again as ``python -m prefork``)."""
+        if argv is None:
+            return cls(sys.executable, tuple(sys.orig_argv), cwd)
+        return cls(sys.executable, (sys.executable, "-m", "prefork", *argv), cwd)
 
 
 def refusal(relaunch: Relaunch | None, ledger: Ledger, under_way: bool) -> str:
@@ -146,6 +153,11 @@ class Check:
             why = f"it ended with code {self.code}" if self.code > 0 else f"signal {-self.code}"
         return f"the installed prefork cannot start this master: {why[:300]}"
 
+    def kill(self) -> None:
+        """End the check and whatever it started (its process group)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             os.close(self.fd)
@@ -161,6 +173,7 @@ def start_check(relaunch: Relaunch, deadline: float) -> Check:
 
     def before() -> None:
         reset_in_child()
+        os.setpgid(0, 0)  # a group of its own: the deadline kills what it started, too
         os.dup2(write_end, 1)
         os.dup2(write_end, 2)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -182,6 +195,8 @@ def start_check(relaunch: Relaunch, deadline: float) -> Check:
         raise
     finally:
         os.close(write_end)
+    with contextlib.suppress(OSError):  # the child's own setpgid may have come first
+        os.setpgid(pid, pid)
     return Check(pid, read_end, deadline)
 
 
@@ -219,12 +234,20 @@ def export(
     return doc, carried
 
 
-def hand_over(relaunch: Relaunch, doc: Mapping[str, Any], carried: Iterable[int]) -> None:
+def hand_over(
+    relaunch: Relaunch,
+    doc: Mapping[str, Any],
+    carried: Iterable[int],
+    waiting: Callable[[], Iterable[int]],
+) -> None:
     """Re-execute the master (see the module's comment), handing ``doc`` over with the fds
-    ``carried``. Returns only if the exec failed, raising its ``OSError``, everything as it
-    was: the fds not inheritable again, the signals unblocked, the directory the same."""
+    ``carried``. ``waiting`` takes the signals that came and were not handled yet off the
+    wake-up fd (which the exec closes): they are raised again while blocked, so they stay
+    pending across the exec. Returns only if the exec failed, raising its ``OSError``,
+    everything as it was: the fds not inheritable again, the signals unblocked (and those
+    pending delivered), the directory the same."""
     data = json.dumps(doc, separators=(",", ":")).encode()
-    memfd = os.memfd_create("prefork-upgrade", 0)  # no MFD_CLOEXEC: the new image reads it
+    memfd = os.memfd_create(MEMFD, 0)  # no MFD_CLOEXEC: the new image reads it
     try:
         _write_all(memfd, data)
         os.lseek(memfd, 0, os.SEEK_SET)
@@ -233,6 +256,8 @@ def hand_over(relaunch: Relaunch, doc: Mapping[str, Any], carried: Iterable[int]
         cwd = os.getcwd()
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
         try:
+            for signum in waiting():
+                signal.raise_signal(signum)  # blocked: pending, and pending survives execve
             for fd in was:
                 os.set_inheritable(fd, True)
             os.chdir(relaunch.cwd)
@@ -266,13 +291,24 @@ def _flush_output() -> None:
 def incoming(environ: MutableMapping[str, str], pid: int) -> dict[str, Any] | None:
     """The state the image before this one handed over, when an upgrade started this one
     (``ENV`` says where, and is removed: workers and checks must not see it); else None.
-    Raises ``ConfigError`` saying why it cannot be read."""
+    Raises ``ConfigError`` saying why it cannot be read (then nothing was read: ``ENV`` names
+    no memfd of an upgrade, such as stdin, which could block)."""
     where = environ.pop(ENV, None)
     if where is None:
         return None
-    what = f"cannot take over from the master before the upgrade ({ENV}={where})"
+    what = (
+        f"{ENV}={where[:20]!r} does not name the state of an in-place upgrade (prefork ctl "
+        "upgrade sets it for the master it re-executes; unset it)"
+    )
+    fd = int(where) if where.isdigit() and len(where) < 10 else -1
     try:
-        with os.fdopen(int(where), "rb") as f:
+        named = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        named = ""
+    if not named.startswith(f"/memfd:{MEMFD}"):
+        raise ConfigError(what)
+    try:
+        with os.fdopen(fd, "rb") as f:
             doc = json.loads(f.read())
     except (ValueError, OSError) as exc:
         raise ConfigError(f"{what}: {exc}") from None
