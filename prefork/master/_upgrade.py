@@ -116,9 +116,6 @@ class Check:
         self.eof = False
         self.code: int | None = None  # the exit code (negative: killed by that signal)
 
-    def fileno(self) -> int:
-        return self.fd
-
     def read(self) -> None:
         """Take what the child wrote (the selector said there is something, or its end)."""
         try:
@@ -257,7 +254,8 @@ def hand_over(
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
         try:
             for signum in waiting():
-                signal.raise_signal(signum)  # blocked: pending, and pending survives execve
+                if signum in BLOCKED:  # blocked: pending, and pending survives execve
+                    signal.raise_signal(signum)
             for fd in was:
                 os.set_inheritable(fd, True)
             os.chdir(relaunch.cwd)

@@ -61,8 +61,9 @@ class Upgrader:
         started; the console hears of the outcome later)."""
         under_way = self._check is not None or self._due
         refused = _upgrade.refusal(self.relaunch, self._supervisor.ledger, under_way)
-        if refused or self.relaunch is None or self._selector is None:
+        if refused or self.relaunch is None:
             return refused or _upgrade.NOT_SERVE
+        assert self._selector is not None  # the console asks once the loop runs: open()
         policies = [b.policy for b in self._supervisor.ledger.brokers.values()]
         most = max(p.boot_timeout for p in policies) + _upgrade.CHECK_MARGIN
         try:
@@ -126,9 +127,10 @@ class Upgrader:
             return
         self._due = False
         refused = _upgrade.refusal(self.relaunch, self._supervisor.ledger, False)
-        if refused or self.relaunch is None or self._channels is None:
+        if refused or self.relaunch is None:
             self._refuse(refused or _upgrade.NOT_SERVE)
             return
+        assert self._channels is not None
         doc, carried = _upgrade.export(
             self._supervisor, self._sockets, self._channels, self._console
         )
