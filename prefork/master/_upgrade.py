@@ -7,18 +7,20 @@ Three steps, none of which blocks the select loop:
 1. The check (``Check``): a child runs the master's own command line with ``--check-config``
    (the new code parses the options and imports the app, as a start would); its output comes
    through a pipe on the master's selector, its exit through the master's reaper, within a
-   deadline. A failure refuses the upgrade with the check's error line; nothing changes.
+   deadline (then its process group is killed). A failure refuses the upgrade with the
+   check's error line; nothing changes.
 2. The hand-over (``hand_over``): what the master knows, as JSON (``export``: the
    supervisor's records, each broker's listening sockets, each worker's channel, the console
    with its sockets and metric totals), goes into a memfd whose number ``PREFORK_UPGRADE``
    names; the fds it names are made inheritable (nothing else is), the master's signals are
    blocked (a mask survives ``execve``, handlers do not: a SIGTERM in between would take its
-   default action and kill the master), and the master execs its own command line, from the
-   directory it was started in (``--chdir`` is applied again).
-3. The take-over (``incoming``, ``listeners``, then ``Master._take_over``): the new image
-   reads the state back, builds its objects on the same fds, unblocks its signals once its
-   handlers are in place (signals that came meanwhile are delivered then), reaps what exited
-   meanwhile, and posts a reload of every broker.
+   default action and kill the master; those already caught but not handled yet are raised
+   again, pending), and the master execs its own command line, from the directory it was
+   started in (``--chdir`` is applied again).
+3. The take-over (``incoming``, ``listeners``, ``take_over``, from ``Upgrader.take_over``):
+   the new image reads the state back, builds its objects on the same fds, unblocks its
+   signals once its handlers are in place (signals that came meanwhile are delivered then: a
+   SIGCHLD has what exited meanwhile reaped), and posts a reload of every broker.
 
 Rejected: a second master beside the first (nginx's and unicorn's binary upgrade): the pid
 would change, and systemd (``MAINPID``), pid files and supervisors follow the pid; two masters

@@ -1,4 +1,4 @@
-"""Hooks into the processes of an in-place upgrade, for tests/process/test_process_upgrade.py: Python
+"""Hooks into the processes of an in-place upgrade, for test_process_upgrade.py: Python
 imports this module at start-up when its directory is on PYTHONPATH, before any of prefork
 runs, so a test can act at a moment it could not otherwise reach. Steered by files in the
 directory ``$UPGRADE_HOOKS`` names; each is removed as it is used (one upgrade each).
