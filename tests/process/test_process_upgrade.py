@@ -345,3 +345,30 @@ def test_the_state_of_another_process_is_refused() -> None:
     assert done.stderr.startswith(f"prefork: error: PREFORK_UPGRADE='{fd}' does not name ")
     assert done.stderr.endswith(": its state is of process 1, not this one\n")
     assert "Traceback" not in done.stderr
+
+
+def test_a_broker_scaled_to_0_is_still_turned_away_by_the_new_image(
+    start: Start, tmp_path: Path
+) -> None:
+    master, port, path = ops(start, tmp_path)
+    assert ctl(path, "scale", "http", "0").returncode == 0
+    wait_until(lambda: not master.workers(), 10, "no workers")
+    assert answer(port) == 503  # the master turns its connections away
+    done = ctl(path, "upgrade", "--wait")
+    assert done.returncode == 0, done.stderr
+    assert "reload done: http generation 2, 0 worker(s) replaced in " in done.stdout
+    assert status(path)["upgrades"] == 1
+    assert answer(port) == 503  # and so does the new image: nothing left waiting
+    assert ctl(path, "scale", "http", "1").returncode == 0
+    wait_until(lambda: answer(port) == 200, 10, "served again")
+
+
+def answer(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
