@@ -275,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cli.check_config:  # the check of an upgrade: can this prefork take the state over?
             _upgrade.check_format(os.environ)
         master, effective = _serve_master(args, cli)
+        if cli.check_config:
+            _upgrade.check_brokers(os.environ, master.listeners())
         master.relaunch_as(_upgrade.Relaunch.of_this_process(started_in, argv))
         if cli.print_config:
             print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), effective), end="")

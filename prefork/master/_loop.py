@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -134,7 +135,12 @@ class Master:
     def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
         """Let ``prefork ctl upgrade`` re-execute this master so (``prefork serve`` does; an
         API master, whose program knows no ``--check-config``, refuses upgrades)."""
-        self._upgrader.relaunch = relaunch
+        brokers = tuple((n, b.config.listen) for n, b in self._brokers.items())
+        self._upgrader.relaunch = dataclasses.replace(relaunch, brokers=brokers)
+
+    def listeners(self) -> dict[str, tuple[str, ...]]:
+        """Each broker and the addresses it listens on (what an upgrade keeps)."""
+        return {name: broker.config.listen for name, broker in self._brokers.items()}
 
     def stop(self) -> None:
         """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued

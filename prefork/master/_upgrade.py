@@ -59,6 +59,11 @@ ENV = "PREFORK_UPGRADE"
 #: Given to the check child: the format of the state it would be handed over. A prefork that
 #: cannot read it refuses, so the upgrade is refused before anything changes.
 FORMAT_ENV = "PREFORK_UPGRADE_FORMAT"
+#: Given to the check child too: the running master's brokers and the addresses each listens
+#: on (JSON). The new image keeps them (it adopts the workers and the listening sockets), so
+#: a command line or config file that now declares others is refused by the check, before
+#: the exec, instead of failing the new image after it.
+BROKERS_ENV = "PREFORK_UPGRADE_BROKERS"
 #: How long the check may take beyond the app's import (``--boot-timeout`` bounds that).
 CHECK_MARGIN = 10.0
 #: The signals blocked across the exec: the master's, whose default action would end it.
@@ -79,6 +84,8 @@ class Relaunch:
     executable: str
     argv: tuple[str, ...]
     cwd: str
+    #: Each broker and the addresses it listens on (``Master.relaunch_as`` fills it in).
+    brokers: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
     def of_this_process(cls, cwd: str, argv: Sequence[str] | None = None) -> Relaunch:
@@ -167,7 +174,8 @@ def start_check(relaunch: Relaunch, deadline: float) -> Check:
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     argv = [*relaunch.argv, "--check-config"]
-    env = {**os.environ, FORMAT_ENV: str(FORMAT)}
+    brokers = json.dumps({name: list(listen) for name, listen in relaunch.brokers})
+    env = {**os.environ, FORMAT_ENV: str(FORMAT), BROKERS_ENV: brokers}
     env.pop(ENV, None)
 
     def before() -> None:
@@ -329,6 +337,31 @@ def check_format(environ: Mapping[str, str]) -> None:
             f"prefork {VERSION} reads the state of a master in format {FORMAT}, and the "
             f"running master hands over format {wanted}; restart it instead"
         )
+
+
+def check_brokers(environ: Mapping[str, str], brokers: Mapping[str, Sequence[str]]) -> None:
+    """In the check child (``BROKERS_ENV`` set): raise ``ConfigError`` unless the command
+    line declares the running master's ``brokers`` (name -> listen addresses), which an
+    upgrade keeps."""
+    given = environ.get(BROKERS_ENV)
+    if given is None:
+        return
+    try:
+        running = {name: list(listen) for name, listen in json.loads(given).items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"{BROKERS_ENV} is not the running master's brokers: {exc}") from None
+    wanted = {name: list(listen) for name, listen in brokers.items()}
+    restart = "an upgrade keeps the running master's; restart it to change them"
+    if sorted(running) != sorted(wanted):
+        have, want = ", ".join(sorted(running)), ", ".join(sorted(wanted))
+        raise ConfigError(f"the brokers would be {want}, the running master has {have}: {restart}")
+    for name in sorted(running):
+        if running[name] != wanted[name]:
+            have, want = " ".join(running[name]), " ".join(wanted[name])
+            raise ConfigError(
+                f"broker {name!r} would listen on {want or 'nothing'}, the running master "
+                f"listens on {have or 'nothing'}: {restart}"
+            )
 
 
 def listeners(doc: Mapping[str, Any], brokers: Iterable[str]) -> dict[str, list[socket.socket]]:

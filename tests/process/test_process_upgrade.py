@@ -144,6 +144,26 @@ def test_a_broken_app_on_disk_refuses_the_upgrade_and_nothing_changes(
     assert upgraded(path, before)["upgrades"] == 1
 
 
+def test_a_config_file_that_now_declares_another_broker_refuses_the_upgrade(
+    start: Start, tmp_path: Path
+) -> None:
+    config = tmp_path / "prefork.toml"
+    config.write_text("graceful-timeout = 5\n")
+    master, _, path = ops(start, tmp_path, "-c", str(config))
+    before = status(path)
+    config.write_text("graceful-timeout = 5\nreload = true\n")  # a watcher: broker 'reload'
+    done = ctl(path, "upgrade", "--wait")
+    assert done.returncode == 1
+    assert done.stderr == (
+        "prefork: error: the installed prefork cannot start this master: the brokers would be "
+        "http, reload, the running master has http: an upgrade keeps the running master's; "
+        "restart it to change them\n"
+    )
+    doc = status(path)
+    assert doc["upgrades"] == 0 and pids(doc) == pids(before)
+    master.check_running("after the refusal")
+
+
 def test_refused_while_a_reload_runs_or_a_broker_drains(start: Start, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     master, _, path = ops(start, tmp_path, env={"OPS_BOOT_GATE": str(gate)})

@@ -531,6 +531,31 @@ def test_check_format_refuses_a_format_this_prefork_cannot_read() -> None:
     )
 
 
+def test_check_brokers_refuses_other_brokers_or_addresses_than_the_running_masters() -> None:
+    running = {_upgrade.BROKERS_ENV: json.dumps({"http": ["127.0.0.1:8000"], "jobs": []})}
+    _upgrade.check_brokers({}, {"web": ["[::]:80"]})  # not a check
+    _upgrade.check_brokers(running, {"jobs": (), "http": ("127.0.0.1:8000",)})
+    restart = "an upgrade keeps the running master's; restart it to change them"
+    with pytest.raises(ConfigError) as raised:
+        _upgrade.check_brokers(running, {"http": ["127.0.0.1:8000"], "reload": []})
+    assert str(raised.value) == (
+        f"the brokers would be http, reload, the running master has http, jobs: {restart}"
+    )
+    with pytest.raises(ConfigError) as raised:
+        _upgrade.check_brokers(running, {"http": ["127.0.0.1:8001"], "jobs": []})
+    assert str(raised.value) == (
+        "broker 'http' would listen on 127.0.0.1:8001, the running master listens on "
+        f"127.0.0.1:8000: {restart}"
+    )
+    with pytest.raises(ConfigError) as raised:
+        _upgrade.check_brokers(running, {"http": ["127.0.0.1:8000"], "jobs": ["unix:/j"]})
+    assert str(raised.value).startswith("broker 'jobs' would listen on unix:/j, the running ")
+    assert "master listens on nothing: " in str(raised.value)
+    for garbage in ("[", "[1]", '{"http": 1}'):
+        with pytest.raises(ConfigError, match=r"^PREFORK_UPGRADE_BROKERS is not the running"):
+            _upgrade.check_brokers({_upgrade.BROKERS_ENV: garbage}, {})
+
+
 def test_listeners_are_taken_from_their_fds() -> None:
     sock = socket.socket()
     fd = sock.detach()
