@@ -276,6 +276,14 @@ class BrokerConfig:
         "--preload",
         parse=None,
     )
+    template: bool = option(
+        False,
+        "fork the workers from a template process per generation that imported the code "
+        "once: they share its memory and start without importing; a reload starts a new one",
+        switch,
+        "--template",
+        parse=None,
+    )
     max_worker_memory: float = option(
         0.0,
         "replace a worker (rolling) whose resident memory passes this many MiB (0 = no limit)",
@@ -288,6 +296,11 @@ class BrokerConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.template and self.preload:
+            raise ConfigError(
+                "template and preload both share the code's memory; choose template, which "
+                "keeps loading new code on reload (--template, not --preload)"
+            )
 
     @classmethod
     def from_options(
@@ -320,6 +333,7 @@ def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
         backoff_cap=master.backoff_cap,
         backoff_reset=master.backoff_reset,
         max_memory=int(broker.max_worker_memory * (1 << 20)),
+        template=broker.template,
     )
 
 

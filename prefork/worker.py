@@ -94,6 +94,26 @@ class Worker:
         extra keyword options). Called by ``Master.broker`` before anything forks; the default
         accepts anything."""
 
+    @classmethod
+    def prepare_template(cls, options: Mapping[str, Any]) -> None:
+        """With templates (``template=True``, ``--template``): runs in the template process
+        once this class is imported, to import what its workers use so that they share it
+        (the HTTP worker imports the app's module). Must not start threads or open
+        connections: they would not survive the fork (see ``before_fork``). An exception
+        fails the template (and a reload onto it). The default does nothing."""
+
+    @classmethod
+    def before_fork(cls, options: Mapping[str, Any]) -> None:
+        """With templates: runs in the template before each worker is forked from it. Close
+        what must not be shared across the fork (a database connection opened at import,
+        a file held for writing). An exception fails that worker's start."""
+
+    @classmethod
+    def after_fork(cls, options: Mapping[str, Any]) -> None:
+        """With templates: runs in each new worker right after the fork, before the worker
+        is made and ``init()`` runs (reseed what the template's state would make every
+        worker repeat). An exception fails the worker's start."""
+
     def init(self) -> Awaitable[None] | None:
         """Start the worker's work. May be ``async``. An exception here is a boot failure."""
         return None

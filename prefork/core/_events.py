@@ -26,8 +26,12 @@ class WorkerSpawned:
 
 @dataclass(frozen=True, slots=True)
 class SpawnFailed:
+    """A worker could not be started. ``backoff``: whether it counts as an early failure (not
+    when its template died under it: that is the template's failure, told on its own)."""
+
     worker_id: int
     reason: str
+    backoff: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,26 @@ class MemoryMeasured:
     rss: tuple[tuple[int, int], ...]  # (worker id, bytes)
 
 
+@dataclass(frozen=True, slots=True)
+class TemplateReady:
+    """The template of ``broker`` for ``generation`` imported the code: workers fork from it."""
+
+    broker: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateExited:
+    """The template of ``broker`` for ``generation`` was reaped (or could not be forked: no
+    code, no signal). ``error``: what it said when it could not import (a traceback)."""
+
+    broker: str
+    generation: int
+    exit_code: int | None
+    signal: int | None
+    error: str = ""
+
+
 Event = (
     Started
     | WorkerSpawned
@@ -115,6 +139,8 @@ Event = (
     | StopRequested
     | TimePassed
     | MemoryMeasured
+    | TemplateReady
+    | TemplateExited
 )
 
 # --- actions ------------------------------------------------------------------------------
@@ -194,6 +220,36 @@ class MeasureMemory:
     worker_ids: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class StartTemplate:
+    """Fork the template of ``broker`` for ``generation``: it imports the code on disk once,
+    then forks that generation's workers (``Spawn``) until it is stopped."""
+
+    broker: str
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopTemplate:
+    """No worker forks from this template again: close its link (it leaves at the end of
+    it), or ``kill`` it (one still importing)."""
+
+    broker: str
+    generation: int
+    kill: bool = False
+
+
 Action = (
-    Spawn | Terminate | Kill | DumpStack | Emit | Log | Exit | Notify | TurnAway | MeasureMemory
+    Spawn
+    | Terminate
+    | Kill
+    | DumpStack
+    | Emit
+    | Log
+    | Exit
+    | Notify
+    | TurnAway
+    | MeasureMemory
+    | StartTemplate
+    | StopTemplate
 )

@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import re
 
-from prefork.core._events import Action, Emit, Log
+from prefork.core._events import Action, Emit, Log, TemplateExited
 from prefork.core._payloads import WorkerExit
 from prefork.core._roster import BrokerRecord, Cause, WorkerRecord
+from prefork.core._templates import TemplateRecord
 
 #: The longest line of a start error a reload's reason quotes.
 MAX_ERROR_LINE = 200
@@ -79,3 +80,15 @@ def error_line(error: str) -> str:
     if any(ln.startswith(("Traceback (most recent call last)", '  File "')) for ln in lines):
         line = next((ln for ln in reversed(lines) if _EXCEPTION_LINE.fullmatch(ln)), line)
     return line if len(line) <= MAX_ERROR_LINE else line[: MAX_ERROR_LINE - 3] + "..."
+
+
+def template_exit(t: TemplateRecord, e: TemplateExited) -> str:
+    """Why template ``t`` left, as ``e`` says: ``could not start: RuntimeError: ...``,
+    ``exited with signal 9``, ``did not import within boot_timeout (60s)``..."""
+    if t.failure:
+        return t.failure
+    if e.error:
+        return f"could not start: {error_line(e.error)}"
+    if e.signal is not None:
+        return f"exited with signal {e.signal}"
+    return "could not be forked" if e.exit_code is None else f"exited with code {e.exit_code}"

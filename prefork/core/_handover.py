@@ -23,7 +23,7 @@ from prefork.core._roster import BrokerRecord, WorkerRecord, WorkerState
 #: The format of the records below (and of the master's whole hand-over document).
 FORMAT = 1
 #: The fields of a broker's record that are not its state (rebuilt by the new image).
-_NOT_CARRIED = frozenset({"policy", "rolling"})
+_NOT_CARRIED = frozenset({"policy", "rolling", "templates"})
 T = TypeVar("T")
 
 

@@ -30,8 +30,11 @@ class Ledger:
         if self.shutdown_at is not None:
             times.append(self.shutdown_at)
         for b in self.brokers.values():
-            if b.not_before and self.wants_spawn(b):
+            wants_template = not self.stopping and b.templates.missing(b.templates_wanted)
+            if b.not_before and (self.wants_spawn(b) or wants_template):
                 times.append(b.not_before)
+            if (at := b.templates.deadline(b.policy.boot_timeout)) is not None:
+                times.append(at)
         return min(times, default=None)
 
     def status(self, now: float) -> dict[str, BrokerStatus]:
@@ -78,8 +81,8 @@ class Ledger:
         """Whether ``b`` would start a worker now but for its backoff: one is missing, or a
         rolling replacement may start its next swap (not while one runs: that one waits for
         its worker, and a backoff long over must not stand as a deadline in the past)."""
-        if b.draining or self.stopping:
-            return False
+        if b.draining or self.stopping or not b.may_spawn():
+            return False  # (a template not ready yet: its readiness is an event, no deadline)
         next_swap = bool(b.rolling.queue) and b.rolling.waiting_for is None
         return next_swap or b.desired > len(self.live(b.policy.name))
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import assert_never
 
 from prefork.core._rolling import Rolling
+from prefork.core._templates import Templates
 
 #: The most worker processes one broker may have (options, ctl scale, SIGTTIN): more is a
 #: typo, and 10**26 would fork forever.
@@ -46,6 +47,7 @@ class BrokerPolicy:
     backoff_reset: float
     max_memory: int = 0  # bytes of RSS beyond which a worker is replaced (0: no limit)
     recycle_jitter: float = 0.1  # a fixed spread, not an option: recycles must not line up
+    template: bool = False  # workers fork from a template per generation (``_templates.py``)
 
     @property
     def heartbeat_interval(self) -> float:
@@ -148,10 +150,35 @@ class BrokerRecord:
     restarts: int = 0  # of which in place of one that left (a reload, a recycle, a crash)
     crashes: int = 0  # exits nobody asked for
     owed: int = 0  # crashed workers whose replacement has not been spawned yet
+    serving: int = 1  # the generation of the last reload done: crash replacements' code
     rolling: Rolling = field(init=False)  # its rolling replacement (reloads, recycling)
+    templates: Templates = field(init=False)  # with ``policy.template``: one per generation
 
     def __post_init__(self) -> None:
         self.rolling = Rolling(self.policy.name)
+        self.templates = Templates(self.policy.name)
+
+    @property
+    def spawn_generation(self) -> int:
+        """The generation a new worker belongs to: the newest, except with templates when no
+        reload runs: then the serving one, whose template holds the code that last booted (a
+        crash after a rolled-back reload comes back on the old code, not the broken)."""
+        if self.policy.template and not self.rolling.reloading:
+            return self.serving
+        return self.generation
+
+    @property
+    def templates_wanted(self) -> set[int]:
+        """The generations that need a template: the serving one, and the one a reload rolls
+        onto (none without templates)."""
+        if not self.policy.template:
+            return set()
+        return {self.serving, self.generation} if self.rolling.reloading else {self.serving}
+
+    def may_spawn(self) -> bool:
+        """Whether a worker of ``spawn_generation`` can start now, as far as its template
+        goes: always without templates, else once the template is ready."""
+        return not self.policy.template or self.templates.ready(self.spawn_generation)
 
     @property
     def turned_away(self) -> bool:

@@ -49,6 +49,8 @@ from prefork.core._events import (
     SpawnFailed,
     Started,
     StopRequested,
+    TemplateExited,
+    TemplateReady,
     Terminate,
     TimePassed,
     TurnAway,
@@ -67,6 +69,7 @@ from prefork.core._roster import (
     WorkerRecord,
     WorkerState,
 )
+from prefork.core._templates import TemplateState
 
 
 class Supervisor:
@@ -194,6 +197,15 @@ class Supervisor:
                     self._on_stop(now, out)
             case MemoryMeasured():
                 self._on_memory(event, now, out)
+            case TemplateReady(broker=broker, generation=generation):
+                if (
+                    t := self.ledger.brokers[broker].templates.on_ready(generation, now)
+                ) is not None:
+                    took = f"imported in {now - t.started:.2f}s"
+                    msg = f"[{broker}] template of generation {generation} is ready ({took})"
+                    out.append(Log(logging.INFO, msg))
+            case TemplateExited():
+                self._on_template_exit(event, now, out)
             case _:
                 assert_never(event)
         if self._started:
@@ -214,7 +226,8 @@ class Supervisor:
         w = self.ledger.workers.pop(e.worker_id)
         out.append(Log(logging.ERROR, f"[{w.broker}] could not start worker {w.id}: {e.reason}"))
         b = self.ledger.brokers[w.broker]
-        out.append(Log(logging.WARNING, _backoff.failed_early(b, now, self._jitter())))
+        if e.backoff:
+            out.append(Log(logging.WARNING, _backoff.failed_early(b, now, self._jitter())))
         b.rolling.failed(w.id, f"worker {w.id} could not start: {e.reason}", now, out)
 
     def _on_exit(self, e: WorkerExited, now: float, out: list[Action]) -> None:
@@ -236,6 +249,41 @@ class Supervisor:
             out.append(Log(logging.WARNING, line))
         b.rolling.left(w.id)
         b.rolling.failed(w.id, _exits.failed(w, why), now, out)
+
+    def _on_template_exit(self, e: TemplateExited, now: float, out: list[Action]) -> None:
+        b = self.ledger.brokers[e.broker]
+        t = b.templates.on_exit(e.generation)
+        if t is None:
+            return
+        name, g = e.broker, e.generation
+        if t.state is TemplateState.STOPPING and not t.failure:
+            out.append(Log(logging.DEBUG, f"[{name}] template of generation {g} left"))
+            return
+        reason = f"the template of generation {g} {_exits.template_exit(t, e)}"
+        if e.error and e.error != b.last_error:
+            b.last_error = e.error
+            out.append(
+                Log(
+                    logging.ERROR,
+                    f"[{name}] template of generation {g} could not start:\n{e.error}",
+                )
+            )
+        if t.ready_at is None and not b.ever_ready and not self.ledger.stopping:
+            self._halt(3, f"no {name} worker could start ({reason})", now, out)
+            return
+        if t.ready_at is not None and e.signal is not None:
+            # Killed after it served (the OOM killer, a kill storm): its code imports, so it
+            # starts again at once, rate-capped as a killed worker's replacement is.
+            delay = _backoff.killed_after_ready(b, now)
+            wait = f"in {delay:.2f}s" if delay else "now"
+            out.append(Log(logging.WARNING, f"[{name}] {reason}; starting it again {wait}"))
+            return
+        out.append(Log(logging.ERROR, f"[{name}] {reason}"))
+        out.append(Log(logging.WARNING, _backoff.failed_early(b, now, self._jitter())))
+        rolling = b.rolling
+        if t.ready_at is None and rolling.reloading and g == b.generation:
+            out.append(Log(logging.ERROR, f"[{name}] reload rolled back: {reason}"))
+            rolling.drop(now, out, reason)
 
     def _halt(self, code: int, reason: str, now: float, out: list[Action]) -> None:
         """Stop every worker and exit with ``code``."""
@@ -379,6 +427,8 @@ class Supervisor:
                 w.heartbeat_at = now
 
     def _on_time(self, now: float, out: list[Action]) -> None:
+        for b in self.ledger.brokers.values():
+            b.templates.expire(now, b.policy.boot_timeout, out)
         for w in list(self.ledger.workers.values()):
             while (d := self.ledger.due(w)) is not None and now >= d[0]:
                 self._expire(w, d[1], now, out)
@@ -433,18 +483,26 @@ class Supervisor:
 
     def _reconcile(self, now: float, out: list[Action]) -> None:
         if self.ledger.stopping:
-            if not self.ledger.workers and not self._exited:
+            templates = False
+            for b in self.ledger.brokers.values():
+                b.templates.keep(set(), now, False, out)
+                templates = templates or bool(b.templates.by_generation)
+            if not self.ledger.workers and not templates and not self._exited:
                 self._exited = True
                 out.append(Log(logging.INFO, "every worker has left; master exiting"))
                 out.append(Exit(self._exit_code))
             return
         for b in self.ledger.brokers.values():
             if b.draining:
+                b.templates.keep(b.templates_wanted, now, now >= b.not_before, out)
                 continue
             self._advance_rolling(b, now, out)
+            if (r := b.rolling.reload) is not None and r.result == "done":
+                b.serving = max(b.serving, r.generation)
+            b.templates.keep(b.templates_wanted, now, now >= b.not_before, out)
             standing_in = b.rolling.standing_in  # capacity N+1
             missing = b.desired + standing_in - len(self.ledger.live(b.policy.name))
-            if missing > 0 and now >= b.not_before:
+            if missing > 0 and now >= b.not_before and b.may_spawn():
                 for _ in range(missing):
                     self._spawn(b, now, out, replacing=b.owed > 0)
                     b.owed = max(0, b.owed - 1)
@@ -457,7 +515,8 @@ class Supervisor:
         def spawn() -> int:
             return self._spawn(b, now, out, replacing=True)
 
-        b.rolling.advance(now, spawn if now >= b.not_before else None, out)
+        may = now >= b.not_before and b.may_spawn()
+        b.rolling.advance(now, spawn if may else None, out)
 
     def _shrink(self, b: BrokerRecord, surplus: int, now: float, out: list[Action]) -> None:
         busy = b.rolling.busy
@@ -472,7 +531,7 @@ class Supervisor:
         self, b: BrokerRecord, now: float, out: list[Action], *, replacing: bool = False
     ) -> int:
         """Start a worker (``replacing``: in place of one that left, or is leaving)."""
-        w = WorkerRecord(self._next_id, b.policy.name, b.generation, now, heartbeat_at=now)
+        w = WorkerRecord(self._next_id, b.policy.name, b.spawn_generation, now, heartbeat_at=now)
         self._next_id += 1
         b.started += 1
         b.restarts += replacing

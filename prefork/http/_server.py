@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from prefork.http._app import import_app
+from prefork.http._app import import_app, import_module
 from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
 from prefork.http._lifespan import Lifespan
@@ -61,6 +61,12 @@ class HTTPWorker(Worker):
     def check_options(cls, options: Mapping[str, Any]) -> None:
         """Raise ``ConfigError`` unless ``options`` make a valid ``HTTPConfig``."""
         server_context(HTTPConfig.from_options(options))  # readable key and certificate
+
+    @classmethod
+    def prepare_template(cls, options: Mapping[str, Any]) -> None:
+        """The template imports the app's module; each worker makes the app (a factory runs
+        there) and runs its lifespan after the fork."""
+        import_module(HTTPConfig.from_options(options))
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

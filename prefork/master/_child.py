@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,9 @@ class WorkerSpec:
     max_frame: int = frames.DEFAULT_MAX_FRAME
     identity: Identity = field(default_factory=Identity)
     name: str = ""  # --name: workers show as NAME:BROKER
+    # Forked by a template: waits until the master adopted it (and dies with the master from
+    # then on), called once the worker started, before it says it is ready.
+    adopted: Callable[[], None] | None = None
 
 
 def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] | str:
@@ -160,6 +163,8 @@ async def _serve(spec: WorkerSpec) -> int:
         link.send_frame(frames.FAILED, user_traceback(exc)[-MAX_ERROR:])
         await _flush(link)
         return 1
+    if spec.adopted is not None:
+        spec.adopted()
     if worker.auto_ready:
         worker.ready()
     assert worker._exit is not None

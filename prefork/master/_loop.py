@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
-from prefork.master import _child, _pidfile, _process, _sockets, _upgrade
+from prefork.master import _child, _pidfile, _process, _sockets, _template, _upgrade
 from prefork.master._broker import Broker, Desk
 from prefork.master._channels import Channels
 from prefork.master._logs import default_logging, reopen_log_files
@@ -42,6 +43,7 @@ from prefork.master._signals import (
     reset_in_child,
     sigterm_intent,
 )
+from prefork.master._templates import TemplateLink, TemplatePool
 from prefork.master._upgrader import Upgrader
 from prefork.ops._console import Console, Host
 from prefork.ops._side import SideServer
@@ -88,6 +90,7 @@ class Master:
         self._pending: deque[Event] = deque()
         self._desk = Desk(self._pending.append, self.status, self._send)
         self._channels: Channels | None = None
+        self._templates: TemplatePool | None = None  # --template: the templates' links
         self._pids: dict[int, int] = {}  # worker id -> pid, while the worker is not reaped
         self._by_pid: dict[int, int] = {}
         self._sockets: dict[str, list[socket.socket]] = {}
@@ -179,6 +182,9 @@ class Master:
             with SignalWakeup(sigterm=sigterm) as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
                 self._channels = Channels(selector, self._post, self.config.max_frame)
+                self._templates = TemplatePool(
+                    selector, self._post, self._from_template, self._not_from_template
+                )
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
                 self._upgrader.open(selector, self._sockets, self._channels, wakeup.waiting)
                 try:
@@ -246,6 +252,8 @@ class Master:
                     server.ready(key.fileobj, mask)  # type: ignore[arg-type]
                 case _upgrade.Check():
                     self._upgrader.read()
+                case TemplateLink() as link:
+                    self._live_templates().read(link)
                 case channel:
                     if mask & selectors.EVENT_WRITE:
                         channels.flush(channel)
@@ -308,12 +316,16 @@ class Master:
         for dead in _process.reap():
             if self._upgrader.reaped(dead):
                 continue
-            worker_id = self._by_pid.pop(dead.pid, None)
-            if worker_id is None:
-                continue  # not one of ours (we may be PID 1 in a container)
-            del self._pids[worker_id]
-            self._live_channels().remove(worker_id)
-            self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
+            if dead.pid in self._by_pid:
+                self._reaped(dead)
+            else:  # a template, a worker a template has not named yet, or not one of ours
+                self._live_templates().reaped(dead, time.monotonic())  # (we may be PID 1)
+
+    def _reaped(self, dead: _process.Reaped) -> None:
+        worker_id = self._by_pid.pop(dead.pid)
+        del self._pids[worker_id]
+        self._live_channels().remove(worker_id)
+        self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
 
     # --- actions -----------------------------------------------------------------------------
 
@@ -340,6 +352,10 @@ class Master:
                 self._turn_away(broker, on)
             case _events.MeasureMemory(worker_ids=ids):
                 self._measure_memory(ids)
+            case _events.StartTemplate(broker=broker, generation=generation):
+                self._start_template(broker, generation)
+            case _events.StopTemplate(broker=broker, generation=generation, kill=kill):
+                self._live_templates().stop(broker, generation, kill)
             case _:
                 assert_never(action)
 
@@ -352,54 +368,108 @@ class Master:
                 measured.append((worker_id, rss))
         self._post(_events.MemoryMeasured(tuple(measured)))
 
-    def _spawn(self, action: _events.Spawn) -> None:
-        assert self._selector is not None and self._wakeup is not None
-        broker = self._brokers[action.broker]
-        ours, theirs = socket.socketpair()
-        spec = _child.WorkerSpec(
-            broker=broker.type,
-            worker=self._classes[broker.type],
-            worker_id=action.worker_id,
-            generation=action.generation,
-            channel=theirs,
-            sockets=self._sockets[broker.type],
-            backlog=broker.config.backlog,
-            options=broker.config.worker_options,
-            heartbeat=self._policies[broker.type].heartbeat_interval,
-            graceful_timeout=self._policies[broker.type].graceful_timeout,
+    def _worker_spec(
+        self,
+        broker: str,
+        generation: int,
+        worker: type[Worker] | str,
+        worker_id: int,
+        channel: socket.socket,
+    ) -> _child.WorkerSpec:
+        config = self._brokers[broker].config
+        return _child.WorkerSpec(
+            broker=broker,
+            worker=worker,
+            worker_id=worker_id,
+            generation=generation,
+            channel=channel,
+            sockets=self._sockets[broker],
+            backlog=config.backlog,
+            options=config.worker_options,
+            heartbeat=self._policies[broker].heartbeat_interval,
+            graceful_timeout=self._policies[broker].graceful_timeout,
             max_frame=self.config.max_frame,
             identity=self._identity,
             name=self.config.name or "",
         )
-        close_in_child = [
+
+    def _close_in_child(self) -> list[int]:
+        """The master's fds a forked worker or template closes."""
+        assert self._selector is not None and self._wakeup is not None
+        return [
             *self._live_channels().fds(),
+            *self._live_templates().fds(),
             self._selector.fileno(),
             *self._wakeup.fds(),
             *self._console.fds(),
         ]
+
+    def _spawn(self, action: _events.Spawn) -> None:
+        worker_id, broker = action.worker_id, action.broker
+        if self._policies[broker].template:  # the template names it (``_from_template``)
+            now = time.monotonic()
+            if why := self._live_templates().request(worker_id, broker, action.generation, now):
+                self._post(_events.SpawnFailed(worker_id, why))
+            return
+        ours, theirs = socket.socketpair()
+        worker = self._classes[broker]
+        spec = self._worker_spec(broker, action.generation, worker, worker_id, theirs)
 
         def before() -> None:
             reset_in_child()
             ours.close()
 
         try:
-            pid = _process.fork_worker(lambda: _child.run(spec), close_in_child, before)
+            pid = _process.fork_worker(lambda: _child.run(spec), self._close_in_child(), before)
         except OSError as exc:
             ours.close()
             theirs.close()
-            self._post(_events.SpawnFailed(action.worker_id, str(exc)))
+            self._post(_events.SpawnFailed(worker_id, str(exc)))
             return
         theirs.close()
-        self._live_channels().add(action.worker_id, ours)
-        self._pids[action.worker_id] = pid
-        self._by_pid[pid] = action.worker_id
-        self._post(_events.WorkerSpawned(action.worker_id, pid))
+        self._from_template(worker_id, pid, ours, None)
+
+    def _from_template(
+        self, worker_id: int, pid: int, channel: socket.socket, dead: _process.Reaped | None
+    ) -> None:
+        """Worker ``worker_id`` runs as ``pid`` (``dead``: and was reaped already)."""
+        self._live_channels().add(worker_id, channel)
+        self._pids[worker_id] = pid
+        self._by_pid[pid] = worker_id
+        self._post(_events.WorkerSpawned(worker_id, pid))
+        if dead is not None:
+            self._reaped(dead)
+
+    def _not_from_template(self, worker_id: int, reason: str, backoff: bool) -> None:
+        self._post(_events.SpawnFailed(worker_id, reason, backoff))
+
+    def _start_template(self, broker: str, generation: int) -> None:
+        def fork(link: socket.socket, ours: int) -> int:
+            spec = _template.TemplateSpec(
+                broker=broker,
+                generation=generation,
+                worker=self._classes[broker],
+                options=self._brokers[broker].config.worker_options,
+                link=link,
+                master_pid=os.getpid(),
+                worker_spec=functools.partial(self._worker_spec, broker, generation),
+                identity=self._identity,
+                name=self.config.name or "",
+            )
+            close = [*self._close_in_child(), ours]
+            return _process.fork_worker(lambda: _template.run(spec), close, reset_in_child)
+
+        self._live_templates().start(broker, generation, fork)
 
     def _signal(self, worker_id: int, signum: int) -> None:
         # An action may name a worker reaped a moment ago (its exit is still queued as an
-        # event): nothing to signal then; the supervisor hears of the exit next.
+        # event): nothing to signal then; the supervisor hears of the exit next. A worker a
+        # template has not named yet gets it once named.
         pid = self._pids.get(worker_id)
-        if pid is not None:
+        if pid is None:
+            if self._templates is not None:
+                self._templates.signal(worker_id, signum)
+        else:
             with contextlib.suppress(ProcessLookupError):  # died, not reaped yet
                 os.kill(pid, signum)
 
@@ -417,6 +487,10 @@ class Master:
     def _live_channels(self) -> Channels:
         assert self._channels is not None
         return self._channels
+
+    def _live_templates(self) -> TemplatePool:
+        assert self._templates is not None
+        return self._templates
 
     def _send(self, broker: str, obj: Any) -> None:
         frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
@@ -460,6 +534,8 @@ class Master:
         self._console.close()
         if self._channels is not None:
             self._channels.close_all()
+        if self._templates is not None:
+            self._templates.close_all()
         for socks in self._sockets.values():
             for sock in socks:
                 _sockets.close_listener(sock)

@@ -392,3 +392,35 @@ def answer(port: int) -> int:
         return response.status
     finally:
         conn.close()
+
+
+def test_an_upgrade_with_templates_starts_new_ones_and_rolls_onto_them(
+    start: Start, tmp_path: Path
+) -> None:
+    """Templates are not carried across the exec (their links close with it, and they leave):
+    the new image starts its own, and its reload rolls the workers onto them."""
+    master, port, path = ops(start, tmp_path, "--template")
+    before = status(path)
+    old_templates = wait_until(lambda: templates_of(master.pid), 10, "a template")
+    with Load(port) as running:
+        done = ctl(path, "upgrade", "--wait")
+        doc = upgraded(path, before)
+        served = running.ok
+        wait_until(lambda: running.ok > served + 5, 10, "requests answered after the upgrade")
+    assert done.returncode == 0, done.stderr
+    assert running.failed == []
+    assert {w["generation"] for w in doc["brokers"]["http"]["workers"]} == {2}
+    new = wait_until(lambda: [t for t in [templates_of(master.pid)] if t and not t & old_templates])
+    assert len(new[0]) == 1  # generation 2's; generation 1's left with the old image's links
+    master.check_running("after the upgrade")
+
+
+def templates_of(pid: int) -> set[int]:
+    found = set()
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if b"template gen" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.add(int(child))
+        except OSError:
+            pass
+    return found

@@ -71,6 +71,7 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"workers": 1025}, "workers must be at most 1024, got 1025"),
         ({"backlog": 65536}, "backlog must be at most 65535, got 65536"),
         ({"timeout": 10**30}, "timeout must be at most 604800 seconds"),
+        ({"template": True, "preload": True}, "template and preload both share"),
     ],
 )
 def test_bad_broker_options(kwargs: dict[str, object], message: str) -> None:

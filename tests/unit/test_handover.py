@@ -54,8 +54,10 @@ def test_every_field_of_every_record_goes_through_json_and_back() -> None:
     for name, b in sup.ledger.brokers.items():
         other = again.ledger.brokers[name]
         for f in dataclasses.fields(b):
-            if f.name != "rolling":
+            if f.name not in ("rolling", "templates"):
                 assert getattr(other, f.name) == getattr(b, f.name), f.name
+        # Templates are processes of the image before: the new one starts its own.
+        assert not other.templates.by_generation
         for slot in type(b.rolling).__slots__:
             assert getattr(other.rolling, slot) == getattr(b.rolling, slot), slot
     heartbeats = {}

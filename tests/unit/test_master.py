@@ -202,3 +202,37 @@ def test_the_loop_sleeps_until_the_nearest_deadline_and_never_past_a_day() -> No
     assert sleep_for(None, 4.0, 5.0) == 0.0  # overdue: at once
     # epoll's timeout is an int of milliseconds: 24.8 days would overflow it.
     assert sleep_for(5.0 + 30 * 86400, None, 5.0) == MAX_SLEEP == 86400.0
+
+
+def test_a_worker_of_a_template_that_is_gone_fails_to_spawn_and_one_reaped_early_is_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With templates the template names each worker; the master's side of two races: the
+    template left before the request (a failed spawn), and the worker was reaped before the
+    template named it (started, then exited, in that order)."""
+    import selectors
+
+    from prefork.core._events import Spawn, SpawnFailed, WorkerExited, WorkerSpawned
+    from prefork.master._channels import Channels
+    from prefork.master._process import Reaped
+    from prefork.master._templates import TemplatePool
+
+    master = Master()
+    master.broker("web", Worker, template=True)
+    with selectors.DefaultSelector() as selector:
+        master._channels = Channels(selector, master._post, 1 << 20)
+        master._templates = TemplatePool(
+            selector, master._post, master._from_template, master._not_from_template
+        )
+        master._perform(Spawn(1, "web", 1))
+        assert list(master._pending) == [
+            SpawnFailed(1, "the template of generation 1 is gone"),
+        ]
+        master._pending.clear()
+        ours, theirs = socket.socketpair()
+        with theirs:
+            master._from_template(2, 4242, ours, Reaped(4242, None, 9))
+            assert list(master._pending) == [WorkerSpawned(2, 4242), WorkerExited(2, None, 9)]
+            assert master._pids == {} and ours.fileno() < 0
+        master._not_from_template(3, "no", False)
+        assert master._pending[-1] == SpawnFailed(3, "no", backoff=False)

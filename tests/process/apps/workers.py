@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -178,3 +179,38 @@ class BootsUntil(Worker):
 
 
 NotAWorker = object()
+
+
+class Templated(Echo):
+    """``Echo`` for templates: the template imports ``version_module`` (so the workers forked
+    from it answer its ``VERSION`` without importing it, and ``imported`` answers the worker's
+    pid and that of the process that imported it: the module's ``IMPORTED_IN``), and each
+    hook appends ``<hook> <pid>`` to the file named by the ``hooks`` option. The hook named
+    by ``fail`` raises."""
+
+    @classmethod
+    def prepare_template(cls, options: Any) -> None:
+        _hook(options, "prepare_template")
+        if name := options.get("version_module"):
+            importlib.import_module(name)
+
+    @classmethod
+    def before_fork(cls, options: Any) -> None:
+        _hook(options, "before_fork")
+
+    @classmethod
+    def after_fork(cls, options: Any) -> None:
+        _hook(options, "after_fork")
+
+    def command(self, line: str) -> str:
+        if line == "imported":
+            return f"{os.getpid()} {sys.modules[self.options['version_module']].IMPORTED_IN}"
+        return super().command(line)
+
+
+def _hook(options: Any, name: str) -> None:
+    if options.get("hooks"):
+        with open(options["hooks"], "a") as f:
+            f.write(f"{name} {os.getpid()}\n")
+    if options.get("fail") == name:
+        raise RuntimeError(f"{name} was asked to raise")
