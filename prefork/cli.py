@@ -33,6 +33,7 @@ from prefork.core._version import VERSION
 from prefork.http import HTTPConfig, HTTPWorker
 from prefork.http._app import import_app, import_module
 from prefork.load import LoadConfig
+from prefork.load._merge import main as merge_runs
 from prefork.load._run import run as run_load
 from prefork.master import _process, _sockets, _upgrade, _watch
 from prefork.master import _setup as setup
@@ -259,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:2] == ["load", "merge"]:  # a URL is never "merge": the runs to merge follow
+        return merge_runs(words[2:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "load":

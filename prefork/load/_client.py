@@ -3,9 +3,9 @@ of loading it from a worker's event loop.
 
 - ``run_closed``: wrk's closed loop. Each connection sends, waits for the whole response, and
   sends again at once.
-- ``run_open``: wrk2's open loop. Send k leaves when a schedule says it is due, on any idle
-  connection, and its latency runs from when it was *meant* to leave, so a server that stalls
-  cannot slow the client down and hide its stall (coordinated omission).
+- ``run_open`` (``_openloop``): wrk2's open loop. Send k leaves when a schedule says it is
+  due, on any idle connection, and its latency runs from when it was *meant* to leave, so a
+  server that stalls cannot slow the client down and hide its stall (coordinated omission).
 - ``run_scenario`` (``_scenario``): a user's ``async def scenario(client)`` in a loop on
   each ``Client``.
 
@@ -23,6 +23,7 @@ are measured with ``time.monotonic_ns()``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import typing
@@ -34,18 +35,32 @@ logger = logging.getLogger("prefork.load")
 
 _MIN_BACKOFF = 0.01  # seconds before the first reconnect after a failure; doubled up to
 _MAX_BACKOFF = 1.0  # this, so a server that is down does not keep the client busy
+#: A send leaving this long after its intended time is late (``Tally.late``): behind schedule.
+LATE_NS = 10_000_000
 
 
 class Recorder(typing.Protocol):
     """Where responses and failures are counted (``prefork.load._tally.Tally``)."""
 
+    sent: int
+    late: int
+
     def record(self, status: int, latency_us: int, nbytes: int) -> None: ...
 
-    def error(self, kind: str, latency_us: int | None = None) -> None: ...
+    def error(self, kind: str) -> None: ...
+
+    def unanswered(self, latency_us: int, sent: bool = True) -> None: ...
+
+    def connected(self, latency_us: int) -> None: ...
+
+    def message(self, text: str) -> None: ...
 
 
 class Schedule(typing.Protocol):
-    """When the sends of an open loop are due (``prefork.load._schedule.RateSchedule``)."""
+    """When the sends of an open loop are due (``prefork.load._schedule.RateSchedule``), from
+    ``start`` on (the warm-up of the connections puts it off)."""
+
+    start: float
 
     def due(self, now: float) -> int: ...
 
@@ -53,13 +68,16 @@ class Schedule(typing.Protocol):
 
 
 class _LogOnce:
-    """Logs each distinct failure once: a failing server would otherwise log every request."""
+    """Counts every failure's message in the tally (``--json``'s ``messages``) and logs each
+    distinct one once: a failing server would otherwise log every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: Recorder) -> None:
         self._seen: set[str] = set()
+        self._tally = tally
 
     def __call__(self, message: str, exc: BaseException | None = None) -> None:
-        if message not in self._seen:
+        self._tally.message(message)
+        if message not in self._seen and len(self._seen) < 100:
             self._seen.add(message)
             logger.warning("%s", message, exc_info=exc)
 
@@ -90,30 +108,69 @@ class _Run:
         self.loop = loop or asyncio.get_running_loop()
         self.live: set[_Conn] = set()
         self.stopping = False
-        self.log = _LogOnce()
+        self.holding = True  # the warm-up: connections opened, nothing sent yet
+        self.parked: list[_Conn] = []  # idle connections waiting for the warm-up's end
+        self.tried = 0  # connections tried once (connected or failed)
+        self._all_tried: asyncio.Future[None] = self.loop.create_future()
+        self.log = _LogOnce(tally)
         self._address = (target.host, target.port)  # the peer's numbers once one connected
 
     def idle(self, conn: _Conn, now_ns: int) -> None:
         raise NotImplementedError
 
-    async def serve(self) -> None:
+    async def serve(self) -> float:
+        """Run until the deadline; the time the connections' set-up put it off by."""
         slots = [self.loop.create_task(self._slot()) for _ in range(self.connections)]
         self._sweeper = self.loop.call_later(self.timeout, self._sweep)
         try:
+            shift = await self._warm_up()
             while (left := self.deadline - time.monotonic()) > 0:
                 await asyncio.sleep(left)
         finally:
             self.stopping = True
             self._sweeper.cancel()
             self.stop()
+            self.end(min(time.monotonic_ns(), self.deadline_ns))
             for conn in list(self.live):
-                conn.transport.abort()  # what is in flight is not counted
+                conn.transport.abort()
             for slot in slots:
                 slot.cancel()
             await asyncio.gather(*slots, return_exceptions=True)  # each waits for its close
+        return shift
+
+    async def _warm_up(self) -> float:
+        """Hold the first sends until every connection was tried once (or ``timeout``), then
+        put the deadline (and an open loop's schedule) off by the time that took: connection
+        set-up is its own figure (``Tally.connected``), never the requests' latency."""
+        began = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.timeout):
+                await self._all_tried
+        shift = time.monotonic() - began
+        self.begin(shift)
+        return shift
+
+    def begin(self, shift: float) -> None:
+        """The warm-up is over: ``shift`` seconds later than planned, the run begins."""
+        self.deadline += shift
+        self.deadline_ns = int(self.deadline * 1e9)
+        self.holding = False
+        parked, self.parked = self.parked, []
+        now_ns = time.monotonic_ns()
+        for conn in parked:
+            if conn in self.live:
+                self.idle(conn, now_ns)
 
     def stop(self) -> None:
         """The deadline: no more sends."""
+
+    def end(self, end_ns: int) -> None:
+        """The run ended at ``end_ns`` (its deadline, or earlier when cut short): each request
+        still in flight is unanswered, its latency running up to the end."""
+        for conn in self.live:
+            if conn.busy and not conn.failed:
+                conn.failed = True
+                self.tally.unanswered(max(0, end_ns - conn.intended_ns) // 1000)
 
     def closed(self, conn: _Conn) -> None:
         self.live.discard(conn)
@@ -125,9 +182,12 @@ class _Run:
             try:
                 await self._open(conn)
             except (OSError, TimeoutError) as exc:
+                self._tried()
                 self.tally.error("connect")
-                self.log(f"cannot connect to {self.target.authority}: {exc or 'timed out'}")
+                reason = str(exc) or f"no connection within {self.timeout:g} s"
+                self.log(f"cannot connect to {self.target.authority}: {reason}")
             else:
+                self._tried()
                 try:
                     await asyncio.shield(conn.done)
                 except asyncio.CancelledError:  # the run's end, which aborted it: wait for that
@@ -140,15 +200,25 @@ class _Run:
             await asyncio.sleep(delay)
 
     async def _open(self, conn: _Conn) -> None:
+        start = time.monotonic_ns()
+        target = self.target
         try:
             async with asyncio.timeout(self.timeout):
-                transport, _ = await self.loop.create_connection(lambda: conn, *self._address)
+                transport, _ = await self.loop.create_connection(
+                    lambda: conn, *self._address, **target.tls
+                )
         except asyncio.CancelledError:
             # Cancelled after connection_made, uvloop closes the transport without calling
             # connection_lost: the connection is gone all the same.
             self.closed(conn)
             raise
         self._address = transport.get_extra_info("peername")[:2]
+        self.tally.connected((time.monotonic_ns() - start) // 1000)
+
+    def _tried(self) -> None:
+        self.tried += 1
+        if self.tried == self.connections:  # once: a reconnection counts on from there
+            self._all_tried.set_result(None)
 
     def _sweep(self) -> None:
         """Fail the requests in flight for ``timeout``; wake when the oldest left would be."""
@@ -212,26 +282,32 @@ class _Conn(asyncio.Protocol):
         self.busy = True
         self.intended_ns = intended_ns
         self.sent_ns = now_ns
+        self._run.tally.sent += 1
         self._write(self._request)
         if self.transport.is_closing():  # the write failed: uvloop closes at once
             self.fail("write")
 
     def data_received(self, data: bytes) -> None:
+        if self.failed:  # counted and aborted already (bytes read before the abort)
+            return
         try:
             responses = self._feed(data)
         except ValueError as exc:
             self.fail("read", f"bad response from {self._run.target.authority}: {exc}")
             return
+        now = time.monotonic_ns()
         for status, nbytes, keep_alive, _, _ in responses:
-            now = time.monotonic_ns()
             if not self.busy:
                 self.fail("read", f"{self._run.target.authority} answered no request")
                 return
             if now >= self._run.deadline_ns:
-                return  # too late to count; the run closes this connection
+                return  # too late: the run's end counts it unanswered
             self._record(status, (now - self.intended_ns) // 1000, nbytes)
             self.busy = False
             self.answered += 1
+            if len(responses) > 1:  # one request in flight, two answers: pairs would be wrong
+                self.fail("read", f"{self._run.target.authority} answered one request twice")
+                return
             if not keep_alive:
                 self.transport.close()
                 return
@@ -248,22 +324,21 @@ class _Conn(asyncio.Protocol):
         except ValueError:
             ended = []
         if now >= self._run.deadline_ns:
+            self.failed = True
+            self._run.tally.unanswered((self._run.deadline_ns - self.intended_ns) // 1000)
             return
         for status, nbytes, _, _, _ in ended:  # a body that ran until the close
             self._record(status, (now - self.intended_ns) // 1000, nbytes)
             self.answered += 1
             return
-        self._run.tally.error("read", (now - self.intended_ns) // 1000)
+        self._run.tally.error("read")
         reason = exc or "closed"
         self._run.log(f"{self._run.target.authority} dropped a request in flight: {reason}")
 
     def fail(self, kind: str, why: str | None = None) -> None:
         """Count the request in flight (if any) as failed and drop the connection."""
         self.failed = True
-        latency = None
-        if self.busy and kind != "write":
-            latency = (time.monotonic_ns() - self.intended_ns) // 1000
-        self._run.tally.error(kind, latency)
+        self._run.tally.error(kind)
         if why is not None:
             self._run.log(why)
         self.transport.abort()
@@ -271,60 +346,10 @@ class _Conn(asyncio.Protocol):
 
 class _ClosedRun(_Run):
     def idle(self, conn: _Conn, now_ns: int) -> None:
-        if now_ns < self.deadline_ns:
+        if self.holding:
+            self.parked.append(conn)
+        elif now_ns < self.deadline_ns:
             conn.send(now_ns, now_ns)
-
-
-class _OpenRun(_Run):
-    def __init__(
-        self,
-        target: Target,
-        connections: int,
-        schedule: Schedule,
-        deadline: float,
-        tally: Recorder,
-        timeout: float,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> None:
-        super().__init__(target, connections, deadline, tally, timeout, loop)
-        self.schedule = schedule
-        self.waiting: list[_Conn] = []  # idle connections
-        self.sent = 0  # sends so far: the index of the next one
-        self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
-
-    def idle(self, conn: _Conn, now_ns: int) -> None:
-        self.waiting.append(conn)
-        self.pump(now_ns)
-
-    def pump(self, now_ns: int) -> None:
-        """Send what is due on idle connections; if nothing more is, wake when it will be."""
-        if now_ns >= self.deadline_ns or self.stopping:
-            return
-        schedule = self.schedule
-        due = schedule.due(now_ns / 1e9)
-        waiting = self.waiting
-        while self.sent < due and waiting:
-            waiting.pop().send(round(schedule.intended(self.sent) * 1e9), now_ns)
-            self.sent += 1
-        if self.sent >= due and self._timer is None:
-            # The one timer. One armed earlier wakes for a send that has left since: it finds
-            # nothing due and sets itself again, which costs less than cancelling it.
-            wait = schedule.intended(self.sent) - now_ns / 1e9
-            self._timer = self.loop.call_later(wait, self._wake)
-        # Otherwise every connection is busy: the next one to finish sends.
-
-    def closed(self, conn: _Conn) -> None:
-        super().closed(conn)
-        if conn in self.waiting:  # the server closed an idle connection
-            self.waiting.remove(conn)
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _wake(self) -> None:
-        self._timer = None
-        self.pump(time.monotonic_ns())
 
 
 async def run_closed(
@@ -335,34 +360,17 @@ async def run_closed(
     *,
     timeout: float,
     loop: asyncio.AbstractEventLoop | None = None,
-) -> None:
+) -> float:
     """Load ``target`` with a closed loop (wrk's) on ``connections`` keep-alive connections
     until ``deadline``: each sends the request, waits for its response, and sends again.
 
     Records each response (latency from its send) and each failure in ``tally``: "connect"
     (retried with a backoff), "read" (a malformed response, or a close or reset in the middle
     of one), "write", "timeout" (no response within ``timeout`` seconds: the connection is
-    dropped). A connection the server closes is reopened. Requests in flight at the deadline
-    are not counted. Returns once every connection is closed; raises ValueError when
-    ``connections`` < 1 or ``timeout`` <= 0.
+    dropped). A connection the server closes is reopened. The first sends wait until every
+    connection was tried once (``timeout`` at most), and the deadline is put off by that
+    warm-up. Requests in flight at the deadline are unanswered (``tally.unanswered``).
+    Returns, once every connection is closed, the warm-up's length in seconds; raises
+    ValueError when ``connections`` < 1 or ``timeout`` <= 0.
     """
-    await _ClosedRun(target, connections, deadline, tally, timeout, loop).serve()
-
-
-async def run_open(
-    target: Target,
-    connections: int,
-    rate_schedule: Schedule,
-    deadline: float,
-    tally: Recorder,
-    *,
-    timeout: float,
-    loop: asyncio.AbstractEventLoop | None = None,
-) -> None:
-    """Load ``target`` with an open loop (wrk2's) until ``deadline``: send k leaves as soon as
-    ``rate_schedule.due(now) > k``, on any idle connection (when all ``connections`` are busy
-    it waits for one), and its latency is measured from ``rate_schedule.intended(k)``, not
-    from when it could be sent. Failures and the end as ``run_closed`` (a timeout runs from
-    the actual send); returns once every connection is closed.
-    """
-    await _OpenRun(target, connections, rate_schedule, deadline, tally, timeout, loop).serve()
+    return await _ClosedRun(target, connections, deadline, tally, timeout, loop).serve()

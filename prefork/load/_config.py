@@ -9,9 +9,11 @@ one line saying what is wrong and what to do.
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import os
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +31,7 @@ from prefork.core._options import (
     text,
     whole,
 )
+from prefork.load import _threshold
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -52,14 +55,51 @@ def parse_duration(word: str) -> float:
 
 def _url(name: str, value: Any) -> Any:
     text(name, value)
-    if value[:7].lower() != "http://":
-        if value[:8].lower() == "https://":
-            hint = "https is not supported yet"
-        elif "://" in value:
-            hint = "e.g. http://127.0.0.1:8000/"
-        else:
-            hint = f"did you mean 'http://{value}'?"
-        raise ConfigError(f"url {value!r} must be http://HOST[:PORT]/PATH ({hint})")
+    if value[:7].lower() != "http://" and value[:8].lower() != "https://":
+        hint = (
+            "e.g. http://127.0.0.1:8000/" if "://" in value else f"did you mean 'http://{value}'?"
+        )
+        raise ConfigError(f"url {value!r} must be http[s]://HOST[:PORT]/PATH ({hint})")
+    return value
+
+
+def _thresholds(name: str, value: Any) -> Any:
+    items = (value,) if isinstance(value, str) else tuple(value)
+    for item in items:
+        if not isinstance(item, str):
+            raise ConfigError(f"a threshold is a string like 'p99<50ms', got {shown(item)}")
+        try:
+            _threshold.parse(item)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return items
+
+
+def parse_start_at(word: str) -> float:
+    """``--start-at``: unix seconds (``1765000000.5``), an ISO 8601 time with its zone
+    (``2026-12-06T10:00:00Z``), or ``+TIME`` from now (``+30s``), as unix seconds. Raises
+    ``DurationError`` otherwise."""
+    try:
+        if word.startswith("+"):
+            return time.time() + parse_duration(word[1:])
+        if re.fullmatch(r"[0-9]+(\.[0-9]*)?", word):
+            return float(word)
+        when = datetime.datetime.fromisoformat(word)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise DurationError(
+            f"{word!r} is not a time like 2026-12-06T10:00:00Z, unix seconds or +30s"
+        )
+    return when.timestamp()
+
+
+def _start_at(name: str, value: Any) -> Any:
+    if value is None:
+        return value
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"start_at must be unix seconds, got {shown(value)}")
     return value
 
 
@@ -173,6 +213,33 @@ class LoadConfig:
         _scenario,
         "--scenario",
         metavar="MODULE:FUNC",
+    )
+
+    thresholds: tuple[str, ...] = option(
+        (),
+        "fail the run (exit 99) unless this holds, as k6: 'p99<50ms', 'avg<10ms', "
+        "'errors<0.1%%', 'rps>1000'; repeatable",
+        _thresholds,
+        "--threshold",
+        metavar="EXPR",
+        repeat=True,
+    )
+    insecure: bool = option(
+        False,
+        "https: do not check the server's certificate (a self-signed one)",
+        switch,
+        "-k",
+        "--insecure",
+        parse=None,
+    )
+    start_at: float | None = option(
+        None,
+        "start sending at this time (2026-12-06T10:00:00Z, unix seconds or +30s): "
+        "several machines' runs together",
+        _start_at,
+        "--start-at",
+        metavar="TIME",
+        parse=parse_start_at,
     )
 
     def __post_init__(self) -> None:

@@ -15,6 +15,8 @@ from fractions import Fraction
 from itertools import accumulate
 from typing import Any
 
+from prefork.load import _hdr
+
 _BITS = 7  # 2**7 = 128 buckets per power of two: each at most 1/128 of its lowest value wide
 _EXACT = 2 << _BITS  # values below 256 have a bucket of their own
 
@@ -126,6 +128,74 @@ class Histogram:
         cumulative = list(accumulate(self._counts[i] for i in indexes))
         low, high = bounds_of(indexes[bisect_left(cumulative, rank)])
         return float(min(max((low + high) / 2, self.min), self._max))
+
+    def stdev(self) -> float:
+        """The standard deviation, from the exact mean and each bucket's midpoint (as
+        HdrHistogram computes it); 0.0 when empty."""
+        if not self._n:
+            return 0.0
+        mean = self.mean()
+        square = 0.0
+        for index, count in self._counts.items():
+            low, high = bounds_of(index)
+            square += ((low + high) / 2 - mean) ** 2 * count
+        return math.sqrt(square / self._n)
+
+    def corrected(self, expected: int) -> Histogram:
+        """A copy corrected for coordinated omission as wrk 4 corrects its closed loop
+        (``stats_correct``): for each value v of at least 2 * ``expected`` microseconds, the
+        values v - expected, v - 2 * expected, ... down to above ``expected`` are added, once
+        per count of v: the requests a stalled connection would have sent had it not waited.
+        v is taken at its bucket's midpoint (clamped to [min, max]). The values added are
+        counted bucket by bucket (an arithmetic run falls into each bucket a countable number
+        of times), so the cost is buckets squared, whatever the values. ``expected`` below 1
+        corrects nothing."""
+        out = Histogram()
+        out.merge(self)
+        if expected < 1:
+            return out
+        counts = out._counts
+        for index, count in sorted(self._counts.items()):
+            low, high = bounds_of(index)
+            v = min(max((low + high) // 2, self.min), self._max)
+            if v < 2 * expected:
+                continue
+            # The values added are v - j * expected for j = 1 .. last, each above expected.
+            last = (v - expected - 1) // expected
+            first_bucket, last_bucket = bucket_of(v - last * expected), bucket_of(v - expected)
+            for target in range(first_bucket, last_bucket + 1):
+                lo, hi = bounds_of(target)
+                j_low = max(1, -(-(v - hi) // expected))  # ceil((v - hi) / expected)
+                j_high = min(last, (v - lo) // expected)
+                if j_high < j_low:
+                    continue
+                n = j_high - j_low + 1
+                counts[target] = counts.get(target, 0) + n * count
+                out._n += n * count
+                out._sum += count * (n * v - expected * (j_low + j_high) * n // 2)
+            out._min = min(out._min, v - last * expected)
+        return out
+
+    @classmethod
+    def from_hdr(cls, text: str, total: int, low: int, high: int) -> Histogram:
+        """The histogram of an HdrHistogram encoding (``encode``'s) with its exact sum,
+        minimum and maximum beside it (``--json``'s ``latency_hdr`` and ``latency_us``).
+        Raises ValueError when the encoding is malformed or they do not fit together."""
+        counts = _hdr.decode(text)
+        n = sum(counts.values())
+        return cls.from_json(
+            {
+                "b": [[i, c] for i, c in sorted(counts.items())],
+                "n": n,
+                "sum": total,
+                "min": low,
+                "max": high,
+            }
+        )
+
+    def encode(self) -> str:
+        """HdrHistogram's base64 compressed V2 encoding of the buckets (``_hdr``)."""
+        return _hdr.encode(self._counts, self._max)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe dict of everything recorded; ``Histogram.from_json`` reads it back."""

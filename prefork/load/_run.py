@@ -13,17 +13,29 @@ import importlib
 import json
 import logging
 import os
+import resource
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
 from prefork.core._options import ConfigError
 from prefork.core._payloads import WorkerExit, WorkerInfo
+from prefork.core._version import VERSION
+from prefork.load import _summary as summary
+from prefork.load import _threshold
 from prefork.load._config import LoadConfig
-from prefork.load._tally import ERROR_KINDS, Tally
+from prefork.load._tally import Tally
 from prefork.load._target import Target
-from prefork.load._worker import LoadWorker
+from prefork.load._threshold import EXIT_BROKEN
+from prefork.load._worker import LoadWorker, split
 from prefork.master._loop import Master
+
+#: A worker silent this long past ``--timeout`` is hung (a scenario blocking its loop).
+HUNG_AFTER = 3.0
+#: Distinct failures of a run said at the end: a worker sending nonsense each second is said
+#: by the first ones.
+MAX_FAILURES = 20
 
 
 @dataclass
@@ -36,13 +48,17 @@ class Run:
     seconds: dict[int, tuple[int, Tally, float]] = field(default_factory=dict)
     elapsed: list[float] = field(default_factory=list)  # each done worker's own duration
     failures: list[str] = field(default_factory=list)
+    series: list[summary.Second] = field(default_factory=list)  # MAX_SERIES + 1 at most
 
-    def absorb(self, report: dict[str, Any], out: IO[str]) -> None:
-        """Add a worker's report; print the progress line of a second all workers reported."""
-        tick = report.pop("tick")
-        last = report.pop("last", False)
-        span = float(report.pop("span"))
-        self.total.absorb(report)
+    def absorb(self, report: Any, out: IO[str]) -> None:
+        """Add a worker's report; print the progress line of a second all workers reported.
+        A malformed one changes nothing and is a failure of the run (said once, at the end)."""
+        try:
+            tick, last, span = _report_header(report)
+            self.total.absorb(report)
+        except ValueError as exc:
+            self.fail(f"a worker sent a malformed report (left out): {str(exc)[:200]}")
+            return
         if last:
             return
         heard, tally, spans = self.seconds.get(tick, (0, Tally(), 0.0))
@@ -51,20 +67,37 @@ class Run:
         if heard + 1 == self.parts:
             del self.seconds[tick]
             print(progress_line(tick, tally, (spans + span) / self.parts), file=out, flush=True)
+            if len(self.series) <= summary.MAX_SERIES:
+                self.series.append(summary.second_of(tick, tally))
 
-    def done(self, message: dict[str, Any]) -> bool:
+    def done(self, message: Any) -> bool:
         """A worker's ``{"done": seconds}`` (and what failed, if its driver did); whether
-        every worker is done now."""
-        self.elapsed.append(float(message["done"]))
+        every worker is done now. Anything else is a failure of the run."""
+        done = message.get("done") if isinstance(message, dict) else None
+        if not isinstance(done, int | float) or isinstance(done, bool) or not 0 <= done < 1e9:
+            self.fail(f"a worker sent a malformed message (left out): {message!r:.200}")
+            return False
+        self.elapsed.append(float(done))
         if "failed" in message:
-            self.failures.append(str(message["failed"]))
+            self.fail(str(message["failed"])[:500])
         return len(self.elapsed) == self.parts
 
+    def fail(self, failure: str) -> None:
+        """A failure of the run, said at the end (``MAX_FAILURES`` distinct ones at most)."""
+        if failure not in self.failures and len(self.failures) < MAX_FAILURES:
+            self.failures.append(failure)
+
     def crashed(self, exit: WorkerExit) -> None:
-        self.failures.append(f"worker {exit.id} crashed (code {exit.code}, signal {exit.signal})")
+        if exit.cause == "hung":
+            self.fail(
+                f"worker {exit.id} stopped answering the master and was killed: its event "
+                "loop was blocked (a blocking call in the scenario? await, or run it in a thread)"
+            )
+        else:
+            self.fail(f"worker {exit.id} crashed (code {exit.code}, signal {exit.signal})")
 
     def say_failures(self, out: IO[str]) -> None:
-        for failure in dict.fromkeys(self.failures):  # each distinct one once
+        for failure in self.failures:
             print(f"prefork: error: {failure}", file=out)
 
     @property
@@ -72,48 +105,88 @@ class Run:
         return max(self.elapsed, default=0.0)
 
 
+def _report_header(report: Any) -> tuple[int, bool, float]:
+    """A report's tick, whether it is a worker's last, and the time it covers, taken out of
+    it (what is left is a ``Tally`` report). Raises ValueError when they are malformed."""
+    if not isinstance(report, dict):
+        raise ValueError(f"not a report: {report!r:.100}")
+    tick, last, span = report.pop("tick", None), report.pop("last", False), report.pop("span", None)
+    good_span = isinstance(span, int | float) and not isinstance(span, bool) and 0 <= span < 1e9
+    if type(tick) is not int or tick < 0 or type(last) is not bool or not good_span:
+        raise ValueError(
+            f"a report's tick, last and span: {tick!r:.20}, {last!r:.20}, {span!r:.20}"
+        )
+    return tick, last, float(span)
+
+
 def progress_line(second: int, tally: Tally, span: float) -> str:
-    """One second of the run, over every worker (``span``: the time it covered, ~1 s)."""
+    """One second of the run, over every worker (``span``: the time it covered, ~1 s); the
+    sends that left late that second, when some did (the generator is behind its schedule)."""
     latency = tally.latency
     rate = tally.requests / span if span > 0 else 0.0
-    return (
+    line = (
         f"{second:4d}s {rate:>10,.0f} req/s  p50 {latency.percentile(50) / 1000:.2f} ms  "
         f"p99 {latency.percentile(99) / 1000:.2f} ms  errors {tally.failed:,}"
     )
+    if tally.late:
+        line += f"  behind schedule: {tally.late:,} sends late"
+    return line
 
 
-def _size(n: float) -> str:
-    """Bytes as wrk prints them: 512B, 1.50KB, 52.10MB, 3.00GB."""
-    if n < 1024:
-        return f"{n:.0f}B"
-    for unit in ("KB", "MB"):
-        n /= 1024
-        if n < 1024:
-            return f"{n:.2f}{unit}"
-    return f"{n / 1024:.2f}GB"
+#: File descriptors a worker needs beside its connections (the loop, its pipes, a timer).
+FD_MARGIN = 64
 
 
-def summary_text(config: LoadConfig, parts: int, tally: Tally, duration: float) -> str:
-    """wrk's summary, with the percentiles it prints under --latency."""
-    lat = tally.latency
-    ms = {p: lat.percentile(p) / 1000 for p in (50, 75, 90, 99, 99.9)}
-    rate = tally.requests / duration if duration else 0.0
-    errors = ", ".join(f"{kind} {tally.errors[kind]:,}" for kind in ERROR_KINDS)
-    statuses = ", ".join(f"{code} {n:,}" for code, n in sorted(tally.statuses.items()))
-    return "\n".join(
-        [
-            f"  {parts} worker{'s' if parts > 1 else ''} and {config.connections} connections"
-            + (f", {config.rate:g} requests/s" if config.rate else ""),
-            f"  Latency    p50 {ms[50]:.2f}ms  p75 {ms[75]:.2f}ms  p90 {ms[90]:.2f}ms  "
-            f"p99 {ms[99]:.2f}ms  p99.9 {ms[99.9]:.2f}ms  max {lat.max / 1000:.2f}ms  "
-            f"mean {lat.mean() / 1000:.2f}ms",
-            f"  {tally.requests:,} requests in {duration:.2f}s, {_size(tally.bytes)} read",
-            f"  Errors: {errors}",
-            f"  Status: {statuses or 'none'}",
-            f"Requests/sec: {rate:,.2f}",
-            f"Transfer/sec: {_size(tally.bytes / duration if duration else 0)}",
-        ]
-    )
+def fd_limit(connections: int, soft: int, hard: int) -> int | None:
+    """The soft RLIMIT_NOFILE to set for a worker of ``connections`` (and ``FD_MARGIN`` more
+    descriptors); None when ``soft`` will do. Raises ConfigError, in one line, when even the
+    hard limit is too low."""
+    needed = connections + FD_MARGIN
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return None
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            f"{connections:,} connections per worker need {needed:,} open files, and the hard "
+            f"limit is {hard:,}: raise it (ulimit -Hn, LimitNOFILE=) or use more workers (-w) or "
+            "fewer connections (-c)"
+        )
+    return needed
+
+
+def raise_fd_limit(per_worker: int) -> None:
+    """Raise the soft limit of open files (inherited by the workers) to what one worker's
+    connections need; ConfigError when the hard limit is too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = fd_limit(per_worker, soft, hard)
+    if wanted is not None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def exit_code(doc: dict[str, Any], failures: list[str], broken: list[str], strict: bool) -> int:
+    """0; 1 when nothing succeeded, a worker failed, or (``strict``: --fail-on-error) any
+    request did; ``EXIT_BROKEN`` when only thresholds broke."""
+    succeeded = doc["answered"] - doc["errors"]["status"]
+    if succeeded == 0 or failures:
+        return 1
+    if broken:
+        return EXIT_BROKEN
+    return 1 if strict and sum(doc["errors"].values()) else 0
+
+
+def config_json(config: LoadConfig, parts: int) -> dict[str, Any]:
+    """The run's options, as ``--json``'s ``config`` says them."""
+    return {
+        "url": config.url,
+        "method": config.method,
+        "connections": config.connections,
+        "workers": parts,
+        "duration_s": config.duration,
+        "rate": config.rate,
+        "timeout_s": config.timeout,
+        "scenario": config.scenario,
+        "thresholds": list(config.thresholds),
+        "start_at": config.start_at,
+    }
 
 
 def check(config: LoadConfig) -> None:
@@ -143,14 +216,24 @@ def check(config: LoadConfig) -> None:
 
 
 def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
-    """Run the load; 0, or 1 with ``--fail-on-error`` when a request failed (or a worker)."""
+    """Run the load; the exit code of ``exit_code``. Raises ConfigError on bad input."""
     check(config)
+    thresholds = [_threshold.parse(spec) for spec in config.thresholds]
     usable = len(os.sched_getaffinity(0))
     parts = min(config.workers or usable, config.connections)
+    raise_fd_limit(split(config.connections, parts, 0))
     logging.getLogger("prefork").setLevel(logging.WARNING)  # our lines, not the master's
-    # SIGTERM stops, as SIGINT does: a drained load master would wait for nothing.
+    # SIGTERM stops, as SIGINT does: a drained load master would wait for nothing. A worker
+    # whose loop a scenario blocks misses its heartbeats: killed (and said) soon after.
     master = Master(graceful_timeout=config.timeout + 5.0, sigterm="stop")
-    broker = master.broker("load", LoadWorker, workers=parts, load=config, parts=parts)
+    broker = master.broker(
+        "load",
+        LoadWorker,
+        workers=parts,
+        load=config,
+        parts=parts,
+        timeout=config.timeout + HUNG_AFTER,
+    )
     state = Run(parts)
 
     def _end() -> None:
@@ -175,12 +258,28 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
     broker.on("worker_crash", _crash)
     if not config.json:
         print(f"Running {config.duration:g}s test @ {config.url}", file=out, flush=True)
+    started = time.time() if config.start_at is None else config.start_at
     master.run()
     state.say_failures(err)
-    tally, duration = state.total, state.duration
+    doc = summary.document(
+        state.total,
+        duration=state.duration,
+        config=config_json(config, parts),
+        started=started,
+        ended=time.time(),
+        series=state.series,
+        version=VERSION,
+        closed_loop=config.rate is None,
+    )
+    broken = _threshold.broken(thresholds, doc)
+    if broken:
+        doc["thresholds_broken"] = broken
     if config.json:
-        print(json.dumps(tally.summary_json(round(duration, 3))), file=out)
+        print(json.dumps(doc), file=out)
     else:
-        print(summary_text(config, parts, tally, duration), file=out)
-    failed = tally.failed > 0 or bool(state.failures)
-    return 1 if config.fail_on_error and failed else 0
+        print(summary.text(doc, parts), file=out)
+    for line in broken:
+        print(f"prefork: threshold broken: {line}", file=err)
+    if doc["answered"] - doc["errors"]["status"] == 0 and not state.failures:
+        print("prefork: error: no request succeeded", file=err)
+    return exit_code(doc, state.failures, broken, config.fail_on_error)

@@ -13,7 +13,7 @@ import typing
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from prefork.load._client import _MAX_BACKOFF, _MIN_BACKOFF, Recorder, _LogOnce
+from prefork.load._client import _MAX_BACKOFF, _MIN_BACKOFF, LATE_NS, Recorder, Schedule, _LogOnce
 from prefork.load._response import Headers, ResponseParser
 from prefork.load._target import Target
 
@@ -68,6 +68,10 @@ class Client:
         self.loop = loop or asyncio.get_running_loop()
         self._conn: _ClientConn | None = None
         self._busy = False
+        self.failures = 0  # requests that failed or answered >= 400, for run_scenario
+        #: An open loop's intended start of this iteration: its first request's latency runs
+        #: from there (then it is None, and each request's latency runs from its send).
+        self.origin_ns: int | None = None
 
     async def request(
         self,
@@ -109,10 +113,12 @@ class Client:
         except Exception as exc:
             kind = "timeout" if isinstance(exc, TimeoutError) else "read"
             if self.counts(time.monotonic_ns()):
-                self.tally.error(kind, (time.monotonic_ns() - start) // 1000)
+                self.failures += 1
+                self.tally.error(kind)
             raise RequestError(kind, f"{type(exc).__name__}: {exc}") from exc
         now = time.monotonic_ns()
         if self.counts(now):
+            self.failures += status >= 400
             self.tally.record(status, (now - start) // 1000, 0)
 
     async def close(self) -> None:
@@ -123,17 +129,20 @@ class Client:
 
     async def _connect(self) -> _ClientConn:
         target = self.target
+        start = time.monotonic_ns()
         try:
             async with asyncio.timeout(self.timeout):
                 _, conn = await self.loop.create_connection(
-                    lambda: _ClientConn(self), target.host, target.port
+                    lambda: _ClientConn(self), target.host, target.port, **target.tls
                 )
         except (OSError, TimeoutError) as exc:
+            self.failures += 1
             self.tally.error("connect")
-            reason = exc or "timed out"
+            reason = str(exc) or f"no connection within {self.timeout:g} s"
             raise RequestError(
                 "connect", f"cannot connect to {target.authority}: {reason}"
             ) from exc
+        self.tally.connected((time.monotonic_ns() - start) // 1000)
         return conn
 
     def counts(self, now_ns: int) -> bool:
@@ -159,6 +168,9 @@ class _ClientConn(asyncio.Protocol):
         waiter: asyncio.Future[Response] = client.loop.create_future()
         self._waiter = waiter
         self._start_ns = time.monotonic_ns()
+        if client.origin_ns is not None:
+            self._start_ns, client.origin_ns = client.origin_ns, None
+        client.tally.sent += 1
         self.transport.write(data)
         if self.transport.is_closing():  # the write failed: uvloop closes at once
             self._fail("write", f"cannot send to {client.target.authority}")
@@ -170,12 +182,20 @@ class _ClientConn(asyncio.Protocol):
             self.transport.abort()
             raise RequestError("timeout", f"no response within {client.timeout} s") from None
         except asyncio.CancelledError:
-            self.transport.abort()  # the run's end: nothing is counted
+            # The run's end: the request is unanswered, its latency running up to the end.
+            end = time.monotonic_ns()
+            if client.deadline_ns is not None:
+                end = min(end, client.deadline_ns)
+            if waiter.cancelled():  # not answered (an answer would have been counted)
+                client.tally.unanswered(max(0, end - self._start_ns) // 1000)
+            self.transport.abort()
             raise
         finally:
             self._waiter = None
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.is_closing():  # aborted (the run's end), with bytes already read
+            return
         try:
             responses = self._parser.feed(data)
         except ValueError as exc:
@@ -202,12 +222,21 @@ class _ClientConn(asyncio.Protocol):
 
     def _complete(self, status: int, nbytes: int, headers: Headers, body: bytes) -> None:
         waiter = self._waiter
-        if waiter is None or waiter.done():
-            self._fail("read", "a response to no request")
+        if waiter is not None and waiter.cancelled():
+            return  # given up (the run's end) just before its answer came: unanswered
+        if waiter is None or waiter.done():  # two answers to one request: flagged, dropped
+            self._client.tally.error("read")
+            self._client.tally.message(f"{self._client.target.authority} answered no request")
+            self.transport.abort()
             return
         now = time.monotonic_ns()
-        if self._client.counts(now):
-            self._client.tally.record(status, (now - self._start_ns) // 1000, nbytes)
+        client = self._client
+        if client.counts(now):
+            client.failures += status >= 400
+            client.tally.record(status, (now - self._start_ns) // 1000, nbytes)
+        else:  # answered after the end: unanswered at the end
+            end = typing.cast(int, client.deadline_ns)
+            client.tally.unanswered(max(0, end - self._start_ns) // 1000)
         waiter.set_result(Response(status, list(headers), body))
 
     def _fail(self, kind: str, why: str) -> None:
@@ -221,8 +250,8 @@ class _ClientConn(asyncio.Protocol):
     def _count(self, kind: str) -> None:
         now = time.monotonic_ns()
         if self._client.counts(now):
-            latency = None if kind == "write" else (now - self._start_ns) // 1000
-            self._client.tally.error(kind, latency)
+            self._client.failures += 1
+            self._client.tally.error(kind)
 
 
 Scenario = Callable[[Client], Awaitable[object]]
@@ -236,15 +265,22 @@ async def run_scenario(
     tally: Recorder,
     *,
     timeout: float,
+    schedule: Schedule | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
-    """Run ``await func(client)`` again and again on ``connections`` clients at once until
-    ``deadline``. Each request the scenario makes is recorded by its ``Client``. An exception
-    the scenario lets out is an error of kind "timeout" for a ``TimeoutError``, "read" for
-    anything else (a ``RequestError`` is counted already), logged once per distinct message;
-    the client then pauses a little (doubled on each failure in a row, up to a second). A
-    scenario still running at the deadline is cancelled and what it had in flight is not
-    counted. Returns once every connection is closed.
+    """Run ``await func(client)`` on ``connections`` clients until ``deadline``: again and
+    again on each (a closed loop), or, with a ``schedule``, iteration k starting at
+    ``schedule.intended(k)`` on an idle client (an open loop at ``--rate``; its first
+    request's latency runs from that intended time, and an iteration due by the end that found
+    no idle client is one request unanswered and dropped).
+
+    Each request the scenario makes is recorded by its ``Client``. An exception the scenario
+    lets out is an error of kind "timeout" for a ``TimeoutError``, "read" for anything else,
+    unless a request of that iteration was counted as failed already (an ``assert`` on a 500
+    is one error, not two); logged once per distinct message; the client then pauses a little
+    (doubled on each failure in a row, up to a second) in a closed loop. A scenario still
+    running at the deadline is cancelled and its request in flight is unanswered. Returns
+    once every connection is closed.
     """
     if connections < 1 or not timeout > 0:
         raise ValueError(f"need connections >= 1 and timeout > 0, got {connections}, {timeout}")
@@ -253,25 +289,35 @@ async def run_scenario(
         Client(target, tally, timeout=timeout, deadline=deadline, loop=loop)
         for _ in range(connections)
     ]
-    log = _LogOnce()
+    log = _LogOnce(tally)
+
+    async def once(client: Client) -> bool:
+        """One iteration; whether it succeeded."""
+        before = client.failures
+        try:
+            await func(client)
+        except RequestError:
+            return False
+        except Exception as exc:
+            if client.failures == before and client.counts(time.monotonic_ns()):
+                tally.error("timeout" if isinstance(exc, TimeoutError) else "read")
+            log(f"the scenario failed: {type(exc).__name__}: {exc}", exc)
+            return False
+        return True
 
     async def repeat(client: Client) -> None:
         delay = 0.0
         while time.monotonic() < deadline:
-            try:
-                await func(client)
-            except RequestError:
-                pass
-            except Exception as exc:
-                tally.error("timeout" if isinstance(exc, TimeoutError) else "read")
-                log(f"the scenario failed: {type(exc).__name__}: {exc}", exc)
-            else:
+            if await once(client):
                 delay = 0.0
                 continue
             delay = min(max(2 * delay, _MIN_BACKOFF), _MAX_BACKOFF)
             await asyncio.sleep(delay)
 
-    tasks = [loop.create_task(repeat(client)) for client in clients]
+    if schedule is None:
+        tasks = [loop.create_task(repeat(client)) for client in clients]
+    else:
+        tasks = [loop.create_task(_open_loop(once, clients, schedule, deadline, tally))]
     try:
         await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
     finally:
@@ -279,3 +325,51 @@ async def run_scenario(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(client.close() for client in clients))
+
+
+async def _open_loop(
+    once: Callable[[Client], Awaitable[bool]],
+    clients: list[Client],
+    schedule: Schedule,
+    deadline: float,
+    tally: Recorder,
+) -> None:
+    """Start iteration k at ``schedule.intended(k)`` on an idle client (waiting for one when
+    all are busy: that start is late) until ``deadline``; at the end (or cancelled), the
+    iterations due that never started are unanswered and dropped."""
+    idle = list(clients)
+    freed = asyncio.Event()
+    running: set[asyncio.Task[None]] = set()
+
+    async def iteration(client: Client, intended_ns: int) -> None:
+        client.origin_ns = intended_ns
+        try:
+            await once(client)
+        finally:
+            client.origin_ns = None
+            idle.append(client)
+            freed.set()
+
+    k = 0
+    try:
+        while (when := schedule.intended(k)) < deadline:
+            if (wait := when - time.monotonic()) > 0:
+                await asyncio.sleep(wait)
+            while not idle:
+                freed.clear()
+                await freed.wait()
+            intended_ns = round(when * 1e9)
+            if time.monotonic_ns() - intended_ns > LATE_NS:
+                tally.late += 1
+            task = asyncio.get_running_loop().create_task(iteration(idle.pop(), intended_ns))
+            running.add(task)
+            task.add_done_callback(running.discard)
+            k += 1
+        await asyncio.sleep(deadline - time.monotonic())
+    finally:
+        end_ns = min(time.monotonic_ns(), round(deadline * 1e9))
+        for j in range(k, schedule.due(end_ns / 1e9 - 1e-9)):
+            tally.unanswered((end_ns - round(schedule.intended(j) * 1e9)) // 1000, sent=False)
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

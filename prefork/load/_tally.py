@@ -1,9 +1,12 @@
 """What a load worker counts between two reports, and what the master adds up from them.
 
-A worker ``record``s each response and each failed request, and every second sends
-``report()`` (the counts since the last one) to the master, which ``absorb``s it into its own
-tally: deltas, so a report lost with a dying worker loses one second, and every number the
-master prints is an exact sum.
+A worker ``record``s each response, each failed request and, at the end, each request left
+unanswered, and every second sends ``report()`` (the counts since the last one) to the
+master, which ``absorb``s it into its own tally: deltas, so a report lost with a dying worker
+loses one second, and every number the master prints is an exact sum.
+
+The latency histogram holds every answered request and every request unanswered at the end
+(its wait up to the end); a failed request is counted by its kind, never as a latency.
 """
 
 from __future__ import annotations
@@ -15,11 +18,24 @@ from prefork.load._histogram import Histogram
 #: Why a request failed: no connection, the response could not be read or the request sent,
 #: no answer within ``--timeout``, or an answer with a status >= 400.
 ERROR_KINDS = ("connect", "read", "write", "timeout", "status")
-_KEYS = {"requests", "bytes", "statuses", "errors", "latency"}
+#: The counters beside the responses: requests written, sent late (an open loop behind its
+#: schedule: ``_client.LATE_NS``), still unanswered at the end, and of those the ones never
+#: sent (an open loop's sends waiting for a free connection: k6's dropped iterations).
+COUNTERS = ("sent", "late", "unanswered", "dropped")
+_KEYS = {"requests", "bytes", "statuses", "errors", "latency", "connect", "messages"}
+_KEYS |= set(COUNTERS)
+#: Distinct error messages kept per report: a server failing in new ways each time is said
+#: by the first ones.
+MAX_MESSAGES = 20
+#: The longest error message kept (a server's words can be long): the rest is cut.
+MAX_MESSAGE = 300
 
 
 class Tally:
-    """Counts of requests, bytes, statuses and errors by kind, and a latency histogram."""
+    """Counts of requests, bytes, statuses, errors by kind and the counters of ``COUNTERS``,
+    a latency histogram, connection set-up times and error messages.
+
+    ``sent`` and ``late`` are plain attributes the drivers add to (the hot path)."""
 
     def __init__(self) -> None:
         self._reset()
@@ -30,6 +46,12 @@ class Tally:
         self._statuses: dict[int, int] = {}
         self._errors = dict.fromkeys(ERROR_KINDS, 0)
         self._latency = Histogram()
+        self._connect = Histogram()
+        self._messages: dict[str, int] = {}
+        self.sent = 0
+        self.late = 0
+        self._unanswered = 0
+        self._dropped = 0
 
     def record(self, status: int, latency_us: int, nbytes: int) -> None:
         """One response with HTTP ``status``, ``latency_us`` microseconds after its (intended)
@@ -43,16 +65,32 @@ class Tally:
         if status >= 400:
             self._errors["status"] += 1
 
-    def error(self, kind: str, latency_us: int | None = None) -> None:
+    def error(self, kind: str) -> None:
         """A request that got no response, for reason ``kind`` ("connect", "read", "write" or
-        "timeout"). ``latency_us``, when given, goes into the latency histogram: a timeout's
-        wait belongs in the tail, or a stalled server would look fast. Raises ValueError on
-        another kind ("status" errors are counted by ``record``)."""
+        "timeout"): counted, kept out of the latency histogram. Raises ValueError on another
+        kind ("status" errors are counted by ``record``)."""
         if kind not in ERROR_KINDS or kind == "status":
             raise ValueError(f"an error kind is connect, read, write or timeout, got {kind!r}")
         self._errors[kind] += 1
-        if latency_us is not None:
-            self._latency.record(latency_us)
+
+    def unanswered(self, latency_us: int, sent: bool = True) -> None:
+        """A request still unanswered when the run ended, ``latency_us`` after its (intended)
+        send: in the latency histogram, and counted apart (and as dropped when never sent)."""
+        self._unanswered += 1
+        self._dropped += not sent
+        self._latency.record(latency_us)
+
+    def connected(self, latency_us: int) -> None:
+        """A connection set up (TCP, and TLS when https) in ``latency_us``."""
+        self._connect.record(latency_us)
+
+    def message(self, text: str) -> None:
+        """An error message, counted (``MAX_MESSAGES`` distinct ones at most per report, each
+        cut to ``MAX_MESSAGE`` characters)."""
+        text = text[:MAX_MESSAGE]
+        messages = self._messages
+        if text in messages or len(messages) < MAX_MESSAGES:
+            messages[text] = messages.get(text, 0) + 1
 
     def report(self) -> dict[str, Any]:
         """A JSON-safe dict of everything counted since the last report, then start from zero."""
@@ -62,6 +100,12 @@ class Tally:
             "statuses": {str(code): n for code, n in self._statuses.items()},
             "errors": dict(self._errors),
             "latency": self._latency.to_json(),
+            "connect": self._connect.to_json(),
+            "messages": dict(self._messages),
+            "sent": self.sent,
+            "late": self.late,
+            "unanswered": self._unanswered,
+            "dropped": self._dropped,
         }
         self._reset()
         return out
@@ -72,19 +116,30 @@ class Tally:
         if not isinstance(report, dict) or set(report) != _KEYS:
             raise ValueError(f"not a load report: {report!r:.200}")
         latency = Histogram.from_json(report["latency"])
+        connect = Histogram.from_json(report["connect"])
         requests, nbytes = report["requests"], report["bytes"]
         statuses, errors = report["statuses"], report["errors"]
+        counters = {name: report[name] for name in COUNTERS}
         if not (_is_counts(errors) and set(errors) == set(ERROR_KINDS)):
             raise ValueError(f"a report's errors are counts of {ERROR_KINDS}: {errors!r:.200}")
         if not (_is_counts(statuses) and all(_is_code(s) for s in statuses)):
             raise ValueError(f"a report's statuses are counts by code: {statuses!r:.200}")
+        messages = report["messages"]
+        if (
+            not _is_counts(messages)
+            or len(messages) > MAX_MESSAGES
+            or any(len(text) > MAX_MESSAGE for text in messages)
+        ):
+            raise ValueError(
+                f"a report's messages are at most {MAX_MESSAGES} counts: {report!r:.200}"
+            )
         codes = {int(s): n for s, n in statuses.items()}
-        failed = sum(errors.values()) - errors["status"]
         consistent = (
-            _is_counts({"requests": requests, "bytes": nbytes})
+            _is_counts({"requests": requests, "bytes": nbytes, **counters})
             and sum(codes.values()) == requests
             and sum(n for code, n in codes.items() if code >= 400) == errors["status"]
-            and requests <= latency.count <= requests + failed
+            and latency.count == requests + counters["unanswered"]
+            and counters["dropped"] <= counters["unanswered"]
         )
         if not consistent:
             raise ValueError(f"a load report that does not add up: {report!r:.200}")
@@ -95,6 +150,14 @@ class Tally:
         for kind, n in errors.items():
             self._errors[kind] += n
         self._latency.merge(latency)
+        self._connect.merge(connect)
+        for text, n in messages.items():
+            if text in self._messages or len(self._messages) < MAX_MESSAGES:
+                self._messages[text] = self._messages.get(text, 0) + n
+        self.sent += counters["sent"]
+        self.late += counters["late"]
+        self._unanswered += counters["unanswered"]
+        self._dropped += counters["dropped"]
 
     @property
     def requests(self) -> int:
@@ -122,31 +185,35 @@ class Tally:
         return sum(self._errors.values())
 
     @property
+    def succeeded(self) -> int:
+        """Responses with a status below 400."""
+        return self._requests - self._errors["status"]
+
+    @property
+    def unanswered_count(self) -> int:
+        """Requests unanswered when the run ended (sent or not)."""
+        return self._unanswered
+
+    @property
+    def dropped(self) -> int:
+        """Requests due by the end that were never sent (an open loop behind schedule)."""
+        return self._dropped
+
+    @property
     def latency(self) -> Histogram:
         """The latency histogram in microseconds: the tally's own (read it, do not change it),
         a new one after each ``report()``."""
         return self._latency
 
-    def summary_json(self, duration_s: float) -> dict[str, Any]:
-        """The ``--json`` summary of a run of ``duration_s`` seconds (README: "prefork load"):
-        requests, duration_s, rps, bytes, latency_ms (p50, p75, p90, p99, p999, max, mean),
-        errors by kind and status counts by code (as strings, in order). Raises ValueError
-        when ``duration_s`` is negative."""
-        if not duration_s >= 0:
-            raise ValueError(f"a duration is >= 0 seconds, got {duration_s}")
-        lat = self._latency
-        marks = {"p50": 50, "p75": 75, "p90": 90, "p99": 99, "p999": 99.9}
-        latency_ms = {name: lat.percentile(p) / 1000 for name, p in marks.items()}
-        latency_ms |= {"max": lat.max / 1000, "mean": round(lat.mean() / 1000, 3)}
-        return {
-            "requests": self._requests,
-            "duration_s": float(duration_s),
-            "rps": round(self._requests / duration_s, 3) if duration_s else 0.0,
-            "bytes": self._bytes,
-            "latency_ms": latency_ms,
-            "errors": dict(self._errors),
-            "status": {str(code): self._statuses[code] for code in sorted(self._statuses)},
-        }
+    @property
+    def connect(self) -> Histogram:
+        """Connection set-up times in microseconds (the tally's own)."""
+        return self._connect
+
+    @property
+    def messages(self) -> dict[str, int]:
+        """Error messages and how often each was seen (a copy)."""
+        return dict(self._messages)
 
 
 def _is_counts(d: Any) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -14,14 +16,16 @@ _PATH = re.compile(r"/[!-~]*|\*")
 class Target:
     """Where to connect, and the request to send there, built once.
 
-    ``Target(url, method="GET", headers=(), body=None)``: ``url`` is
-    ``http://HOST[:PORT][/PATH][?QUERY]`` (HOST may be an IPv6 literal in brackets; PORT is 80
-    when not given), ``headers`` are ``"Name: value"`` strings (a Host among them replaces
-    ours), and a ``body`` is sent with its Content-Length. Raises ``ValueError`` on an https or
-    other URL it cannot load, or a malformed method, header or path.
+    ``Target(url, method="GET", headers=(), body=None, insecure=False)``: ``url`` is
+    ``http[s]://HOST[:PORT][/PATH][?QUERY]`` (HOST may be an IPv6 literal in brackets; PORT is
+    80, or 443 for https, when not given), ``headers`` are ``"Name: value"`` strings (a Host
+    among them replaces ours), and a ``body`` is sent with its Content-Length. https is TLS
+    with SNI (HOST), the certificate checked against the system's CAs unless ``insecure``.
+    ``tls`` holds the keywords ``create_connection`` takes for it (none for http). Raises
+    ``ValueError`` on a URL it cannot load, or a malformed method, header or path.
     """
 
-    __slots__ = ("authority", "head_request", "headers", "host", "port", "request")
+    __slots__ = ("authority", "head_request", "headers", "host", "port", "request", "tls")
 
     def __init__(
         self,
@@ -30,25 +34,30 @@ class Target:
         method: str = "GET",
         headers: Iterable[str] = (),
         body: bytes | None = None,
+        insecure: bool = False,
     ) -> None:
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as exc:
             raise ValueError(f"cannot load {url!r}: {exc}") from None
-        if parts.scheme.lower() == "https":
-            raise ValueError(
-                f"cannot load {url!r}: https is not supported, prefork load speaks plain "
-                "HTTP/1.1; load an http:// URL (the app behind the TLS terminator)"
-            )
-        if parts.scheme.lower() != "http" or not parts.hostname or port == 0:
-            raise ValueError(f"cannot load {url!r}: give http://HOST[:PORT]/PATH")
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https") or not parts.hostname or port == 0:
+            raise ValueError(f"cannot load {url!r}: give http[s]://HOST[:PORT]/PATH")
         if parts.username is not None:
             raise ValueError(f"cannot load {url!r}: send credentials with -H 'Authorization: ...'")
         self.host = parts.hostname
-        self.port = port or 80
+        default = 443 if scheme == "https" else 80
+        self.port = port or default
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.authority = host if self.port == 80 else f"{host}:{self.port}"
+        self.authority = host if self.port == default else f"{host}:{self.port}"
+        self.tls: dict[str, Any] = {}
+        if scheme == "https":
+            context = ssl.create_default_context()
+            if insecure:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self.tls = {"ssl": context, "server_hostname": self.host}
         fields = []
         for line in headers:
             name, colon, value = line.partition(":")

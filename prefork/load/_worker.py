@@ -12,19 +12,28 @@ workers once every one is done; a worker stopped earlier (Ctrl-C) sends what it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from prefork.core._options import ConfigError
-from prefork.load._client import run_closed, run_open
+from prefork.load._client import run_closed
 from prefork.load._config import LoadConfig
+from prefork.load._openloop import run_open
 from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
 from prefork.load._tally import Tally
 from prefork.load._target import Target
 from prefork.worker import Worker
+
+
+async def _after(delay: float, driver: Callable[[], Coroutine[Any, Any, object]]) -> object:
+    """Run ``driver()`` once ``delay`` seconds have passed (``--start-at``); its result."""
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return await driver()
 
 
 def split(total: int, parts: int, index: int) -> int:
@@ -52,35 +61,61 @@ class LoadWorker(Worker):
         self._tick = 0
         self._finished = False
         # time.monotonic() is loop.time()'s clock at full resolution (uvloop rounds it to the
-        # millisecond): open-loop latencies run from these times.
-        self._started = self._last = time.monotonic()
-        deadline = self._started + plan.duration
-        target = Target(plan.url, method=plan.method, headers=plan.headers, body=plan.body())
+        # millisecond): open-loop latencies run from these times. --start-at: the wall clock
+        # says when, every machine's worker waits for it.
+        delay = 0.0 if plan.start_at is None else max(0.0, plan.start_at - time.time())
+        self._started = self._last = time.monotonic() + delay
+        self._deadline = deadline = self._started + plan.duration
+        target = Target(
+            plan.url,
+            method=plan.method,
+            headers=plan.headers,
+            body=plan.body(),
+            insecure=plan.insecure,
+        )
         connections = split(plan.connections, parts, slot)
+        schedule = None
+        if plan.rate is not None:
+            rate = share(plan.rate, parts, slot)
+            schedule = RateSchedule(rate, self._started + offset(parts, slot, plan.rate))
+        driver: Callable[[], Coroutine[Any, Any, object]]
         if plan.scenario is not None:
             module, _, name = plan.scenario.partition(":")
             func = getattr(importlib.import_module(module), name)
-            driver = run_scenario(
-                func, target, connections, deadline, self.tally, timeout=plan.timeout, loop=loop
-            )
-        elif plan.rate is not None:
-            rate = share(plan.rate, parts, slot)
-            start = self._started + offset(parts, slot, plan.rate)
-            driver = run_open(
+            driver = functools.partial(
+                run_scenario,
+                func,
                 target,
                 connections,
-                RateSchedule(rate, start),
+                deadline,
+                self.tally,
+                timeout=plan.timeout,
+                schedule=schedule,
+                loop=loop,
+            )
+        elif schedule is not None:
+            driver = functools.partial(
+                run_open,
+                target,
+                connections,
+                schedule,
                 deadline,
                 self.tally,
                 timeout=plan.timeout,
                 loop=loop,
             )
         else:
-            driver = run_closed(
-                target, connections, deadline, self.tally, timeout=plan.timeout, loop=loop
+            driver = functools.partial(
+                run_closed,
+                target,
+                connections,
+                deadline,
+                self.tally,
+                timeout=plan.timeout,
+                loop=loop,
             )
-        self._ticker = loop.call_later(1.0, self._report_second)
-        self._driver = loop.create_task(driver)
+        self._ticker = loop.call_later(delay + 1.0, self._report_second)
+        self._driver = loop.create_task(_after(delay, driver))
         self._driver.add_done_callback(self._done)
 
     def _report_second(self) -> None:
@@ -91,13 +126,18 @@ class LoadWorker(Worker):
         self.report({"tick": self._tick, "span": span, **self.tally.report()})
         self._ticker = asyncio.get_running_loop().call_later(1.0, self._report_second)
 
-    def _done(self, driver: asyncio.Task[None]) -> None:
+    def _done(self, driver: asyncio.Task[object]) -> None:
         """The duration is over (or the run was cut short): the last report, then done."""
         if self._finished:
             return
         self._finished = True
         self._ticker.cancel()
-        elapsed = time.monotonic() - self._started
+        # The run's own duration: from the warm-up's end (the loops return its length) up to
+        # the deadline, not the connections' set-up or closing.
+        done = not driver.cancelled() and driver.exception() is None
+        result = driver.result() if done else None
+        shift = result if isinstance(result, float) else 0.0
+        elapsed = max(0.0, min(time.monotonic(), self._deadline + shift) - self._started - shift)
         self.report({"tick": self._tick + 1, "last": True, "span": 0.0, **self.tally.report()})
         failure = None if driver.cancelled() else driver.exception()
         if failure is not None:  # a bug of ours or of the scenario's set-up: say it, once

@@ -4,7 +4,7 @@ up every worker's second, wrk's summary, the JSON line, and the exit code."""
 from __future__ import annotations
 
 import io
-import json
+import resource
 import sys
 from pathlib import Path
 
@@ -12,9 +12,10 @@ import pytest
 
 from prefork.cli import main
 from prefork.core._options import ConfigError
-from prefork.load import LoadConfig, Tally
+from prefork.core._payloads import WorkerExit
+from prefork.load import LoadConfig, Tally, _summary
 from prefork.load._config import parse_duration as duration
-from prefork.load._run import Run, _size, check, progress_line, summary_text
+from prefork.load._run import Run, check, exit_code, fd_limit, progress_line, raise_fd_limit
 from prefork.load._worker import split
 
 
@@ -58,10 +59,11 @@ def test_a_bad_duration_or_rate_is_one_line_in_its_own_words(
     ("options", "message"),
     [
         ({}, "no URL given"),
-        ({"url": "https://x/"}, "https is not supported yet"),
-        ({"url": "ftp://x/"}, r"must be http://HOST\[:PORT\]/PATH \(e\.g\. http://127"),
+        ({"url": "ftp://x/"}, r"must be http\[s\]://HOST\[:PORT\]/PATH \(e\.g\. http://127"),
         ({"url": "127.0.0.1:1"}, r"\(did you mean 'http://127\.0\.0\.1:1'\?\)$"),
-        ({"url": "HTTPS://x/"}, "https is not supported yet"),
+        ({"url": "http://x/", "thresholds": ("p99<<1",)}, "must look like p99<50ms"),
+        ({"url": "http://x/", "thresholds": (5,)}, "a threshold is a string like 'p99<50ms'"),
+        ({"url": "http://x/", "start_at": -1}, "start_at must be unix seconds, got -1"),
         ({"url": "http://x/", "connections": 0}, "connections must be a whole number >= 1"),
         ({"url": "http://x/", "headers": ("nocolon",)}, "must look like 'Name: value'"),
         ({"url": "http://x/", "headers": (": v",)}, "must look like 'Name: value'"),
@@ -160,30 +162,121 @@ def test_a_progress_line_of_no_time_is_zero() -> None:
     assert " 0 req/s" in progress_line(1, tally(200), 0.0)
 
 
-def test_wrks_summary() -> None:
-    config = LoadConfig(url="http://x/", connections=8, rate=100)
-    text = summary_text(config, 2, tally(200, 200, 404), 2.0)
-    assert "  2 workers and 8 connections, 100 requests/s" in text
-    assert "  3 requests in 2.00s, 300B read" in text
-    assert "  Errors: connect 0, read 0, write 0, timeout 0, status 1" in text
-    assert "  Status: 200 2, 404 1" in text
-    assert "Requests/sec: 1.50" in text and "Transfer/sec: 150B" in text
-    assert "p50 1.50ms" in text
-    empty = summary_text(LoadConfig(url="http://x/"), 1, Tally(), 0.0)
-    assert "Status: none" in empty and "Requests/sec: 0.00" in empty
+def test_a_progress_line_says_when_the_generator_is_behind() -> None:
+    t = tally(200)
+    t.late = 3
+    assert progress_line(1, t, 1.0).endswith("errors 0  behind schedule: 3 sends late")
+
+
+def test_a_hung_worker_is_said_as_a_blocked_loop() -> None:
+    run = Run(parts=1)
+    run.crashed(WorkerExit(1, 99, "load", 1, None, 9, 5.0, cause="hung"))
+    assert "its event loop was blocked (a blocking call in the scenario?" in run.failures[0]
+
+
+def test_the_series_keeps_its_bound() -> None:
+    run, out = Run(parts=1), io.StringIO()
+    for tick in range(1, _summary.MAX_SERIES + 10):
+        run.absorb({"tick": tick, "span": 1.0, **tally(200).report()}, out)
+    assert len(run.series) == _summary.MAX_SERIES + 1  # one more says the series was cut
+    assert run.series[0] == _summary.Second(1, 1, 0, 1.5, 1.5)
+
+
+INF = resource.RLIM_INFINITY
 
 
 @pytest.mark.parametrize(
-    ("n", "text"), [(512, "512B"), (1536, "1.50KB"), (5 << 20, "5.00MB"), (3 << 30, "3.00GB")]
+    ("needed", "soft", "hard", "wanted"),
+    [
+        (100, 1024, 4096, None),
+        (3000, 1024, 8192, 3064),
+        (3000, 1024, INF, 3064),
+        (5000, INF, INF, None),
+        (960, 1024, 1024, None),
+    ],
 )
-def test_sizes_as_wrk_prints_them(n: int, text: str) -> None:
-    assert _size(n) == text
+def test_the_soft_fd_limit_is_raised_to_what_is_needed(
+    needed: int, soft: int, hard: int, wanted: int | None
+) -> None:
+    assert fd_limit(needed, soft, hard) == wanted
 
 
-def test_the_json_summary_is_one_line_of_the_documented_shape() -> None:
-    line = json.dumps(tally(200, 503).summary_json(1.0))
-    data = json.loads(line)
-    assert set(data) == {"requests", "duration_s", "rps", "bytes", "latency_ms", "errors", "status"}
-    assert data["status"] == {"200": 1, "503": 1} and data["errors"]["status"] == 1
-    assert set(data["latency_ms"]) == {"p50", "p75", "p90", "p99", "p999", "max", "mean"}
-    assert "\n" not in line
+def test_a_hard_fd_limit_too_low_is_refused_in_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"^3,000 connections per worker need 3,064 open") as e:
+        fd_limit(3000, 1024, 2048)
+    assert "\n" not in str(e.value) and "ulimit -Hn" in str(e.value)
+
+
+def test_raise_fd_limit_sets_the_soft_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = [(1024, 8192)]
+    monkeypatch.setattr(resource, "getrlimit", lambda what: limits[-1])
+    monkeypatch.setattr(resource, "setrlimit", lambda what, value: limits.append(value))
+    raise_fd_limit(100)
+    assert limits == [(1024, 8192)]
+    raise_fd_limit(3000)
+    assert limits[-1] == (3064, 8192)
+
+
+def doc_of(answered: int = 10, status_errors: int = 0, connect: int = 0) -> dict[str, object]:
+    errors = {"connect": connect, "read": 0, "write": 0, "timeout": 0, "status": status_errors}
+    return {"answered": answered, "errors": errors}
+
+
+@pytest.mark.parametrize(
+    ("doc", "failures", "broken", "strict", "code"),
+    [
+        (doc_of(), [], [], False, 0),
+        (doc_of(0), [], [], False, 1),  # nothing answered
+        (doc_of(5, 5), [], [], False, 1),  # nothing succeeded
+        (doc_of(), ["worker 1 crashed"], [], False, 1),
+        (doc_of(), [], ["p99<1ms (measured 2ms)"], False, 99),
+        (doc_of(connect=1), [], [], False, 0),
+        (doc_of(connect=1), [], [], True, 1),
+        (doc_of(), [], [], True, 0),
+    ],
+)
+def test_the_exit_code(
+    doc: dict[str, object], failures: list[str], broken: list[str], strict: bool, code: int
+) -> None:
+    assert exit_code(doc, failures, broken, strict) == code
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        {"span": 1.0},  # no tick
+        {"tick": -1, "span": 1.0},
+        {"tick": True, "span": 1.0},
+        {"tick": 1, "span": "1"},
+        {"tick": 1, "span": float("inf")},
+        {"tick": 1, "span": 1.0, "last": 1},
+        {"tick": 1, "span": 1.0, "requests": 5},  # not a tally's report
+    ],
+)
+def test_a_malformed_report_is_left_out_and_fails_the_run(bad: object) -> None:
+    run, out = Run(parts=1), io.StringIO()
+    run.absorb(bad, out)
+    run.absorb({"tick": 1, "span": 1.0, **tally(200).report()}, out)
+    assert run.total.requests == 1 and len(out.getvalue().splitlines()) == 1
+    assert run.failures[0].startswith("a worker sent a malformed report (left out): ")
+    assert len(run.failures[0]) < 300
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"done": "1"}, {"done": True}, {"done": -1.0}])
+def test_a_malformed_done_message_fails_the_run(bad: object) -> None:
+    run = Run(parts=1)
+    assert not run.done(bad)
+    assert run.failures[0].startswith("a worker sent a malformed message (left out): ")
+    assert run.done({"done": 1})
+
+
+def test_failures_are_said_once_each_and_bounded() -> None:
+    run = Run(parts=1)
+    for i in range(100):
+        run.absorb({"tick": i, "span": "x"}, io.StringIO())
+        run.fail("the same")
+    out = io.StringIO()
+    run.say_failures(out)
+    assert len(out.getvalue().splitlines()) == 20

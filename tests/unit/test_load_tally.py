@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prefork.load._histogram import Histogram
-from prefork.load._tally import ERROR_KINDS, Tally
+from prefork.load._tally import ERROR_KINDS, MAX_MESSAGE, MAX_MESSAGES, Tally
 
 NO_ERRORS = dict.fromkeys(ERROR_KINDS, 0)
 
@@ -34,16 +34,42 @@ def test_a_status_of_400_or_more_is_also_an_error() -> None:
     assert t.failed == 4
 
 
-def test_a_failed_request_counts_its_kind_and_its_wait_when_given() -> None:
+def test_a_failed_request_counts_its_kind_and_no_latency() -> None:
     t = Tally()
     t.error("connect")
-    t.error("timeout", latency_us=2_000_000)
+    t.error("timeout")
     t.error("read")
     t.error("write")
     t.error("timeout")
     assert t.errors == {"connect": 1, "read": 1, "write": 1, "timeout": 2, "status": 0}
-    assert (t.requests, t.failed, t.statuses) == (0, 5, {})
-    assert (t.latency.count, t.latency.max) == (1, 2_000_000)
+    assert (t.requests, t.failed, t.statuses, t.succeeded) == (0, 5, {}, 0)
+    assert t.latency.count == 0  # no response: no latency (0 answers print no p50)
+
+
+def test_requests_unanswered_at_the_end_are_latencies_and_counted_apart() -> None:
+    t = Tally()
+    t.record(200, 1000, 10)
+    t.unanswered(900_000)
+    t.unanswered(500_000, sent=False)
+    assert (t.requests, t.unanswered_count, t.dropped) == (1, 2, 1)
+    assert (t.latency.count, t.latency.max) == (3, 900_000)
+    t.connected(250)
+    assert t.connect.count == 1 and t.connect.max == 250
+
+
+def test_error_messages_are_counted_within_their_bounds() -> None:
+    t = Tally()
+    for i in range(MAX_MESSAGES + 5):
+        t.message(f"{i} " + "x" * 1000)
+    t.message("0 " + "x" * 1000)
+    messages = t.messages
+    assert len(messages) == MAX_MESSAGES and all(len(m) == MAX_MESSAGE for m in messages)
+    assert messages["0 " + "x" * (MAX_MESSAGE - 2)] == 2
+    master = Tally()
+    for _ in range(3):
+        master.absorb(t.report())
+        t.message("new " + "y" * 5)
+    assert len(master.messages) == MAX_MESSAGES
 
 
 @pytest.mark.parametrize("kind", ["status", "refused", ""])
@@ -66,7 +92,11 @@ def test_a_report_is_json_safe_and_starts_the_tally_afresh() -> None:
     t = Tally()
     t.record(200, 100, 50)
     t.record(404, 300, 20)
-    t.error("timeout", 5000)
+    t.error("timeout")
+    t.unanswered(5000)
+    t.connected(7)
+    t.message("m")
+    t.sent, t.late = 3, 1
     report = t.report()
     assert report == {
         "requests": 2,
@@ -80,6 +110,12 @@ def test_a_report_is_json_safe_and_starts_the_tally_afresh() -> None:
             "min": 100,
             "max": 5000,
         },
+        "connect": {"b": [[7, 1]], "n": 1, "sum": 7, "min": 7, "max": 7},
+        "messages": {"m": 1},
+        "sent": 3,
+        "late": 1,
+        "unanswered": 1,
+        "dropped": 0,
     }
     assert json.loads(json.dumps(report)) == report
     assert (
@@ -91,6 +127,12 @@ def test_a_report_is_json_safe_and_starts_the_tally_afresh() -> None:
             "statuses": {},
             "errors": NO_ERRORS,
             "latency": Histogram().to_json(),
+            "connect": Histogram().to_json(),
+            "messages": {},
+            "sent": 0,
+            "late": 0,
+            "unanswered": 0,
+            "dropped": 0,
         }
     )
     assert (t.requests, t.bytes, t.statuses, t.errors, t.latency.count) == (0, 0, {}, NO_ERRORS, 0)
@@ -103,9 +145,12 @@ def random_events(rng: random.Random, n: int) -> list[tuple[str, Any]]:
         if rng.random() < 0.8:
             status = rng.choice((200, 200, 200, 204, 301, 404, 500, 503))
             events.append(("record", (status, rng.randint(0, 5_000_000), rng.randint(0, 10**5))))
+        elif rng.random() < 0.5:
+            events.append(("error", (rng.choice(kinds),)))
+        elif rng.random() < 0.5:
+            events.append(("unanswered", (rng.randint(0, 10**7), rng.random() < 0.5)))
         else:
-            wait = rng.choice((None, rng.randint(0, 10**7)))
-            events.append(("error", (rng.choice(kinds), wait)))
+            events.append(("connected", (rng.randint(0, 10**5),)))
     return events
 
 
@@ -142,8 +187,10 @@ def good_report() -> dict[str, Any]:
     t = Tally()
     t.record(200, 100, 10)
     t.record(503, 200, 10)
-    t.error("timeout", 9000)
+    t.error("timeout")
     t.error("connect")
+    t.unanswered(9000, sent=False)
+    t.message("x")
     return t.report()
 
 
@@ -186,7 +233,14 @@ def changed(**changes: Any) -> dict[str, Any]:
         changed(errors__status=0),  # a 503 that is not a status error
         changed(statuses__503=..., statuses__504=1, errors__status=0),  # one that is not counted
         changed(latency__n=1, latency__b=[[100, 1]], latency__sum=100, latency__max=100),
-        changed(errors__timeout=0, errors__connect=0),  # more latencies than responses and failures
+        changed(unanswered=0),  # more latencies than responses and unanswered
+        changed(dropped=2),  # more dropped than unanswered
+        changed(sent=-1),
+        changed(connect=None),
+        changed(messages=[]),
+        changed(messages__x=-1),
+        changed(messages={str(i): 1 for i in range(MAX_MESSAGES + 1)}),
+        changed(messages={"x" * (MAX_MESSAGE + 1): 1}),
         changed(latency=None),
     ],
 )
@@ -197,62 +251,3 @@ def test_a_malformed_report_is_refused_and_changes_nothing(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"report|histogram"):
         t.absorb(bad)
     assert t.report() == before.report()
-
-
-def test_the_json_summary() -> None:
-    t = Tally()
-    for us in range(1, 200):  # 1..199 us: exact buckets, mean 100 us
-        t.record(503 if us == 7 else 404 if us == 8 else 200, us, 1000)
-    t.error("read")
-    summary = t.summary_json(2)
-    assert summary == {
-        "requests": 199,
-        "duration_s": 2.0,
-        "rps": 99.5,
-        "bytes": 199_000,
-        "latency_ms": {
-            "p50": 0.1,
-            "p75": 0.15,
-            "p90": 0.18,
-            "p99": 0.198,
-            "p999": 0.199,
-            "max": 0.199,
-            "mean": 0.1,
-        },
-        "errors": {"connect": 0, "read": 1, "write": 0, "timeout": 0, "status": 2},
-        "status": {"200": 197, "404": 1, "503": 1},
-    }
-    assert list(summary["status"]) == ["200", "404", "503"]  # in order of code
-    assert list(summary["errors"]) == list(ERROR_KINDS)
-    assert json.loads(json.dumps(summary)) == summary
-    assert all(type(v) is float for v in summary["latency_ms"].values())
-
-
-def test_the_json_summary_of_nothing() -> None:
-    summary = Tally().summary_json(0)
-    assert summary == {
-        "requests": 0,
-        "duration_s": 0.0,
-        "rps": 0.0,
-        "bytes": 0,
-        "latency_ms": dict.fromkeys(("p50", "p75", "p90", "p99", "p999", "max", "mean"), 0.0),
-        "errors": NO_ERRORS,
-        "status": {},
-    }
-    assert type(summary["duration_s"]) is float
-
-
-def test_the_json_summary_rounds_rates_and_means_to_thousandths() -> None:
-    t = Tally()
-    t.record(200, 1000, 1)
-    t.record(200, 1001, 1)
-    t.record(200, 1001, 1)
-    summary = t.summary_json(3.0001)
-    assert summary["rps"] == 1.0  # 0.99996...
-    assert summary["latency_ms"]["mean"] == 1.001  # 1000.66... us
-
-
-@pytest.mark.parametrize("duration", [-1.0, float("nan")])
-def test_a_negative_duration_is_refused(duration: float) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        Tally().summary_json(duration)

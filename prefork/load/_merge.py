@@ -1,0 +1,176 @@
+"""``prefork load merge RUN.json...``: several runs' ``--json`` documents as one, exactly.
+
+Counts add; the latency histograms (``latency_hdr``, with ``latency_us``'s exact count, sum,
+min and max) add bucket by bucket, so the merged percentiles are those of every request of
+every run; the series add second by second; the runs are taken to have run side by side
+(started together with ``--start-at``): ``duration_s`` is the longest, ``rps`` all the answers
+over it. A file that is not a run of ``prefork load --json`` is refused in one line, whatever
+it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+from prefork.core._version import VERSION
+from prefork.load._histogram import Histogram
+from prefork.load._summary import MAX_SERIES, latency_json
+from prefork.load._tally import ERROR_KINDS, MAX_MESSAGES
+
+_COUNTS = ("requests", "answered", "unanswered", "sent", "dropped", "late", "bytes")
+#: The largest run file read (a run's document is a few KB; its series an hour at most).
+MAX_FILE = 64 << 20
+
+
+class BadRun(ValueError):
+    """A document that is not a run of ``prefork load --json``."""
+
+
+def _count(doc: dict[str, Any], key: str) -> int:
+    n = doc.get(key)
+    if type(n) is not int or n < 0:
+        raise BadRun(f"{key!r} is not a count")
+    return n
+
+
+def _counts(d: Any, key: str) -> dict[str, int]:
+    if not isinstance(d, dict) or not all(type(n) is int and n >= 0 for n in d.values()):
+        raise BadRun(f"{key!r} is not counts by name")
+    return d
+
+
+def _number(doc: dict[str, Any], key: str) -> float:
+    x = doc.get(key)
+    if not isinstance(x, int | float) or isinstance(x, bool) or not 0 <= x < 1e12:
+        raise BadRun(f"{key!r} is not a number of seconds")
+    return float(x)
+
+
+def _histogram(doc: dict[str, Any]) -> Histogram:
+    exact, encoded = doc.get("latency_us"), doc.get("latency_hdr")
+    if not isinstance(exact, dict) or not isinstance(encoded, str):
+        raise BadRun("'latency_us' or 'latency_hdr' is missing")
+    try:
+        h = Histogram.from_hdr(encoded, exact["sum"], exact["min"], exact["max"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRun(f"its latency histogram: {str(exc)[:200]}") from None
+    if h.count != exact.get("count") or h.count != doc["requests"]:
+        raise BadRun("'latency_hdr' does not hold 'requests' values")
+    return h
+
+
+def merge(docs: list[Any]) -> dict[str, Any]:
+    """One document of ``docs`` (at least one). Raises ``BadRun`` naming the first thing
+    wrong, with the run's position (from 1)."""
+    if not docs:
+        raise BadRun("no run to merge")
+    total = dict.fromkeys(_COUNTS, 0)
+    errors = dict.fromkeys(ERROR_KINDS, 0)
+    statuses: dict[str, int] = {}
+    messages: dict[str, int] = {}
+    series: dict[int, dict[str, int]] = {}
+    latency, connects = Histogram(), 0
+    durations, starts, ends = [], [], []
+    for position, doc in enumerate(docs, 1):
+        try:
+            if not isinstance(doc, dict):
+                raise BadRun("not a JSON object")
+            counts = {key: _count(doc, key) for key in _COUNTS}
+            run_errors = _counts(doc.get("errors"), "errors")
+            if set(run_errors) != set(ERROR_KINDS):
+                raise BadRun(f"'errors' are not counts of {', '.join(ERROR_KINDS)}")
+            run_statuses = _counts(doc.get("status"), "status")
+            run_messages = _counts(doc.get("messages"), "messages")
+            run_series = doc.get("series")
+            if not isinstance(run_series, list) or len(run_series) > MAX_SERIES:
+                raise BadRun(f"'series' is not a list of at most {MAX_SERIES} seconds")
+            seconds = [_second(s) for s in run_series]
+            h = _histogram(doc)
+            connect = doc.get("connect_ms")
+            if not isinstance(connect, dict) or type(connect.get("count")) is not int:
+                raise BadRun("'connect_ms' has no count")
+            times = [_number(doc, key) for key in ("duration_s", "started", "ended")]
+        except BadRun as exc:
+            raise BadRun(f"run {position}: {exc}") from None
+        for key in _COUNTS:
+            total[key] += counts[key]
+        for kind in ERROR_KINDS:
+            errors[kind] += run_errors[kind]
+        for code, n in run_statuses.items():
+            statuses[code[:8]] = statuses.get(code[:8], 0) + n
+        for text, n in run_messages.items():
+            text = text[:300]
+            if text in messages or len(messages) < MAX_MESSAGES:
+                messages[text] = messages.get(text, 0) + n
+        for t, answered, failed in seconds:
+            row = series.setdefault(t, {"answered": 0, "errors": 0})
+            row["answered"] += answered
+            row["errors"] += failed
+        latency.merge(h)
+        connects += connect["count"]
+        durations.append(times[0])
+        starts.append(times[1])
+        ends.append(times[2])
+    duration = max(durations)
+    return {
+        "version": VERSION,
+        "runs": len(docs),
+        "started": min(starts),
+        "ended": max(ends),
+        **total,
+        "duration_s": duration,
+        "rps": round(total["answered"] / duration, 3) if duration > 0 else 0.0,
+        "latency_ms": latency_json(latency),
+        "latency_us": {
+            "count": latency.count,
+            "sum": latency.total,
+            "min": latency.min,
+            "max": latency.max,
+        },
+        "latency_hdr": latency.encode(),
+        "connect_ms": {"count": connects},
+        "errors": errors,
+        "status": dict(sorted(statuses.items())),
+        "messages": messages,
+        "series": [{"t": t, **series[t]} for t in sorted(series)][:MAX_SERIES],
+    }
+
+
+def _second(s: Any) -> tuple[int, int, int]:
+    if not isinstance(s, dict):
+        raise BadRun("a second of 'series' is not an object")
+    t, answered, failed = s.get("t"), s.get("answered"), s.get("errors")
+    if not all(type(n) is int and n >= 0 for n in (t, answered, failed)):
+        raise BadRun("a second of 'series' has no t, answered and errors counts")
+    return t, answered, failed  # type: ignore[return-value]
+
+
+def main(paths: list[str], out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+    """``prefork load merge``: prints the merged document (one line of JSON) on ``out``
+    (stdout); 0, or 2 with one line on ``err`` (stderr) when a file cannot be read or is not
+    a run."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if not paths:
+        print("prefork: error: prefork load merge RUN.json... (at least one run)", file=err)
+        return 2
+    docs = []
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                data = file.read(MAX_FILE + 1)
+            if len(data) > MAX_FILE:
+                raise ValueError(f"larger than {MAX_FILE >> 20} MiB")
+            docs.append(json.loads(data))
+        except (OSError, ValueError, RecursionError) as exc:
+            print(f"prefork: error: {path}: cannot read a run: {str(exc)[:200]}", file=err)
+            return 2
+    try:
+        merged = merge(docs)
+    except BadRun as exc:
+        print(f"prefork: error: {exc}", file=err)
+        return 2
+    print(json.dumps(merged), file=out)
+    return 0
