@@ -1,6 +1,9 @@
 """The master's effects: the select loop (``_loop.Master``) and all it does to the OS.
 
-Forking, reaping and the worker's side after fork (``_process``, ``_child``), signals
+Its bring-up and tear-down (``_bringup``: bind, preload, close), its children (``_children``:
+forking workers and templates, their pids and channels, signalling and reaping them; the
+templates' side ``_template``, their links ``_templates``), forking and reaping and the
+worker's side after fork (``_process``, ``_child``), signals
 (``_signals``), the worker channels (``_channels``), listening sockets (``_sockets``), the pid
 file, sd_notify, logging, what ``prefork serve`` does before the master starts (``_setup``,
 ``_pyconfig``, ``_app_check``), the watcher of ``--reload`` (``_watch``), and ``Broker``, a

@@ -1,16 +1,16 @@
 """The master: one select loop that turns the world into events and performs the actions.
 
-All decisions are the supervisor's (``_supervisor.py``). Here: bind sockets, fork, signal,
-reap, read and write worker channels, and sleep exactly until the next deadline (no polling:
-an idle master is blocked in ``select``).
+All decisions are the supervisor's (``_supervisor.py``). Here: turn signals, reaped children,
+channel frames and deadlines into events, perform the actions that come back, and sleep
+exactly until the next deadline (no polling: an idle master is blocked in ``select``). What
+it does to its children (fork, signal, reap, message) is ``_children.py``; its bring-up and
+tear-down (bind, preload, close) ``_bringup.py``.
 """
 
 from __future__ import annotations
 
 import builtins
-import contextlib
 import dataclasses
-import functools
 import logging
 import math
 import os
@@ -25,25 +25,24 @@ from typing import Any, assert_never
 
 from prefork.config import BrokerConfig, MasterConfig, brokers_unique, policy_of
 from prefork.core import _events
-from prefork.core import _frames as frames
 from prefork.core._events import Action, Event
 from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
-from prefork.master import _child, _pidfile, _process, _sockets, _template, _upgrade
+from prefork.master import _bringup, _child, _pidfile, _process, _sockets, _upgrade
 from prefork.master._broker import Broker, Desk
 from prefork.master._channels import Channels
+from prefork.master._children import Children
 from prefork.master._logs import default_logging, reopen_log_files
 from prefork.master._notify import Notifier
 from prefork.master._signals import (
     Intent,
     SignalWakeup,
     intent_event,
-    reset_in_child,
     sigterm_intent,
 )
-from prefork.master._templates import TemplateLink, TemplatePool
+from prefork.master._templates import TemplateLink
 from prefork.master._upgrader import Upgrader
 from prefork.ops._console import Console, Host
 from prefork.ops._side import SideServer
@@ -89,17 +88,15 @@ class Master:
         self._policies: dict[str, BrokerPolicy] = {}
         self._pending: deque[Event] = deque()
         self._desk = Desk(self._pending.append, self.status, self._send)
-        self._channels: Channels | None = None
-        self._templates: TemplatePool | None = None  # --template: the templates' links
-        self._pids: dict[int, int] = {}  # worker id -> pid, while the worker is not reaped
-        self._by_pid: dict[int, int] = {}
         self._sockets: dict[str, list[socket.socket]] = {}
+        self._children = Children(
+            self.config, self._brokers, self._classes, self._policies, self._sockets, self._post
+        )
         self._selector: selectors.DefaultSelector | None = None
         self._wakeup: SignalWakeup | None = None
         self._exit_code: int | None = None
         self._pidfile_written = ""
         self._notifier = Notifier(os.environ)
-        self._identity = _process.Identity()
         host = Host(
             bind=_sockets.bind,
             bind_private=_sockets.bind_private,
@@ -133,7 +130,7 @@ class Master:
         """Each broker's desired and live counts, generation, draining, reloading, backoff,
         starts, restarts and crashes, its latest reload, and a row per worker: pid,
         generation, state, uptime, the requests and connections it reported, its RSS."""
-        return self._console.fill(self._supervisor.status(time.monotonic()), self._pids)
+        return self._console.fill(self._supervisor.status(time.monotonic()), self._children.pids)
 
     def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
         """Let ``prefork ctl upgrade`` re-execute this master so (``prefork serve`` does; an
@@ -163,8 +160,9 @@ class Master:
             raise ConfigError("the master has no brokers; add one with master.broker(...)")
         handover = _upgrade.incoming(os.environ, os.getpid())
         default_logging()
-        self._identity = _process.identity(self.config.user, self.config.group)
-        _process.set_title(self._title(), self.config.name or "prefork: master")
+        self._children.identity = _process.identity(self.config.user, self.config.group)
+        title = _bringup.title(self._brokers, self._classes, self.config.name)
+        _process.set_title(title, self.config.name or "prefork: master")
         if self.config.pidfile:
             _pidfile.claim(self.config.pidfile, os.getpid())
             self._pidfile_written = self.config.pidfile
@@ -175,18 +173,15 @@ class Master:
         try:
             if handover is not None:
                 self._sockets.update(_upgrade.listeners(handover, self._brokers))
-            self._bind_all()
-            self._preload()
+            _bringup.bind_all(self._brokers, self._sockets)
+            _bringup.preload(self._brokers, self._classes)
             _process.adopt_orphans(True)
             sigterm, self._sigterm = sigterm_intent(self.config.sigterm, os.getpid(), os.environ)
             with SignalWakeup(sigterm=sigterm) as wakeup, selectors.DefaultSelector() as selector:
                 self._wakeup, self._selector = wakeup, selector
-                self._channels = Channels(selector, self._post, self.config.max_frame)
-                self._templates = TemplatePool(
-                    selector, self._post, self._from_template, self._not_from_template
-                )
+                channels = self._children.open(selector, self._others_in_child)
                 selector.register(wakeup.fileno(), selectors.EVENT_READ)
-                self._upgrader.open(selector, self._sockets, self._channels, wakeup.waiting)
+                self._upgrader.open(selector, self._sockets, channels, wakeup.waiting)
                 try:
                     if handover is not None:
                         self._take_over(handover, selector)
@@ -194,7 +189,7 @@ class Master:
                         self._open_console(selector)
                         log.info("master %d started: %s", os.getpid(), self._describe())
                         self._pending.appendleft(_events.Started())
-                    return self._loop(selector, self._channels)
+                    return self._loop(selector, channels)
                 finally:
                     # While the selector is open: the console's peers unregister from it.
                     self._console.close()
@@ -202,7 +197,7 @@ class Master:
             # What workers forked and left behind was adopted by us: nothing they started may
             # hold a listener once the master is gone. (Workers still running, if the loop
             # raised, leave by themselves when their channel closes.)
-            _process.end(_process.children() - others - set(self._by_pid))
+            _process.end(_process.children() - others - set(self._children.by_pid))
             _process.adopt_orphans(False)
             self._close_all()
 
@@ -214,7 +209,7 @@ class Master:
             selector,
             sup.status,
             self._sockets,
-            self._pids,
+            self._children.pids,
             sup.ledger.phase,
             upgrade=ask,
             handover=handover,
@@ -253,7 +248,7 @@ class Master:
                 case _upgrade.Check():
                     self._upgrader.read()
                 case TemplateLink() as link:
-                    self._live_templates().read(link)
+                    self._children.read_link(link)
                 case channel:
                     if mask & selectors.EVENT_WRITE:
                         channels.flush(channel)
@@ -314,32 +309,23 @@ class Master:
 
     def _reap(self) -> None:
         for dead in _process.reap():
-            if self._upgrader.reaped(dead):
-                continue
-            if dead.pid in self._by_pid:
-                self._reaped(dead)
-            else:  # a template, a worker a template has not named yet, or not one of ours
-                self._live_templates().reaped(dead, time.monotonic())  # (we may be PID 1)
-
-    def _reaped(self, dead: _process.Reaped) -> None:
-        worker_id = self._by_pid.pop(dead.pid)
-        del self._pids[worker_id]
-        self._live_channels().remove(worker_id)
-        self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
+            if not self._upgrader.reaped(dead):
+                self._children.reap(dead)
 
     # --- actions -----------------------------------------------------------------------------
 
     def _perform(self, action: Action) -> None:
         self._console.observe(action)
+        children = self._children
         match action:
             case _events.Spawn():
-                self._spawn(action)
+                children.spawn(action)
             case _events.Terminate(worker_id=worker_id, replaced=replaced):
-                self._terminate(worker_id, replaced)
+                children.terminate(worker_id, replaced)
             case _events.Kill(worker_id=worker_id):
-                self._signal(worker_id, signal.SIGKILL)
+                children.signal(worker_id, signal.SIGKILL)
             case _events.DumpStack(worker_id=worker_id):
-                self._signal(worker_id, _child.DUMP_SIGNAL)
+                children.signal(worker_id, _child.DUMP_SIGNAL)
             case _events.Emit(broker=broker, event=event, args=args):
                 self._brokers[broker].emit(event, args)
             case _events.Log(level=level, message=message):
@@ -351,152 +337,22 @@ class Master:
             case _events.TurnAway(broker=broker, on=on):
                 self._turn_away(broker, on)
             case _events.MeasureMemory(worker_ids=ids):
-                self._measure_memory(ids)
+                children.measure_memory(ids)
             case _events.StartTemplate(broker=broker, generation=generation):
-                self._start_template(broker, generation)
+                children.start_template(broker, generation)
             case _events.StopTemplate(broker=broker, generation=generation, kill=kill):
-                self._live_templates().stop(broker, generation, kill)
+                children.live_templates().stop(broker, generation, kill)
             case _:
                 assert_never(action)
 
-    def _measure_memory(self, worker_ids: tuple[int, ...]) -> None:
-        measured = []
-        for worker_id in worker_ids:
-            pid = self._pids.get(worker_id)
-            rss = None if pid is None else _process.rss(pid)
-            if rss is not None:
-                measured.append((worker_id, rss))
-        self._post(_events.MemoryMeasured(tuple(measured)))
-
-    def _worker_spec(
-        self,
-        broker: str,
-        generation: int,
-        worker: type[Worker] | str,
-        worker_id: int,
-        channel: socket.socket,
-    ) -> _child.WorkerSpec:
-        config = self._brokers[broker].config
-        return _child.WorkerSpec(
-            broker=broker,
-            worker=worker,
-            worker_id=worker_id,
-            generation=generation,
-            channel=channel,
-            sockets=self._sockets[broker],
-            backlog=config.backlog,
-            options=config.worker_options,
-            heartbeat=self._policies[broker].heartbeat_interval,
-            graceful_timeout=self._policies[broker].graceful_timeout,
-            max_frame=self.config.max_frame,
-            identity=self._identity,
-            name=self.config.name or "",
-        )
-
-    def _close_in_child(self) -> list[int]:
-        """The master's fds a forked worker or template closes."""
+    def _others_in_child(self) -> list[int]:
+        """The master's fds, besides its children's channels and links, a child closes."""
         assert self._selector is not None and self._wakeup is not None
-        return [
-            *self._live_channels().fds(),
-            *self._live_templates().fds(),
-            self._selector.fileno(),
-            *self._wakeup.fds(),
-            *self._console.fds(),
-        ]
-
-    def _spawn(self, action: _events.Spawn) -> None:
-        worker_id, broker = action.worker_id, action.broker
-        if self._policies[broker].template:  # the template names it (``_from_template``)
-            now = time.monotonic()
-            if why := self._live_templates().request(worker_id, broker, action.generation, now):
-                self._post(_events.SpawnFailed(worker_id, why))
-            return
-        ours, theirs = socket.socketpair()
-        worker = self._classes[broker]
-        spec = self._worker_spec(broker, action.generation, worker, worker_id, theirs)
-
-        def before() -> None:
-            reset_in_child()
-            ours.close()
-
-        try:
-            pid = _process.fork_worker(lambda: _child.run(spec), self._close_in_child(), before)
-        except OSError as exc:
-            ours.close()
-            theirs.close()
-            self._post(_events.SpawnFailed(worker_id, str(exc)))
-            return
-        theirs.close()
-        self._from_template(worker_id, pid, ours, None)
-
-    def _from_template(
-        self, worker_id: int, pid: int, channel: socket.socket, dead: _process.Reaped | None
-    ) -> None:
-        """Worker ``worker_id`` runs as ``pid`` (``dead``: and was reaped already)."""
-        self._live_channels().add(worker_id, channel)
-        self._pids[worker_id] = pid
-        self._by_pid[pid] = worker_id
-        self._post(_events.WorkerSpawned(worker_id, pid))
-        if dead is not None:
-            self._reaped(dead)
-
-    def _not_from_template(self, worker_id: int, reason: str, backoff: bool) -> None:
-        self._post(_events.SpawnFailed(worker_id, reason, backoff))
-
-    def _start_template(self, broker: str, generation: int) -> None:
-        def fork(link: socket.socket, ours: int) -> int:
-            spec = _template.TemplateSpec(
-                broker=broker,
-                generation=generation,
-                worker=self._classes[broker],
-                options=self._brokers[broker].config.worker_options,
-                link=link,
-                master_pid=os.getpid(),
-                worker_spec=functools.partial(self._worker_spec, broker, generation),
-                identity=self._identity,
-                name=self.config.name or "",
-            )
-            close = [*self._close_in_child(), ours]
-            return _process.fork_worker(lambda: _template.run(spec), close, reset_in_child)
-
-        self._live_templates().start(broker, generation, fork)
-
-    def _signal(self, worker_id: int, signum: int) -> None:
-        # An action may name a worker reaped a moment ago (its exit is still queued as an
-        # event): nothing to signal then; the supervisor hears of the exit next. A worker a
-        # template has not named yet gets it once named.
-        pid = self._pids.get(worker_id)
-        if pid is None:
-            if self._templates is not None:
-                self._templates.signal(worker_id, signum)
-        else:
-            with contextlib.suppress(ProcessLookupError):  # died, not reaped yet
-                os.kill(pid, signum)
-
-    def _terminate(self, worker_id: int, replaced: bool) -> None:
-        """A STOP frame tells the worker why it leaves (a signal cannot); a worker whose
-        channel is gone gets SIGTERM. The frame alone, not both: whichever the worker saw
-        first would decide, and a reload must close WebSockets with 1012 every time."""
-        channels = self._channels
-        if channels is not None and channels.open(worker_id):
-            body = {"replaced": replaced}
-            channels.send([worker_id], frames.encode(frames.STOP, body))
-        else:
-            self._signal(worker_id, signal.SIGTERM)
-
-    def _live_channels(self) -> Channels:
-        assert self._channels is not None
-        return self._channels
-
-    def _live_templates(self) -> TemplatePool:
-        assert self._templates is not None
-        return self._templates
+        return [self._selector.fileno(), *self._wakeup.fds(), *self._console.fds()]
 
     def _send(self, broker: str, obj: Any) -> None:
-        frame = frames.encode(frames.MESSAGE, obj, max_frame=self.config.max_frame)
-        if self._channels is not None:
-            ids = [info.id for info in self._supervisor.ledger.reachable(broker)]
-            self._channels.send(ids, frame)
+        ids = [info.id for info in self._supervisor.ledger.reachable(broker)]
+        self._children.send(ids, obj)
 
     # --- an in-place upgrade (prefork ctl upgrade: _upgrader.py, _upgrade.py) ---------------
 
@@ -504,68 +360,25 @@ class Master:
         """Run on from where the image before this one handed over: its workers, their
         channels, its console; then replace every worker, as a reload does."""
         actions, pids = self._upgrader.take_over(doc, lambda d: self._open_console(selector, d))
-        self._pids.update(pids)
-        self._by_pid.update((pid, worker_id) for worker_id, pid in pids.items())
+        self._children.adopt(pids)
         for action in actions:
             self._perform(action)
         said = self._upgrader.said()
         log.info("master %d %s: %s; replacing every worker", os.getpid(), said, self._describe())
         self._pending.append(_events.ReloadRequested())
 
-    # --- set-up and tear-down ----------------------------------------------------------------
-
-    def _bind_all(self) -> None:
-        """Bind every broker's addresses (but a broker's sockets carried over an upgrade)."""
-        for broker in self._brokers.values():
-            if broker.type not in self._sockets:
-                listen, backlog = broker.config.listen, broker.config.backlog
-                self._sockets[broker.type] = [_sockets.bind(a, backlog) for a in listen]
-
-    def _preload(self) -> None:
-        for broker in self._brokers.values():
-            spec = self._classes[broker.type]
-            if broker.config.preload and isinstance(spec, str):
-                try:
-                    self._classes[broker.type] = _child.load_worker_class(spec)
-                except Exception as exc:
-                    raise ConfigError(f"cannot preload {spec!r}: {exc}") from None
+    # --- tear-down ----------------------------------------------------------------------------
 
     def _close_all(self) -> None:
         self._console.close()
-        if self._channels is not None:
-            self._channels.close_all()
-        if self._templates is not None:
-            self._templates.close_all()
-        for socks in self._sockets.values():
-            for sock in socks:
-                _sockets.close_listener(sock)
-        self._sockets.clear()
+        self._children.close()
+        _bringup.close_listeners(self._sockets)
         if self._pidfile_written:
             _pidfile.release(self._pidfile_written, os.getpid())  # ours only
         self._pidfile_written = ""
 
     def _describe(self) -> str:
-        """Each broker's workers and where they listen: URLs for worker types that have a
-        ``url_scheme`` (the HTTP worker), so the first log line says what to open."""
-        parts = []
-        for name, broker in self._brokers.items():
-            worker = self._classes[name]
-            options = broker.config.worker_options
-            scheme = "" if isinstance(worker, str) else worker.url_scheme_for(options)
-            where = ", ".join(_sockets.describe(s, scheme) for s in self._sockets[name])
-            parts.append(f"{name} x{broker.config.workers}" + (f" on {where}" if where else ""))
+        said = _bringup.describe(self._brokers, self._classes, self._sockets)
         console = self._console.describe()
-        said = "; ".join(parts) + (f"; {console}" if console else "")
+        said += f"; {console}" if console else ""
         return f"{said} (Ctrl-C stops; {self._sigterm})"
-
-    def _title(self) -> str:
-        """``prefork: master [APP]`` for ps: what the workers serve (a worker type may say,
-        as the HTTP worker names its app), else the brokers and their counts."""
-        labels = []
-        for name, broker in self._brokers.items():
-            worker = self._classes[name]
-            label = (
-                "" if isinstance(worker, str) else worker.title_for(broker.config.worker_options)
-            )
-            labels.append(label or f"{name} x{broker.config.workers}")
-        return f"{self.config.name or 'prefork'}: master [{', '.join(labels)}]"

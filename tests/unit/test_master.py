@@ -40,7 +40,7 @@ def test_an_action_for_a_worker_already_reaped_signals_nobody(
     master = Master()
     master._perform(Kill(7))
     assert sent == []
-    master._pids[7] = 4242
+    master._children.pids[7] = 4242
     master._perform(Terminate(7))
     master._perform(DumpStack(7))
     master._perform(Kill(7))
@@ -60,12 +60,12 @@ def test_a_worker_is_stopped_by_a_stop_frame_saying_whether_it_is_replaced(
     sent: list[tuple[int, int]] = []
     monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
     master = Master()
-    master._pids[7] = 4242
+    master._children.pids[7] = 4242
     selector = selectors.DefaultSelector()
-    master._channels = Channels(selector, lambda event: None, 1 << 20)
+    master._children.channels = Channels(selector, lambda event: None, 1 << 20)
     ours, theirs = socket.socketpair()
     with ours, theirs, selector:
-        master._channels.add(7, ours)
+        master._children.channels.add(7, ours)
         master._perform(Terminate(7, replaced=True))
         master._perform(Terminate(7))
         decoder = _frames.Decoder(kinds=_frames.TO_WORKER)
@@ -75,7 +75,7 @@ def test_a_worker_is_stopped_by_a_stop_frame_saying_whether_it_is_replaced(
             ("stop", {"replaced": False}),
         ]
         assert sent == []
-        master._channels.remove(7)
+        master._children.channels.remove(7)
         master._perform(Terminate(7))
         assert sent == [(4242, signal.SIGTERM)]
 
@@ -88,7 +88,7 @@ def test_a_worker_that_died_but_is_not_reaped_yet_is_no_error(
 
     monkeypatch.setattr(os, "kill", gone)
     master = Master()
-    master._pids[3] = 4243
+    master._children.pids[3] = 4243
     master._perform(Terminate(3))  # no exception: the reaper will report the exit
 
 
@@ -189,7 +189,7 @@ def test_a_drained_listener_turns_connections_away_a_bounded_number_per_turn(
 def test_memory_is_measured_for_workers_still_known(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker reaped (or unreadable) since the supervisor asked is left out."""
     master = Master()
-    master._pids.update({1: 101, 2: 102})
+    master._children.pids.update({1: 101, 2: 102})
     monkeypatch.setattr("prefork.master._process.rss", lambda pid: None if pid == 102 else 5 << 20)
     master._perform(MeasureMemory((1, 2, 3)))
     assert list(master._pending) == [MemoryMeasured(((1, 5 << 20),))]
@@ -213,17 +213,12 @@ def test_a_worker_of_a_template_that_is_gone_fails_to_spawn_and_one_reaped_early
     import selectors
 
     from prefork.core._events import Spawn, SpawnFailed, WorkerExited, WorkerSpawned
-    from prefork.master._channels import Channels
     from prefork.master._process import Reaped
-    from prefork.master._templates import TemplatePool
 
     master = Master()
     master.broker("web", Worker, template=True)
     with selectors.DefaultSelector() as selector:
-        master._channels = Channels(selector, master._post, 1 << 20)
-        master._templates = TemplatePool(
-            selector, master._post, master._from_template, master._not_from_template
-        )
+        master._children.open(selector, list)
         master._perform(Spawn(1, "web", 1))
         assert list(master._pending) == [
             SpawnFailed(1, "the template of generation 1 is gone"),
@@ -231,8 +226,30 @@ def test_a_worker_of_a_template_that_is_gone_fails_to_spawn_and_one_reaped_early
         master._pending.clear()
         ours, theirs = socket.socketpair()
         with theirs:
-            master._from_template(2, 4242, ours, Reaped(4242, None, 9))
+            master._children.named(2, 4242, ours, Reaped(4242, None, 9))
             assert list(master._pending) == [WorkerSpawned(2, 4242), WorkerExited(2, None, 9)]
-            assert master._pids == {} and ours.fileno() < 0
-        master._not_from_template(3, "no", False)
+            assert master._children.pids == {} and ours.fileno() < 0
+        master._children.not_named(3, "no", False)
         assert master._pending[-1] == SpawnFailed(3, "no", backoff=False)
+
+
+def test_a_signal_for_a_worker_a_template_has_not_named_goes_to_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Kill for a worker whose pid is not known yet (with templates: asked for, not named)
+    signals no pid; the template pool holds it for the worker once named."""
+    import selectors
+
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, signum: sent.append((pid, signum)))
+    master = Master()
+    with selectors.DefaultSelector() as selector:
+        master._children.open(selector, list)
+        held: list[tuple[int, int]] = []
+        monkeypatch.setattr(
+            master._children.live_templates(),
+            "signal",
+            lambda worker_id, signum: held.append((worker_id, signum)) or True,
+        )
+        master._perform(Kill(5))
+    assert held == [(5, signal.SIGKILL)] and sent == []
