@@ -85,6 +85,16 @@ class ReloadStatus(TypedDict):
     ago: float
 
 
+class TemplateStatus(TypedDict):
+    """A template of a broker (``--template``): its generation, ``state`` (starting, ready,
+    stopping), its ``pid`` (None until the master knows it) and how long it has run."""
+
+    generation: int
+    state: str
+    pid: int | None
+    uptime: float
+
+
 class BrokerStatus(TypedDict):
     """A broker as the supervisor sees it (``Broker.status``)."""
 
@@ -101,3 +111,4 @@ class BrokerStatus(TypedDict):
     crashes: int  # exits the master did not ask for
     last_reload: ReloadStatus | None
     workers: list[WorkerStatus]
+    templates: list[TemplateStatus]  # by generation; empty without --template

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prefork.core._payloads import BrokerStatus, ReloadStatus, WorkerStatus
+from prefork.core._payloads import BrokerStatus, ReloadStatus, TemplateStatus, WorkerStatus
 from prefork.core._rolling import ReloadRecord
 from prefork.core._roster import BrokerRecord, WorkerRecord
+from prefork.core._templates import TemplateRecord
 
 
 def broker_status(
@@ -32,6 +33,13 @@ def broker_status(
         crashes=b.crashes,
         last_reload=reload_status(b.rolling.reload, now),
         workers=[worker_status(w, now) for w in sorted(workers, key=lambda w: w.id)],
+        templates=[template_status(t, now) for _, t in sorted(b.templates.by_generation.items())],
+    )
+
+
+def template_status(t: TemplateRecord, now: float) -> TemplateStatus:
+    return TemplateStatus(
+        generation=t.generation, state=t.state.value, pid=None, uptime=_seconds(now - t.started)
     )
 
 

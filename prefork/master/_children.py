@@ -220,6 +220,10 @@ class Children:
                 measured.append((worker_id, rss))
         self._post(_events.MemoryMeasured(tuple(measured)))
 
+    def template_pids(self) -> dict[tuple[str, int], int]:
+        """Each template's pid, by broker and generation (a live mapping once open)."""
+        return {} if self.templates is None else self.templates.pids
+
     def live_channels(self) -> Channels:
         assert self.channels is not None
         return self.channels

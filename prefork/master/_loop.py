@@ -129,8 +129,10 @@ class Master:
     def status(self) -> dict[str, BrokerStatus]:
         """Each broker's desired and live counts, generation, draining, reloading, backoff,
         starts, restarts and crashes, its latest reload, and a row per worker: pid,
-        generation, state, uptime, the requests and connections it reported, its RSS."""
-        return self._console.fill(self._supervisor.status(time.monotonic()), self._children.pids)
+        generation, state, uptime, the requests and connections it reported, its RSS; and
+        its templates (generation, state, pid, uptime)."""
+        status = self._supervisor.status(time.monotonic())
+        return self._console.fill(status, self._children.pids, self._children.template_pids())
 
     def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
         """Let ``prefork ctl upgrade`` re-execute this master so (``prefork serve`` does; an
@@ -211,6 +213,7 @@ class Master:
             self._sockets,
             self._children.pids,
             sup.ledger.phase,
+            template_pids=self._children.template_pids(),
             upgrade=ask,
             handover=handover,
         )

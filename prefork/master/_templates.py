@@ -73,6 +73,7 @@ class TemplatePool:
         self._failed = failed
         self._links: dict[tuple[str, int], TemplateLink] = {}
         self._by_pid: dict[int, TemplateLink] = {}
+        self.pids: dict[tuple[str, int], int] = {}  # each template's, until reaped
         self._unknown: dict[int, tuple[Reaped, float]] = {}  # children reaped, not ours yet
 
     def fds(self) -> list[int]:
@@ -99,6 +100,7 @@ class TemplatePool:
         ours.setblocking(False)
         link = self._links[(broker, generation)] = TemplateLink(broker, generation, pid, ours)
         self._by_pid[pid] = link
+        self.pids[(broker, generation)] = pid
         self._selector.register(ours, selectors.EVENT_READ, link)
         log.info("[%s] template of generation %d (pid %d) is importing", broker, generation, pid)
 
@@ -195,6 +197,7 @@ class TemplatePool:
         self.read(link)  # its last words (an import error) came before its exit
         self._close(link)
         del self._links[(link.broker, link.generation)]
+        del self.pids[(link.broker, link.generation)]
         gone = f"the template of generation {link.generation} exited before it forked the worker"
         for worker_id, asked in link.asked.items():
             asked.channel.close()

@@ -24,6 +24,7 @@ HELP = {
     "prefork_reload_duration_seconds": "How long rolling reloads took.",
     "prefork_workers": "Workers by state.",
     "prefork_workers_desired": "The desired number of workers.",
+    "prefork_templates": "Templates (--template) by state, one per generation at most.",
     "prefork_worker_resident_memory_bytes": "Resident memory of the live workers, summed.",
     "prefork_listen_queue": "Connections waiting in a TCP listener's accept queue.",
     "prefork_listen_queue_max": "The most connections a TCP listener's accept queue holds.",
@@ -133,10 +134,12 @@ class Accounts:
         self, status: Mapping[str, BrokerStatus], queues: Mapping[Labels, tuple[int, int]]
     ) -> None:
         """Set the gauges of a scrape from a (filled) status and the listeners' accept queues
-        (by their ``address`` and ``broker`` labels): workers by state, desired, memory."""
+        (by their ``address`` and ``broker`` labels): workers by state, desired, memory, templates
+        by state."""
         workers: dict[Labels, float] = {}
         desired: dict[Labels, float] = {}
         memory: dict[Labels, float] = {}
+        templates: dict[Labels, float] = {}
         for name, broker in status.items():
             key = (("broker", name),)
             desired[key] = float(broker["desired"])
@@ -145,9 +148,13 @@ class Accounts:
                 state = (("broker", name), ("state", row["state"]))
                 workers[state] = workers.get(state, 0.0) + 1
                 memory[key] += row["rss"] or 0
+            for template in broker["templates"]:
+                state = (("broker", name), ("state", template["state"]))
+                templates[state] = templates.get(state, 0.0) + 1
         for family, values in (
             ("prefork_workers", workers),
             ("prefork_workers_desired", desired),
+            ("prefork_templates", templates),
             ("prefork_worker_resident_memory_bytes", memory),
             ("prefork_listen_queue", {k: float(q[0]) for k, q in queues.items()}),
             ("prefork_listen_queue_max", {k: float(q[1]) for k, q in queues.items()}),

@@ -90,6 +90,7 @@ class Console:
         self._upgrading: Upgrading | None = None
         self._status: StatusSource = lambda now: {}
         self._pids: Mapping[int, int] = {}
+        self._template_pids: Mapping[tuple[str, int], int] = {}
         self._sockets: Mapping[str, list[socket.socket]] = {}
         self._phase: Callable[[], str] = lambda: "serving"
         self.control_path = ""
@@ -104,6 +105,7 @@ class Console:
         pids: Mapping[int, int] | None = None,
         phase: Callable[[], str] | None = None,
         *,
+        template_pids: Mapping[tuple[str, int], int] | None = None,
         upgrade: Callable[[], str] | None = None,
         handover: Mapping[str, Any] | None = None,
     ) -> None:
@@ -111,12 +113,14 @@ class Console:
         one cannot be), on ``selector``. ``status`` is the supervisor's (cheap: a reload wait
         reads it every loop turn); ``pids`` the live workers' (their memory is read for a
         snapshot); ``phase`` the master's (``Ledger.phase``: serving, shutting down,
-        stopping), which ``/readyz`` tells. ``upgrade`` starts an in-place upgrade (or says
+        stopping), which ``/readyz`` tells; ``template_pids`` the templates' by broker and
+        generation. ``upgrade`` starts an in-place upgrade (or says
         why not: the master answers through ``upgrade_refused`` later). ``handover`` is what
         the image before this one ``export`` gave: the servers' sockets are taken from it, not
         bound (``ValueError``, ``KeyError``, ``TypeError``, ``OSError``: it does not fit)."""
         self._status, self._sockets = status, sockets
         self._pids = {} if pids is None else pids  # the live mapping, filled as workers start
+        self._template_pids = {} if template_pids is None else template_pids  # the same
         if phase is not None:
             self._phase = phase
         if upgrade is not None:
@@ -287,17 +291,23 @@ class Console:
     # -- status ------------------------------------------------------------------------------
 
     def fill(
-        self, status: dict[str, BrokerStatus], pids: Mapping[int, int]
+        self,
+        status: dict[str, BrokerStatus],
+        pids: Mapping[int, int],
+        template_pids: Mapping[tuple[str, int], int],
     ) -> dict[str, BrokerStatus]:
-        """``status`` with each worker's reported requests and connections and its RSS."""
-        for broker in self.accounts.fill_reports(status).values():
+        """``status`` with each worker's reported requests and connections and its RSS, and
+        each template's pid."""
+        for name, broker in self.accounts.fill_reports(status).items():
             for row in broker["workers"]:
                 pid = pids.get(row["id"])
                 row["rss"] = None if pid is None else self._host.rss(pid)
+            for template in broker["templates"]:
+                template["pid"] = template_pids.get((name, template["generation"]))
         return status
 
     def _filled(self, now: float) -> dict[str, BrokerStatus]:
-        return self.fill(self._status(now), self._pids)
+        return self.fill(self._status(now), self._pids, self._template_pids)
 
     def snapshot(self) -> dict[str, Any]:
         """The ``status`` answer of the control socket (README, "prefork ctl")."""

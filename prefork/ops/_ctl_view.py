@@ -160,7 +160,17 @@ def _broker_header(name: str, broker: Any) -> list[str]:
     lines = [_GAP.join(fields)]
     if last is not None and last.get("result") == "failed" and last.get("reason"):
         lines.append(f"{_INDENT}rolled back: {last['reason']}")
+    templates = b.get("templates")
+    if isinstance(templates, list) and templates:
+        lines.append(f"{_INDENT}templates: " + ", ".join(_template(t) for t in templates))
     return lines
+
+
+def _template(template: Any) -> str:
+    """``gen 3 ready (pid 4242, up 5m)``"""
+    t = template if isinstance(template, Mapping) else {}
+    said = f"gen {_text(t.get('generation'))} {_text(t.get('state'))}"
+    return f"{said} (pid {_text(t.get('pid'))}, up {span(t.get('uptime'))})"
 
 
 def _last_reload(last: Mapping[str, Any] | None) -> str:

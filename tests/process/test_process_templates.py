@@ -223,3 +223,23 @@ def test_a_worker_the_middle_process_could_not_fork_is_an_error(monkeypatch):
     monkeypatch.setattr(_template, "_middle", lambda *args: os._exit(0))
     with pytest.raises(OSError, match="the worker could not be forked"):
         _template.fork_adopted(lambda parent: 0)
+
+
+def test_ctl_status_shows_the_templates_with_their_pids(start, sock, tmp_path):
+    """``prefork ctl status`` (JSON and the table) names each template: generation, state,
+    pid; a reload's template shows beside the serving one until the reload is done."""
+    from test_process_ctl import ctl, status
+
+    workdir = tmp_path / "master0"
+    path = tmp_path / "m.ctl"
+    config = templated(sock, workdir, workers=1) | {"master": {"control": str(path)}}
+    write_version(workdir, 1)
+    master = start(config, pass_fds=[sock])
+    master.wait_ready(1, type="echo", timeout=15)
+    template = template_of(master, set())
+    (row,) = status(path)["brokers"]["echo"]["templates"]
+    assert (row["generation"], row["state"], row["pid"]) == (1, "ready", template)
+    table = ctl(path, "status").stdout
+    assert f"  templates: gen 1 ready (pid {template}, up " in table
+    master.signal(signal.SIGINT)
+    assert master.wait_exit() == 0

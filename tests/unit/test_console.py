@@ -70,6 +70,7 @@ class FakeMaster:
         self.generation = 1
         self.last: dict[str, Any] | None = None
         self.draining = False
+        self.templates: list[dict[str, Any]] = []
 
     def status(self, now: float) -> dict[str, BrokerStatus]:
         broker = {
@@ -86,6 +87,7 @@ class FakeMaster:
             "crashes": 0,
             "last_reload": self.last,
             "workers": [worker_row(1), worker_row(2, "booting")],
+            "templates": self.templates,
         }
         return {"http": broker}  # type: ignore[dict-item]
 
@@ -128,7 +130,12 @@ def test_status_is_the_masters_with_the_workers_reports_and_memory(
             ({"status": {"requests": 7, "connections": 2}}, WorkerInfo(1, 101, "http", 1)),
         )
     )
-    filled = made.fill(master.status(0.0), {1: os.getpid()})
+    master.templates = [
+        {"generation": 1, "state": "ready", "pid": None, "uptime": 1.0},
+        {"generation": 2, "state": "starting", "pid": None, "uptime": 0.0},
+    ]
+    filled = made.fill(master.status(0.0), {1: os.getpid()}, {("http", 1): 4242})
+    assert [t["pid"] for t in filled["http"]["templates"]] == [4242, None]
     first, second = filled["http"]["workers"]
     assert (first["requests"], first["connections"]) == (7, 2)
     assert first["rss"] is not None and first["rss"] > 1 << 20  # this process's memory
@@ -142,7 +149,7 @@ def test_status_is_the_masters_with_the_workers_reports_and_memory(
         )
     )
     made.observe(Emit("http", "worker_report", ("not a dict", WorkerInfo(1, 101, "http", 1))))
-    first = made.fill(master.status(0.0), {})["http"]["workers"][0]
+    first = made.fill(master.status(0.0), {}, {})["http"]["workers"][0]
     assert (first["requests"], first["connections"]) == (None, None)
     made.close()
 
@@ -201,7 +208,11 @@ def test_reload_wait_is_answered_when_the_reload_finishes(
 def test_metrics_count_starts_exits_crashes_reloads_and_reports(
     tmp_path: Path, selector: selectors.DefaultSelector
 ) -> None:
-    made, _ = console(tmp_path, selector, metrics_bind="127.0.0.1:0")
+    made, master = console(tmp_path, selector, metrics_bind="127.0.0.1:0")
+    master.templates = [
+        {"generation": 1, "state": "ready", "pid": None, "uptime": 1.0},
+        {"generation": 2, "state": "starting", "pid": None, "uptime": 0.0},
+    ]
     info = WorkerInfo(1, 101, "http", 1)
     made.observe(Spawn(1, "http", 1))
     made.observe(Spawn(2, "http", 1))
@@ -231,6 +242,8 @@ def test_metrics_count_starts_exits_crashes_reloads_and_reports(
     assert 'prefork_http_requests_total{broker="http",method="GET",status="2xx"} 5' in text
     assert 'prefork_workers{broker="http",state="booting"} 1' in text
     assert 'prefork_workers_desired{broker="http"} 2' in text
+    assert 'prefork_templates{broker="http",state="ready"} 1' in text
+    assert 'prefork_templates{broker="http",state="starting"} 1' in text
     assert 'prefork_worker_resident_memory_bytes{broker="http"} 0' in text
     assert 'prefork_listen_queue_max{address="127.0.0.1:' in text
     assert made.snapshot()["metrics"].startswith("http://127.0.0.1:")

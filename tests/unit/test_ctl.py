@@ -1041,3 +1041,13 @@ def test_a_status_with_fields_missing_or_odd_still_prints() -> None:
     assert status_table({"brokers": [], "upgrades": 1}) == (
         "prefork master -  version -  up - (upgraded 1x, this image up -)  control -  metrics off\n"
     )
+
+
+def test_the_table_lists_a_brokers_templates_under_its_header() -> None:
+    template = {"generation": 2, "state": "ready", "pid": 4242, "uptime": 75}
+    status = {"brokers": {"web": {"workers": [], "templates": [template, "odd"]}}}
+    assert status_table(status).splitlines()[2:] == [
+        "web  -/- workers  gen -  restarts -  crashes -  no reload yet",
+        "  templates: gen 2 ready (pid 4242, up 1m15s), gen - - (pid -, up -)",
+        "  (no workers)",
+    ]

@@ -236,3 +236,16 @@ def test_a_crash_during_a_reload_comes_from_the_new_template() -> None:
     out = sup.handle(MessageReceived(3, frames.READY, None), 12.0)
     assert Log(logging.INFO, "[web] worker 3 (pid 0, generation 2) is ready") in out
     assert sup.handle(WorkerSpawned(4, 104), 12.0)[0].level == logging.DEBUG  # type: ignore[union-attr]
+
+
+def test_status_shows_each_template_by_generation_with_its_state_and_uptime() -> None:
+    """``prefork ctl status`` and the metrics read the templates off the status (the master
+    fills in their pids); none without templates."""
+    assert make(policy("web", workers=1)).status(0.0)["web"]["templates"] == []
+    sup = templated()
+    boot(sup)
+    sup.handle(ReloadRequested(), 10.0)
+    assert sup.status(10.5)["web"]["templates"] == [
+        {"generation": 1, "state": "ready", "pid": None, "uptime": 10.5},
+        {"generation": 2, "state": "starting", "pid": None, "uptime": 0.5},
+    ]

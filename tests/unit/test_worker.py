@@ -178,6 +178,7 @@ def test_status_before_run_shows_the_configured_count() -> None:
         "crashes": 0,
         "last_reload": None,
         "workers": [],
+        "templates": [],
     }
 
 
