@@ -25,9 +25,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
+from _peers import request
+from _probes import wait_for
 from _proc import children, free_port, stop_session
 
 APP = """\
@@ -46,27 +48,13 @@ async def app(scope, receive, send):
 """
 
 
-def get(port: int, path: str = "/", timeout: float = 2.0) -> bytes | None:
+def get(port: int, path: str = "/") -> bytes | None:
     """The body of a 200 answer to GET ``path`` (None: no answer, or not 200)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.read() if response.status == 200 else None
+        status, body = request(port, "GET", path)
     except (OSError, http.client.HTTPException):
         return None
-    finally:
-        conn.close()
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll every 5 ms; returns when it became true (time.monotonic())."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.005)
-    return time.monotonic()
+    return body if status == 200 else None
 
 
 @contextlib.contextmanager
@@ -79,7 +67,7 @@ def served(app_dir: Path, *flags: str, prefix: tuple[str, ...] = ()) -> Iterator
         argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     try:
-        wait_for(lambda: get(port) is not None, 30, "the first answer")
+        wait_for(lambda: get(port) is not None, 30, "the first answer", step=0.005)
         yield port, proc.pid
     finally:
         stop_session(proc)
@@ -91,12 +79,13 @@ def sigterm_as_pid1(app_dir: Path, flags: tuple[str, ...], in_flight: bool) -> f
     with served(app_dir, *flags, prefix=prefix) as (port, unshare_pid):
         (master,) = children(unshare_pid)  # the namespace's PID 1, as the host sees it
         if in_flight:
-            slow = threading.Thread(target=get, args=(port, "/slow", 5.0))
+            slow = threading.Thread(target=get, args=(port, "/slow"))
             slow.start()
             time.sleep(0.1)  # the request reaches a worker
         began = time.monotonic()
         os.kill(master, signal.SIGTERM)
-        gone = wait_for(lambda: not Path(f"/proc/{master}").exists(), 30, "the master's exit")
+        wait_for(lambda: not Path(f"/proc/{master}").exists(), 30, "the master's exit", step=0.005)
+        gone = time.monotonic()
         if in_flight:
             slow.join()
         return gone - began
@@ -106,7 +95,20 @@ def save_to_answer(app_dir: Path, port: int, version: str) -> float:
     """Seconds from writing the app with ``version`` to GET / answering it."""
     began = time.monotonic()
     (app_dir / "app.py").write_text(APP.format(version=version))
-    return wait_for(lambda: get(port) == version.encode(), 30, f"{version} answering") - began
+    wait_for(lambda: get(port) == version.encode(), 30, f"{version} answering", step=0.005)
+    return time.monotonic() - began
+
+
+def watching(app_dir: Path, port: int) -> None:
+    """Wait until the watcher acts on a save (untimed): the HTTP workers answer before the
+    watcher process has started watching, and a save made before that is not seen."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        (app_dir / "app.py").write_text(APP.format(version="warm-up"))
+        with contextlib.suppress(RuntimeError):
+            wait_for(lambda: get(port) == b"warm-up", 1, "the warm-up answering")
+            return
+    raise RuntimeError("the watcher did not act on a save within 30 s")
 
 
 def main() -> None:
@@ -129,6 +131,7 @@ def main() -> None:
             print(f"{label}: median {statistics.median(took):.3f} s (max {max(took):.3f})")
         for label, flags in (("default", ()), ("--reload-delay 0", ("--reload-delay", "0"))):
             with served(app_dir, "--reload", "--reload-dir", str(app_dir), *flags) as (port, _):
+                watching(app_dir, port)
                 took = []
                 for i in range(args.reloads):
                     took.append(save_to_answer(app_dir, port, f"v{i + 1}"))
