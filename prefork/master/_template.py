@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from prefork.core._frames import load_json
 from prefork.master import _child, _process
 from prefork.master._tracebacks import user_traceback
 from prefork.worker import Worker
@@ -83,7 +84,7 @@ def receive(link: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(link, MAX_MESSAGE, 4)
     if not data:
         return None, fds
-    message = json.loads(data)
+    message = load_json(data)  # deep nesting is a ValueError, not a RecursionError
     return (message if isinstance(message, dict) else {}), fds
 
 

@@ -191,11 +191,16 @@ def test_a_template_that_cannot_be_forked_is_reported_exited() -> None:
     h.close()
 
 
-def test_a_template_that_talks_nonsense_is_killed(h: Harness) -> None:
+@pytest.mark.parametrize(
+    "nonsense",
+    [b"not json", b"[" * 5000 + b"]" * 5000, b"1" * 5000],
+    ids=["not-json", "nested-5000-deep", "5000-digits"],
+)
+def test_a_template_that_talks_nonsense_is_killed(h: Harness, nonsense: bytes) -> None:
     victim = subprocess.Popen(["sleep", "30"])
     try:
         theirs = h.start(pid=victim.pid)
-        theirs.send(b"not json")
+        theirs.send(nonsense)
         h.read_all()
         assert victim.wait(5) == -signal.SIGKILL
         assert h.pool.fds() == []
