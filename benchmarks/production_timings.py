@@ -100,8 +100,9 @@ def save_to_answer(app_dir: Path, port: int, version: str) -> float:
 
 
 def watching(app_dir: Path, port: int) -> None:
-    """Wait until the watcher acts on a save (untimed): the HTTP workers answer before the
-    watcher process has started watching, and a save made before that is not seen."""
+    """Wait until the watcher acts on a save (untimed): the HTTP workers may answer before
+    the watcher process watches; a save made meanwhile is found by the watcher's first walk,
+    and its reload would be timed from the save, watcher's start-up included."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         (app_dir / "app.py").write_text(APP.format(version="warm-up"))

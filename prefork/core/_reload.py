@@ -54,6 +54,15 @@ class PathFilter:
             return True  # named exactly (uvicorn's rule): no exclude applies
         return not any(d.match(pattern) for d in self._below_root(p) for pattern in self.excludes)
 
+    def prunes(self, directory: str) -> bool:
+        """Whether nothing below ``directory`` can count (an exclude matches it, or a
+        directory above it below its root), so a walk of the tree need not enter it. With a
+        pattern included by its exact name (which no exclude applies to), nothing is pruned."""
+        if any(not _GLOB & set(pattern) for pattern in self.includes):
+            return False
+        p = PurePosixPath(directory)
+        return any(d.match(pattern) for d in self._below_root(p) for pattern in self.excludes)
+
     def _below_root(self, p: PurePosixPath) -> list[PurePosixPath]:
         """``p`` and the directories above it, up to (not with) the watched root it is under."""
         roots = [r for r in map(PurePosixPath, self.roots) if p.is_relative_to(r) and p != r]

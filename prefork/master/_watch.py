@@ -21,7 +21,8 @@ import functools
 import importlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,8 @@ STEP_MS = 50
 DEBOUNCE_MS = 1600
 #: How long a stopping watcher waits for watchfiles' thread to notice (it looks every STEP_MS).
 STOP_WAIT = 2.0
+#: A file's time comes from the kernel's coarse clock, a tick behind ``time.time()``.
+MTIME_SLACK = 0.02
 NEEDS_WATCHFILES = "--reload needs watchfiles: pip install 'prefork[reload]'"
 
 
@@ -204,6 +207,24 @@ def _shown(path: str) -> str:
     return path if relative.startswith("..") else relative
 
 
+def saved_since(watch: Watch, since: float) -> Iterator[str]:
+    """The paths under ``watch`` that count and were modified at ``since`` or later (a walk
+    that enters no directory the filter prunes; a file gone meanwhile is skipped)."""
+    for top in watch.dirs:
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not watch.filter.prunes(os.path.join(root, d))]
+            for name in files:
+                path = os.path.join(root, name)
+                if not watch.filter(path):
+                    continue
+                try:
+                    modified = os.stat(path).st_mtime
+                except OSError:
+                    continue
+                if modified >= since:
+                    yield path
+
+
 class Watcher(Worker):
     """Watches ``options["watch"]`` (a ``Watch``); sends ``{"changed": [...], "count": n}``
     (the first ``MAX_NAMED`` paths) once the changes have settled."""
@@ -214,6 +235,10 @@ class Watcher(Worker):
             raise ConfigError("a Watcher needs watch=Watch(...) (made by prefork serve --reload)")
 
     async def init(self) -> None:
+        # A save from now until the watches are set up would go unseen, while the HTTP
+        # workers started beside this watcher may have imported the code before it: once
+        # watching, a walk of the tree reports what was saved meanwhile.
+        since = time.time() - MTIME_SLACK
         import watchfiles  # here: the master only checks that it is there
 
         # Its "1 change detected" lines: the master says what changed and what it does.
@@ -237,6 +262,11 @@ class Watcher(Worker):
         if self._task.done():
             self._task.result()  # it could not watch: this worker fails to start, saying why
         self._task.add_done_callback(self._ended)
+        loop = asyncio.get_running_loop()
+        missed = await loop.run_in_executor(None, lambda: list(saved_since(watch, since)))
+        if missed:
+            self._debounce.changed(missed, self._now())
+            self._arm()
 
     async def _follow(self, changes: AsyncIterator[set[tuple[Any, str]]]) -> None:
         async for batch in changes:

@@ -76,6 +76,16 @@ def test_the_deepest_root_a_path_is_under_bounds_the_excludes() -> None:
     assert not nested("/srv/.other/main.py")
 
 
+def test_a_walk_prunes_excluded_directories_unless_a_name_is_included_exactly() -> None:
+    default = accepts()
+    assert default.prunes(f"{ROOT}/.git") and default.prunes(f"{ROOT}/.venv/lib")
+    assert not default.prunes(f"{ROOT}/pkg") and default.prunes(f"{ROOT}/pkg/.hidden/x")
+    build = accepts(excludes=("build",))
+    assert build.prunes(f"{ROOT}/build") and build.prunes(f"{ROOT}/build/lib")
+    named = accepts(includes=("settings.toml",), excludes=("conf",))
+    assert not named.prunes(f"{ROOT}/conf")  # conf/settings.toml counts (named exactly)
+
+
 def test_a_burst_of_changes_is_one_reload_once_quiet_for_the_delay() -> None:
     d = Debounce(0.25)
     assert d.fire(0.0) is None and d.deadline is None

@@ -258,6 +258,55 @@ def test_a_save_once_ready_is_one_message_naming_what_counts(tmp_path: Path) -> 
     uvloop.run(main())
 
 
+def test_a_save_while_the_watcher_starts_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HTTP workers may import the code before the watcher watches: what is saved from
+    the watcher's start until its watches are set up is found by a walk and reloads."""
+    channel = Channel()
+    real = os.path.realpath(tmp_path)
+    (tmp_path / "old.py").write_text("")
+    os.utime(tmp_path / "old.py", (1_000_000, 1_000_000))  # saved long before: not a change
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "pkg").mkdir()
+    watch_from = watchfiles.awatch
+
+    def saved_meanwhile(*dirs: str, **options: Any) -> Any:
+        (tmp_path / "pkg" / "app.py").write_text("x = 2\n")  # before the watches are set up
+        (tmp_path / ".git" / "hook.py").write_text("")  # in a pruned directory
+        (tmp_path / "notes.txt").write_text("")  # does not count
+        return watch_from(*dirs, **options)
+
+    monkeypatch.setattr(watchfiles, "awatch", saved_meanwhile)
+
+    async def main() -> None:
+        w = watcher(channel, tmp_path)
+        await w.init()
+        await until(channel.messages)
+        assert channel.messages() == [{"changed": [f"{real}/pkg/app.py"], "count": 1}]
+        await w.prepare_for_shutdown()
+
+    uvloop.run(main())
+
+
+def test_the_walk_skips_a_file_gone_before_it_is_looked_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "gone.py").write_text("")
+    (tmp_path / "here.py").write_text("")
+    watch = _watch.plan(ReloadConfig(reload=True, reload_dir=(str(tmp_path),)), str(tmp_path))
+    stat = os.stat
+
+    def vanishing(path: str) -> os.stat_result:
+        if path.endswith("gone.py"):
+            raise FileNotFoundError(path)
+        return stat(path)
+
+    monkeypatch.setattr(_watch.os, "stat", vanishing)
+    found = list(_watch.saved_since(watch, 0.0))
+    assert found == [f"{os.path.realpath(tmp_path)}/here.py"]
+
+
 def test_a_watcher_that_cannot_watch_fails_to_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
