@@ -725,8 +725,14 @@ def mostly(
     good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = 8
 ) -> st.SearchStrategy[Any]:
     """``odds`` draws from ``good`` for one from ``bad``: with junk everywhere, every sample
-    would be refused at its first check and the store would stay empty."""
-    return st.sampled_from([good] * odds + [bad]).flatmap(lambda chosen: chosen)
+    would be refused at its first check and the store would stay empty.
+
+    The two are validated here, once: hypothesis 6.155 could fail inside itself
+    (``'LazyStrategy' object has no attribute 'force_is_empty'``, then FlakyStrategyDefinition)
+    when it worked out whether a strategy drawn from ``sampled_from`` was empty mid-draw."""
+    good.validate()
+    bad.validate()
+    return st.integers(0, odds).flatmap(lambda pick: good if pick else bad)
 
 
 names = mostly(
