@@ -1,0 +1,167 @@
+"""Accepting connections, spread evenly over the workers of a broker.
+
+Every worker waits on the broker's one listening socket, and the kernel wakes them all when
+a connection arrives. uvloop's own server (libuv) then accepts every queued connection in one
+go, so the worker that runs first takes a whole burst: 16 keep-alive connections opened
+together landed 16/0 or 15/1 on two workers, one core doing all the work.
+
+So a worker accepts here, one connection per turn of its loop (nginx's ``multi_accept
+off``), and only while it holds no more than ``slack`` connections beyond the fewest any
+worker of the broker holds; each worker shares its count on the broker's ``Board`` (shared
+memory: no system call to read the others'). Above that it steps aside (``RECHECK``) and the
+kernel's wake-up lets a worker with fewer take the connection. Fairness never stalls a
+connection: a worker that has stepped aside for ``DEFER_MAX`` (its peers are busy, paused, or
+hung with few connections) accepts again until the queue is empty.
+
+Rejected: a SO_REUSEPORT socket per worker (what granian does): the kernel spreads by a hash,
+16 connections over 2 workers exceed 10/6 one time in five, and the connections queued on a
+leaving worker's socket are lost (``tcp_migrate_req`` aside). ``EPOLLEXCLUSIVE``: libuv does not
+let us set it on its own epoll, and an epoll fd of our own nested in libuv's is woken for
+every connection, exclusive or not. nginx's accept mutex: one worker at a time, a lock a
+worker killed with -9 may hold; nginx itself turned it off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from prefork.worker import Board
+
+logger = logging.getLogger("prefork.http")
+
+#: How long a worker above its share steps aside before it looks at the queue again.
+RECHECK = 0.001
+#: How long in all it steps aside before it accepts whatever its peers hold.
+DEFER_MAX = 0.05
+#: After a failed accept() for want of resources (EMFILE...), how long before the next try.
+RETRY_AFTER = 0.1
+#: Errors of accept() that concern only the connection at hand (the client reset it).
+_CONNECTION_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
+
+
+class Share:
+    """This worker's part in the broker's ``Board``: how many connections it holds."""
+
+    def __init__(self, board: Board | None, slot: int, held: Callable[[], int]) -> None:
+        self.board = board
+        self.slot = slot
+        self._held = held  # the connections the worker serves now
+        self.pending = 0  # accepted, not yet served (their transport is being made)
+        self.active = False
+
+    def held(self) -> int:
+        return self._held() + self.pending
+
+    def publish(self) -> None:
+        """Tell the other workers how many connections this one holds (when it accepts)."""
+        if self.active and self.board is not None:
+            self.board.set(self.slot, self.held())
+
+    def withdraw(self) -> None:
+        """Stop counting for the spread (this worker accepts no more)."""
+        self.active = False
+        if self.board is not None:
+            self.board.clear(self.slot)
+
+    def above(self) -> bool:
+        """Whether this worker holds more than its share: more than the fewest any worker of
+        the broker holds, plus a slack that grows with them (an eighth, as nginx's
+        ``accept_disabled``), so that a busy pool is not shuffled for one connection."""
+        if self.board is None:
+            return False
+        fewest = self.board.fewest()
+        return self.held() > fewest + 2 + fewest // 8
+
+
+class Acceptor:
+    """Accept connections on ``sock`` into protocols made by ``factory``, one per turn of the
+    loop, while ``share`` says this worker is not above its share (module docstring)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        share: Share,
+        *,
+        tls: dict[str, Any],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.factory = factory
+        self.share = share
+        self.tls = tls
+        self._fd = sock.fileno()
+        self._tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        self.accepting = False
+        self._since = 0.0  # when this worker began to step aside (0.0: it has not)
+        self._last = 0.0  # when it last did
+        self._waiting: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.accepting = True
+        self.share.active = True
+        self.share.publish()
+        self.loop.add_reader(self._fd, self._ready)
+
+    def close(self) -> None:
+        """Stop accepting and close this worker's copy of the socket (as uvloop's server
+        does): what is queued is left to the other workers, the master's copy keeps it."""
+        if self.accepting:
+            self.accepting = False
+            self.share.withdraw()
+            self.loop.remove_reader(self._fd)
+            if self._waiting is not None:
+                self._waiting.cancel()
+                self._waiting = None
+            self.sock.close()
+
+    def _step_aside(self, delay: float) -> None:
+        self.loop.remove_reader(self._fd)
+        self._waiting = self.loop.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._waiting = None
+        if self.accepting:
+            self.loop.add_reader(self._fd, self._ready)
+
+    def _ready(self) -> None:
+        """The socket is readable: accept one connection, unless this worker steps aside."""
+        if self.share.above():
+            now = self.loop.time()
+            if not self._since or now - self._last > 5 * RECHECK:
+                self._since = now  # a new burst (after a quiet time, the queue was empty)
+            self._last = now
+            if now - self._since < DEFER_MAX:
+                self._step_aside(RECHECK)
+                return
+        else:
+            self._since = 0.0
+        try:
+            conn, _ = self.sock.accept()
+        except (BlockingIOError, InterruptedError):
+            return  # another worker took it
+        except OSError as exc:
+            if exc.errno not in _CONNECTION_ERRORS:
+                logger.error("accept() failed: %s; retrying in %.1f s", exc, RETRY_AFTER)
+                self._step_aside(RETRY_AFTER)
+            return
+        conn.setblocking(False)
+        if self._tcp:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.share.pending += 1
+        self.share.publish()
+        self.loop.create_task(self._serve(conn))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self.factory, conn, **self.tls)
+        except Exception:
+            conn.close()  # a failed TLS handshake: the transport has logged it
+        finally:
+            self.share.pending -= 1
