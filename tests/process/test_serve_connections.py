@@ -3,6 +3,7 @@ keep-alive, on real sockets (a raw client, to see what goes on the wire)."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -98,5 +99,28 @@ def test_keep_alive_connections_opened_together_spread_over_the_workers(
         assert max(held.values()) <= 10, held
         # The workers count the connections they hold: wait until they closed these.
         wait_until(lambda: server_side_open(port) == 0, 10, "the connections closed")
+    master.signal(signal.SIGINT)
+    assert master.wait_exit() == 0
+
+
+def test_a_paused_worker_does_not_hold_back_the_others(start: Start, sock: socket.socket) -> None:
+    """A worker stopped (SIGSTOP) with no connection is the one with the fewest: the other
+    steps aside for it at most DEFER_MAX per burst, then takes every connection."""
+    port = sock.getsockname()[1]
+    master = serve(start, sock, workers=2)
+    paused, running = sorted(wait_serving(master, 2))
+    os.kill(paused, signal.SIGSTOP)
+    try:
+        conns = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(16)]
+        try:
+            for conn in conns:
+                conn.sendall(GET_11)
+            answered = Counter(int(read_response(conn)[1]) for conn in conns)
+        finally:
+            for conn in conns:
+                conn.close()
+    finally:
+        os.kill(paused, signal.SIGCONT)
+    assert answered == Counter({running: 16})
     master.signal(signal.SIGINT)
     assert master.wait_exit() == 0
