@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from prefork.http._accept import DEFER_MAX, RECHECK, RETRY_AFTER, Acceptor, Share
+from prefork.http._accept import BATCH, DEFER_MAX, RECHECK, RETRY_AFTER, Acceptor, Share
 from prefork.worker import Board
 
 
@@ -202,20 +202,30 @@ def test_without_a_board_a_worker_is_never_above() -> None:
 # -- the acceptor ----------------------------------------------------------------------------
 
 
-def test_one_connection_per_wake_up_counted_until_served(h: Harness) -> None:
-    h.connect(3)
+def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> None:
     assert h.board.values() == [0]  # started: present, holding none
+    h.connect()
     h.wake()
     assert len(h.loop.served) == 1 and h.share.pending == 1 and h.board.values() == [1]
     _, conn, tls = h.loop.served[0]
     assert tls == {"ssl": None} and not conn.getblocking()
+    assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
     h.loop.waiters[0].finish()  # connection_made: the worker holds it now
     assert h.share.pending == 0
+    h.connect(BATCH + 2)
+    h.wake()  # at most BATCH at once, alone on the board (never above its share)
+    assert len(h.loop.served) == 1 + BATCH and h.share.pending == BATCH
     h.wake()
-    h.wake()
-    assert len(h.loop.served) == 3
+    assert len(h.loop.served) == 3 + BATCH
     h.wake()  # the queue is empty (as when another worker took it): nothing happens
-    assert len(h.loop.served) == 3 and h.loop.reader is not None and not h.loop.timers
+    assert len(h.loop.served) == 3 + BATCH and h.loop.reader is not None and not h.loop.timers
+
+
+def test_a_wake_up_stops_accepting_at_its_share(h: Harness) -> None:
+    h.board.set(1, 0)  # an idle peer: this worker may hold 2 more
+    h.connect(5)
+    h.wake()
+    assert len(h.loop.served) == 3 and h.share.held() == 3 and h.loop.reader is None
 
 
 def test_above_its_share_a_worker_steps_aside_until_a_peer_catches_up(h: Harness) -> None:
@@ -247,12 +257,15 @@ def test_a_worker_aside_for_defer_max_accepts_anyway(h: Harness) -> None:
         assert h.loop.served == []
         h.loop.advance(RECHECK)
     h.wake()
+    assert len(h.loop.served) == 3  # all that waited
+    h.connect()
     h.loop.advance(RECHECK / 2)
-    h.wake()
-    assert len(h.loop.served) == 2
+    h.wake()  # still in the same burst
+    assert len(h.loop.served) == 4
+    h.connect()
     h.loop.advance(6 * RECHECK)  # a quiet moment: the next burst begins with stepping aside
     h.wake()
-    assert len(h.loop.served) == 2 and h.loop.reader is None
+    assert len(h.loop.served) == 4 and h.loop.reader is None
 
 
 def test_within_its_share_again_a_worker_forgets_it_stepped_aside(h: Harness) -> None:
@@ -262,12 +275,13 @@ def test_within_its_share_again_a_worker_forgets_it_stepped_aside(h: Harness) ->
     h.wake()
     h.loop.advance(RECHECK)
     h.hold(0)
-    h.wake()  # accepted; the time aside is forgotten
-    assert len(h.loop.served) == 1
+    h.wake()  # accepted both; the time aside is forgotten
+    assert len(h.loop.served) == 2
     h.hold(3)
+    h.connect()
     h.loop.now += DEFER_MAX  # however long since: stepping aside starts afresh
     h.wake()
-    assert len(h.loop.served) == 1 and h.loop.reader is None
+    assert len(h.loop.served) == 2 and h.loop.reader is None
 
 
 class FailingListener:
@@ -308,11 +322,12 @@ def test_accept_errors(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_connection_not_served_is_closed_and_not_counted(h: Harness) -> None:
     h.loop.refuse = ValueError("refused at once")
-    h.connect(2)
+    h.connect()
     h.wake()
     _, first, _ = h.loop.served[0]
     assert h.share.pending == 0 and first.fileno() == -1
     h.loop.refuse = None
+    h.connect()
     h.wake()
     _, second, _ = h.loop.served[1]
     h.loop.waiters[0].finish(ConnectionResetError("handshake failed"))
