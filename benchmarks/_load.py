@@ -27,6 +27,7 @@ class Workload:
     method: str = "GET"
     close: bool = False  # Connection: close on every request
     connections: int = 64
+    websocket: bool = False  # text messages of ``size`` bytes echoed (ws_bench.py's client)
 
 
 WORKLOADS = [
@@ -37,6 +38,8 @@ WORKLOADS = [
     Workload(
         "sleep", "20 ms await, 256 conns", "20 ms await\n256 conns", "/sleep", 13, connections=256
     ),
+    Workload("fastapi", "FastAPI hello", "FastAPI\nhello", "/fastapi", 13),
+    Workload("ws", "WebSocket echo 64 B (msgs/s)", "WebSocket\necho 64 B", "/", 64, websocket=True),
 ]
 
 

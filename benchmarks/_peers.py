@@ -42,6 +42,9 @@ NEEDS = {
     "prefork": ["prefork"],
     "prefork-auto": ["prefork"],
     "prefork-h11": ["prefork", "h11"],
+    # prefork-auto from another source tree, for an A/B in one run:
+    # git archive <commit> prefork | tar -x -C /tmp/base; PREFORK_BASE=/tmp/base python ...
+    "prefork-base": ["prefork"],
     "uvicorn-h11": ["uvicorn", "h11", "uvloop"],
     "uvicorn-httptools": ["uvicorn", "httptools", "uvloop"],
     "gunicorn-uvicorn": ["gunicorn", "uvicorn", "httptools", "uvloop"],
@@ -74,7 +77,7 @@ def command(
     py, w = sys.executable, str(workers)
     host_port = ["--host", "127.0.0.1", "--port", str(port)]
     match name:
-        case "prefork" | "prefork-auto" | "prefork-h11":
+        case "prefork" | "prefork-auto" | "prefork-h11" | "prefork-base":
             return [
                 py, "-m", "prefork", "serve", "--http", "h11" if name == "prefork-h11" else "auto",
                 "--workers", w, "--log-level", "warning", "--no-access-log",
@@ -117,6 +120,8 @@ def missing(name: str) -> str | None:
     absent = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
     if absent:
         return f"{', '.join(absent)} not installed"
+    if name == "prefork-base" and not os.environ.get("PREFORK_BASE"):
+        return "PREFORK_BASE (a source tree to compare with) is not set"
     if name == "gunicorn-asgi":
         major = int(importlib.metadata.version("gunicorn").split(".")[0])
         if major < 25:
@@ -169,6 +174,8 @@ class Server:
         self.ready_dir.mkdir()
         self.log = workdir / f"{stem}.log"
         path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if name == "prefork-base":
+            path.insert(0, os.environ["PREFORK_BASE"])
         env = dict(
             os.environ,
             PYTHONPATH=os.pathsep.join([*path, str(ROOT), *pythonpath]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import math
 import os
 import platform
 import statistics
@@ -229,7 +230,8 @@ def render(
             return f"{median([r.load.rps for r in got]):,.0f}"
 
         def p99(got: list[Run]) -> str:
-            return f"{median([r.load.p99_ms for r in got]):.2f}"
+            value = median([r.load.p99_ms for r in got])
+            return "-" if math.isnan(value) else f"{value:.2f}"  # not measured (WebSocket)
 
         def cpu(got: list[Run]) -> str:
             return (

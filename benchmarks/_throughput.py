@@ -4,10 +4,12 @@ once per number of workers and pinned, the servers taking turns over the rounds.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from _load import Driver, Load, Workload, drive, finish
+import ws_bench
+from _load import ERRORS, Driver, Load, Workload, drive, finish
 from _peers import Server, check
 from _rounds import Pins, Rounds, metered
 
@@ -44,6 +46,8 @@ def measure(
     watched: list[int],
 ) -> Run:  # fmt: skip
     """One load run, with the CPU each side used and what else ran on ``watched``."""
+    if w.websocket:
+        return measure_websocket(server, w, seconds, cpus, watched)
     load, used = metered(
         server, watched, lambda: finish(driver, drive(driver, server, w, seconds, cpus), seconds)
     )
@@ -59,6 +63,24 @@ def measure(
         detail = ", ".join(f"{k} {v}" for k, v in load.errors.items() if v)
         print(f"    {server.label}, {w.name}: {driver.name} reported errors: {detail}", flush=True)
     return Run(load=load, server_cpu=used.server_cpu, driver_cpu=used.load_cpu, others=used.others)
+
+
+def measure_websocket(
+    server: Server, w: Workload, seconds: float, cpus: str | None, watched: list[int]
+) -> Run:
+    """One run of ws_bench.py's client (its connections each echo one message at a time,
+    checked byte for byte): messages/s as the rate; no latency is measured."""
+    asked = argparse.Namespace(connections=w.connections, clients=1, size=w.size)
+    cpu = int(cpus) if cpus is not None and cpus.isdigit() else None
+    with ws_bench.pinned(cpu):  # the client processes are forked here
+        got = ws_bench.measure(server, asked, seconds, watched)  # type: ignore[arg-type]
+    nan = math.nan
+    load = Load(
+        requests=round(got.rate * seconds), seconds=seconds, rps=got.rate,
+        bytes=round(got.rate * seconds) * w.size, p50_ms=nan, p99_ms=nan, max_ms=nan,
+        errors=dict.fromkeys(ERRORS, 0),
+    )  # fmt: skip
+    return Run(load=load, server_cpu=got.server_cpu, driver_cpu=got.client_cpu, others=got.others)
 
 
 def throughput(
@@ -80,7 +102,10 @@ def throughput(
         )
 
     with Rounds(names, rows, workdir, pins, one, failed) as rounds:
-        rounds.prepare(lambda server, r: check(server, r.workload))
+        # A WebSocket row's client checks every echo itself.
+        rounds.prepare(
+            lambda server, r: None if r.workload.websocket else check(server, r.workload)
+        )
         runs = rounds.run(args.rounds, args.duration, show)
     results: dict[tuple[str, str], list[Run]] = {}
     for key, got in runs.items():

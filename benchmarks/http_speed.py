@@ -8,6 +8,8 @@ Every server serves examples/bench_apps.py (one raw ASGI app, with lifespan) on 
 port the OS picks, at log level warning and without an access log:
 
     prefork-auto        prefork serve --http auto  (a fast path for common heads, else h11)
+    prefork-base        prefork-auto from the source tree $PREFORK_BASE (an A/B in one run;
+                        skipped when it is not set)
     prefork-h11         prefork serve --http h11
     uvicorn-h11         uvicorn --http h11 --loop uvloop
     uvicorn-httptools   uvicorn --http httptools --loop uvloop  (what uvicorn[standard] runs)
@@ -78,6 +80,7 @@ from _rounds import Pins, Rounds, metered
 
 SERVERS = [
     "prefork-auto",
+    "prefork-base",
     "prefork-h11",
     "uvicorn-h11",
     "uvicorn-httptools",
@@ -86,7 +89,7 @@ SERVERS = [
     "granian",
 ]
 SUBJECTS = ["prefork-auto", "prefork-h11"]
-BASES = ["uvicorn-httptools", "granian"]
+BASES = ["uvicorn-httptools", "granian", "prefork-base"]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ each with 1 and with 2 workers:
     [hello]  GET / keep-alive, 64 connections        [close]  the same with Connection: close
     [json]   GET /json, 1 KiB of JSON                [echo]   POST /echo, a 64 KiB body echoed
     [sleep]  GET /sleep (the app awaits 20 ms), 256 connections
+    [fastapi] GET /fastapi, the hello of a FastAPI app (what a framework leaves of the speed)
+    [ws]     WebSocket echo: 64 connections, each a 64-byte text message out and its echo back
+             at a time (benchmarks/ws_bench.py's client, every echo checked); messages/s, no
+             latency measured
 
 Requests/s and p99 latency per server, medians over ``--rounds`` rounds; in each round the
 servers take turns, the order reversed every other round, so that machine noise hits them
@@ -145,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--rows", nargs="+", metavar="ROW",
-        help="throughput, lifecycle, a workload (hello close json echo sleep, or e.g. hello-w1), "
+        help="throughput, lifecycle, a workload (hello close json echo sleep fastapi ws, or e.g. "
+        "hello-w1), "
         "or a lifecycle row (" + " ".join(LIFECYCLE_ROWS) + ")",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, help="where the results go (see above)")

@@ -50,6 +50,9 @@ APP = "examples.ws_echo:app"
 #: What each server needs importable, besides itself.
 NEEDS = {
     "prefork": ["prefork"],
+    # prefork from the source tree $PREFORK_BASE, for an A/B in one run (skipped when unset):
+    # git archive <commit> prefork | tar -x -C /tmp/base; PREFORK_BASE=/tmp/base python ...
+    "prefork-base": ["prefork"],
     "uvicorn-wsproto": ["uvicorn", "wsproto", "uvloop"],
     "uvicorn-websockets": ["uvicorn", "websockets", "uvloop"],
     "uvicorn-websockets-sansio": ["uvicorn", "websockets", "uvloop"],
@@ -70,6 +73,10 @@ def servers(port_of: dict[str, int]) -> dict[str, list[str]]:
         "prefork": [
             py, "-m", "prefork", "serve", "--workers", "1", "--log-level", "warning",
             "--bind", f"127.0.0.1:{port_of['prefork']}", APP,
+        ],
+        "prefork-base": [
+            py, "-m", "prefork", "serve", "--workers", "1", "--log-level", "warning",
+            "--bind", f"127.0.0.1:{port_of['prefork-base']}", APP,
         ],
         "uvicorn-wsproto": [
             *uvicorn, "--ws", "wsproto", "--port", str(port_of["uvicorn-wsproto"]), APP,
@@ -301,9 +308,13 @@ class Server:
         self.cpu = cpu
         self.log = logs / f"{name}.log"
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        cwd = ROOT
+        if name == "prefork-base":  # from elsewhere: `python -m` puts its cwd first
+            env["PYTHONPATH"] = os.pathsep.join([os.environ["PREFORK_BASE"], str(ROOT)])
+            cwd = logs
         with pinned(cpu), open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
 
@@ -416,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in NEEDS if not args.only or n in args.only]
     for name in list(names):
         absent = [m for m in NEEDS[name] if importlib.util.find_spec(m) is None]
+        if name == "prefork-base" and not os.environ.get("PREFORK_BASE"):
+            absent = ["$PREFORK_BASE (a source tree to compare with)"]
         if absent:
             print(f"skipping {name}: {', '.join(absent)} not installed", file=sys.stderr)
             names.remove(name)
@@ -457,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
     print()
     medians = {name: statistics.median(r.rate for r in runs) for name, runs in results.items()}
-    bases = [b for b in ("uvicorn-wsproto", "uvicorn-websockets") if b in medians]
+    bases = [b for b in ("uvicorn-wsproto", "uvicorn-websockets", "prefork-base") if b in medians]
     print(
         f"{'server':25} {'median msgs/s':>13}  {'rounds':23} {'msgs/CPU-s':>10} {'srv CPU':>7} "
         f"{'cli CPU':>7} {'others':>6}" + "".join(f"  {'/ ' + b:>20}" for b in bases)

@@ -6,8 +6,10 @@
 Routes: ``GET /`` "Hello, world!" (13 bytes of text); ``GET /json`` a JSON document of
 exactly 1 KiB, serialized on every request as an API would; ``POST /echo`` reads the whole
 request body and sends it back; ``GET /sleep`` awaits 20 ms (``asyncio.sleep``, as an app
-awaits a database) and then answers as ``GET /`` does. Anything else is a 404 (a wrong route
-measured fast would be a defect, so the benchmark checks each answer's size first).
+awaits a database) and then answers as ``GET /`` does; ``GET /fastapi`` the same hello from a
+FastAPI app (what a framework leaves of the server's speed; a 404 without fastapi installed).
+Anything else is a 404 (a wrong route measured fast would be a defect, so the benchmark checks
+each answer's size first). A WebSocket, on any path, echoes every message as it came.
 
 Lifespan is supported. When BENCH_APPS_READY_DIR is set, each process that completes the
 lifespan startup writes an empty file named by its pid there (and removes it at shutdown): the
@@ -49,6 +51,25 @@ DOCUMENT = _document()
 assert len(json.dumps(DOCUMENT).encode()) == JSON_SIZE
 
 
+def _fastapi() -> Callable[[Scope, Receive, Send], Awaitable[None]] | None:
+    """The FastAPI app of ``GET /fastapi``, made at import (not on the first request)."""
+    try:
+        from fastapi import FastAPI
+        from fastapi.responses import PlainTextResponse
+    except ImportError:
+        return None
+    api = FastAPI()
+
+    @api.get("/fastapi", response_class=PlainTextResponse)
+    async def hello() -> str:
+        return HELLO.decode()
+
+    return api  # type: ignore[no-any-return]
+
+
+FASTAPI = _fastapi()
+
+
 def _start(status: int, content_type: bytes, length: int) -> Message:
     return {
         "type": "http.response.start",
@@ -78,12 +99,26 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+async def _echo_socket(receive: Receive, send: Send) -> None:
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept"})
+    while True:
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return
+        if message.get("text") is not None:
+            await send({"type": "websocket.send", "text": message["text"]})
+        else:
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
         return
-    if scope["type"] != "http":
-        return  # no WebSocket route: the server closes the handshake with 403
+    if scope["type"] == "websocket":
+        await _echo_socket(receive, send)
+        return
     path, method = scope["path"], scope["method"]
     if path == "/" and method in ("GET", "HEAD"):
         await _answer(send, 200, b"text/plain; charset=utf-8", HELLO)
@@ -92,6 +127,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     elif path == "/sleep" and method in ("GET", "HEAD"):
         await asyncio.sleep(SLEEP)
         await _answer(send, 200, b"text/plain; charset=utf-8", HELLO)
+    elif path == "/fastapi" and FASTAPI is not None:
+        await FASTAPI(scope, receive, send)
     elif path == "/echo" and method == "POST":
         chunks = []
         more = True

@@ -9,6 +9,7 @@ when it calls ``ready()``). The master's STOP frame (or a SIGTERM) runs
 from __future__ import annotations
 
 import asyncio
+import mmap
 import socket
 from collections.abc import Awaitable, Mapping
 from typing import Any, ClassVar, Protocol
@@ -22,6 +23,44 @@ class Channel(Protocol):
     def send_frame(self, kind: str, body: Any = None) -> None: ...
 
 
+class Board:
+    """A few integers shared by the workers of one broker and their master: one slot per
+    worker, which that worker writes and every worker reads (the HTTP worker shares how many
+    connections it holds, to spread them evenly).
+
+    Memory the master maps before it forks (``MAP_SHARED | MAP_ANONYMOUS``), so a read or a
+    write is a memory access, not a system call; a slot is one aligned 8-byte word, written
+    whole. A slot holds its value + 1, and 0 while no worker uses it: a worker clears its own
+    when it stops taking part, the master clears a reaped worker's (one killed with -9 leaves
+    no stale value). A worker's slot is its id modulo ``SLOTS``: two live workers whose ids
+    are ``SLOTS`` apart share one (rare; their values then mix, nothing else breaks).
+    """
+
+    SLOTS = 64
+
+    def __init__(self) -> None:
+        self._map = mmap.mmap(-1, self.SLOTS * 8)
+        self._words = memoryview(self._map).cast("q")
+
+    def slot_of(self, worker_id: int) -> int:
+        return worker_id % self.SLOTS
+
+    def set(self, slot: int, value: int) -> None:
+        """Store ``value`` (>= 0) in ``slot``."""
+        self._words[slot] = value + 1
+
+    def clear(self, slot: int) -> None:
+        self._words[slot] = 0
+
+    def values(self) -> list[int]:
+        """The values of the slots in use."""
+        return [word - 1 for word in self._words.tolist() if word]
+
+    def fewest(self) -> int:
+        """The smallest value of a slot in use (-1 if none is)."""
+        return min(filter(None, self._words.tolist()), default=0) - 1
+
+
 class Worker:
     """Base class for a worker type.
 
@@ -29,7 +68,8 @@ class Worker:
     master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
     sockets, inherited from the master), ``backlog`` (the listen queue length the master gave
     them), ``graceful_timeout`` (how long ``prepare_for_shutdown`` may take before the
-    master's SIGKILL) and ``options`` (the broker's extra keyword options).
+    master's SIGKILL), ``options`` (the broker's extra keyword options) and ``board`` (a
+    ``Board`` shared with the broker's other workers, or None) with ``slot``, this worker's.
     """
 
     #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
@@ -54,6 +94,7 @@ class Worker:
         channel: Channel,
         backlog: int = 0,
         graceful_timeout: float = 0.0,
+        board: Board | None = None,
     ) -> None:
         self.type = type
         self.id = id
@@ -65,6 +106,8 @@ class Worker:
         # The seconds between SIGTERM and the master's SIGKILL (0: not known).
         self.graceful_timeout = graceful_timeout
         self.options = dict(options)
+        self.board = board
+        self.slot = board.slot_of(id) if board is not None else 0
         # Set before prepare_for_shutdown() runs: True when a new worker takes this one's place
         # (a reload, a recycle), False for a drain, a stop or a scale-down.
         self.replaced = False

@@ -7,6 +7,9 @@ Pure: bytes in, bytes out. The rules (RFC 9112 section 6):
   304, where it describes the body a GET would get, and dropped on 204);
 - with a Content-Length the body is exactly that long;
 - without one, HTTP/1.1 responses are chunked; HTTP/1.0 ones end when the connection closes.
+
+An HTTP/1.0 connection is kept alive only when the client asked (``Connection: keep-alive``)
+and the response's length is known; it then says ``connection: keep-alive``, as nginx does.
 """
 
 from __future__ import annotations
@@ -212,6 +215,8 @@ def build_head(
         close = True
     if close:
         parts.append(b"connection: close\r\n")
+    elif not http_11:  # an HTTP/1.0 client that asked for keep-alive is told it holds
+        parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return ResponseHead(b"".join(parts), mode, content_length, close)
 

@@ -153,7 +153,14 @@ def request_info(
             raise Refused(400, b"Transfer-Encoding in an HTTP/1.0 request.\n")
     # Digits, at most CONTENT_LENGTH_DIGITS of them: h11 checked, or fast_head did.
     content_length = int(length) if length != b"0" else 0
-    keep_alive = b"close" not in connection if version == b"1.1" else False
+    # HTTP/1.0 closes unless the client asks for keep-alive (RFC 9112 section 9.3, and
+    # appendix C.2.2: ab -k and old proxies send it); h11 would close, so it is decided here
+    # for both parsers. Whether it holds depends on the response: ``build_head`` closes a
+    # 1.0 response without a known length.
+    if version == b"1.1":
+        keep_alive = b"close" not in connection
+    else:
+        keep_alive = b"keep-alive" in connection and b"close" not in connection
     websocket = b"upgrade" in connection and b"websocket" in upgrade
     return RequestInfo(
         method,

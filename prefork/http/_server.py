@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from prefork.http._accept import Acceptor, Share
 from prefork.http._app import import_app, import_module
 from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
@@ -72,7 +73,7 @@ class HTTPWorker(Worker):
         super().__init__(**kwargs)
         self.config = HTTPConfig.from_options(self.options)
         self.state: ServerState | None = None
-        self.servers: list[asyncio.AbstractServer] = []
+        self.servers: list[Acceptor] = []
         self.lifespan: Lifespan | None = None
 
     async def init(self) -> None:
@@ -87,11 +88,12 @@ class HTTPWorker(Worker):
         context = server_context(self.config)  # read afresh: a reload rotates certificates
         if context is not None:  # the handshake counts against the header timeout
             tls = {"ssl": context, "ssl_handshake_timeout": self.config.header_timeout}
+        share = Share(self.board, self.slot, lambda: len(state.connections))
+        state.on_closed = share.publish
         for sock in self.sockets:
             sock.setblocking(False)
-            server = await loop.create_server(
-                lambda: HTTPProtocol(state), sock=sock, backlog=self.backlog, **tls
-            )
+            server = Acceptor(loop, sock, lambda: HTTPProtocol(state), share, tls=tls)
+            server.start()
             self.servers.append(server)
         state.start_sweeping()
 

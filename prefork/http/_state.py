@@ -110,6 +110,8 @@ class ServerState:
         self.stats = Stats()
         self._report_at = 0.0
         self.connections: set[Connection] = set()
+        #: Called when a connection closes (the worker shares its count: ``_accept``).
+        self.on_closed: Callable[[], None] | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.lifespan_state: dict[str, Any] = {}
         self.inflight = 0
@@ -231,5 +233,7 @@ class ServerState:
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.discard(conn)
+        if self.on_closed is not None:
+            self.on_closed()
         if not self.connections and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)

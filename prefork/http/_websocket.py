@@ -46,6 +46,7 @@ from prefork.http._access import Handshake, log_access
 from prefork.http._asgi import Cycle, Message
 from prefork.http._flow import FlowControl
 from prefork.http._framing import simple_response
+from prefork.http._ws_fast import frame, take_frames, wsproto_idle
 from prefork.http._ws_handshake import Offer, accept_response, denial_cycle, negotiate_deflate
 from prefork.http._ws_message import MessageTooBig, Reassembly
 from prefork.http._ws_session import (
@@ -105,6 +106,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pong_due = 0.0
         self._pings = 0
         self.draining = False
+        self._fast = False  # the fast path (``_ws_fast``) reads frames: no extension
         self.started = state.clock()  # the handshake's duration counts from here
 
     def start(self) -> None:
@@ -121,6 +123,12 @@ class WebSocketProtocol(asyncio.Protocol):
         if conn is None:  # a read that was under way when the handshake paused reading
             self._pending += data
         elif self.phase is OPEN or self.phase is CLOSING:
+            if self._fast and self.phase is OPEN and wsproto_idle(conn):
+                taken = take_frames(data, self._max_size, self.session)
+                if taken == len(data):
+                    self._update_reading()  # (``_read_events``' end)
+                    return
+                data = data[taken:]  # from a frame wsproto reads, or one there is no room for
             conn.receive_data(data)
             self._read_events()
 
@@ -220,10 +228,15 @@ class WebSocketProtocol(asyncio.Protocol):
         buffer, and read again."""
         self._read_events()
 
-    def send_message(self, event: TextMessage | BytesMessage) -> None:
+    def send_message(self, data: str | bytes) -> None:
         """Frame one of the app's messages and write it."""
-        assert self.conn is not None
-        self._write(self.conn.send(event))
+        conn = self.conn
+        assert conn is not None
+        if self._fast and conn.state is ConnectionState.OPEN:
+            self._write(frame(data))
+        else:
+            event = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
+            self._write(conn.send(event))
 
     def accept(self, message: Message) -> None:
         """The app's ``websocket.accept``: the 101 answer, then frames both ways."""
@@ -241,6 +254,7 @@ class WebSocketProtocol(asyncio.Protocol):
         )
         self._answer(head, 101)
         conn = self.conn = Connection(ConnectionType.SERVER, [deflate[0]] if deflate else None)
+        self._fast = deflate is None  # compressed frames are wsproto's alone
         self.phase = OPEN
         self._stats.websockets += 1
         if self._ping_interval:

@@ -24,8 +24,6 @@ from collections import deque
 from enum import Enum
 from typing import Any, Protocol
 
-from wsproto.events import BytesMessage, TextMessage
-
 from prefork.http._asgi import ClientDisconnected, Cycle, Message
 from prefork.http._flow import FlowControl
 
@@ -59,7 +57,7 @@ class SocketSide(Protocol):
     def accept(self, message: Message) -> None: ...
     def refuse(self) -> None: ...
     def deny(self) -> Cycle: ...
-    def send_message(self, event: TextMessage | BytesMessage) -> None: ...
+    def send_message(self, data: str | bytes) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
     def room_again(self) -> None: ...
     def app_ended(self, failed: bool) -> None: ...
@@ -189,12 +187,11 @@ class WebSocketSession:
             data = message.get("text")
             if not isinstance(data, str):
                 raise TypeError("websocket.send needs 'bytes' (bytes) or 'text' (str)")
-            event: TextMessage | BytesMessage = TextMessage(data=data)
-        elif isinstance(data, bytes | bytearray | memoryview):
-            event = BytesMessage(data=bytes(data))
-        else:
+        elif isinstance(data, bytearray | memoryview):
+            data = bytes(data)
+        elif not isinstance(data, bytes):
             raise TypeError(f"websocket.send 'bytes' must be bytes, not {type(data).__name__}")
-        self._socket.send_message(event)
+        self._socket.send_message(data)
         if self._flow.write_paused:  # the client does not read: wait until it does
             await self._flow.drain()
             if self._socket.phase is CLOSED:

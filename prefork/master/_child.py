@@ -27,7 +27,7 @@ from prefork.core._options import ConfigError
 from prefork.master import _process
 from prefork.master._process import Identity
 from prefork.master._tracebacks import user_traceback
-from prefork.worker import Worker
+from prefork.worker import Board, Worker
 
 MAX_ERROR = 16384  # the last characters of a failed start's traceback sent to the master
 DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faulthandler)
@@ -51,6 +51,7 @@ class WorkerSpec:
     max_frame: int = frames.DEFAULT_MAX_FRAME
     identity: Identity = field(default_factory=Identity)
     name: str = ""  # --name: workers show as NAME:BROKER
+    board: Board | None = None  # shared with the broker's other workers (``Worker.board``)
     # Forked by a template: waits until the master adopted it (and dies with the master from
     # then on), called once the worker started, before it says it is ready.
     adopted: Callable[[], None] | None = None
@@ -186,6 +187,7 @@ async def _start(spec: WorkerSpec, link: _Link) -> Worker:
         graceful_timeout=spec.graceful_timeout,
         options=spec.options,
         channel=link,
+        board=spec.board,
     )
     link.worker = worker
     worker._exit = loop.create_future()

@@ -29,7 +29,7 @@ from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._signals import reset_in_child
 from prefork.master._templates import TemplateLink, TemplatePool
-from prefork.worker import Worker
+from prefork.worker import Board, Worker
 
 
 class Children:
@@ -56,6 +56,9 @@ class Children:
         self.channels: Channels | None = None
         self.templates: TemplatePool | None = None  # --template: the templates' links
         self._others: Callable[[], list[int]] = list  # the master's other fds a child closes
+        # Each broker's board, mapped here before the first fork of one of its workers or
+        # templates, so that all of them share it.
+        self.boards: dict[str, Board] = {}
 
     def open(self, selector: selectors.BaseSelector, others: Callable[[], list[int]]) -> Channels:
         """Start reading channels and template links on ``selector``; ``others`` gives the
@@ -104,6 +107,8 @@ class Children:
         self.named(worker_id, pid, ours, None)
 
     def start_template(self, broker: str, generation: int) -> None:
+        self.board_for(broker)  # mapped before the fork: the template's workers share it
+
         def fork(link: socket.socket, ours: int) -> int:
             spec = _template.TemplateSpec(
                 broker=broker,
@@ -144,7 +149,14 @@ class Children:
             max_frame=self._config.max_frame,
             identity=self.identity,
             name=self._config.name or "",
+            board=self.board_for(broker),
         )
+
+    def board_for(self, broker: str) -> Board:
+        board = self.boards.get(broker)
+        if board is None:
+            board = self.boards[broker] = Board()
+        return board
 
     def close_in_child(self) -> list[int]:
         """The master's fds a forked worker or template closes."""
@@ -177,6 +189,11 @@ class Children:
     def reaped(self, dead: _process.Reaped) -> None:
         worker_id = self.by_pid.pop(dead.pid)
         del self.pids[worker_id]
+        # Its slot in its broker's board; in the other boards no live worker uses that slot
+        # (but for a rare collision of ids: that worker writes its value again on its next
+        # change).
+        for board in self.boards.values():
+            board.clear(board.slot_of(worker_id))
         self.live_channels().remove(worker_id)
         self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
 

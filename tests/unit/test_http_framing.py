@@ -53,6 +53,19 @@ def head(status: int = 200, headers: Any = (), **kw: Any) -> _framing.ResponseHe
         ({"body_length": 0}, [(b"date", b"x")], 200, LENGTH, [b"date: x\r\n"], [b"GMT"]),
         ({"body_length": 0}, [(b"Server", b"me")], 404, LENGTH, [b"server: me"], [b"prefork"]),
         ({"body_length": 0}, [(b"connection", b"keep-alive")], 200, LENGTH, [], [b"connection"]),
+        # HTTP/1.0 keep-alive (the client asked): said when the length is known, else close
+        ({"http_11": False, "body_length": 2}, (), 200, LENGTH, [b"connection: keep-alive"], []),
+        ({"http_11": False}, [(b"content-length", b"2")], 200, LENGTH, [b"keep-alive"], []),
+        ({"http_11": False}, (), 304, NO_BODY, [b"connection: keep-alive"], [b"close"]),
+        ({"http_11": False, "head_request": True}, (), 200, NO_BODY, [b"close"], [b"keep"]),
+        (
+            {"http_11": False, "keep_alive": False, "body_length": 2},
+            (),
+            200,
+            LENGTH,
+            [b"close"],
+            [],
+        ),
     ],
 )
 def test_framing_decisions(

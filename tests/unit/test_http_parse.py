@@ -60,6 +60,21 @@ def test_request_facts() -> None:
     assert info.http_version == b"1.0"
 
 
+@pytest.mark.parametrize(
+    ("connection", "keep_alive"),
+    [
+        (b"", False),
+        (b"Connection: Keep-Alive\r\n", True),
+        (b"Connection: TE, keep-alive\r\n", True),
+        (b"Connection: keep-alive, close\r\n", False),
+        (b"Connection: close\r\n", False),
+    ],
+)
+def test_http_10_is_kept_alive_only_when_asked(connection: bytes, keep_alive: bool) -> None:
+    info = parse(b"GET / HTTP/1.0\r\nHost: a\r\n" + connection + b"\r\n")
+    assert info.keep_alive is keep_alive
+
+
 def test_a_fragment_in_the_target_is_dropped() -> None:
     assert parse(b"GET /a?page=1#posts HTTP/1.1\r\nHost: a\r\n\r\n").path == b"/a?page=1"
     assert parse(b"GET /#x HTTP/1.1\r\nHost: a\r\n\r\n").path == b"/"

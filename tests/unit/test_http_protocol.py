@@ -200,6 +200,40 @@ def test_http_10_head_of_streamed_response_closes() -> None:
     run(main())
 
 
+KEEP_10 = b"GET /%d HTTP/1.0\r\nHost: t\r\nConnection: Keep-Alive\r\n\r\n"
+
+
+@pytest.mark.parametrize("how", SPLITS)
+@pytest.mark.parametrize("host", [b"Host: t\r\n", b""])  # a Host-less head goes to h11
+def test_http_10_keep_alive_is_kept_when_the_length_is_known(how: str, host: bytes) -> None:
+    async def main() -> None:
+        h = Harness(answer_now)
+        one = b"GET /%d HTTP/1.0\r\n" + host + b"Connection: keep-alive\r\n\r\n"
+        h.feed(one % 1 + one % 2, how)
+        await h.settle()
+        responses = h.responses("GET", "GET")
+        assert [r.body for r in responses] == [b"/1", b"/2"]
+        assert [r.header(b"connection") for r in responses] == [b"keep-alive"] * 2
+        assert not h.transport.closed  # and the next request on it is served
+        h.feed(KEEP_10 % 3)
+        await h.settle()
+        assert [r.body for r in h.responses("GET", "GET", "GET")][2] == b"/3"
+        assert not h.transport.closed
+
+    run(main())
+
+
+def test_http_10_keep_alive_without_a_length_closes() -> None:
+    async def main() -> None:
+        h = Harness(stream_app([b"ab", b"cd"]))
+        h.feed(KEEP_10 % 1 + KEEP_10 % 2)
+        await h.settle()
+        assert h.out.count(b"HTTP/1.1 200") == 1 and b"connection: close\r\n" in h.out
+        assert h.out.endswith(b"\r\n\r\nabcd") and h.transport.closed
+
+    run(main())
+
+
 def test_connection_close_request_closes_and_ignores_pipelined() -> None:
     async def main() -> None:
         h = Harness(hello_app)

@@ -1,0 +1,205 @@
+"""Accepting connections, spread evenly over the workers of a broker.
+
+Every worker waits on the broker's one listening socket, and the kernel wakes them all when
+a connection arrives. uvloop's own server (libuv) then accepts every queued connection in one
+go, so the worker that runs first takes a whole burst: 16 keep-alive connections opened
+together landed 16/0 or 15/1 on two workers, one core doing all the work.
+
+So a worker accepts here (at most ``BATCH`` per wake-up), and only while it holds no more
+than a slack (``Share.above``) beyond the fewest connections any worker of the broker holds;
+each worker shares its count on the broker's ``Board`` (shared memory: no system call to
+read the others'). Above that it steps aside (``RECHECK``) and the kernel's wake-up lets a
+worker with fewer take the connection. Fairness never stalls a connection: a worker that has
+stepped aside for ``DEFER_MAX`` (its peers are busy, paused, or hung with few connections)
+accepts again until the queue is empty.
+
+A rule without the board was tried first: one accept per wake-up (nginx's ``multi_accept
+off``), leaving the next connection to whichever worker the kernel woke. It spread no better
+than uvloop (16 with 2 workers, 6 trials: 16/0 twice, 13/3, 12/4 twice, 9/7): a worker
+accepts its next connection faster than its peer is scheduled.
+
+Rejected: a SO_REUSEPORT socket per worker (what granian does): the kernel spreads by a hash,
+16 connections over 2 workers exceed 10/6 one time in five, and the connections queued on a
+leaving worker's socket are lost (``tcp_migrate_req`` aside). ``EPOLLEXCLUSIVE``: libuv does not
+let us set it on its own epoll, and an epoll fd of our own nested in libuv's is woken for
+every connection, exclusive or not. nginx's accept mutex: one worker at a time, a lock a
+worker killed with -9 may hold; nginx itself turned it off by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from prefork.worker import Board
+
+logger = logging.getLogger("prefork.http")
+
+#: The most connections accepted at one wake-up: each wake-up costs a turn of the loop (the
+#: CPU per connection of ``Connection: close`` was ~10% lower than one at a time), and the
+#: share rule keeps the spread whatever the batch.
+BATCH = 16
+#: How long a worker above its share steps aside before it looks at the queue again.
+RECHECK = 0.001
+#: How long in all it steps aside before it accepts whatever its peers hold.
+DEFER_MAX = 0.05
+#: After a failed accept() for want of resources (EMFILE...), how long before the next try.
+RETRY_AFTER = 0.1
+#: Errors of accept() that concern only the connection at hand (the client reset it).
+_CONNECTION_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
+
+
+def accepted_socket_class(family: int) -> type[socket.socket]:
+    """A ``socket.socket`` whose family and type are plain attributes: uvloop's
+    ``connect_accepted_socket`` reads them three times, and ``socket.socket``'s are
+    properties that make an enum each time (a microsecond each, per connection)."""
+    return type(
+        "AcceptedSocket",
+        (socket.socket,),
+        {"__slots__": (), "family": socket.AddressFamily(family), "type": socket.SOCK_STREAM},
+    )
+
+
+class Share:
+    """This worker's part in the broker's ``Board``: how many connections it holds."""
+
+    def __init__(self, board: Board | None, slot: int, held: Callable[[], int]) -> None:
+        self.board = board
+        self.slot = slot
+        self._held = held  # the connections the worker serves now
+        self.pending = 0  # accepted, not yet served (their transport is being made)
+        self.active = False
+
+    def held(self) -> int:
+        return self._held() + self.pending
+
+    def publish(self) -> None:
+        """Tell the other workers how many connections this one holds (when it accepts)."""
+        if self.active and self.board is not None:
+            self.board.set(self.slot, self.held())
+
+    def withdraw(self) -> None:
+        """Stop counting for the spread (this worker accepts no more)."""
+        self.active = False
+        if self.board is not None:
+            self.board.clear(self.slot)
+
+    def above(self) -> bool:
+        """Whether this worker holds more than its share: more than the fewest any worker of
+        the broker holds, plus a slack that grows with them (an eighth, as nginx's
+        ``accept_disabled``), so that a busy pool is not shuffled for one connection."""
+        if self.board is None:
+            return False
+        fewest = self.board.fewest()
+        return self.held() > fewest + 2 + fewest // 8
+
+
+class Acceptor:
+    """Accept connections on ``sock`` into protocols made by ``factory`` while ``share`` says
+    this worker is not above its share (module docstring)."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        factory: Callable[[], asyncio.Protocol],
+        share: Share,
+        *,
+        tls: dict[str, Any],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.factory = factory
+        self.share = share
+        self.tls = tls
+        self._fd = sock.fileno()
+        self._family = sock.family
+        self._socket_class = accepted_socket_class(sock.family)
+        self.accepting = False
+        self._since = 0.0  # when this worker began to step aside (0.0: it has not)
+        self._last = 0.0  # when it last did
+        self._waiting: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        self.accepting = True
+        self.share.active = True
+        self.share.publish()
+        self.loop.add_reader(self._fd, self._ready)
+
+    def close(self) -> None:
+        """Stop accepting and close this worker's copy of the socket (as uvloop's server
+        does): what is queued is left to the other workers, the master's copy keeps it."""
+        if self.accepting:
+            self.accepting = False
+            self.share.withdraw()
+            self.loop.remove_reader(self._fd)
+            if self._waiting is not None:
+                self._waiting.cancel()
+                self._waiting = None
+            self.sock.close()
+
+    def _step_aside(self, delay: float) -> None:
+        self.loop.remove_reader(self._fd)
+        self._waiting = self.loop.call_later(delay, self._resume)
+
+    def _resume(self) -> None:
+        self._waiting = None
+        if self.accepting:
+            self.loop.add_reader(self._fd, self._ready)
+
+    def _ready(self) -> None:
+        """The socket is readable: accept up to ``BATCH`` connections, one at a time while
+        this worker is not above its share (``_accept_one``)."""
+        for _ in range(BATCH):
+            if not self._accept_one():
+                return
+
+    def _accept_one(self) -> bool:
+        """Accept one connection, unless this worker steps aside; whether to try another."""
+        if self.share.above():
+            now = self.loop.time()
+            if not self._since or now - self._last > 5 * RECHECK:
+                self._since = now  # a new burst (after a quiet time, the queue was empty)
+            self._last = now
+            if now - self._since < DEFER_MAX:
+                self._step_aside(RECHECK)
+                return False
+        else:
+            self._since = 0.0
+        try:
+            fd, _ = self.sock._accept()  # type: ignore[attr-defined]  # the fd alone
+        except (BlockingIOError, InterruptedError):
+            return False  # none left, or another worker took it
+        except OSError as exc:
+            if exc.errno in _CONNECTION_ERRORS:
+                return True  # that connection is gone: the next may be there
+            logger.error("accept() failed: %s; retrying in %.1f s", exc, RETRY_AFTER)
+            self._step_aside(RETRY_AFTER)
+            return False
+        conn = self._socket_class(self._family, socket.SOCK_STREAM, 0, fd)  # no getsockopt()
+        conn.setblocking(False)
+        share = self.share
+        share.pending += 1
+        share.publish()
+        # connect_accepted_socket() is a coroutine that makes the transport (uvloop sets
+        # TCP_NODELAY) and waits for connection_made() (with TLS: for the handshake); it is
+        # stepped here as a Task would step it, without a Task's cost per connection.
+        self._step(self.loop.connect_accepted_socket(self.factory, conn, **self.tls), conn)
+        return True
+
+    def _step(self, coro: Coroutine[Any, Any, Any], conn: socket.socket) -> None:
+        try:
+            waiter = coro.send(None)
+        except StopIteration:
+            self.share.pending -= 1  # served
+        except Exception as exc:
+            self.share.pending -= 1
+            conn.close()
+            logger.debug("connection not served: %r", exc)  # a failed TLS handshake
+        else:
+            waiter._asyncio_future_blocking = False  # as a Task does, having taken it
+            waiter.add_done_callback(lambda _: self._step(coro, conn))

@@ -1,0 +1,352 @@
+"""Accepting connections spread over the workers (``_accept``): the board, the share rule,
+and the acceptor on a real listening socket driven by a fake loop (time and timers in the
+test's hands)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import pytest
+
+from prefork.http._accept import BATCH, DEFER_MAX, RECHECK, RETRY_AFTER, Acceptor, Share
+from prefork.worker import Board
+
+
+class Waiter:
+    """What connect_accepted_socket awaits (a transport's connection_made), finished by the
+    test."""
+
+    _asyncio_future_blocking = False
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[Waiter], None]] = []
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def __await__(self) -> Generator[Waiter, None, None]:
+        if not self.finished:
+            self._asyncio_future_blocking = True
+            yield self
+        if self.error is not None:
+            raise self.error
+
+    def add_done_callback(self, callback: Callable[[Waiter], None]) -> None:
+        self.callbacks.append(callback)
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.finished, self.error = True, error
+        for callback in self.callbacks:
+            callback(self)
+
+
+class Timer:
+    def __init__(self, at: float, callback: Callable[[], None]) -> None:
+        self.at, self.callback, self.cancelled = at, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.reader: Callable[[], None] | None = None
+        self.timers: list[Timer] = []
+        self.served: list[tuple[asyncio_protocol, socket.socket, dict[str, Any]]] = []
+        self.waiters: list[Waiter] = []
+        self.refuse: BaseException | None = None  # raised by connect_accepted_socket at once
+
+    def time(self) -> float:
+        return self.now
+
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        assert self.reader is None
+        self.reader = callback
+
+    def remove_reader(self, fd: int) -> bool:
+        removed = self.reader is not None
+        self.reader = None
+        return removed
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.now + delay, callback)
+        self.timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Move time on and run the timers due."""
+        self.now += seconds
+        for timer in [t for t in self.timers if t.at <= self.now and not t.cancelled]:
+            self.timers.remove(timer)
+            timer.callback()
+
+    async def connect_accepted_socket(
+        self, factory: Callable[[], object], conn: socket.socket, **tls: Any
+    ) -> None:
+        self.served.append((factory(), conn, tls))
+        if self.refuse is not None:
+            raise self.refuse
+        waiter = Waiter()
+        self.waiters.append(waiter)
+        await waiter
+
+
+asyncio_protocol = object
+
+
+class Harness:
+    """An acceptor on a real listening socket, with a fake loop, a board it shares with one
+    peer (slot 1), and a count of held connections set by the test."""
+
+    def __init__(self, sock: socket.socket | None = None) -> None:
+        self.listener = sock or socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.loop = FakeLoop()
+        self.board = Board()
+        self.held = 0
+        self.share = Share(self.board, 0, lambda: self.held)
+        self.acceptor = Acceptor(
+            self.loop,  # type: ignore[arg-type]
+            self.listener,
+            object,  # type: ignore[arg-type]
+            self.share,
+            tls={"ssl": None},
+        )
+        self.clients: list[socket.socket] = []
+
+    def connect(self, n: int = 1) -> None:
+        """Queue ``n`` connections on the listener (connect() returns once it is queued)."""
+        port = self.listener.getsockname()[1]
+        for _ in range(n):
+            self.clients.append(socket.create_connection(("127.0.0.1", port)))
+
+    def hold(self, n: int) -> None:
+        """The worker holds ``n`` connections now (and says so, as it does when one
+        closes)."""
+        self.held = n
+        self.share.publish()
+
+    def wake(self) -> None:
+        assert self.loop.reader is not None, "not reading"
+        self.loop.reader()
+
+    def close(self) -> None:
+        self.acceptor.close()
+        for _, conn, _ in self.loop.served:
+            conn.close()
+        for client in self.clients:
+            client.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def h() -> Iterator[Harness]:
+    harness = Harness()
+    harness.acceptor.start()
+    yield harness
+    harness.close()
+
+
+# -- the board and the share rule ------------------------------------------------------------
+
+
+def test_board_slots_hold_values_and_empty_ones_do_not_count() -> None:
+    board = Board()
+    assert board.values() == [] and board.fewest() == -1
+    assert board.slot_of(3) == 3 and board.slot_of(Board.SLOTS + 3) == 3
+    board.set(3, 0)
+    board.set(5, 7)
+    assert sorted(board.values()) == [0, 7] and board.fewest() == 0
+    board.clear(3)
+    assert board.values() == [7] and board.fewest() == 7
+
+
+def test_share_is_above_beyond_the_fewest_plus_a_slack_that_grows() -> None:
+    board = Board()
+    held = [0]
+    share = Share(board, 0, lambda: held[0])
+    share.publish()
+    assert board.values() == []  # not active yet: nothing published
+    share.active = True
+    board.set(1, 0)  # an idle peer
+    for n, above in [(0, False), (2, False), (3, True)]:
+        held[0] = n
+        share.publish()
+        assert share.above() is above, n
+    board.set(1, 16)  # a peer holding 16: slack 2 + 16 // 8
+    held[0] = 20
+    share.publish()
+    share.pending = 1
+    assert share.held() == 21 and share.above()
+    share.pending = 0
+    assert not share.above()
+    share.withdraw()
+    assert board.values() == [16] and not share.active
+    share.publish()
+    assert board.values() == [16]
+    assert share.held() == 20 and not share.above()  # the peer alone counts now
+
+
+def test_without_a_board_a_worker_is_never_above() -> None:
+    share = Share(None, 0, lambda: 1000)
+    share.active = True
+    share.publish()
+    share.withdraw()
+    assert not share.above()
+
+
+# -- the acceptor ----------------------------------------------------------------------------
+
+
+def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> None:
+    assert h.board.values() == [0]  # started: present, holding none
+    h.connect()
+    h.wake()
+    assert len(h.loop.served) == 1 and h.share.pending == 1 and h.board.values() == [1]
+    _, conn, tls = h.loop.served[0]
+    assert tls == {"ssl": None} and not conn.getblocking()
+    assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
+    h.loop.waiters[0].finish()  # connection_made: the worker holds it now
+    assert h.share.pending == 0
+    h.connect(BATCH + 2)
+    h.wake()  # at most BATCH at once, alone on the board (never above its share)
+    assert len(h.loop.served) == 1 + BATCH and h.share.pending == BATCH
+    h.wake()
+    assert len(h.loop.served) == 3 + BATCH
+    h.wake()  # the queue is empty (as when another worker took it): nothing happens
+    assert len(h.loop.served) == 3 + BATCH and h.loop.reader is not None and not h.loop.timers
+
+
+def test_a_wake_up_stops_accepting_at_its_share(h: Harness) -> None:
+    h.board.set(1, 0)  # an idle peer: this worker may hold 2 more
+    h.connect(5)
+    h.wake()
+    assert len(h.loop.served) == 3 and h.share.held() == 3 and h.loop.reader is None
+
+
+def test_above_its_share_a_worker_steps_aside_until_a_peer_catches_up(h: Harness) -> None:
+    h.board.set(1, 0)  # a peer holding nothing
+    h.hold(3)
+    h.connect()
+    h.wake()
+    assert h.loop.served == [] and h.loop.reader is None  # stepped aside
+    assert [t.at for t in h.loop.timers] == [h.loop.now + RECHECK]
+    h.loop.advance(RECHECK)
+    assert h.loop.reader is not None
+    h.wake()  # still above, well within DEFER_MAX: aside again
+    assert h.loop.served == [] and h.loop.reader is None
+    h.board.set(1, 2)  # the peer took connections
+    h.loop.advance(RECHECK)
+    h.wake()
+    assert len(h.loop.served) == 1
+
+
+def test_a_worker_aside_for_defer_max_accepts_anyway(h: Harness) -> None:
+    """A peer that holds few connections but does not accept (paused, hung, busy) does not
+    stall the queue: after DEFER_MAX, this worker accepts until there is a quiet moment."""
+    h.board.set(1, 0)
+    h.hold(3)
+    h.connect(3)
+    began = h.loop.now
+    while h.loop.now - began < DEFER_MAX:
+        h.wake()
+        assert h.loop.served == []
+        h.loop.advance(RECHECK)
+    h.wake()
+    assert len(h.loop.served) == 3  # all that waited
+    h.connect()
+    h.loop.advance(RECHECK / 2)
+    h.wake()  # still in the same burst
+    assert len(h.loop.served) == 4
+    h.connect()
+    h.loop.advance(6 * RECHECK)  # a quiet moment: the next burst begins with stepping aside
+    h.wake()
+    assert len(h.loop.served) == 4 and h.loop.reader is None
+
+
+def test_within_its_share_again_a_worker_forgets_it_stepped_aside(h: Harness) -> None:
+    h.board.set(1, 0)
+    h.hold(3)
+    h.connect(2)
+    h.wake()
+    h.loop.advance(RECHECK)
+    h.hold(0)
+    h.wake()  # accepted both; the time aside is forgotten
+    assert len(h.loop.served) == 2
+    h.hold(3)
+    h.connect()
+    h.loop.now += DEFER_MAX  # however long since: stepping aside starts afresh
+    h.wake()
+    assert len(h.loop.served) == 2 and h.loop.reader is None
+
+
+class FailingListener:
+    """A listener whose accept() fails with ``error``."""
+
+    family = socket.AF_INET
+
+    def __init__(self, error: int) -> None:
+        self.error = error
+
+    def fileno(self) -> int:
+        return 1000
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def _accept(self) -> tuple[int, Any]:
+        raise OSError(self.error, "failed")
+
+    def close(self) -> None:
+        pass
+
+
+def test_accept_errors(caplog: pytest.LogCaptureFixture) -> None:
+    h = Harness(FailingListener(errno.ECONNABORTED))  # type: ignore[arg-type]
+    h.acceptor.start()
+    h.wake()  # that connection is gone: the next one may come at once
+    assert h.loop.reader is not None and not h.loop.timers
+    h.acceptor.sock = FailingListener(errno.EMFILE)  # type: ignore[assignment]
+    with caplog.at_level(logging.ERROR, "prefork.http"):
+        h.wake()
+    assert "accept() failed" in caplog.text and "retrying in 0.1 s" in caplog.text
+    assert h.loop.reader is None and [t.at for t in h.loop.timers] == [h.loop.now + RETRY_AFTER]
+    h.loop.advance(RETRY_AFTER)
+    assert h.loop.reader is not None
+    h.acceptor.close()
+
+
+def test_a_connection_not_served_is_closed_and_not_counted(h: Harness) -> None:
+    h.loop.refuse = ValueError("refused at once")
+    h.connect()
+    h.wake()
+    _, first, _ = h.loop.served[0]
+    assert h.share.pending == 0 and first.fileno() == -1
+    h.loop.refuse = None
+    h.connect()
+    h.wake()
+    _, second, _ = h.loop.served[1]
+    h.loop.waiters[0].finish(ConnectionResetError("handshake failed"))
+    assert h.share.pending == 0 and second.fileno() == -1
+
+
+def test_close_stops_accepting_withdraws_and_closes_the_socket(h: Harness) -> None:
+    h.board.set(1, 0)
+    h.hold(3)
+    h.connect()
+    h.wake()  # aside, a timer pending
+    h.acceptor.close()
+    assert h.board.values() == [0] and h.loop.reader is None  # the peer's slot alone
+    assert h.loop.timers[0].cancelled and h.listener.fileno() == -1
+    h.acceptor.close()  # twice: nothing more
+    h.acceptor._resume()  # a timer that fired anyway
+    assert h.loop.reader is None
+
+
+def test_close_while_reading(h: Harness) -> None:
+    h.acceptor.close()
+    assert h.loop.reader is None and h.board.values() == [] and not h.loop.timers
