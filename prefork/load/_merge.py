@@ -16,7 +16,8 @@ from typing import IO, Any
 
 from prefork.core._version import VERSION
 from prefork.load._histogram import Histogram
-from prefork.load._summary import MAX_SERIES, latency_json
+from prefork.load._steps import MAX_STEP_NAME, MAX_STEPS, Step, Steps
+from prefork.load._summary import MAX_SERIES, latency_json, steps_json
 from prefork.load._tally import ERROR_KINDS, MAX_MESSAGES
 
 _COUNTS = ("requests", "answered", "unanswered", "sent", "dropped", "late", "bytes")
@@ -49,6 +50,14 @@ def _number(doc: dict[str, Any], key: str) -> float:
 
 
 def _histogram(doc: dict[str, Any]) -> Histogram:
+    h = _exact_histogram(doc)
+    if h.count != doc["requests"]:
+        raise BadRun("'latency_hdr' does not hold 'requests' values")
+    return h
+
+
+def _exact_histogram(doc: dict[str, Any]) -> Histogram:
+    """The histogram of ``latency_hdr`` with ``latency_us``'s exact count, sum, min, max."""
     exact, encoded = doc.get("latency_us"), doc.get("latency_hdr")
     if not isinstance(exact, dict) or not isinstance(encoded, str):
         raise BadRun("'latency_us' or 'latency_hdr' is missing")
@@ -56,9 +65,30 @@ def _histogram(doc: dict[str, Any]) -> Histogram:
         h = Histogram.from_hdr(encoded, exact["sum"], exact["min"], exact["max"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRun(f"its latency histogram: {str(exc)[:200]}") from None
-    if h.count != exact.get("count") or h.count != doc["requests"]:
-        raise BadRun("'latency_hdr' does not hold 'requests' values")
+    if h.count != exact.get("count"):
+        raise BadRun("'latency_hdr' does not hold 'latency_us' count values")
     return h
+
+
+def _steps(d: Any) -> dict[str, Step]:
+    """A run's ``steps`` (none when it has none)."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict) or len(d) > MAX_STEPS + 1:
+        raise BadRun(f"'steps' is not at most {MAX_STEPS + 1} steps by name")
+    out = {}
+    for name, doc in d.items():
+        if len(name) > MAX_STEP_NAME or not isinstance(doc, dict):
+            raise BadRun(f"step {name!r:.120} is not a step")
+        try:
+            step = out[name] = Step()
+            step.requests, step.errors = _count(doc, "requests"), _count(doc, "errors")
+            step.latency = _exact_histogram(doc)
+        except BadRun as exc:
+            raise BadRun(f"step {name!r:.120}: {exc}") from None
+        if step.errors > step.requests or step.latency.count > step.requests:
+            raise BadRun(f"step {name!r:.120}: more errors or latencies than requests")
+    return out
 
 
 def merge(docs: list[Any]) -> dict[str, Any]:
@@ -71,7 +101,7 @@ def merge(docs: list[Any]) -> dict[str, Any]:
     statuses: dict[str, int] = {}
     messages: dict[str, int] = {}
     series: dict[int, dict[str, int]] = {}
-    latency, connects = Histogram(), 0
+    latency, connects, steps = Histogram(), 0, Steps()
     durations, starts, ends = [], [], []
     for position, doc in enumerate(docs, 1):
         try:
@@ -92,6 +122,7 @@ def merge(docs: list[Any]) -> dict[str, Any]:
             if not isinstance(connect, dict) or type(connect.get("count")) is not int:
                 raise BadRun("'connect_ms' has no count")
             times = [_number(doc, key) for key in ("duration_s", "started", "ended")]
+            run_steps = _steps(doc.get("steps"))
         except BadRun as exc:
             raise BadRun(f"run {position}: {exc}") from None
         for key in _COUNTS:
@@ -109,12 +140,13 @@ def merge(docs: list[Any]) -> dict[str, Any]:
             row["answered"] += answered
             row["errors"] += failed
         latency.merge(h)
+        steps.absorb(run_steps)
         connects += connect["count"]
         durations.append(times[0])
         starts.append(times[1])
         ends.append(times[2])
     duration = max(durations)
-    return {
+    merged = {
         "version": VERSION,
         "runs": len(docs),
         "started": min(starts),
@@ -136,6 +168,9 @@ def merge(docs: list[Any]) -> dict[str, Any]:
         "messages": messages,
         "series": [{"t": t, **series[t]} for t in sorted(series)][:MAX_SERIES],
     }
+    if len(steps):
+        merged["steps"] = steps_json(steps)
+    return merged
 
 
 def _second(s: Any) -> tuple[int, int, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefork.load._histogram import Histogram
+from prefork.load._steps import MAX_STEPS, OTHER, Steps
 from prefork.load._tally import ERROR_KINDS, Tally
 
 #: The percentiles of ``latency_ms``, by key.
@@ -60,6 +61,26 @@ def latency_json(lat: Histogram) -> dict[str, float]:
     return out | {"max": lat.max / 1000, "mean": _ms(lat.mean()), "stdev": _ms(lat.stdev())}
 
 
+def histogram_json(lat: Histogram) -> dict[str, Any]:
+    """``latency_us`` (exact count, sum, min and max) and ``latency_hdr`` of a histogram: what
+    ``prefork load merge`` reads back exactly."""
+    return {
+        "latency_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
+        "latency_hdr": lat.encode(),
+    }
+
+
+def step_json(requests: int, errors: int, lat: Histogram) -> dict[str, Any]:
+    """One step of ``steps``: its counts, percentiles (ms) and whole histogram."""
+    ms = {name: _ms(lat.percentile(MARKS[name])) for name in ("p50", "p90", "p99")}
+    counts = {"requests": requests, "errors": errors}
+    return counts | ms | {"max": lat.max / 1000} | histogram_json(lat)
+
+
+def steps_json(steps: Steps) -> dict[str, Any]:
+    return {name: step_json(s.requests, s.errors, s.latency) for name, s in steps.items()}
+
+
 def expected_interval(answered: int, connections: int, duration: float) -> int:
     """wrk's expected time between two requests of one connection, in microseconds: the run
     over the requests each connection made; 0 (no correction) when none made one."""
@@ -98,8 +119,7 @@ def document(
         "rps": round(answered / duration, 3) if duration > 0 else 0.0,
         "bytes": tally.bytes,
         "latency_ms": latency_json(lat),
-        "latency_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
-        "latency_hdr": lat.encode(),
+        **histogram_json(lat),
         "connect_ms": latency_json(tally.connect) | {"count": tally.connect.count},
         "errors": tally.errors,
         "status": {str(code): n for code, n in sorted(tally.statuses.items())},
@@ -108,6 +128,8 @@ def document(
     }
     if len(series) > MAX_SERIES:
         doc["series_cut"] = True
+    if len(tally.steps):
+        doc["steps"] = steps_json(tally.steps)
     if closed_loop:
         expected = expected_interval(answered, config.get("connections", 0), duration)
         doc["latency_corrected_ms"] = latency_json(lat.corrected(expected))
@@ -163,6 +185,7 @@ def text(doc: dict[str, Any], parts: int) -> str:
         )
     if doc["late"]:
         lines.append(f"  Behind schedule: {doc['late']:,} sends left over 10 ms late")
+    lines += steps_text(doc.get("steps", {}))
     lines += [
         f"  Errors: {errors}",
         f"  Status: {statuses or 'none'}",
@@ -170,3 +193,23 @@ def text(doc: dict[str, Any], parts: int) -> str:
         f"Transfer/sec: {_size(doc['bytes'] / doc['duration_s'] if doc['duration_s'] else 0)}",
     ]
     return "\n".join(lines)
+
+
+def steps_text(steps: dict[str, Any]) -> list[str]:
+    """A scenario's steps as a table (none when there are none), and where ``OTHER`` comes
+    from, said once."""
+    if not steps:
+        return []
+    width = max(12, *(len(name) for name in steps))
+    lines = [
+        f"  {'Step':<{width}} {'Requests':>10} {'Errors':>8} {'p50':>10} {'p90':>10} "
+        f"{'p99':>10} {'max':>10}"
+    ]
+    for name, step in steps.items():
+        lines.append(
+            f"  {name:<{width}} {step['requests']:>10,} {step['errors']:>8,} "
+            + " ".join(f"{step[key]:>8.2f}ms" for key in ("p50", "p90", "p99", "max"))
+        )
+    if OTHER in steps:
+        lines.append(f"  {OTHER}: the steps past the first {MAX_STEPS} names, counted together")
+    return lines

@@ -88,9 +88,9 @@ def test_a_scenario_runs_its_requests_on_each_connection(
     url, log = serve(start, sock, tmp_path)
     (tmp_path / "scen.py").write_text(
         "async def visit(client):\n"
-        "    first = await client.request('GET', '/a')\n"
+        "    first = await client.get('/a', name='first')\n"
         "    assert first.status == 200\n"
-        "    await client.request('GET', '/b')\n"
+        "    await client.request('GET', '/b?q=1')\n"
     )
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
     run, code = load(
@@ -111,7 +111,11 @@ def test_a_scenario_runs_its_requests_on_each_connection(
     result = summary(run)
     lines = log.read_text().splitlines()
     assert result["requests"] > 10 and result["errors"]["read"] == 0
-    assert sum("/a " in line for line in lines) - sum("/b " in line for line in lines) <= 2
+    assert sum("/a " in line for line in lines) - sum("/b?q=1 " in line for line in lines) <= 2
+    steps = result["steps"]
+    assert list(steps) == ["first", "GET /b"]  # named, or grouped by method and path
+    assert sum(step["requests"] for step in steps.values()) == result["requests"]
+    assert steps["first"]["errors"] == 0 and 0 < steps["first"]["p50"] <= steps["first"]["max"]
 
 
 def test_a_scenario_in_the_working_directory_imports(

@@ -276,7 +276,7 @@ def _broken(change: Any) -> list[Any]:
         (_broken(lambda d: d.update(latency_hdr=_hdr_bomb())), "inflating beyond"),
         (_broken(lambda d: d["latency_us"].pop("sum")), "its latency histogram: 'sum'"),
         (_broken(lambda d: d["latency_us"].update(min=7)), "an inconsistent histogram"),
-        (_broken(lambda d: d["latency_us"].update(count=9)), "does not hold 'requests' values"),
+        (_broken(lambda d: d["latency_us"].update(count=9)), "not hold 'latency_us' count"),
         (_broken(lambda d: d.update(requests=9)), "does not hold 'requests' values"),
         (_broken(lambda d: d.update(connect_ms={})), "'connect_ms' has no count"),
         (_broken(lambda d: d.update(started="now")), "'started' is not a number of seconds"),
