@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefork.core._options import (
+    MAX_SECONDS,
     REQUIRED,
     ConfigError,
     build,
@@ -32,6 +33,7 @@ from prefork.core._options import (
     whole,
 )
 from prefork.load import _threshold
+from prefork.load._stages import MAX_STAGES
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -101,6 +103,44 @@ def _start_at(name: str, value: Any) -> Any:
     if not (number and math.isfinite(value) and value >= 0):
         raise ConfigError(f"start_at must be unix seconds, got {shown(value)}")
     return value
+
+
+def parse_stages(word: str) -> tuple[tuple[float, float], ...]:
+    """``10s:100,30s:1000,10s:0`` -> ((10.0, 100.0), (30.0, 1000.0), (10.0, 0.0)): each stage's
+    duration and target. Raises ``DurationError`` (a ``ValueError``) otherwise."""
+    stages = []
+    for item in word.split(","):
+        duration, colon, target = item.partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            stages.append((parse_duration(duration), float(target)))
+        except ValueError:
+            raise DurationError(
+                f"stage {item.strip()!r} of --stages must look like 10s:100 (a duration, "
+                "then the rate or connections to reach by its end)"
+            ) from None
+    return tuple(stages)
+
+
+def _stages(name: str, value: Any) -> Any:
+    stages = tuple(value)
+    if len(stages) > MAX_STAGES:
+        raise ConfigError(f"stages: at most {MAX_STAGES}, got {len(stages)}")
+    for stage in stages:
+        numbers = isinstance(stage, tuple) and len(stage) == 2
+        numbers = numbers and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in stage
+        )
+        if not (numbers and stage[0] > 0 and 0 <= stage[1] <= MAX_RATE):
+            raise ConfigError(
+                f"a stage is (seconds > 0, a target from 0 to {MAX_RATE:,}), got {shown(stage)}"
+            )
+    total = sum(duration for duration, _ in stages)
+    if total > MAX_SECONDS:
+        raise ConfigError(f"stages must add up to at most {MAX_SECONDS:g} seconds, got {total:g}")
+    return stages
 
 
 def _headers(name: str, value: Any) -> Any:
@@ -192,6 +232,17 @@ class LoadConfig:
         metavar="R",
         parse=float,
     )
+    stages: tuple[tuple[float, float], ...] = option(
+        (),
+        "a load shape, as k6's stages: '10s:100,30s:1000,10s:0' goes linearly to each "
+        "target over its time; with --rate R, arrival rates from R (k6's "
+        "ramping-arrival-rate), without, the connections from 0 (k6's ramping-vus); the run "
+        f"lasts their sum (at most {MAX_STAGES} stages)",
+        _stages,
+        "--stages",
+        metavar="TIME:N,...",
+        parse=parse_stages,
+    )
     json: bool = option(
         False,
         "print the result as one JSON object, the last line of stdout",
@@ -244,6 +295,16 @@ class LoadConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.stages:  # the run lasts the stages; a closed loop's connections are theirs
+            object.__setattr__(self, "duration", sum(d for d, _ in self.stages))
+            if self.rate is None:
+                targets = [target for _, target in self.stages]
+                if not all(target == int(target) for target in targets) or max(targets) < 1:
+                    raise ConfigError(
+                        "--stages without --rate ramps connections: whole numbers, at least "
+                        "one of them 1 or more (or give --rate R for arrival rates from R)"
+                    )
+                object.__setattr__(self, "connections", int(max(targets)))
         if self.data is not None and self.data_file is not None:
             raise ConfigError("give --data or --data-file, not both")
         if self.data_file is not None and not os.path.isfile(self.data_file):
@@ -253,6 +314,12 @@ class LoadConfig:
     def from_options(cls, options: Mapping[str, Any]) -> LoadConfig:
         if "url" not in options:
             raise ConfigError("no URL given; name the URL to load, e.g. http://127.0.0.1:8000/")
+        if "stages" in options and "duration" in options:
+            raise ConfigError("give -d or --stages, not both: the run lasts the stages' sum")
+        if "stages" in options and "connections" in options and "rate" not in options:
+            raise ConfigError(
+                "give -c or --stages without --rate, not both: the stages say the connections"
+            )
         return build(cls, "load", options)
 
     def body(self) -> bytes | None:

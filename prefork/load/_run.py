@@ -182,6 +182,7 @@ def config_json(config: LoadConfig, parts: int) -> dict[str, Any]:
         "workers": parts,
         "duration_s": config.duration,
         "rate": config.rate,
+        "stages": [list(stage) for stage in config.stages],
         "timeout_s": config.timeout,
         "scenario": config.scenario,
         "thresholds": list(config.thresholds),
@@ -269,7 +270,8 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
         ended=time.time(),
         series=state.series,
         version=VERSION,
-        closed_loop=config.rate is None,
+        # wrk's correction assumes a constant number of connections: not for a ramp of them.
+        closed_loop=config.rate is None and not config.stages,
     )
     broken = _threshold.broken(thresholds, doc)
     if broken:

@@ -147,6 +147,10 @@ def _size(n: float) -> str:
     return f"{n / 1024:.2f}GB"
 
 
+def _stages_text(stages: list[list[float]]) -> str:
+    return ",".join(f"{duration:g}s:{target:g}" for duration, target in stages)
+
+
 def _latency_line(label: str, ms: dict[str, float]) -> str:
     return (
         f"  {label:<10} p50 {ms['p50']:.2f}ms  p75 {ms['p75']:.2f}ms  p90 {ms['p90']:.2f}ms  "
@@ -164,7 +168,8 @@ def text(doc: dict[str, Any], parts: int) -> str:
     rate = config.get("rate")
     lines = [
         f"  {parts} worker{'s' if parts > 1 else ''} and {config['connections']} connections"
-        + (f", {rate:g} requests/s" if rate else ""),
+        + (f", {rate:g} requests/s" if rate else "")
+        + (f", stages {_stages_text(config['stages'])}" if config.get("stages") else ""),
         _latency_line("Latency", doc["latency_ms"]),
     ]
     if "latency_corrected_ms" in doc:

@@ -22,8 +22,10 @@ from prefork.core._options import ConfigError
 from prefork.load._client import run_closed
 from prefork.load._config import LoadConfig
 from prefork.load._openloop import run_open
+from prefork.load._ramp import run_ramped
 from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
+from prefork.load._stages import StagedSchedule, Stages
 from prefork.load._tally import Tally
 from prefork.load._target import Target
 from prefork.worker import Worker
@@ -74,8 +76,12 @@ class LoadWorker(Worker):
             insecure=plan.insecure,
         )
         connections = split(plan.connections, parts, slot)
-        schedule = None
-        if plan.rate is not None:
+        schedule: RateSchedule | StagedSchedule | None = None
+        if plan.rate is not None and plan.stages:
+            # One schedule for the run, every worker taking every parts-th send of it.
+            shape = Stages(plan.rate, plan.stages)
+            schedule = StagedSchedule(shape, self._started, stride=parts, first=slot)
+        elif plan.rate is not None:
             rate = share(plan.rate, parts, slot)
             schedule = RateSchedule(rate, self._started + offset(parts, slot, plan.rate))
         driver: Callable[[], Coroutine[Any, Any, object]]
@@ -101,6 +107,19 @@ class LoadWorker(Worker):
                 schedule,
                 deadline,
                 self.tally,
+                timeout=plan.timeout,
+                loop=loop,
+            )
+        elif plan.stages:
+            driver = functools.partial(
+                run_ramped,
+                target,
+                connections,
+                Stages(0, plan.stages),
+                deadline,
+                self.tally,
+                parts=parts,
+                slot=slot,
                 timeout=plan.timeout,
                 loop=loop,
             )

@@ -67,6 +67,27 @@ def test_an_open_loop_sends_rate_times_duration(start: Any, sock: socket.socket,
     assert abs(summary(run)["requests"] - 600) <= 12  # within 2%
 
 
+def test_a_ramp_of_the_arrival_rate_sends_its_integral(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    argv = ["--rate", "100", "--stages", "0.5s:300,0.5s:0", "-c", "4", "-w", "2", "--json"]
+    run, code = load(start, url, *argv)
+    assert code == 0, run.stderr()
+    result = summary(run)
+    # (100 + 300) / 2 * 0.5 + 300 / 2 * 0.5 = 175 sends, over both workers, none lost
+    assert result["requests"] == 175 and result["duration_s"] == 1.0
+    assert result["config"]["stages"] == [[0.5, 300.0], [0.5, 0.0]]
+
+
+def test_a_ramp_of_connections(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    run, code = load(start, url, "--stages", "0.5s:4,0.5s:4", "-w", "2")
+    assert code == 0, run.stderr()
+    out = run.stdout()
+    assert "  2 workers and 4 connections, stages 0.5s:4,0.5s:4" in out
+    assert "Corrected" not in out  # wrk's correction wants a constant number of connections
+    assert "  Connect    4 connections" in out
+
+
 def test_wrks_summary_and_fail_on_error(start: Any, tmp_path: Path):
     nobody = socket.socket()
     nobody.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
