@@ -289,6 +289,8 @@ class _ClientConn(asyncio.Protocol):
 
 
 Scenario = Callable[[Client], Awaitable[object]]
+#: How often a client a ramp holds back looks again (``_ramp.TICK``).
+RAMP_TICK = 0.01
 
 
 async def run_scenario(
@@ -300,13 +302,16 @@ async def run_scenario(
     *,
     timeout: float,
     schedule: Schedule | None = None,
+    allowed: Callable[[float], int] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
     """Run ``await func(client)`` on ``connections`` clients until ``deadline``: again and
     again on each (a closed loop), or, with a ``schedule``, iteration k starting at
     ``schedule.intended(k)`` on an idle client (an open loop at ``--rate``; its first
     request's latency runs from that intended time, and an iteration due by the end that found
-    no idle client is one request unanswered and dropped).
+    no idle client is one request unanswered and dropped). With ``allowed`` (a closed loop's
+    ramp, ``--stages``), client i runs iterations only while i < ``allowed(now)`` (its
+    client over the number finishes the iteration it is in first).
 
     Each request the scenario makes is recorded by its ``Client``. An exception the scenario
     lets out is an error of kind "timeout" for a ``TimeoutError``, "read" for anything else,
@@ -339,9 +344,12 @@ async def run_scenario(
             return False
         return True
 
-    async def repeat(client: Client) -> None:
+    async def repeat(index: int, client: Client) -> None:
         delay = 0.0
-        while time.monotonic() < deadline:
+        while (now := time.monotonic()) < deadline:
+            if allowed is not None and index >= allowed(now):  # a ramp: not this one's turn
+                await asyncio.sleep(RAMP_TICK)
+                continue
             if await once(client):
                 delay = 0.0
                 continue
@@ -349,7 +357,7 @@ async def run_scenario(
             await asyncio.sleep(delay)
 
     if schedule is None:
-        tasks = [loop.create_task(repeat(client)) for client in clients]
+        tasks = [loop.create_task(repeat(i, client)) for i, client in enumerate(clients)]
     else:
         tasks = [loop.create_task(_open_loop(once, clients, schedule, deadline, tally))]
     try:

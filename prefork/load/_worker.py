@@ -25,7 +25,7 @@ from prefork.load._openloop import run_open
 from prefork.load._ramp import run_ramped
 from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
-from prefork.load._stages import StagedSchedule, Stages
+from prefork.load._stages import StagedSchedule, Stages, split_level
 from prefork.load._tally import Tally
 from prefork.load._target import Target
 from prefork.worker import Worker
@@ -88,6 +88,13 @@ class LoadWorker(Worker):
         if plan.scenario is not None:
             module, _, name = plan.scenario.partition(":")
             func = getattr(importlib.import_module(module), name)
+            allowed = None
+            if plan.stages and schedule is None:  # connections ramped from the start
+                ramp, start = Stages(0, plan.stages), self._started
+
+                def allowed(now: float) -> int:
+                    return split_level(ramp.level(now - start), parts, slot)
+
             driver = functools.partial(
                 run_scenario,
                 func,
@@ -97,6 +104,7 @@ class LoadWorker(Worker):
                 self.tally,
                 timeout=plan.timeout,
                 schedule=schedule,
+                allowed=allowed,
                 loop=loop,
             )
         elif schedule is not None:

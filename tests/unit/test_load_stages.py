@@ -242,3 +242,56 @@ def test_a_ramped_closed_loop_loads_the_server() -> None:
     server, tally, shift = run(main)
     assert server.connections == 3 and len(tally.connects) == 3  # all opened in the warm-up
     assert len(tally.records) > 20 and tally.errors == [] and shift >= 0
+
+
+def test_a_scenarios_connections_ramp(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvloop
+    from test_load_worker import Channel
+
+    from prefork.load._worker import LoadWorker
+
+    (tmp_path / "scen_ramp.py").write_text(
+        "import time\ncalls = []\n"
+        "async def run(client):\n    calls.append(time.monotonic())\n    await client.get('/')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    async def main() -> float:
+        server = await Server(lambda n, request: Answer(HELLO)).start()
+        stages = ((0.2, 0.0), (0.01, 2.0), (0.2, 2.0))  # nobody for 0.2 s, then two
+        config = LoadConfig(url=server.url(), stages=stages, scenario="scen_ramp:run")
+        w = LoadWorker(
+            type="load",
+            id=1,
+            generation=1,
+            sockets=[],
+            options={"load": config, "parts": 1},
+            channel=Channel(),
+        )
+        begun = time.monotonic()
+        await w.init()
+        await asyncio.wait_for(w._driver, 5)
+        await server.stop()
+        assert server.connections == 2
+        return begun
+
+    begun = uvloop.run(main())
+    import scen_ramp  # type: ignore[import-not-found]
+
+    assert len(scen_ramp.calls) > 4 and min(scen_ramp.calls) - begun >= 0.19
+
+
+def test_an_open_loop_stops_sending_after_the_shapes_last_send() -> None:
+    from prefork.load._openloop import run_open
+
+    async def main() -> tuple[Server, FakeTally]:
+        server = await Server(lambda n, request: Answer(HELLO)).start()
+        tally = FakeTally()
+        now = time.monotonic()
+        schedule = StagedSchedule(Stages(20, ((0.2, 20.0),)), now)  # 4 sends in 0.2 s
+        await run_open(Target(server.url()), 2, schedule, now + 0.4, tally, timeout=1.0)
+        await server.stop()
+        return server, tally
+
+    server, tally = run(main)
+    assert server.received == len(tally.records) == 4 and tally.unanswered_at_end == []
