@@ -169,6 +169,15 @@ def _rate(name: str, value: Any) -> Any:
     return value
 
 
+#: What a targets file says for each request: these options with --targets are refused.
+_TARGETS_SAY = (
+    ("method", "-m"),
+    ("data", "--data"),
+    ("data_file", "--data-file"),
+    ("scenario", "--scenario"),
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadConfig:
     """What one ``prefork load`` run does. Raises ``ConfigError`` on a bad value."""
@@ -243,6 +252,15 @@ class LoadConfig:
         metavar="TIME:N,...",
         parse=parse_stages,
     )
+    targets: str | None = option(
+        None,
+        "the requests, from a file in vegeta's http format (METHOD URL lines, then "
+        "'Name: value' headers and an @BODY-FILE line; blank lines between targets), sent "
+        "in turn; every URL on URL's host",
+        maybe_text,
+        "--targets",
+        metavar="FILE",
+    )
     json: bool = option(
         False,
         "print the result as one JSON object, the last line of stdout",
@@ -314,6 +332,13 @@ class LoadConfig:
     def from_options(cls, options: Mapping[str, Any]) -> LoadConfig:
         if "url" not in options:
             raise ConfigError("no URL given; name the URL to load, e.g. http://127.0.0.1:8000/")
+        if "targets" in options:
+            given = [flag for name, flag in _TARGETS_SAY if name in options]
+            if given:
+                raise ConfigError(
+                    f"give --targets or {', '.join(given)}, not both: the targets file says "
+                    "each request"
+                )
         if "stages" in options and "duration" in options:
             raise ConfigError("give -d or --stages, not both: the run lasts the stages' sum")
         if "stages" in options and "connections" in options and "rate" not in options:

@@ -26,7 +26,7 @@ from prefork.load import _summary as summary
 from prefork.load import _threshold
 from prefork.load._config import LoadConfig
 from prefork.load._tally import Tally
-from prefork.load._target import Target
+from prefork.load._targets import target_of
 from prefork.load._threshold import EXIT_BROKEN
 from prefork.load._worker import LoadWorker, split
 from prefork.master._loop import Master
@@ -198,7 +198,7 @@ def check(config: LoadConfig) -> None:
     ``python -m``, does not. The workers, forked later, inherit the path.
     """
     try:
-        Target(config.url, method=config.method, headers=config.headers, body=config.body())
+        target_of(config)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.scenario is not None:

@@ -27,7 +27,7 @@ from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
 from prefork.load._stages import StagedSchedule, Stages, split_level
 from prefork.load._tally import Tally
-from prefork.load._target import Target
+from prefork.load._targets import target_of
 from prefork.worker import Worker
 
 
@@ -68,13 +68,7 @@ class LoadWorker(Worker):
         delay = 0.0 if plan.start_at is None else max(0.0, plan.start_at - time.time())
         self._started = self._last = time.monotonic() + delay
         self._deadline = deadline = self._started + plan.duration
-        target = Target(
-            plan.url,
-            method=plan.method,
-            headers=plan.headers,
-            body=plan.body(),
-            insecure=plan.insecure,
-        )
+        target = target_of(plan)
         connections = split(plan.connections, parts, slot)
         schedule: RateSchedule | StagedSchedule | None = None
         if plan.rate is not None and plan.stages:

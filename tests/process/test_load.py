@@ -88,6 +88,21 @@ def test_a_ramp_of_connections(start: Any, sock: socket.socket, tmp_path):
     assert "  Connect    4 connections" in out
 
 
+def test_a_file_of_targets_is_sent_in_turn(start: Any, sock: socket.socket, tmp_path: Path):
+    url, log = serve(start, sock, tmp_path)
+    (tmp_path / "body.txt").write_text("hello")
+    (tmp_path / "targets.txt").write_text(
+        f"GET {url}a\nX-Test: 1\n\nPOST {url}b?x=1\n@{tmp_path / 'body.txt'}\n"
+    )
+    argv = [url, "--targets", str(tmp_path / "targets.txt"), "-c", "4", "-d", "1s", "-w", "2"]
+    run, code = load(start, *argv, "--json")
+    assert code == 0, run.stderr()
+    assert summary(run)["answered"] > 50
+    lines = wait_until(lambda: log.read_text().splitlines(), 5, "the access log")
+    a, b = sum("GET /a " in line for line in lines), sum("POST /b?x=1 " in line for line in lines)
+    assert a + b == len(lines) and abs(a - b) <= 4  # in turn in each worker
+
+
 def test_wrks_summary_and_fail_on_error(start: Any, tmp_path: Path):
     nobody = socket.socket()
     nobody.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
