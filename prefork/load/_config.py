@@ -261,6 +261,14 @@ class LoadConfig:
         "--targets",
         metavar="FILE",
     )
+    hdr_log: str | None = option(
+        None,
+        "write HdrHistogram's interval log (one line a second, microseconds) to FILE, for "
+        "HdrHistogram's own tools",
+        maybe_text,
+        "--hdr-log",
+        metavar="FILE",
+    )
     json: bool = option(
         False,
         "print the result as one JSON object, the last line of stdout",

@@ -103,6 +103,23 @@ def test_a_file_of_targets_is_sent_in_turn(start: Any, sock: socket.socket, tmp_
     assert a + b == len(lines) and abs(a - b) <= 4  # in turn in each worker
 
 
+def test_an_hdr_log_adds_up_to_the_run(start: Any, sock: socket.socket, tmp_path: Path):
+    from hdrh.histogram import HdrHistogram
+    from hdrh.log import HistogramLogReader
+
+    url, _ = serve(start, sock, tmp_path)
+    log = tmp_path / "run.hlog"
+    argv = [url, "-c", "4", "-d", "2.5s", "-w", "2", "--hdr-log", str(log), "--json"]
+    run, code = load(start, *argv)
+    assert code == 0, run.stderr()
+    reader = HistogramLogReader(str(log), HdrHistogram(1, 3_600_000_000, 2))
+    counts = []
+    while (interval := reader.get_next_interval_histogram()) is not None:
+        counts.append(interval.get_total_count())
+    assert 2 <= len(counts) <= 4 and all(counts)  # seconds 1 and 2, then the last half
+    assert sum(counts) == summary(run)["requests"]
+
+
 def test_wrks_summary_and_fail_on_error(start: Any, tmp_path: Path):
     nobody = socket.socket()
     nobody.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
