@@ -27,27 +27,24 @@ MAX_SERIES = 3600
 
 @dataclass(frozen=True, slots=True)
 class Second:
-    """One second of the run over every worker: responses, errors, p50 and p99 (ms)."""
+    """One second of the run over every worker: responses, errors and the latencies."""
 
     t: int
     answered: int
     errors: int
-    p50: float
-    p99: float
+    latency: Histogram
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "t": self.t,
-            "answered": self.answered,
-            "errors": self.errors,
-            "p50": self.p50,
-            "p99": self.p99,
-        }
+        """``series``' entry: p50 and p99 in ms, and the histogram (``prefork load merge``
+        adds the runs' seconds exactly)."""
+        lat = self.latency
+        counts = {"t": self.t, "answered": self.answered, "errors": self.errors}
+        marks = {"p50": _ms(lat.percentile(50)), "p99": _ms(lat.percentile(99))}
+        return counts | marks | histogram_json(lat)
 
 
 def second_of(t: int, tally: Tally) -> Second:
-    lat = tally.latency
-    return Second(t, tally.requests, tally.failed, _ms(lat.percentile(50)), _ms(lat.percentile(99)))
+    return Second(t, tally.requests, tally.failed, tally.latency)
 
 
 def _ms(micros: float) -> float:
@@ -61,12 +58,12 @@ def latency_json(lat: Histogram) -> dict[str, float]:
     return out | {"max": lat.max / 1000, "mean": _ms(lat.mean()), "stdev": _ms(lat.stdev())}
 
 
-def histogram_json(lat: Histogram) -> dict[str, Any]:
-    """``latency_us`` (exact count, sum, min and max) and ``latency_hdr`` of a histogram: what
-    ``prefork load merge`` reads back exactly."""
+def histogram_json(lat: Histogram, prefix: str = "latency") -> dict[str, Any]:
+    """``latency_us`` (exact count, sum, min and max) and ``latency_hdr`` of a histogram (or
+    another ``prefix``'s): what ``prefork load merge`` reads back exactly."""
     return {
-        "latency_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
-        "latency_hdr": lat.encode(),
+        f"{prefix}_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
+        f"{prefix}_hdr": lat.encode(),
     }
 
 
@@ -121,6 +118,7 @@ def document(
         "latency_ms": latency_json(lat),
         **histogram_json(lat),
         "connect_ms": latency_json(tally.connect) | {"count": tally.connect.count},
+        **histogram_json(tally.connect, "connect"),
         "errors": tally.errors,
         "status": {str(code): n for code, n in sorted(tally.statuses.items())},
         "messages": tally.messages,
@@ -132,7 +130,9 @@ def document(
         doc["steps"] = steps_json(tally.steps)
     if closed_loop:
         expected = expected_interval(answered, config.get("connections", 0), duration)
-        doc["latency_corrected_ms"] = latency_json(lat.corrected(expected))
+        corrected = lat.corrected(expected)
+        doc["latency_corrected_ms"] = latency_json(corrected)
+        doc |= histogram_json(corrected, "latency_corrected")
     return doc
 
 

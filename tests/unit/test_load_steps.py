@@ -137,7 +137,7 @@ def doc_of(t: Tally) -> dict[str, Any]:
         config={"url": "http://x/", "connections": 1, "rate": None},
         started=0.0,
         ended=1.0,
-        series=[Second(1, t.requests, t.failed, 1.0, 1.0)],
+        series=[Second(1, t.requests, t.failed, t.latency)],
         version="1",
         closed_loop=False,
     )
