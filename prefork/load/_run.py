@@ -207,6 +207,7 @@ def config_json(config: LoadConfig, parts: int) -> dict[str, Any]:
         "duration_s": config.duration,
         "rate": config.rate,
         "stages": [list(stage) for stage in config.stages],
+        "targets": config.targets,
         "timeout_s": config.timeout,
         "scenario": config.scenario,
         "thresholds": list(config.thresholds),

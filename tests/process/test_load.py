@@ -76,6 +76,7 @@ def test_a_ramp_of_the_arrival_rate_sends_its_integral(start: Any, sock: socket.
     # (100 + 300) / 2 * 0.5 + 300 / 2 * 0.5 = 175 sends, over both workers, none lost
     assert result["requests"] == 175 and result["duration_s"] == 1.0
     assert result["config"]["stages"] == [[0.5, 300.0], [0.5, 0.0]]
+    assert result["config"]["targets"] is None
 
 
 def test_a_ramp_of_connections(start: Any, sock: socket.socket, tmp_path):
