@@ -95,8 +95,9 @@ class Client:
         data = self.target.build(method, path, headers, body)
         if not self.counts(time.monotonic_ns()):
             raise asyncio.CancelledError("the run is over")
+        step = step_name(method, path, name)
         self._busy = True
-        self.step = step_name(method, path, name)
+        self.step = step
         try:
             conn = self._conn
             if conn is None or conn.transport.is_closing():
@@ -129,6 +130,8 @@ class Client:
         (``TimeoutError``) or "read" error, re-raised as ``RequestError`` (counted once). For
         what the client does not speak itself: a WebSocket round trip with any library, a
         call over another protocol."""
+        if not isinstance(name, str):  # here, not in the tally
+            raise TypeError(f"a step's name is a string, got {name!r:.60}")
         start = time.monotonic_ns()
         try:
             yield

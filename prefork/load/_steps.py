@@ -28,8 +28,13 @@ OTHER = "(other)"
 
 
 def step_name(method: str, path: str, name: str | None) -> str:
-    """A request's step: ``name``, or its method and path without the query."""
-    return name if name is not None else f"{method} {path.partition('?')[0]}"
+    """A request's step: ``name``, or its method and path without the query. Raises
+    ``TypeError`` when ``name`` is neither a string nor None (before anything is sent)."""
+    if name is None:
+        return f"{method} {path.partition('?')[0]}"
+    if not isinstance(name, str):
+        raise TypeError(f"a step's name is a string, got {name!r:.60}")
+    return name
 
 
 class Step:

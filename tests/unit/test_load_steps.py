@@ -24,6 +24,8 @@ def test_a_step_is_its_name_or_its_method_and_path_without_the_query() -> None:
     assert step_name("GET", "/users/7?x=1", None) == "GET /users/7"
     assert step_name("POST", "/login", "login") == "login"
     assert step_name("GET", "/", "") == ""
+    with pytest.raises(TypeError, match="a step's name is a string, got 7"):
+        step_name("GET", "/", 7)  # type: ignore[arg-type]
 
 
 def test_a_step_counts_requests_errors_and_latencies() -> None:
@@ -261,3 +263,19 @@ def test_a_failed_step_has_no_latency() -> None:
 
     tally = run(main)
     assert tally.steps == [("first", None, True), ("block", None, True)]
+
+
+def test_a_step_name_that_is_not_a_string_fails_before_sending() -> None:
+    async def main() -> FakeTally:
+        tally = FakeTally()
+        client = Client(Target("http://127.0.0.1:9/"), tally, timeout=1.0)
+        with pytest.raises(TypeError):
+            await client.get("/", name=5)  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            async with client.timed(name=None):  # type: ignore[arg-type]
+                pass
+        assert not client._busy
+        return tally
+
+    tally = run(main)
+    assert tally.steps == [] and tally.errors == [] and tally.sent == 0
