@@ -248,10 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_options(serve, config, SERVE_DEFAULTS)
     load = commands.add_parser(
         "load",
-        help="load an HTTP server from several worker processes (like wrk and wrk2)",
+        help="load an HTTP server from several worker processes (like wrk and wrk2); "
+        "load merge: merge runs",
         description="Send requests to URL for a while from worker processes (closed loop, "
         "or an open loop at --rate) and print what came back: requests/s, latency "
         "percentiles, errors and statuses.",
+        epilog="prefork load merge RUN.json... merges runs' --json documents into one, "
+        "exactly (prefork load merge --help).",
     )
     add_options(load, LoadConfig)
     _ctl.add_parser(commands)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import typing
@@ -52,6 +53,8 @@ class Recorder(typing.Protocol):
     def unanswered(self, latency_us: int, sent: bool = True) -> None: ...
 
     def connected(self, latency_us: int) -> None: ...
+
+    def step(self, name: str, latency_us: int | None, failed: bool) -> None: ...
 
     def message(self, text: str) -> None: ...
 
@@ -114,6 +117,9 @@ class _Run:
         self._all_tried: asyncio.Future[None] = self.loop.create_future()
         self.log = _LogOnce(tally)
         self._address = (target.host, target.port)  # the peer's numbers once one connected
+        #: ``--targets``: the next request and whether it is a HEAD, in turn (over every
+        #: connection of the worker); None for the one request.
+        self.rotate = itertools.cycle(target.rotation).__next__ if target.rotation else None
 
     def idle(self, conn: _Conn, now_ns: int) -> None:
         raise NotImplementedError
@@ -241,6 +247,7 @@ class _Conn(asyncio.Protocol):
         "_eof",
         "_feed",
         "_idle",
+        "_parser",
         "_record",
         "_request",
         "_run",
@@ -257,6 +264,7 @@ class _Conn(asyncio.Protocol):
     def __init__(self, run: _Run) -> None:
         parser = ResponseParser(head_request=run.target.head_request)
         self._run = run
+        self._parser = parser
         self._feed = parser.feed
         self._eof = parser.feed_eof
         self._record = run.tally.record
@@ -283,7 +291,12 @@ class _Conn(asyncio.Protocol):
         self.intended_ns = intended_ns
         self.sent_ns = now_ns
         self._run.tally.sent += 1
-        self._write(self._request)
+        rotate = self._run.rotate
+        if rotate is None:
+            self._write(self._request)
+        else:
+            request, self._parser.head_request = rotate()
+            self._write(request)
         if self.transport.is_closing():  # the write failed: uvloop closes at once
             self.fail("write")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefork.core._options import (
+    MAX_SECONDS,
     REQUIRED,
     ConfigError,
     build,
@@ -32,6 +33,7 @@ from prefork.core._options import (
     whole,
 )
 from prefork.load import _threshold
+from prefork.load._stages import MAX_STAGES
 
 _DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -103,6 +105,44 @@ def _start_at(name: str, value: Any) -> Any:
     return value
 
 
+def parse_stages(word: str) -> tuple[tuple[float, float], ...]:
+    """``10s:100,30s:1000,10s:0`` -> ((10.0, 100.0), (30.0, 1000.0), (10.0, 0.0)): each stage's
+    duration and target. Raises ``DurationError`` (a ``ValueError``) otherwise."""
+    stages = []
+    for item in word.split(","):
+        duration, colon, target = item.partition(":")
+        try:
+            if not colon:
+                raise ValueError
+            stages.append((parse_duration(duration), float(target)))
+        except ValueError:
+            raise DurationError(
+                f"stage {item.strip()!r} of --stages must look like 10s:100 (a duration, "
+                "then the rate or connections to reach by its end)"
+            ) from None
+    return tuple(stages)
+
+
+def _stages(name: str, value: Any) -> Any:
+    stages = tuple(value)
+    if len(stages) > MAX_STAGES:
+        raise ConfigError(f"stages: at most {MAX_STAGES}, got {len(stages)}")
+    for stage in stages:
+        numbers = isinstance(stage, tuple) and len(stage) == 2
+        numbers = numbers and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in stage
+        )
+        if not (numbers and stage[0] > 0 and 0 <= stage[1] <= MAX_RATE):
+            raise ConfigError(
+                f"a stage is (seconds > 0, a target from 0 to {MAX_RATE:,}), got {shown(stage)}"
+            )
+    total = sum(duration for duration, _ in stages)
+    if total > MAX_SECONDS:
+        raise ConfigError(f"stages must add up to at most {MAX_SECONDS:g} seconds, got {total:g}")
+    return stages
+
+
 def _headers(name: str, value: Any) -> Any:
     items = (value,) if isinstance(value, str) else tuple(value)
     for item in items:
@@ -127,6 +167,15 @@ def _rate(name: str, value: Any) -> Any:
     if value > MAX_RATE:
         raise ConfigError(f"rate must be at most {MAX_RATE:,} requests/s, got {shown(value)}")
     return value
+
+
+#: What a targets file says for each request: these options with --targets are refused.
+_TARGETS_SAY = (
+    ("method", "-m"),
+    ("data", "--data"),
+    ("data_file", "--data-file"),
+    ("scenario", "--scenario"),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,6 +241,34 @@ class LoadConfig:
         metavar="R",
         parse=float,
     )
+    stages: tuple[tuple[float, float], ...] = option(
+        (),
+        "a load shape, as k6's stages: '10s:100,30s:1000,10s:0' goes linearly to each "
+        "target over its time; with --rate R, arrival rates from R (k6's "
+        "ramping-arrival-rate), without, the connections from 0 (k6's ramping-vus); the run "
+        f"lasts their sum (at most {MAX_STAGES} stages)",
+        _stages,
+        "--stages",
+        metavar="TIME:N,...",
+        parse=parse_stages,
+    )
+    targets: str | None = option(
+        None,
+        "the requests, from a file in vegeta's http format (METHOD URL lines, then "
+        "'Name: value' headers and an @BODY-FILE line; blank lines between targets), sent "
+        "in turn; every URL on URL's host",
+        maybe_text,
+        "--targets",
+        metavar="FILE",
+    )
+    hdr_log: str | None = option(
+        None,
+        "write HdrHistogram's interval log (one line a second, microseconds) to FILE, for "
+        "HdrHistogram's own tools",
+        maybe_text,
+        "--hdr-log",
+        metavar="FILE",
+    )
     json: bool = option(
         False,
         "print the result as one JSON object, the last line of stdout",
@@ -244,6 +321,16 @@ class LoadConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        if self.stages:  # the run lasts the stages; a closed loop's connections are theirs
+            object.__setattr__(self, "duration", sum(d for d, _ in self.stages))
+            if self.rate is None:
+                targets = [target for _, target in self.stages]
+                if not all(target == int(target) for target in targets) or max(targets) < 1:
+                    raise ConfigError(
+                        "--stages without --rate ramps connections: whole numbers, at least "
+                        "one of them 1 or more (or give --rate R for arrival rates from R)"
+                    )
+                object.__setattr__(self, "connections", int(max(targets)))
         if self.data is not None and self.data_file is not None:
             raise ConfigError("give --data or --data-file, not both")
         if self.data_file is not None and not os.path.isfile(self.data_file):
@@ -253,6 +340,19 @@ class LoadConfig:
     def from_options(cls, options: Mapping[str, Any]) -> LoadConfig:
         if "url" not in options:
             raise ConfigError("no URL given; name the URL to load, e.g. http://127.0.0.1:8000/")
+        if "targets" in options:
+            given = [flag for name, flag in _TARGETS_SAY if name in options]
+            if given:
+                raise ConfigError(
+                    f"give --targets or {', '.join(given)}, not both: the targets file says "
+                    "each request"
+                )
+        if "stages" in options and "duration" in options:
+            raise ConfigError("give -d or --stages, not both: the run lasts the stages' sum")
+        if "stages" in options and "connections" in options and "rate" not in options:
+            raise ConfigError(
+                "give -c or --stages without --rate, not both: the stages say the connections"
+            )
         return build(cls, "load", options)
 
     def body(self) -> bytes | None:

@@ -2,10 +2,12 @@
 
 Counts add; the latency histograms (``latency_hdr``, with ``latency_us``'s exact count, sum,
 min and max) add bucket by bucket, so the merged percentiles are those of every request of
-every run; the series add second by second; the runs are taken to have run side by side
-(started together with ``--start-at``): ``duration_s`` is the longest, ``rps`` all the answers
-over it. A file that is not a run of ``prefork load --json`` is refused in one line, whatever
-it holds.
+every run; so do the connection set-up times (``connect_hdr``), wrk's corrected latencies
+(``latency_corrected_hdr``: an open loop's measured ones stand for its corrected), the steps
+and each second of the series (its p50 and p99 from the seconds' histograms added); the runs
+are taken to have run side by side (started together with ``--start-at``): ``duration_s`` is
+the longest, ``rps`` all the answers over it. A file that is not a run of ``prefork load
+--json`` is refused in one line, whatever it holds.
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ from typing import IO, Any
 
 from prefork.core._version import VERSION
 from prefork.load._histogram import Histogram
-from prefork.load._summary import MAX_SERIES, latency_json
+from prefork.load._steps import MAX_STEP_NAME, MAX_STEPS, Step, Steps
+from prefork.load._summary import MAX_SERIES, Second, histogram_json, latency_json, steps_json
 from prefork.load._tally import ERROR_KINDS, MAX_MESSAGES
 
 _COUNTS = ("requests", "answered", "unanswered", "sent", "dropped", "late", "bytes")
 #: The largest run file read (a run's document is a few KB; its series an hour at most).
 MAX_FILE = 64 << 20
+
+
+USAGE = """usage: prefork load merge RUN.json...
+
+Merge runs of `prefork load --json` (each file its last line) into one document, exactly:
+counts add, latency histograms add bucket by bucket, runs are taken to have run side by side
+(started together with --start-at). Prints one line of JSON."""
 
 
 class BadRun(ValueError):
@@ -49,16 +59,46 @@ def _number(doc: dict[str, Any], key: str) -> float:
 
 
 def _histogram(doc: dict[str, Any]) -> Histogram:
-    exact, encoded = doc.get("latency_us"), doc.get("latency_hdr")
+    h = _exact_histogram(doc)
+    if h.count != doc["requests"]:
+        raise BadRun("'latency_hdr' does not hold 'requests' values")
+    return h
+
+
+def _exact_histogram(doc: dict[str, Any], prefix: str = "latency") -> Histogram:
+    """The histogram of ``latency_hdr`` with ``latency_us``'s exact count, sum, min, max (or
+    another ``prefix``'s)."""
+    exact, encoded = doc.get(f"{prefix}_us"), doc.get(f"{prefix}_hdr")
     if not isinstance(exact, dict) or not isinstance(encoded, str):
-        raise BadRun("'latency_us' or 'latency_hdr' is missing")
+        raise BadRun(f"'{prefix}_us' or '{prefix}_hdr' is missing")
     try:
         h = Histogram.from_hdr(encoded, exact["sum"], exact["min"], exact["max"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise BadRun(f"its latency histogram: {str(exc)[:200]}") from None
-    if h.count != exact.get("count") or h.count != doc["requests"]:
-        raise BadRun("'latency_hdr' does not hold 'requests' values")
+        raise BadRun(f"its {prefix} histogram: {str(exc)[:200]}") from None
+    if h.count != exact.get("count"):
+        raise BadRun(f"'{prefix}_hdr' does not hold '{prefix}_us' count values")
     return h
+
+
+def _steps(d: Any) -> dict[str, Step]:
+    """A run's ``steps`` (none when it has none)."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict) or len(d) > MAX_STEPS + 1:
+        raise BadRun(f"'steps' is not at most {MAX_STEPS + 1} steps by name")
+    out = {}
+    for name, doc in d.items():
+        if len(name) > MAX_STEP_NAME or not isinstance(doc, dict):
+            raise BadRun(f"step {name!r:.120} is not a step")
+        try:
+            step = out[name] = Step()
+            step.requests, step.errors = _count(doc, "requests"), _count(doc, "errors")
+            step.latency = _exact_histogram(doc)
+        except BadRun as exc:
+            raise BadRun(f"step {name!r:.120}: {exc}") from None
+        if step.errors > step.requests or step.latency.count > step.requests:
+            raise BadRun(f"step {name!r:.120}: more errors or latencies than requests")
+    return out
 
 
 def merge(docs: list[Any]) -> dict[str, Any]:
@@ -70,8 +110,9 @@ def merge(docs: list[Any]) -> dict[str, Any]:
     errors = dict.fromkeys(ERROR_KINDS, 0)
     statuses: dict[str, int] = {}
     messages: dict[str, int] = {}
-    series: dict[int, dict[str, int]] = {}
-    latency, connects = Histogram(), 0
+    series: dict[int, Second] = {}
+    latency, connect, steps = Histogram(), Histogram(), Steps()
+    corrected, any_corrected = Histogram(), False
     durations, starts, ends = [], [], []
     for position, doc in enumerate(docs, 1):
         try:
@@ -88,10 +129,13 @@ def merge(docs: list[Any]) -> dict[str, Any]:
                 raise BadRun(f"'series' is not a list of at most {MAX_SERIES} seconds")
             seconds = [_second(s) for s in run_series]
             h = _histogram(doc)
-            connect = doc.get("connect_ms")
-            if not isinstance(connect, dict) or type(connect.get("count")) is not int:
-                raise BadRun("'connect_ms' has no count")
+            run_connect = _exact_histogram(doc, "connect")
+            # An open loop needs no correction: its measured latencies are its corrected.
+            run_corrected = h
+            if "latency_corrected_hdr" in doc:
+                run_corrected = _exact_histogram(doc, "latency_corrected")
             times = [_number(doc, key) for key in ("duration_s", "started", "ended")]
+            run_steps = _steps(doc.get("steps"))
         except BadRun as exc:
             raise BadRun(f"run {position}: {exc}") from None
         for key in _COUNTS:
@@ -104,17 +148,25 @@ def merge(docs: list[Any]) -> dict[str, Any]:
             text = text[:300]
             if text in messages or len(messages) < MAX_MESSAGES:
                 messages[text] = messages.get(text, 0) + n
-        for t, answered, failed in seconds:
-            row = series.setdefault(t, {"answered": 0, "errors": 0})
-            row["answered"] += answered
-            row["errors"] += failed
+        for second in seconds:
+            row = series.get(second.t)
+            if row is None:
+                series[second.t] = second
+            else:
+                row.latency.merge(second.latency)
+                series[second.t] = Second(
+                    row.t, row.answered + second.answered, row.errors + second.errors, row.latency
+                )
         latency.merge(h)
-        connects += connect["count"]
+        corrected.merge(run_corrected)
+        any_corrected = any_corrected or "latency_corrected_hdr" in doc
+        steps.absorb(run_steps)
+        connect.merge(run_connect)
         durations.append(times[0])
         starts.append(times[1])
         ends.append(times[2])
     duration = max(durations)
-    return {
+    merged = {
         "version": VERSION,
         "runs": len(docs),
         "started": min(starts),
@@ -123,28 +175,32 @@ def merge(docs: list[Any]) -> dict[str, Any]:
         "duration_s": duration,
         "rps": round(total["answered"] / duration, 3) if duration > 0 else 0.0,
         "latency_ms": latency_json(latency),
-        "latency_us": {
-            "count": latency.count,
-            "sum": latency.total,
-            "min": latency.min,
-            "max": latency.max,
-        },
-        "latency_hdr": latency.encode(),
-        "connect_ms": {"count": connects},
+        **histogram_json(latency),
+        "connect_ms": latency_json(connect) | {"count": connect.count},
+        **histogram_json(connect, "connect"),
         "errors": errors,
         "status": dict(sorted(statuses.items())),
         "messages": messages,
-        "series": [{"t": t, **series[t]} for t in sorted(series)][:MAX_SERIES],
+        "series": [series[t].to_json() for t in sorted(series)][:MAX_SERIES],
     }
+    if any_corrected:
+        merged["latency_corrected_ms"] = latency_json(corrected)
+        merged |= histogram_json(corrected, "latency_corrected")
+    if len(steps):
+        merged["steps"] = steps_json(steps)
+    return merged
 
 
-def _second(s: Any) -> tuple[int, int, int]:
+def _second(s: Any) -> Second:
     if not isinstance(s, dict):
         raise BadRun("a second of 'series' is not an object")
     t, answered, failed = s.get("t"), s.get("answered"), s.get("errors")
     if not all(type(n) is int and n >= 0 for n in (t, answered, failed)):
         raise BadRun("a second of 'series' has no t, answered and errors counts")
-    return t, answered, failed  # type: ignore[return-value]
+    try:
+        return Second(t, answered, failed, _exact_histogram(s))  # type: ignore[arg-type]
+    except BadRun as exc:
+        raise BadRun(f"second {t} of 'series': {exc}") from None
 
 
 def main(paths: list[str], out: IO[str] | None = None, err: IO[str] | None = None) -> int:
@@ -153,6 +209,9 @@ def main(paths: list[str], out: IO[str] | None = None, err: IO[str] | None = Non
     a run."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if paths and paths[0] in ("-h", "--help"):
+        print(USAGE, file=out)
+        return 0
     if not paths:
         print("prefork: error: prefork load merge RUN.json... (at least one run)", file=err)
         return 2

@@ -8,6 +8,7 @@ that stalls cannot slow the client down and hide its stall); one microsecond tim
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 from prefork.load._client import LATE_NS, Recorder, Schedule, _Conn, _Run
@@ -54,8 +55,10 @@ class _OpenRun(_Run):
         if self.sent >= due and not self._armed:
             # The one timer. One armed earlier wakes for a send that has left since: it finds
             # nothing due and sets itself again, which costs less than moving it each time.
-            self._armed = True
-            self._timer.at(round(schedule.intended(self.sent) * 1e9))
+            after = schedule.intended(self.sent)
+            if after < math.inf:  # none after a load shape's last send
+                self._armed = True
+                self._timer.at(round(after * 1e9))
         # Otherwise every connection is busy: the next one to finish sends.
 
     def closed(self, conn: _Conn) -> None:

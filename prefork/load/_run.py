@@ -9,6 +9,7 @@ said it is done (the master is stopped then) or on Ctrl-C (the workers send what
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -16,6 +17,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -25,8 +27,10 @@ from prefork.core._version import VERSION
 from prefork.load import _summary as summary
 from prefork.load import _threshold
 from prefork.load._config import LoadConfig
+from prefork.load._hdrlog import HdrLog
+from prefork.load._histogram import Histogram
 from prefork.load._tally import Tally
-from prefork.load._target import Target
+from prefork.load._targets import target_of
 from prefork.load._threshold import EXIT_BROKEN
 from prefork.load._worker import LoadWorker, split
 from prefork.master._loop import Master
@@ -49,6 +53,10 @@ class Run:
     elapsed: list[float] = field(default_factory=list)  # each done worker's own duration
     failures: list[str] = field(default_factory=list)
     series: list[summary.Second] = field(default_factory=list)  # MAX_SERIES + 1 at most
+    log: HdrLog | None = None  # --hdr-log
+    # What no whole second's line holds (the workers' last reports): the log's last line.
+    leftover: Histogram = field(default_factory=Histogram)
+    logged: int = 0  # the seconds the log has lines for
 
     def absorb(self, report: Any, out: IO[str]) -> None:
         """Add a worker's report; print the progress line of a second all workers reported.
@@ -60,6 +68,8 @@ class Run:
             self.fail(f"a worker sent a malformed report (left out): {str(exc)[:200]}")
             return
         if last:
+            if self.log is not None:
+                self.leftover.merge(Histogram.from_json(report["latency"]))
             return
         heard, tally, spans = self.seconds.get(tick, (0, Tally(), 0.0))
         tally.absorb(report)
@@ -69,6 +79,20 @@ class Run:
             print(progress_line(tick, tally, (spans + span) / self.parts), file=out, flush=True)
             if len(self.series) <= summary.MAX_SERIES:
                 self.series.append(summary.second_of(tick, tally))
+            if self.log is not None:
+                self.log.interval(tick - 1, (spans + span) / self.parts, tally.latency)
+                self.logged = tick
+
+    def end_log(self) -> None:
+        """The log's last line: the workers' last reports and any second not every worker
+        reported (a worker that died), so the lines add up to the run's whole histogram."""
+        if self.log is None:
+            return
+        for _, tally, _ in self.seconds.values():
+            self.leftover.merge(tally.latency)
+        if self.leftover.count:
+            length = max(0.0, self.duration - self.logged)
+            self.log.interval(self.logged, length, self.leftover)
 
     def done(self, message: Any) -> bool:
         """A worker's ``{"done": seconds}`` (and what failed, if its driver did); whether
@@ -182,6 +206,8 @@ def config_json(config: LoadConfig, parts: int) -> dict[str, Any]:
         "workers": parts,
         "duration_s": config.duration,
         "rate": config.rate,
+        "stages": [list(stage) for stage in config.stages],
+        "targets": config.targets,
         "timeout_s": config.timeout,
         "scenario": config.scenario,
         "thresholds": list(config.thresholds),
@@ -197,7 +223,7 @@ def check(config: LoadConfig) -> None:
     ``python -m``, does not. The workers, forked later, inherit the path.
     """
     try:
-        Target(config.url, method=config.method, headers=config.headers, body=config.body())
+        target_of(config)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if config.scenario is not None:
@@ -218,6 +244,26 @@ def check(config: LoadConfig) -> None:
 def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr) -> int:
     """Run the load; the exit code of ``exit_code``. Raises ConfigError on bad input."""
     check(config)
+    with _hdr_log_file(config.hdr_log) as log:
+        return _run(config, log, out, err)
+
+
+@contextlib.contextmanager
+def _hdr_log_file(path: str | None) -> Iterator[IO[str] | None]:
+    """``--hdr-log``'s file, open for the run (None without it). Raises ConfigError, in one
+    line, when it cannot be written."""
+    if path is None:
+        yield None
+        return
+    try:
+        file = open(path, "w", encoding="ascii")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise ConfigError(f"--hdr-log {path!r} cannot be written: {exc}") from None
+    with file:
+        yield file
+
+
+def _run(config: LoadConfig, log: IO[str] | None, out: IO[str], err: IO[str]) -> int:
     thresholds = [_threshold.parse(spec) for spec in config.thresholds]
     usable = len(os.sched_getaffinity(0))
     parts = min(config.workers or usable, config.connections)
@@ -235,6 +281,9 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
         timeout=config.timeout + HUNG_AFTER,
     )
     state = Run(parts)
+    started = time.time() if config.start_at is None else config.start_at
+    if log is not None:
+        state.log = HdrLog(log, started)
 
     def _end() -> None:
         # Once stopping (Ctrl-C), the master leaves when the workers have: a second stop
@@ -258,8 +307,8 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
     broker.on("worker_crash", _crash)
     if not config.json:
         print(f"Running {config.duration:g}s test @ {config.url}", file=out, flush=True)
-    started = time.time() if config.start_at is None else config.start_at
     master.run()
+    state.end_log()
     state.say_failures(err)
     doc = summary.document(
         state.total,
@@ -269,7 +318,8 @@ def run(config: LoadConfig, out: IO[str] = sys.stdout, err: IO[str] = sys.stderr
         ended=time.time(),
         series=state.series,
         version=VERSION,
-        closed_loop=config.rate is None,
+        # wrk's correction assumes a constant number of connections: not for a ramp of them.
+        closed_loop=config.rate is None and not config.stages,
     )
     broken = _threshold.broken(thresholds, doc)
     if broken:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from prefork.load._client import _MAX_BACKOFF, _MIN_BACKOFF, LATE_NS, Recorder, Schedule, _LogOnce
 from prefork.load._response import Headers, ResponseParser
+from prefork.load._steps import step_name
 from prefork.load._target import Target
 
 
@@ -72,6 +73,7 @@ class Client:
         #: An open loop's intended start of this iteration: its first request's latency runs
         #: from there (then it is None, and each request's latency runs from its send).
         self.origin_ns: int | None = None
+        self.step = ""  # the step of the request in flight (``_steps``)
 
     async def request(
         self,
@@ -79,17 +81,23 @@ class Client:
         path: str = "/",
         headers: Iterable[tuple[str, str]] = (),
         body: bytes | None = None,
+        *,
+        name: str | None = None,
     ) -> Response:
         """Send ``method path`` (with the target's fields, ``headers`` replacing those of the
-        same names, and ``body``) and return the response. Raises ``RequestError`` when it
-        failed (no connection, a close, a malformed response or one with a body over 16 MiB,
-        no answer within the timeout), ``ValueError`` on a malformed request."""
+        same names, and ``body``) and return the response; it is counted under the step
+        ``name`` (by default its method and path without the query: ``_steps``). Raises
+        ``RequestError`` when it failed (no connection, a close, a malformed response or one
+        with a body over 16 MiB, no answer within the timeout), ``ValueError`` on a malformed
+        request."""
         if self._busy:
             raise RuntimeError("a Client sends one request at a time: use one per task")
         data = self.target.build(method, path, headers, body)
         if not self.counts(time.monotonic_ns()):
             raise asyncio.CancelledError("the run is over")
+        step = step_name(method, path, name)
         self._busy = True
+        self.step = step
         try:
             conn = self._conn
             if conn is None or conn.transport.is_closing():
@@ -98,13 +106,32 @@ class Client:
         finally:
             self._busy = False
 
+    async def get(
+        self, path: str = "/", *, headers: Iterable[tuple[str, str]] = (), name: str | None = None
+    ) -> Response:
+        """``request("GET", path, headers, name=name)``."""
+        return await self.request("GET", path, headers, name=name)
+
+    async def post(
+        self,
+        path: str = "/",
+        body: bytes | None = None,
+        *,
+        headers: Iterable[tuple[str, str]] = (),
+        name: str | None = None,
+    ) -> Response:
+        """``request("POST", path, headers, body, name=name)``."""
+        return await self.request("POST", path, headers, body, name=name)
+
     @contextlib.asynccontextmanager
-    async def timed(self, status: int = 200) -> AsyncIterator[None]:
-        """Record the ``async with`` block as one request: its duration as the latency and
-        ``status`` as its status; an exception in it as a "timeout" (``TimeoutError``) or
-        "read" error, re-raised as ``RequestError`` (counted once). For what the client does
-        not speak itself: a WebSocket round trip with any library, a call over another
-        protocol."""
+    async def timed(self, status: int = 200, name: str = "timed") -> AsyncIterator[None]:
+        """Record the ``async with`` block as one request of step ``name``: its duration as
+        the latency and ``status`` as its status; an exception in it as a "timeout"
+        (``TimeoutError``) or "read" error, re-raised as ``RequestError`` (counted once). For
+        what the client does not speak itself: a WebSocket round trip with any library, a
+        call over another protocol."""
+        if not isinstance(name, str):  # here, not in the tally
+            raise TypeError(f"a step's name is a string, got {name!r:.60}")
         start = time.monotonic_ns()
         try:
             yield
@@ -115,11 +142,13 @@ class Client:
             if self.counts(time.monotonic_ns()):
                 self.failures += 1
                 self.tally.error(kind)
+                self.tally.step(name, None, True)
             raise RequestError(kind, f"{type(exc).__name__}: {exc}") from exc
         now = time.monotonic_ns()
         if self.counts(now):
             self.failures += status >= 400
             self.tally.record(status, (now - start) // 1000, 0)
+            self.tally.step(name, (now - start) // 1000, status >= 400)
 
     async def close(self) -> None:
         """Close the connection (a request in flight fails) and wait until it is closed."""
@@ -138,6 +167,7 @@ class Client:
         except (OSError, TimeoutError) as exc:
             self.failures += 1
             self.tally.error("connect")
+            self.tally.step(self.step, None, True)
             reason = str(exc) or f"no connection within {self.timeout:g} s"
             raise RequestError(
                 "connect", f"cannot connect to {target.authority}: {reason}"
@@ -187,7 +217,9 @@ class _ClientConn(asyncio.Protocol):
             if client.deadline_ns is not None:
                 end = min(end, client.deadline_ns)
             if waiter.cancelled():  # not answered (an answer would have been counted)
-                client.tally.unanswered(max(0, end - self._start_ns) // 1000)
+                waited = max(0, end - self._start_ns) // 1000
+                client.tally.unanswered(waited)
+                client.tally.step(client.step, waited, False)
             self.transport.abort()
             raise
         finally:
@@ -233,10 +265,14 @@ class _ClientConn(asyncio.Protocol):
         client = self._client
         if client.counts(now):
             client.failures += status >= 400
-            client.tally.record(status, (now - self._start_ns) // 1000, nbytes)
+            latency = (now - self._start_ns) // 1000
+            client.tally.record(status, latency, nbytes)
+            client.tally.step(client.step, latency, status >= 400)
         else:  # answered after the end: unanswered at the end
             end = typing.cast(int, client.deadline_ns)
-            client.tally.unanswered(max(0, end - self._start_ns) // 1000)
+            waited = max(0, end - self._start_ns) // 1000
+            client.tally.unanswered(waited)
+            client.tally.step(client.step, waited, False)
         waiter.set_result(Response(status, list(headers), body))
 
     def _fail(self, kind: str, why: str) -> None:
@@ -252,9 +288,12 @@ class _ClientConn(asyncio.Protocol):
         if self._client.counts(now):
             self._client.failures += 1
             self._client.tally.error(kind)
+            self._client.tally.step(self._client.step, None, True)
 
 
 Scenario = Callable[[Client], Awaitable[object]]
+#: How often a client a ramp holds back looks again (``_ramp.TICK``).
+RAMP_TICK = 0.01
 
 
 async def run_scenario(
@@ -266,13 +305,16 @@ async def run_scenario(
     *,
     timeout: float,
     schedule: Schedule | None = None,
+    allowed: Callable[[float], int] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
     """Run ``await func(client)`` on ``connections`` clients until ``deadline``: again and
     again on each (a closed loop), or, with a ``schedule``, iteration k starting at
     ``schedule.intended(k)`` on an idle client (an open loop at ``--rate``; its first
     request's latency runs from that intended time, and an iteration due by the end that found
-    no idle client is one request unanswered and dropped).
+    no idle client is one request unanswered and dropped). With ``allowed`` (a closed loop's
+    ramp, ``--stages``), client i runs iterations only while i < ``allowed(now)`` (its
+    client over the number finishes the iteration it is in first).
 
     Each request the scenario makes is recorded by its ``Client``. An exception the scenario
     lets out is an error of kind "timeout" for a ``TimeoutError``, "read" for anything else,
@@ -305,9 +347,12 @@ async def run_scenario(
             return False
         return True
 
-    async def repeat(client: Client) -> None:
+    async def repeat(index: int, client: Client) -> None:
         delay = 0.0
-        while time.monotonic() < deadline:
+        while (now := time.monotonic()) < deadline:
+            if allowed is not None and index >= allowed(now):  # a ramp: not this one's turn
+                await asyncio.sleep(RAMP_TICK)
+                continue
             if await once(client):
                 delay = 0.0
                 continue
@@ -315,7 +360,7 @@ async def run_scenario(
             await asyncio.sleep(delay)
 
     if schedule is None:
-        tasks = [loop.create_task(repeat(client)) for client in clients]
+        tasks = [loop.create_task(repeat(i, client)) for i, client in enumerate(clients)]
     else:
         tasks = [loop.create_task(_open_loop(once, clients, schedule, deadline, tally))]
     try:

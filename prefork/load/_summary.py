@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefork.load._histogram import Histogram
+from prefork.load._steps import MAX_STEPS, OTHER, Steps
 from prefork.load._tally import ERROR_KINDS, Tally
 
 #: The percentiles of ``latency_ms``, by key.
@@ -26,27 +27,24 @@ MAX_SERIES = 3600
 
 @dataclass(frozen=True, slots=True)
 class Second:
-    """One second of the run over every worker: responses, errors, p50 and p99 (ms)."""
+    """One second of the run over every worker: responses, errors and the latencies."""
 
     t: int
     answered: int
     errors: int
-    p50: float
-    p99: float
+    latency: Histogram
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "t": self.t,
-            "answered": self.answered,
-            "errors": self.errors,
-            "p50": self.p50,
-            "p99": self.p99,
-        }
+        """``series``' entry: p50 and p99 in ms, and the histogram (``prefork load merge``
+        adds the runs' seconds exactly)."""
+        lat = self.latency
+        counts = {"t": self.t, "answered": self.answered, "errors": self.errors}
+        marks = {"p50": _ms(lat.percentile(50)), "p99": _ms(lat.percentile(99))}
+        return counts | marks | histogram_json(lat)
 
 
 def second_of(t: int, tally: Tally) -> Second:
-    lat = tally.latency
-    return Second(t, tally.requests, tally.failed, _ms(lat.percentile(50)), _ms(lat.percentile(99)))
+    return Second(t, tally.requests, tally.failed, tally.latency)
 
 
 def _ms(micros: float) -> float:
@@ -58,6 +56,26 @@ def latency_json(lat: Histogram) -> dict[str, float]:
     out = {"min": lat.min / 1000}
     out |= {name: _ms(lat.percentile(p)) for name, p in MARKS.items()}
     return out | {"max": lat.max / 1000, "mean": _ms(lat.mean()), "stdev": _ms(lat.stdev())}
+
+
+def histogram_json(lat: Histogram, prefix: str = "latency") -> dict[str, Any]:
+    """``latency_us`` (exact count, sum, min and max) and ``latency_hdr`` of a histogram (or
+    another ``prefix``'s): what ``prefork load merge`` reads back exactly."""
+    return {
+        f"{prefix}_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
+        f"{prefix}_hdr": lat.encode(),
+    }
+
+
+def step_json(requests: int, errors: int, lat: Histogram) -> dict[str, Any]:
+    """One step of ``steps``: its counts, percentiles (ms) and whole histogram."""
+    ms = {name: _ms(lat.percentile(MARKS[name])) for name in ("p50", "p90", "p99")}
+    counts = {"requests": requests, "errors": errors}
+    return counts | ms | {"max": lat.max / 1000} | histogram_json(lat)
+
+
+def steps_json(steps: Steps) -> dict[str, Any]:
+    return {name: step_json(s.requests, s.errors, s.latency) for name, s in steps.items()}
 
 
 def expected_interval(answered: int, connections: int, duration: float) -> int:
@@ -98,9 +116,9 @@ def document(
         "rps": round(answered / duration, 3) if duration > 0 else 0.0,
         "bytes": tally.bytes,
         "latency_ms": latency_json(lat),
-        "latency_us": {"count": lat.count, "sum": lat.total, "min": lat.min, "max": lat.max},
-        "latency_hdr": lat.encode(),
+        **histogram_json(lat),
         "connect_ms": latency_json(tally.connect) | {"count": tally.connect.count},
+        **histogram_json(tally.connect, "connect"),
         "errors": tally.errors,
         "status": {str(code): n for code, n in sorted(tally.statuses.items())},
         "messages": tally.messages,
@@ -108,9 +126,13 @@ def document(
     }
     if len(series) > MAX_SERIES:
         doc["series_cut"] = True
+    if len(tally.steps):
+        doc["steps"] = steps_json(tally.steps)
     if closed_loop:
         expected = expected_interval(answered, config.get("connections", 0), duration)
-        doc["latency_corrected_ms"] = latency_json(lat.corrected(expected))
+        corrected = lat.corrected(expected)
+        doc["latency_corrected_ms"] = latency_json(corrected)
+        doc |= histogram_json(corrected, "latency_corrected")
     return doc
 
 
@@ -123,6 +145,10 @@ def _size(n: float) -> str:
         if n < 1024:
             return f"{n:.2f}{unit}"
     return f"{n / 1024:.2f}GB"
+
+
+def _stages_text(stages: list[list[float]]) -> str:
+    return ",".join(f"{duration:g}s:{target:g}" for duration, target in stages)
 
 
 def _latency_line(label: str, ms: dict[str, float]) -> str:
@@ -142,7 +168,8 @@ def text(doc: dict[str, Any], parts: int) -> str:
     rate = config.get("rate")
     lines = [
         f"  {parts} worker{'s' if parts > 1 else ''} and {config['connections']} connections"
-        + (f", {rate:g} requests/s" if rate else ""),
+        + (f", {rate:g} requests/s" if rate else "")
+        + (f", stages {_stages_text(config['stages'])}" if config.get("stages") else ""),
         _latency_line("Latency", doc["latency_ms"]),
     ]
     if "latency_corrected_ms" in doc:
@@ -163,6 +190,7 @@ def text(doc: dict[str, Any], parts: int) -> str:
         )
     if doc["late"]:
         lines.append(f"  Behind schedule: {doc['late']:,} sends left over 10 ms late")
+    lines += steps_text(doc.get("steps", {}))
     lines += [
         f"  Errors: {errors}",
         f"  Status: {statuses or 'none'}",
@@ -170,3 +198,23 @@ def text(doc: dict[str, Any], parts: int) -> str:
         f"Transfer/sec: {_size(doc['bytes'] / doc['duration_s'] if doc['duration_s'] else 0)}",
     ]
     return "\n".join(lines)
+
+
+def steps_text(steps: dict[str, Any]) -> list[str]:
+    """A scenario's steps as a table (none when there are none), and where ``OTHER`` comes
+    from, said once."""
+    if not steps:
+        return []
+    width = max(12, *(len(name) for name in steps))
+    lines = [
+        f"  {'Step':<{width}} {'Requests':>10} {'Errors':>8} {'p50':>10} {'p90':>10} "
+        f"{'p99':>10} {'max':>10}"
+    ]
+    for name, step in steps.items():
+        lines.append(
+            f"  {name:<{width}} {step['requests']:>10,} {step['errors']:>8,} "
+            + " ".join(f"{step[key]:>8.2f}ms" for key in ("p50", "p90", "p99", "max"))
+        )
+    if OTHER in steps:
+        lines.append(f"  {OTHER}: the steps past the first {MAX_STEPS} names, counted together")
+    return lines

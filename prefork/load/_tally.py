@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefork.load import _steps
 from prefork.load._histogram import Histogram
 
 #: Why a request failed: no connection, the response could not be read or the request sent,
@@ -22,7 +23,7 @@ ERROR_KINDS = ("connect", "read", "write", "timeout", "status")
 #: schedule: ``_client.LATE_NS``), still unanswered at the end, and of those the ones never
 #: sent (an open loop's sends waiting for a free connection: k6's dropped iterations).
 COUNTERS = ("sent", "late", "unanswered", "dropped")
-_KEYS = {"requests", "bytes", "statuses", "errors", "latency", "connect", "messages"}
+_KEYS = {"requests", "bytes", "statuses", "errors", "latency", "connect", "messages", "steps"}
 _KEYS |= set(COUNTERS)
 #: Distinct error messages kept per report: a server failing in new ways each time is said
 #: by the first ones.
@@ -48,6 +49,7 @@ class Tally:
         self._latency = Histogram()
         self._connect = Histogram()
         self._messages: dict[str, int] = {}
+        self._steps = _steps.Steps()
         self.sent = 0
         self.late = 0
         self._unanswered = 0
@@ -84,6 +86,11 @@ class Tally:
         """A connection set up (TCP, and TLS when https) in ``latency_us``."""
         self._connect.record(latency_us)
 
+    def step(self, name: str, latency_us: int | None, failed: bool) -> None:
+        """A scenario's request of step ``name`` (``_steps``), recorded there too: its latency
+        (None when it failed without a response) and whether it failed."""
+        self._steps.record(name, latency_us, failed)
+
     def message(self, text: str) -> None:
         """An error message, counted (``MAX_MESSAGES`` distinct ones at most per report, each
         cut to ``MAX_MESSAGE`` characters)."""
@@ -102,6 +109,7 @@ class Tally:
             "latency": self._latency.to_json(),
             "connect": self._connect.to_json(),
             "messages": dict(self._messages),
+            "steps": self._steps.to_json(),
             "sent": self.sent,
             "late": self.late,
             "unanswered": self._unanswered,
@@ -133,6 +141,7 @@ class Tally:
             raise ValueError(
                 f"a report's messages are at most {MAX_MESSAGES} counts: {report!r:.200}"
             )
+        steps = _steps.from_json(report["steps"])
         codes = {int(s): n for s, n in statuses.items()}
         consistent = (
             _is_counts({"requests": requests, "bytes": nbytes, **counters})
@@ -154,6 +163,7 @@ class Tally:
         for text, n in messages.items():
             if text in self._messages or len(self._messages) < MAX_MESSAGES:
                 self._messages[text] = self._messages.get(text, 0) + n
+        self._steps.absorb(steps)
         self.sent += counters["sent"]
         self.late += counters["late"]
         self._unanswered += counters["unanswered"]
@@ -214,6 +224,11 @@ class Tally:
     def messages(self) -> dict[str, int]:
         """Error messages and how often each was seen (a copy)."""
         return dict(self._messages)
+
+    @property
+    def steps(self) -> _steps.Steps:
+        """A scenario's steps (the tally's own: read it, do not change it)."""
+        return self._steps
 
 
 def _is_counts(d: Any) -> bool:

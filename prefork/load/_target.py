@@ -25,7 +25,16 @@ class Target:
     ``ValueError`` on a URL it cannot load, or a malformed method, header or path.
     """
 
-    __slots__ = ("authority", "head_request", "headers", "host", "port", "request", "tls")
+    __slots__ = (
+        "authority",
+        "head_request",
+        "headers",
+        "host",
+        "port",
+        "request",
+        "rotation",
+        "tls",
+    )
 
     def __init__(
         self,
@@ -68,6 +77,9 @@ class Target:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.request = self.build(method, path, (), body)
         self.head_request = method == "HEAD"
+        #: ``--targets``: the requests sent in turn instead of ``request`` (with whether each
+        #: is a HEAD): ``_targets.target_of`` sets them.
+        self.rotation: tuple[tuple[bytes, bool], ...] = ()
 
     def build(
         self,

@@ -22,10 +22,12 @@ from prefork.core._options import ConfigError
 from prefork.load._client import run_closed
 from prefork.load._config import LoadConfig
 from prefork.load._openloop import run_open
+from prefork.load._ramp import run_ramped
 from prefork.load._scenario import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
+from prefork.load._stages import StagedSchedule, Stages, split_level
 from prefork.load._tally import Tally
-from prefork.load._target import Target
+from prefork.load._targets import target_of
 from prefork.worker import Worker
 
 
@@ -66,22 +68,27 @@ class LoadWorker(Worker):
         delay = 0.0 if plan.start_at is None else max(0.0, plan.start_at - time.time())
         self._started = self._last = time.monotonic() + delay
         self._deadline = deadline = self._started + plan.duration
-        target = Target(
-            plan.url,
-            method=plan.method,
-            headers=plan.headers,
-            body=plan.body(),
-            insecure=plan.insecure,
-        )
+        target = target_of(plan)
         connections = split(plan.connections, parts, slot)
-        schedule = None
-        if plan.rate is not None:
+        schedule: RateSchedule | StagedSchedule | None = None
+        if plan.rate is not None and plan.stages:
+            # One schedule for the run, every worker taking every parts-th send of it.
+            shape = Stages(plan.rate, plan.stages)
+            schedule = StagedSchedule(shape, self._started, stride=parts, first=slot)
+        elif plan.rate is not None:
             rate = share(plan.rate, parts, slot)
             schedule = RateSchedule(rate, self._started + offset(parts, slot, plan.rate))
         driver: Callable[[], Coroutine[Any, Any, object]]
         if plan.scenario is not None:
             module, _, name = plan.scenario.partition(":")
             func = getattr(importlib.import_module(module), name)
+            allowed = None
+            if plan.stages and schedule is None:  # connections ramped from the start
+                ramp, start = Stages(0, plan.stages), self._started
+
+                def allowed(now: float) -> int:
+                    return split_level(ramp.level(now - start), parts, slot)
+
             driver = functools.partial(
                 run_scenario,
                 func,
@@ -91,6 +98,7 @@ class LoadWorker(Worker):
                 self.tally,
                 timeout=plan.timeout,
                 schedule=schedule,
+                allowed=allowed,
                 loop=loop,
             )
         elif schedule is not None:
@@ -101,6 +109,19 @@ class LoadWorker(Worker):
                 schedule,
                 deadline,
                 self.tally,
+                timeout=plan.timeout,
+                loop=loop,
+            )
+        elif plan.stages:
+            driver = functools.partial(
+                run_ramped,
+                target,
+                connections,
+                Stages(0, plan.stages),
+                deadline,
+                self.tally,
+                parts=parts,
+                slot=slot,
                 timeout=plan.timeout,
                 loop=loop,
             )

@@ -67,6 +67,60 @@ def test_an_open_loop_sends_rate_times_duration(start: Any, sock: socket.socket,
     assert abs(summary(run)["requests"] - 600) <= 12  # within 2%
 
 
+def test_a_ramp_of_the_arrival_rate_sends_its_integral(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    argv = ["--rate", "100", "--stages", "0.5s:300,0.5s:0", "-c", "4", "-w", "2", "--json"]
+    run, code = load(start, url, *argv)
+    assert code == 0, run.stderr()
+    result = summary(run)
+    # (100 + 300) / 2 * 0.5 + 300 / 2 * 0.5 = 175 sends, over both workers, none lost
+    assert result["requests"] == 175 and result["duration_s"] == 1.0
+    assert result["config"]["stages"] == [[0.5, 300.0], [0.5, 0.0]]
+    assert result["config"]["targets"] is None
+
+
+def test_a_ramp_of_connections(start: Any, sock: socket.socket, tmp_path):
+    url, _ = serve(start, sock, tmp_path)
+    run, code = load(start, url, "--stages", "0.5s:4,0.5s:4", "-w", "2")
+    assert code == 0, run.stderr()
+    out = run.stdout()
+    assert "  2 workers and 4 connections, stages 0.5s:4,0.5s:4" in out
+    assert "Corrected" not in out  # wrk's correction wants a constant number of connections
+    assert "  Connect    4 connections" in out
+
+
+def test_a_file_of_targets_is_sent_in_turn(start: Any, sock: socket.socket, tmp_path: Path):
+    url, log = serve(start, sock, tmp_path)
+    (tmp_path / "body.txt").write_text("hello")
+    (tmp_path / "targets.txt").write_text(
+        f"GET {url}a\nX-Test: 1\n\nPOST {url}b?x=1\n@{tmp_path / 'body.txt'}\n"
+    )
+    argv = [url, "--targets", str(tmp_path / "targets.txt"), "-c", "4", "-d", "1s", "-w", "2"]
+    run, code = load(start, *argv, "--json")
+    assert code == 0, run.stderr()
+    assert summary(run)["answered"] > 50
+    lines = wait_until(lambda: log.read_text().splitlines(), 5, "the access log")
+    a, b = sum("GET /a " in line for line in lines), sum("POST /b?x=1 " in line for line in lines)
+    assert a + b == len(lines) and abs(a - b) <= 4  # in turn in each worker
+
+
+def test_an_hdr_log_adds_up_to_the_run(start: Any, sock: socket.socket, tmp_path: Path):
+    from hdrh.histogram import HdrHistogram
+    from hdrh.log import HistogramLogReader
+
+    url, _ = serve(start, sock, tmp_path)
+    log = tmp_path / "run.hlog"
+    argv = [url, "-c", "4", "-d", "2.5s", "-w", "2", "--hdr-log", str(log), "--json"]
+    run, code = load(start, *argv)
+    assert code == 0, run.stderr()
+    reader = HistogramLogReader(str(log), HdrHistogram(1, 3_600_000_000, 2))
+    counts = []
+    while (interval := reader.get_next_interval_histogram()) is not None:
+        counts.append(interval.get_total_count())
+    assert 2 <= len(counts) <= 4 and all(counts)  # seconds 1 and 2, then the last half
+    assert sum(counts) == summary(run)["requests"]
+
+
 def test_wrks_summary_and_fail_on_error(start: Any, tmp_path: Path):
     nobody = socket.socket()
     nobody.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
@@ -88,9 +142,9 @@ def test_a_scenario_runs_its_requests_on_each_connection(
     url, log = serve(start, sock, tmp_path)
     (tmp_path / "scen.py").write_text(
         "async def visit(client):\n"
-        "    first = await client.request('GET', '/a')\n"
+        "    first = await client.get('/a', name='first')\n"
         "    assert first.status == 200\n"
-        "    await client.request('GET', '/b')\n"
+        "    await client.request('GET', '/b?q=1')\n"
     )
     env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
     run, code = load(
@@ -111,7 +165,11 @@ def test_a_scenario_runs_its_requests_on_each_connection(
     result = summary(run)
     lines = log.read_text().splitlines()
     assert result["requests"] > 10 and result["errors"]["read"] == 0
-    assert sum("/a " in line for line in lines) - sum("/b " in line for line in lines) <= 2
+    assert sum("/a " in line for line in lines) - sum("/b?q=1 " in line for line in lines) <= 2
+    steps = result["steps"]
+    assert list(steps) == ["first", "GET /b"]  # named, or grouped by method and path
+    assert sum(step["requests"] for step in steps.values()) == result["requests"]
+    assert steps["first"]["errors"] == 0 and 0 < steps["first"]["p50"] <= steps["first"]["max"]
 
 
 def test_a_scenario_in_the_working_directory_imports(

@@ -46,6 +46,7 @@ class FakeTally:
         self.unanswered_at_end: list[tuple[int, bool]] = []  # (latency, sent)
         self.connects: list[int] = []
         self.messages: list[str] = []
+        self.steps: list[tuple[str, int | None, bool]] = []
         self.sent = 0
         self.late = 0
 
@@ -60,6 +61,9 @@ class FakeTally:
 
     def connected(self, latency_us: int) -> None:
         self.connects.append(latency_us)
+
+    def step(self, name: str, latency_us: int | None, failed: bool) -> None:
+        self.steps.append((name, latency_us, failed))
 
     def message(self, text: str) -> None:
         self.messages.append(text)

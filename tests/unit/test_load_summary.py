@@ -36,7 +36,7 @@ def doc_of(t: Tally, duration: float = 2.0, closed: bool = False, **config: Any)
         config=CONFIG | config,
         started=1000.0,
         ended=1002.5,
-        series=[Second(1, t.requests, t.failed, 1.0, 2.0)],
+        series=[Second(1, t.requests, t.failed, t.latency)],
         version="9.9",
         closed_loop=closed,
     )
@@ -62,7 +62,18 @@ def test_the_document_counts_answered_and_unanswered_requests() -> None:
     assert doc["latency_us"] == {"count": 5, "sum": 1_706_000, "min": 1000, "max": 900_000}
     assert doc["connect_ms"]["count"] == 1 and doc["connect_ms"]["max"] == 0.25
     assert doc["errors"]["connect"] == 1 and doc["messages"] == {"cannot connect to x: refused": 1}
-    assert doc["series"] == [{"t": 1, "answered": 3, "errors": 1, "p50": 1.0, "p99": 2.0}]
+    (second,) = doc["series"]
+    assert second | {"latency_hdr": ""} == {
+        "t": 1,
+        "answered": 3,
+        "errors": 1,
+        "p50": 2.9995,
+        "p99": 899.0715,
+        "latency_us": doc["latency_us"],
+        "latency_hdr": "",
+    }
+    assert second["latency_hdr"] == doc["latency_hdr"]
+    assert doc["connect_us"] == {"count": 1, "sum": 250, "min": 250, "max": 250}
     assert (doc["version"], doc["started"], doc["ended"]) == ("9.9", 1000.0, 1002.5)
     assert "latency_corrected_ms" not in doc and "series_cut" not in doc
     decoded = Histogram.from_hdr(doc["latency_hdr"], 1_706_000, 1000, 900_000)
@@ -92,7 +103,7 @@ def test_an_empty_run_and_a_series_over_its_bound() -> None:
         config=CONFIG,
         started=0.0,
         ended=0.0,
-        series=[Second(i, 0, 0, 0.0, 0.0) for i in range(_summary.MAX_SERIES + 1)],
+        series=[Second(i, 0, 0, Histogram()) for i in range(_summary.MAX_SERIES + 1)],
         version="1",
         closed_loop=False,
     )
@@ -224,11 +235,33 @@ def test_merge_adds_runs_exactly() -> None:
     whole = tally(1000, 2000, *range(100, 100_000, 7)).latency
     assert merged["latency_ms"] == _summary.latency_json(whole)
     assert merged["latency_us"]["sum"] == whole.total
-    assert merged["series"] == [{"t": 1, "answered": merged["answered"], "errors": 2}]
+    (second,) = merged["series"]
+    assert (second["t"], second["answered"], second["errors"]) == (1, merged["answered"], 2)
+    assert (
+        second["p99"] == merged["latency_ms"]["p99"] and second["latency_us"]["sum"] == whole.total
+    )
+    assert "latency_corrected_ms" not in merged  # open loops: nothing corrected
+    assert merged["connect_ms"]["count"] == 0
     assert merged["duration_s"] == 2.0 and merged["started"] == 1000.0
     assert merge([merge([a, b])]) | {"runs": 2} == merged | {"runs": 2} or True
     again = merge([merged | {"errors": merged["errors"]}, a])
     assert again["requests"] == merged["requests"] + a["requests"]
+
+
+def test_merge_adds_connect_times_and_wrks_corrected_latencies() -> None:
+    closed = tally(*([1000] * 99), 1_000_000)
+    closed.connected(300)
+    a = json.loads(json.dumps(doc_of(closed, duration=1.0, closed=True, connections=1)))
+    b = run_doc(2000)  # an open loop: its measured latencies stand for its corrected
+    merged = merge([a, b])
+    whole = closed.latency.corrected(10_000)
+    whole.record(2000)
+    assert merged["latency_corrected_ms"] == _summary.latency_json(whole)
+    assert merged["latency_corrected_us"]["count"] == whole.count
+    assert merged["connect_ms"]["count"] == 1 and merged["connect_ms"]["max"] == 0.3
+    again = merge([merged, merged])  # a merged document merges again, exactly
+    assert again["latency_corrected_us"]["count"] == 2 * whole.count
+    assert again["series"][0]["answered"] == 2 * merged["series"][0]["answered"]
 
 
 def test_merge_keeps_its_bounds() -> None:
@@ -276,9 +309,14 @@ def _broken(change: Any) -> list[Any]:
         (_broken(lambda d: d.update(latency_hdr=_hdr_bomb())), "inflating beyond"),
         (_broken(lambda d: d["latency_us"].pop("sum")), "its latency histogram: 'sum'"),
         (_broken(lambda d: d["latency_us"].update(min=7)), "an inconsistent histogram"),
-        (_broken(lambda d: d["latency_us"].update(count=9)), "does not hold 'requests' values"),
+        (_broken(lambda d: d["latency_us"].update(count=9)), "not hold 'latency_us' count"),
         (_broken(lambda d: d.update(requests=9)), "does not hold 'requests' values"),
-        (_broken(lambda d: d.update(connect_ms={})), "'connect_ms' has no count"),
+        (_broken(lambda d: d.pop("connect_hdr")), "'connect_us' or 'connect_hdr' is missing"),
+        (_broken(lambda d: d["series"][0].pop("latency_us")), "second 1 of 'series': 'latency_us'"),
+        (
+            _broken(lambda d: d.update(latency_corrected_hdr="@")),
+            "'latency_corrected_us' or 'latency_corrected_hdr' is missing",
+        ),
         (_broken(lambda d: d.update(started="now")), "'started' is not a number of seconds"),
         (_broken(lambda d: d.update(ended=1e300)), "'ended' is not a number of seconds"),
     ],
@@ -329,3 +367,11 @@ def test_prefork_load_merge_wants_a_run_and_a_small_file(
     err = io.StringIO()
     assert _merge.main([str(tmp_path / "big.json")], io.StringIO(), err) == 2
     assert "larger than 0 MiB" in err.getvalue()
+
+
+def test_merge_is_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["load", "merge", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: prefork load merge RUN.json...")
+    with pytest.raises(SystemExit):
+        main(["load", "--help"])
+    assert "prefork load merge RUN.json... merges runs'" in capsys.readouterr().out

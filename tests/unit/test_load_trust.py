@@ -387,6 +387,7 @@ def test_a_scenarios_answer_past_the_deadline_is_unanswered() -> None:
 
     tally = run(main)
     assert tally.records == [] and len(tally.unanswered_at_end) == 2
+    assert [(name, failed) for name, _, failed in tally.steps] == [("", False)] * 2
     assert tally.errors == ["read"] and tally.messages == ["h answered no request"]
 
 

@@ -43,13 +43,20 @@ def test_options_are_checked_before_forking(options: dict[str, Any], message: st
         LoadWorker.check_options(options)
 
 
-@pytest.mark.parametrize("rate", [None, 50.0])
-def test_a_run_reports_each_second_then_says_it_is_done(rate: float | None) -> None:
+@pytest.mark.parametrize(
+    ("rate", "stages"),
+    [(None, ()), (50.0, ()), (50.0, ((1.2, 100.0),)), (None, ((0.6, 3.0), (0.6, 0.0)))],
+)
+def test_a_run_reports_each_second_then_says_it_is_done(
+    rate: float | None, stages: tuple[tuple[float, float], ...]
+) -> None:
     sock, url = refused_url()
     channel = Channel()
 
     async def main() -> None:
-        config = LoadConfig(url=url, connections=3, duration=1.2, rate=rate, timeout=0.5)
+        config = LoadConfig(
+            url=url, connections=3, duration=1.2, rate=rate, timeout=0.5, stages=stages
+        )
         w = worker(channel, load=config, parts=2)  # id 2 of 2: one connection of three
         await w.init()
         await asyncio.wait_for(w._driver, 5)
