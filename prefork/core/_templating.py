@@ -20,6 +20,8 @@ def ready(b: BrokerRecord, generation: int, now: float, out: list[Action]) -> No
     """The template of ``generation`` said it is ready."""
     if (t := b.templates.on_ready(generation, now)) is not None:
         took = f"imported in {now - t.started:.2f}s"
+        if t.promoted_from is not None:
+            took = f"forked by worker {t.promoted_from} in {now - t.started:.2f}s"
         msg = f"[{b.policy.name}] template of generation {generation} is ready ({took})"
         out.append(Log(logging.INFO, msg))
 

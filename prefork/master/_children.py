@@ -24,7 +24,7 @@ from prefork.core import _events
 from prefork.core import _frames as frames
 from prefork.core._events import Event
 from prefork.core._roster import BrokerPolicy
-from prefork.master import _child, _process, _template
+from prefork.master import _child, _process, _promote, _template
 from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._signals import reset_in_child
@@ -56,12 +56,13 @@ class Children:
         self.channels: Channels | None = None
         self.templates: TemplatePool | None = None  # --template: the templates' links
         self._others: Callable[[], list[int]] = list  # the master's other fds a child closes
+        self._promoting: dict[int, tuple[str, int]] = {}  # worker id -> its template's broker, gen
 
     def open(self, selector: selectors.BaseSelector, others: Callable[[], list[int]]) -> Channels:
         """Start reading channels and template links on ``selector``; ``others`` gives the
         master's other fds, which every child closes after fork. Returns the channels."""
         self._others = others
-        self.channels = Channels(selector, self._post, self._config.max_frame)
+        self.channels = Channels(selector, self._post, self._config.max_frame, self.promoted)
         self.templates = TemplatePool(selector, self._post, self.named, self.not_named)
         return self.channels
 
@@ -144,6 +145,7 @@ class Children:
             max_frame=self._config.max_frame,
             identity=self.identity,
             name=self._config.name or "",
+            promote=_promote.fork_template if self._policies[broker].refork_after else None,
         )
 
     def close_in_child(self) -> list[int]:
@@ -177,6 +179,7 @@ class Children:
     def reaped(self, dead: _process.Reaped) -> None:
         worker_id = self.by_pid.pop(dead.pid)
         del self.pids[worker_id]
+        self._promoting.pop(worker_id, None)
         self.live_channels().remove(worker_id)
         self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
 
@@ -220,6 +223,45 @@ class Children:
                 measured.append((worker_id, rss))
         self._post(_events.MemoryMeasured(tuple(measured)))
 
+    # --- refork (--refork-after) ------------------------------------------------------------
+
+    def promote(self, action: _events.Promote) -> None:
+        """Ask a worker to fork the template of ``action.generation`` from itself; it answers
+        with a PROMOTED frame (``promoted``)."""
+        worker_id, generation = action.worker_id, action.generation
+        channels = self.channels
+        if channels is None or not channels.open(worker_id):
+            why = {"generation": generation, "error": "its channel is closed"}
+            self._post(_events.MessageReceived(worker_id, frames.PROMOTED, why))
+            return
+        self._promoting[worker_id] = (action.broker, generation)
+        channels.send([worker_id], frames.encode(frames.PROMOTE, {"generation": generation}))
+
+    def promoted(self, worker_id: int, body: Any, fds: list[int]) -> Any:
+        """A worker's PROMOTED frame, with the fds its read brought: keep the link of the
+        template it forked if it was asked to and the template is the master's child (a
+        worker cannot make the master supervise, or kill, another process); returns the body
+        the supervisor hears (an error in place of a pid refused)."""
+        socks = _sockets_of(fds)
+        asked = self._promoting.pop(worker_id, None)
+        said = body if isinstance(body, dict) else {}
+        generation, pid = said.get("generation"), said.get("pid")
+        why = ""
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            why = str(said.get("error") or "it named no template")
+        elif asked is None or asked[1] != generation:
+            why = f"it was not asked to fork the template of generation {generation}"
+        elif len(socks) != 1:
+            why = "the template's link did not come with the answer"
+        elif _process.parent(pid) != os.getpid():
+            why = f"process {pid} is not a child of the master"
+        if why or asked is None or not isinstance(pid, int):
+            for sock in socks:
+                sock.close()
+            return {"generation": generation, "error": why}
+        why = self.live_templates().adopt(asked[0], asked[1], pid, socks[0])
+        return {"generation": generation, "error": why} if why else said
+
     def template_pids(self) -> dict[tuple[str, int], int]:
         """Each template's pid, by broker and generation (a live mapping once open)."""
         return {} if self.templates is None else self.templates.pids
@@ -234,3 +276,14 @@ class Children:
 
     def read_link(self, link: TemplateLink) -> None:
         self.live_templates().read(link)
+
+
+def _sockets_of(fds: list[int]) -> list[socket.socket]:
+    """The sockets of ``fds``; an fd that is not a socket is closed and left out."""
+    socks = []
+    for fd in fds:
+        try:
+            socks.append(socket.socket(fileno=fd))
+        except OSError:
+            os.close(fd)
+    return socks

@@ -345,6 +345,8 @@ class Master:
                 children.start_template(broker, generation)
             case _events.StopTemplate(broker=broker, generation=generation, kill=kill):
                 children.live_templates().stop(broker, generation, kill)
+            case _events.Promote():
+                children.promote(action)
             case _:
                 assert_never(action)
 
