@@ -266,6 +266,10 @@ class Children:
         """Each template's pid, by broker and generation (a live mapping once open)."""
         return {} if self.templates is None else self.templates.pids
 
+    def standbys(self) -> dict[tuple[str, int], int]:
+        """Each template's standby worker's pid, by broker and generation (live once open)."""
+        return {} if self.templates is None else self.templates.standbys
+
     def live_channels(self) -> Channels:
         assert self.channels is not None
         return self.channels
