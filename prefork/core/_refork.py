@@ -110,11 +110,11 @@ def expire(b: BrokerRecord, now: float, out: list[Action]) -> None:
 
 
 def fail(b: BrokerRecord, t: TemplateRecord, reason: str, now: float, out: list[Action]) -> None:
-    """The promotion of ``t`` failed for ``reason``: forget it (kill the template if it runs)
-    and roll the refork back: the serving generation keeps serving."""
+    """The promotion of ``t``, not answered, failed for ``reason``: forget it (if the worker
+    names a template later, it is killed then) and roll the refork back: the serving
+    generation keeps serving."""
     t.failure = reason
-    if t.generation in b.templates.by_generation:
-        b.templates.stop(t, out)
+    b.templates.stop(t, out)  # not answered (no process known yet): forgotten at once
     rolled_back(b, t.generation, reason, now, out)
 
 
