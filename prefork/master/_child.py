@@ -176,21 +176,22 @@ class _Link(asyncio.Protocol):
 async def _answer(link: _Link, said: dict[str, Any], theirs: socket.socket | None) -> None:
     """Send PROMOTED with the template's link (SCM_RIGHTS), once what the transport holds
     went out: the fd must come with this frame's bytes, not in the middle of another's."""
+    if theirs is None:
+        link.send_frame(frames.PROMOTED, said)  # no fd: the transport's order is enough
+        return
     try:
         await _flush(link)
         frame = frames.encode(frames.PROMOTED, said, max_frame=link.max_frame)
         assert link.spec is not None and link.transport is not None
-        fds = [] if theirs is None else [theirs.fileno()]
         try:
-            sent = socket.send_fds(link.spec.channel, [frame], fds)
+            sent = socket.send_fds(link.spec.channel, [frame], [theirs.fileno()])
         except BlockingIOError:  # the master reads nothing for now: no link then
             sent = 0
             said = {k: v for k, v in said.items() if k != "pid"} | {"error": "channel full"}
             frame = frames.encode(frames.PROMOTED, said, max_frame=link.max_frame)
         link.transport.write(frame[sent:])
     finally:
-        if theirs is not None:
-            theirs.close()
+        theirs.close()
 
 
 async def _serve(spec: WorkerSpec) -> int:

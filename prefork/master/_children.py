@@ -253,6 +253,8 @@ class Children:
             why = f"it was not asked to fork the template of generation {generation}"
         elif len(socks) != 1:
             why = "the template's link did not come with the answer"
+        elif self.live_templates().reaped_already(pid):
+            why = f"the template it forked (pid {pid}) exited at once"
         elif _process.parent(pid) != os.getpid():
             why = f"process {pid} is not a child of the master"
         if why or asked is None or not isinstance(pid, int):

@@ -107,8 +107,6 @@ class TemplatePool:
         why = ""
         if (broker, generation) in self._links:
             why = f"generation {generation} has a template already"
-        elif pid in self._unknown:
-            why = f"the template it forked (pid {pid}) exited at once"
         elif (sock.family, sock.type) != (socket.AF_UNIX, socket.SOCK_SEQPACKET):
             why = "what it passed is not a template's link"
         if why:
@@ -116,6 +114,11 @@ class TemplatePool:
             return why
         self._add(broker, generation, pid, sock)
         return ""
+
+    def reaped_already(self, pid: int) -> bool:
+        """Whether ``pid`` was reaped before anyone named it (a template a worker forked that
+        died at once)."""
+        return pid in self._unknown
 
     def _add(self, broker: str, generation: int, pid: int, ours: socket.socket) -> None:
         ours.setblocking(False)
