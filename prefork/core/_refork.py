@@ -81,6 +81,8 @@ def answered(b: BrokerRecord, w: WorkerRecord, body: Any, now: float, out: list[
     if t is None or t.promoted_from != w.id or t.answered:
         if t is None and isinstance(g, int) and isinstance(pid, int):
             # Too late: the refork ended meanwhile (a deadline, a reload). Not wanted.
+            msg = f"worker {w.id} forked the template of generation {g} too late; killing it"
+            out.append(Log(logging.WARNING, f"[{b.policy.name}] {msg}"))
             out.append(StopTemplate(b.policy.name, g, kill=True))
         return
     if isinstance(pid, int):
