@@ -138,7 +138,7 @@ def test_a_refork_under_load_fails_no_request_and_the_new_workers_carry_the_warm
     start: Start, sock: socket.socket, tmp_path: Path
 ) -> None:
     port = sock.getsockname()[1]
-    master = serve(start, sock, tmp_path, "--refork-after", "30,1000")
+    master = serve(start, sock, tmp_path, "--refork-after", "30,1000000")
     seen = load_until(port, lambda: "reload done" in master.stderr())
     assert seen["failed"] == 0 and seen["ok"] >= 30
     (promoted, served) = logged(master, r"worker \d+ \(pid (\d+)\) served (\d+) requests")[0]
@@ -152,7 +152,7 @@ def test_a_refork_under_load_fails_no_request_and_the_new_workers_carry_the_warm
     assert all(parent(pid) == master.pid for pid in pids)
     assert min(n for _, n in answers) > int(served)
     doc = wait_until(lambda: one_template(tmp_path / "m.ctl"), 15)
-    assert doc["reforks"]["count"] == 1 and doc["reforks"]["next_after"] == 1000
+    assert doc["reforks"]["count"] == 1 and doc["reforks"]["next_after"] == 1_000_000
     (row,) = doc["templates"]
     assert (row["generation"], row["pid"]) == (2, int(template))
     assert row["promoted_from"] is not None
