@@ -172,6 +172,7 @@ def test_promote_sends_the_frame_and_a_closed_channel_answers_at_once(kids: Kids
         ({"generation": 2, "pid": 1}, True, 0, "the template's link did not come with the answer"),
         ({"generation": 2, "pid": 1}, True, 2, "the template's link did not come with the answer"),
         ({"generation": 2, "pid": 1}, True, 1, "process 1 is not a child of the master"),
+        ({"generation": 2, "pid": 999_999_998}, True, 1, "process 999999998 is not a child"),
     ],
 )
 def test_an_answer_the_master_refuses_closes_what_came_and_says_why(
