@@ -9,6 +9,11 @@ workers from each server in turn, on a 127.0.0.1 port the OS picks:
     prefork-template    prefork serve --template (workers fork from a template that imported it)
     gunicorn-preload    gunicorn -k uvicorn's worker --preload (the master imports it)
     uvicorn             uvicorn --workers N (each worker is spawned: a fresh interpreter)
+    prefork-refork      prefork serve --template --refork-after 100 (measured once a worker
+                        served 100 requests and the broker rolled onto the template it forked)
+
+With ``--warm N`` the app builds N more objects on each process's first request (a cache that
+traffic warms: ``HEAVY_WARM_OBJECTS``), which only ``--refork-after`` shares.
 
 and prints, for each: the total PSS (proportional set size: shared pages split between the
 processes sharing them) of the master and every process under it once 200 requests were
@@ -41,6 +46,7 @@ SERVERS = {
     "prefork-template": ("prefork", ("--template",)),
     "gunicorn-preload": ("gunicorn-uvicorn", ("--preload",)),
     "uvicorn": ("uvicorn-h11", ()),
+    "prefork-refork": ("prefork", ("--template", "--refork-after", "100")),
 }
 
 
@@ -92,6 +98,8 @@ def measure(name: str, workers: int, rounds: int) -> tuple[float, list[float]]:
         seen: set[str] = set()
         while len(seen) < workers and time.monotonic() < deadline:
             seen |= {a for a in (answer(port) for _ in range(50)) if a is not None}
+        if "--refork-after" in extra:
+            seen = reforked(proc.pid, port, workers, deadline)
         time.sleep(1)
         total = pss_mib({proc.pid} | tree(proc.pid))
         times = []
@@ -115,12 +123,34 @@ def measure(name: str, workers: int, rounds: int) -> tuple[float, list[float]]:
         stop_session(proc)
 
 
+def reforked(pid: int, port: int, workers: int, deadline: float) -> set[str]:
+    """Send requests until ``workers`` workers of generation 2 (forked from the template a
+    worker forked: the one refork) answered; returns their pids."""
+    seen: set[str] = set()
+    while len(seen) < workers:
+        if time.monotonic() > deadline + 60:
+            raise RuntimeError("no refork happened")
+        answered = {a for a in (answer(port) for _ in range(50)) if a is not None}
+        seen = {a for a in seen | answered if titled(int(a), b" gen 2")}
+    return seen
+
+
+def titled(pid: int, what: bytes) -> bool:
+    """Whether process ``pid`` has ``what`` in its title."""
+    try:
+        return what in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SERVERS))
+    parser.add_argument("--warm", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    os.environ["HEAVY_WARM_OBJECTS"] = str(args.warm)  # the servers inherit it
     names = args.only or list(SERVERS)
     one, _ = measure("prefork", 1, 0)  # one worker without templates: master + worker
     print(f"one prefork worker (and its master), no template: {one:.0f} MiB PSS")

@@ -5,7 +5,9 @@ with its pid, to tell the workers apart.
 prefork serve --app-dir examples heavy_app:app --workers 4 --template
 (``benchmarks/templates.py`` measures it with and without templates, and against peers.)
 
-HEAVY_IMPORT_SECONDS and HEAVY_OBJECTS change the weight (1.5 and 600000).
+HEAVY_IMPORT_SECONDS and HEAVY_OBJECTS change the weight (1.5 and 600000); HEAVY_WARM_OBJECTS
+(default 0) builds that many more objects on a process's first request, as a cache warmed by
+traffic does (what ``--refork-after`` shares: the workers forked from a warmed one have it).
 """
 
 import os
@@ -24,6 +26,17 @@ while time.monotonic() - _started < float(os.environ.get("HEAVY_IMPORT_SECONDS",
     time.sleep(0.05)
 
 
+#: Built on the first request (None until then): what traffic warms (caches, lazy imports).
+WARM: list[dict[str, Any]] | None = None
+
+
+def warm_up() -> None:
+    global WARM
+    if WARM is None:
+        count = int(os.environ.get("HEAVY_WARM_OBJECTS", 0))
+        WARM = [{"w": i, "s": "y" * 40 + str(i)} for i in range(count)]
+
+
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         while True:
@@ -33,6 +46,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    warm_up()
     body = str(os.getpid()).encode()
     await send(
         {

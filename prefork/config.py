@@ -19,6 +19,7 @@ from prefork.core._options import (
     ConfigError,
     build,
     check_fields,
+    counts,
     maybe_text,
     one_of,
     option,
@@ -27,6 +28,7 @@ from prefork.core._options import (
     shown,
     strings,
     switch,
+    thresholds,
     whole,
 )
 from prefork.core._roster import MAX_WORKERS, BrokerPolicy
@@ -284,6 +286,16 @@ class BrokerConfig:
         "--template",
         parse=None,
     )
+    refork_after: tuple[int, ...] = option(
+        (),
+        "with --template: once a worker served this many requests, it forks the next template "
+        "(its warmed memory is then shared) and the broker rolls onto it; a list (50,100,1000) "
+        "gives each next generation the next count, and no refork after the last",
+        thresholds,
+        "--refork-after",
+        metavar="N[,N...]",
+        parse=counts,
+    )
     max_worker_memory: float = option(
         0.0,
         "replace a worker (rolling) whose resident memory passes this many MiB (0 = no limit)",
@@ -300,6 +312,11 @@ class BrokerConfig:
             raise ConfigError(
                 "template and preload both share the code's memory; choose template, which "
                 "keeps loading new code on reload (--template, not --preload)"
+            )
+        if self.refork_after and not self.template:
+            raise ConfigError(
+                "refork_after promotes a worker to the next template: add --template "
+                "(template=True)"
             )
 
     @classmethod
@@ -334,6 +351,7 @@ def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
         backoff_reset=master.backoff_reset,
         max_memory=int(broker.max_worker_memory * (1 << 20)),
         template=broker.template,
+        refork_after=broker.refork_after,
     )
 
 

@@ -147,9 +147,11 @@ class Worker:
 
     @classmethod
     def before_fork(cls, options: Mapping[str, Any]) -> None:
-        """With templates: runs in the template before each worker is forked from it. Close
-        what must not be shared across the fork (a database connection opened at import,
-        a file held for writing). An exception fails that worker's start."""
+        """With templates: runs in the template before each worker is forked from it, and
+        (``refork_after``) in a warmed worker before it forks the next template from itself.
+        Close what must not be shared across the fork (a database connection opened at
+        import, a file held for writing). An exception fails that worker's start (or that
+        refork)."""
 
     @classmethod
     def after_fork(cls, options: Mapping[str, Any]) -> None:

@@ -33,6 +33,7 @@ class Commands:
             # A newer reload wins: its replacements boot the newest code.
             self._force.stop(self.ledger.workers[booting], now, out, Cause.REPLACED)
         b.generation += 1
+        b.refork_step = 0  # new code from disk: cold again, the refork counts start over
         old = sorted(
             (w for w in self.ledger.live(name) if w.generation < b.generation),
             key=lambda w: w.started,

@@ -239,6 +239,16 @@ class StopTemplate:
     kill: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Promote:
+    """Ask worker ``worker_id`` to fork the template of ``broker`` for ``generation`` from
+    itself (``--refork-after``): its answer is a ``promoted`` message."""
+
+    worker_id: int
+    broker: str
+    generation: int
+
+
 Action = (
     Spawn
     | Terminate
@@ -252,4 +262,5 @@ Action = (
     | MeasureMemory
     | StartTemplate
     | StopTemplate
+    | Promote
 )

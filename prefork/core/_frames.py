@@ -17,8 +17,10 @@ DEFAULT_MAX_FRAME = 1 << 20
 MAX_DEPTH = 64
 
 # Frame kinds. Worker -> master: READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED (why it
-# could not start: a traceback the master prints once). Master -> worker: MESSAGE, STOP (leave
-# gracefully; its body says whether a new worker replaces this one).
+# could not start: a traceback the master prints once), PROMOTED (the template it forked, or
+# why not: the template's link comes with it as an fd). Master -> worker: MESSAGE, STOP (leave
+# gracefully; its body says whether a new worker replaces this one), PROMOTE (fork the next
+# generation's template: ``--refork-after``).
 READY = "ready"
 HEARTBEAT = "hb"
 MESSAGE = "msg"
@@ -26,8 +28,10 @@ REPORT = "report"
 RETIRE = "retire"
 FAILED = "failed"
 STOP = "stop"
-TO_MASTER = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED})
-TO_WORKER = frozenset({MESSAGE, STOP})
+PROMOTE = "promote"
+PROMOTED = "promoted"
+TO_MASTER = frozenset({READY, HEARTBEAT, MESSAGE, REPORT, RETIRE, FAILED, PROMOTED})
+TO_WORKER = frozenset({MESSAGE, STOP, PROMOTE})
 KINDS = TO_MASTER | TO_WORKER
 
 

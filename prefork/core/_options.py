@@ -215,6 +215,22 @@ def truth(word: str) -> bool:
     raise ValueError(f"{word!r} is not true or false")
 
 
+def thresholds(name: str, value: Any) -> Any:
+    """Request counts, each a whole number >= 1 (``--refork-after 50,100,1000``), kept as a
+    tuple; one number alone is a list of one."""
+    values = (value,) if _is_int(value) else value
+    if not isinstance(values, list | tuple) or not all(_is_int(v) and v >= 1 for v in values):
+        raise ConfigError(
+            f"{name} must be request counts >= 1 (50 or 50,100,1000), got {shown(value)}"
+        )
+    return tuple(values)
+
+
+def counts(word: str) -> tuple[int, ...]:
+    """``50,100,1000`` from the command line (a word that is not one is a ValueError)."""
+    return tuple(int(part) for part in word.split(","))
+
+
 def strings(name: str, value: Any) -> Any:
     """A list of strings, kept as a tuple; one string alone is a list of one."""
     if isinstance(value, str):

@@ -87,12 +87,26 @@ class ReloadStatus(TypedDict):
 
 class TemplateStatus(TypedDict):
     """A template of a broker (``--template``): its generation, ``state`` (starting, ready,
-    stopping), its ``pid`` (None until the master knows it) and how long it has run."""
+    stopping), its ``pid`` (None until the master knows it), how long it has run, the pid of
+    the ``standby`` worker it forked ahead of time (None: none now), and the worker it was
+    ``promoted_from`` (a refork; None: imported from disk)."""
 
     generation: int
     state: str
     pid: int | None
     uptime: float
+    standby: int | None
+    promoted_from: int | None
+
+
+class ReforkStatus(TypedDict):
+    """A broker's reforks (``--refork-after``): how many were done, how long ago the latest
+    was (None: none yet), and the requests after which a worker forks the next template
+    (None: none left in the list, or no ``--refork-after``)."""
+
+    count: int
+    ago: float | None
+    next_after: int | None
 
 
 class BrokerStatus(TypedDict):
@@ -112,3 +126,4 @@ class BrokerStatus(TypedDict):
     last_reload: ReloadStatus | None
     workers: list[WorkerStatus]
     templates: list[TemplateStatus]  # by generation; empty without --template
+    reforks: ReforkStatus

@@ -39,6 +39,7 @@ class ReloadRecord:
     reason: str = ""  # why it failed
     replaced: int = 0
     finished: float | None = None
+    refork: bool = False  # onto a template a worker forked (``_refork.py``)
 
     def duration(self, now: float) -> float:
         """Seconds it took (so far, while it runs)."""
@@ -83,13 +84,15 @@ class Rolling:
         """The replacement the swap running waits for (None: no swap runs)."""
         return None if self.swap is None else self.swap.new
 
-    def start_reload(self, generation: int, now: float, old: list[int]) -> None:
+    def start_reload(
+        self, generation: int, now: float, old: list[int], *, refork: bool = False
+    ) -> None:
         """A reload to ``generation`` replaces ``old`` (oldest first), whatever ran before: the
         replacement an earlier reload waited for (``waiting_for``) is the supervisor's to
         stop."""
         self.swap = None
         self.reloading, self.replaced = True, 0
-        self.reload = ReloadRecord(generation, now)
+        self.reload = ReloadRecord(generation, now, refork=refork)
         self.queue = list(old)
 
     def advance(self, now: float, spawn: Callable[[], int] | None, out: list[Action]) -> None:

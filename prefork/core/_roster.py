@@ -48,6 +48,7 @@ class BrokerPolicy:
     max_memory: int = 0  # bytes of RSS beyond which a worker is replaced (0: no limit)
     recycle_jitter: float = 0.1  # a fixed spread, not an option: recycles must not line up
     template: bool = False  # workers fork from a template per generation (``_templates.py``)
+    refork_after: tuple[int, ...] = ()  # requests after which a worker becomes the template
 
     @property
     def heartbeat_interval(self) -> float:
@@ -89,6 +90,8 @@ class WorkerRecord:
     failure: str = ""  # why the master killed it (boot timeout, hung, bad frame)
     cause: str = ""  # the same, or why it was asked to leave, as a metric label (``Cause``)
     error: str = ""  # what the worker said when it could not start (a traceback)
+    requests: int = 0  # served, as its reports say (``status.requests``): refork counts them
+    promoted: bool = False  # asked to fork a template once (``_refork.py``): never again
 
     @property
     def live(self) -> bool:
@@ -151,6 +154,9 @@ class BrokerRecord:
     crashes: int = 0  # exits nobody asked for
     owed: int = 0  # crashed workers whose replacement has not been spawned yet
     serving: int = 1  # the generation of the last reload done: crash replacements' code
+    reforks: int = 0  # reloads done onto a template a worker forked (``_refork.py``)
+    last_refork: float | None = None  # when the latest of them was done
+    refork_step: int = 0  # which count of ``policy.refork_after`` applies (a reload resets)
     rolling: Rolling = field(init=False)  # its rolling replacement (reloads, recycling)
     templates: Templates = field(init=False)  # with ``policy.template``: one per generation
 

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prefork.core._payloads import BrokerStatus, ReloadStatus, TemplateStatus, WorkerStatus
+from prefork.core import _refork
+from prefork.core._payloads import (
+    BrokerStatus,
+    ReforkStatus,
+    ReloadStatus,
+    TemplateStatus,
+    WorkerStatus,
+)
 from prefork.core._rolling import ReloadRecord
 from prefork.core._roster import BrokerRecord, WorkerRecord
 from prefork.core._templates import TemplateRecord
@@ -34,12 +41,22 @@ def broker_status(
         last_reload=reload_status(b.rolling.reload, now),
         workers=[worker_status(w, now) for w in sorted(workers, key=lambda w: w.id)],
         templates=[template_status(t, now) for _, t in sorted(b.templates.by_generation.items())],
+        reforks=ReforkStatus(
+            count=b.reforks,
+            ago=None if b.last_refork is None else _seconds(now - b.last_refork),
+            next_after=_refork.threshold(b),
+        ),
     )
 
 
 def template_status(t: TemplateRecord, now: float) -> TemplateStatus:
     return TemplateStatus(
-        generation=t.generation, state=t.state.value, pid=None, uptime=_seconds(now - t.started)
+        generation=t.generation,
+        state=t.state.value,
+        pid=None,
+        uptime=_seconds(now - t.started),
+        standby=None,
+        promoted_from=t.promoted_from,
     )
 
 

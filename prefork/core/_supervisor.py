@@ -31,7 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, assert_never
 
-from prefork.core import _backoff, _exits, _handover, _templating
+from prefork.core import _backoff, _exits, _handover, _refork, _templating
 from prefork.core import _frames as frames
 from prefork.core._commands import Commands
 from prefork.core._events import (
@@ -232,6 +232,7 @@ class Supervisor:
             return
         b = self.ledger.brokers[w.broker]
         why = _exits.tell(b, w, e.exit_code, e.signal, now, out)
+        _refork.left(b, w.id, now, out)
         if w.asked:
             return
         b.crashes += 1
@@ -273,7 +274,11 @@ class Supervisor:
             self._force.replace(w)
         elif e.kind == frames.FAILED:
             w.error = str(e.body).rstrip()
+        elif e.kind == frames.PROMOTED:
+            _refork.answered(self.ledger.brokers[w.broker], w, e.body, now, out)
         else:
+            if e.kind == frames.REPORT and (requests := _requests(e.body)) is not None:
+                w.requests = requests
             event = "worker_message" if e.kind == frames.MESSAGE else "worker_report"
             out.append(Emit(w.broker, event, (e.body, self.ledger.info(w))))
 
@@ -318,6 +323,7 @@ class Supervisor:
 
     def _on_time(self, now: float, out: list[Action]) -> None:
         for b in self.ledger.brokers.values():
+            _refork.expire(b, now, out)
             b.templates.expire(now, b.policy.boot_timeout, out)
         for w in list(self.ledger.workers.values()):
             while (d := self.ledger.due(w)) is not None and now >= d[0]:
@@ -376,3 +382,11 @@ class Supervisor:
             self._exited = True
             out.append(Log(logging.INFO, "every worker has left; master exiting"))
             out.append(Exit(self._exit_code))
+
+
+def _requests(body: Any) -> int | None:
+    """The requests a worker's report counts (``{"status": {"requests": N}}``, as the HTTP
+    worker sends), or None."""
+    status = body.get("status") if isinstance(body, dict) else None
+    n = status.get("requests") if isinstance(status, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n >= 0 else None

@@ -37,6 +37,8 @@ class TemplateRecord:
     state: TemplateState = TemplateState.STARTING
     ready_at: float | None = None
     failure: str = ""  # why the supervisor killed it (it imported too long)
+    promoted_from: int | None = None  # forked by this worker (a refork), not from disk
+    answered: bool = True  # False: the worker has not named its pid yet (no process known)
 
 
 class Templates:
@@ -60,7 +62,7 @@ class Templates:
     def keep(self, wanted: set[int], now: float, may_start: bool, out: list[Action]) -> None:
         """Stop the templates of generations not ``wanted``; start one for each wanted
         generation without one (unless ``may_start`` is False: a backoff holds it back)."""
-        for t in self.by_generation.values():
+        for t in list(self.by_generation.values()):
             if t.generation not in wanted and t.state is not TemplateState.STOPPING:
                 self.stop(t, out)
         if may_start:
@@ -69,10 +71,13 @@ class Templates:
                 out.append(StartTemplate(self.broker, generation))
 
     def stop(self, t: TemplateRecord, out: list[Action]) -> None:
-        """Ask ``t`` to leave; one still importing is killed (it would finish first)."""
+        """Ask ``t`` to leave; one still importing is killed (it would finish first). One a
+        worker has not named yet is forgotten: if it names it later, it is killed then."""
         kill = t.state is TemplateState.STARTING
         t.state = TemplateState.STOPPING
         out.append(StopTemplate(self.broker, t.generation, kill=kill))
+        if not t.answered:
+            del self.by_generation[t.generation]
 
     def on_ready(self, generation: int, now: float) -> TemplateRecord | None:
         """The template of ``generation`` is ready; returns it (None: not one that starts)."""
@@ -99,7 +104,7 @@ class Templates:
 
     def expire(self, now: float, boot_timeout: float, out: list[Action]) -> None:
         """Kill every template that has been importing for ``boot_timeout``."""
-        for t in self.by_generation.values():
+        for t in list(self.by_generation.values()):
             if t.state is TemplateState.STARTING and now >= t.started + boot_timeout:
                 t.failure = f"did not import within boot_timeout ({boot_timeout:g}s)"
                 self.stop(t, out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from prefork.core import _backoff, _exits
+from prefork.core import _backoff, _exits, _refork
 from prefork.core._events import Action, Log, TemplateExited
 from prefork.core._roster import BrokerRecord
 from prefork.core._templates import TemplateState
@@ -20,6 +20,8 @@ def ready(b: BrokerRecord, generation: int, now: float, out: list[Action]) -> No
     """The template of ``generation`` said it is ready."""
     if (t := b.templates.on_ready(generation, now)) is not None:
         took = f"imported in {now - t.started:.2f}s"
+        if t.promoted_from is not None:
+            took = f"forked by worker {t.promoted_from} in {now - t.started:.2f}s"
         msg = f"[{b.policy.name}] template of generation {generation} is ready ({took})"
         out.append(Log(logging.INFO, msg))
 
@@ -42,6 +44,11 @@ def exited(
         out.append(Log(logging.DEBUG, f"[{name}] template of generation {g} left"))
         return None
     reason = f"the template of generation {g} {_exits.template_exit(t, e)}"
+    if t.promoted_from is not None and t.ready_at is None:
+        # A worker forked it: no import failed, nothing to back off from; the refork ends.
+        out.append(Log(logging.ERROR, f"[{name}] {reason}"))
+        _refork.rolled_back(b, g, reason, now, out)
+        return None
     if e.error and e.error != b.last_error:
         b.last_error = e.error
         error = f"[{name}] template of generation {g} could not start:\n{e.error}"

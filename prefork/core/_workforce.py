@@ -9,6 +9,7 @@ worker STOPPING with a ``Terminate`` (any other is killed); ``kill`` a ``Kill``.
 
 from __future__ import annotations
 
+from prefork.core import _refork
 from prefork.core._events import Action, Kill, Spawn, Terminate
 from prefork.core._ledger import Ledger
 from prefork.core._roster import BrokerRecord, Cause, WorkerRecord, WorkerState
@@ -66,6 +67,8 @@ class Workforce:
                 continue
             self._advance_rolling(b, now, out)
             if (r := b.rolling.reload) is not None and r.result == "done":
+                if r.refork and r.generation > b.serving:
+                    _refork.done(b, now)
                 b.serving = max(b.serving, r.generation)
             b.templates.keep(b.templates_wanted, now, now >= b.not_before, out)
             standing_in = b.rolling.standing_in  # capacity N+1
@@ -78,6 +81,8 @@ class Workforce:
                 b.owed = 0  # the count is met (a scale-down took their places): none owed
                 if missing < 0:
                     self._shrink(b, -missing, now, out)
+            if b.policy.refork_after:
+                _refork.maybe_start(b, self.ledger.live(b.policy.name), now, out)
 
     def _advance_rolling(self, b: BrokerRecord, now: float, out: list[Action]) -> None:
         def spawn() -> int:

@@ -3,10 +3,18 @@
 Each worker has one socketpair. Reads are bounded per loop turn, so a worker that floods the
 master cannot starve the others or the signal fd; a frame the decoder refuses stops reading
 from that worker and reports it (the supervisor then replaces the worker).
+
+One frame may come with an fd (SCM_RIGHTS): a worker's PROMOTED frame brings the link of the
+template it forked (``--refork-after``). Reads take fds (``recv_fds``, one at most: the kernel
+closes any more), so every PROMOTED frame is handed to ``promoted`` with the fds its read
+brought (the kernel ends a read at a message with fds: they belong to the last frame of it),
+which keeps the link or closes it and gives the body the supervisor hears; fds that came with
+anything else are closed.
 """
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 from collections.abc import Callable, Iterable, Mapping
@@ -34,12 +42,18 @@ class Channels:
     ``Channel``). What arrives is handed to ``post`` as supervisor events."""
 
     def __init__(
-        self, selector: selectors.BaseSelector, post: Callable[[Event], None], max_frame: int
+        self,
+        selector: selectors.BaseSelector,
+        post: Callable[[Event], None],
+        max_frame: int,
+        promoted: Callable[[int, Any, list[int]], Any] | None = None,
     ) -> None:
         self._selector = selector
         self._post = post
         self._max_frame = max_frame
         self._by_worker: dict[int, Channel] = {}
+        # (worker id, body, fds) -> the body to post; None: every fd is closed, bodies kept.
+        self._promoted = promoted
 
     def add(self, worker_id: int, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -98,7 +112,7 @@ class Channels:
             return
         for _ in range(READS_PER_TURN if not drain else 1 << 30):
             try:
-                data = channel.sock.recv(READ_CHUNK)
+                data, fds, _flags, _addr = socket.recv_fds(channel.sock, READ_CHUNK, 1)
             except (BlockingIOError, ConnectionResetError):
                 return
             if not data:
@@ -107,11 +121,22 @@ class Channels:
             try:
                 messages = channel.decoder.feed(data)
             except frames.FrameError as exc:
+                _close(fds)
                 self._stop_reading(channel)
                 self._post(ChannelBroken(channel.worker_id, str(exc)))
                 return
-            for m in messages:
-                self._post(MessageReceived(channel.worker_id, m.kind, m.body))
+            last = max((i for i, m in enumerate(messages) if m.kind == frames.PROMOTED), default=-1)
+            if last < 0:
+                _close(fds)
+            for i, m in enumerate(messages):
+                body = m.body
+                if m.kind == frames.PROMOTED:
+                    passed, fds = (fds, []) if i == last else ([], fds)
+                    if self._promoted is None:
+                        _close(passed)
+                    else:
+                        body = self._promoted(channel.worker_id, body, passed)
+                self._post(MessageReceived(channel.worker_id, m.kind, body))
 
     def open(self, worker_id: int) -> bool:
         """Whether frames can still be sent to this worker."""
@@ -145,3 +170,8 @@ class Channels:
         if self._registered(channel):
             self._selector.unregister(channel.sock)
         channel.outgoing.clear()
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

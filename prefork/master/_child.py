@@ -34,6 +34,9 @@ DUMP_SIGNAL = signal.SIGUSR2  # in a worker: print every thread's stack (faultha
 log = logging.getLogger("prefork.worker")
 
 
+Promoter = Callable[["WorkerSpec", type[Worker], int], tuple[dict[str, Any], socket.socket | None]]
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """Everything a forked worker needs to start."""
@@ -55,6 +58,9 @@ class WorkerSpec:
     # Forked by a template: waits until the master adopted it (and dies with the master from
     # then on), called once the worker started, before it says it is ready.
     adopted: Callable[[], None] | None = None
+    # --refork-after: forks the template of a generation from this worker (``_promote.py``),
+    # giving the PROMOTED frame's body and the master's end of the template's link.
+    promote: Promoter | None = None
 
 
 def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] | str:
@@ -111,9 +117,10 @@ def run(spec: WorkerSpec) -> int:
 class _Link(asyncio.Protocol):
     """The worker's end of the master channel."""
 
-    def __init__(self, max_frame: int) -> None:
+    def __init__(self, max_frame: int, spec: WorkerSpec | None = None) -> None:
         self.decoder = frames.Decoder(max_frame, frames.TO_WORKER)
         self.max_frame = max_frame
+        self.spec = spec
         self.worker: Worker | None = None
         self.transport: asyncio.Transport | None = None
         self.leaving: asyncio.Task[None] | None = None  # prepare_for_shutdown, once started
@@ -132,6 +139,9 @@ class _Link(asyncio.Protocol):
                 body = message.body
                 self.leave(replaced=isinstance(body, dict) and body.get("replaced") is True)
                 continue
+            if message.kind == frames.PROMOTE:
+                self.promote(message.body)
+                continue
             try:
                 self.worker.on_message(message.body)
             except Exception:
@@ -147,14 +157,47 @@ class _Link(asyncio.Protocol):
         self.leaving = asyncio.get_running_loop().create_task(worker.prepare_for_shutdown())
         self.leaving.add_done_callback(lambda t: _after_shutdown(worker, t))
 
+    def promote(self, body: Any) -> None:
+        """Fork the template the master asked for and answer PROMOTED (``_promote.py``)."""
+        spec, worker = self.spec, self.worker
+        generation = body.get("generation") if isinstance(body, dict) else None
+        if not isinstance(generation, int):
+            return  # not what the master sends
+        said: dict[str, Any] = {"generation": generation, "error": "not a template broker"}
+        theirs = None
+        if spec is not None and spec.promote is not None and worker is not None:
+            said, theirs = spec.promote(spec, type(worker), generation)
+        asyncio.get_running_loop().create_task(_answer(self, said, theirs))
+
     def connection_lost(self, exc: Exception | None) -> None:
         # The master is gone (PR_SET_PDEATHSIG covers a SIGKILLed master; this covers the rest).
         os._exit(1)
 
 
+async def _answer(link: _Link, said: dict[str, Any], theirs: socket.socket | None) -> None:
+    """Send PROMOTED with the template's link (SCM_RIGHTS), once what the transport holds
+    went out: the fd must come with this frame's bytes, not in the middle of another's."""
+    if theirs is None:
+        link.send_frame(frames.PROMOTED, said)  # no fd: the transport's order is enough
+        return
+    try:
+        await _flush(link)
+        frame = frames.encode(frames.PROMOTED, said, max_frame=link.max_frame)
+        assert link.spec is not None and link.transport is not None
+        try:
+            sent = socket.send_fds(link.spec.channel, [frame], [theirs.fileno()])
+        except BlockingIOError:  # the master reads nothing for now: no link then
+            sent = 0
+            said = {k: v for k, v in said.items() if k != "pid"} | {"error": "channel full"}
+            frame = frames.encode(frames.PROMOTED, said, max_frame=link.max_frame)
+        link.transport.write(frame[sent:])
+    finally:
+        theirs.close()
+
+
 async def _serve(spec: WorkerSpec) -> int:
     loop = asyncio.get_running_loop()
-    link = _Link(spec.max_frame)
+    link = _Link(spec.max_frame, spec)
     await loop.connect_accepted_socket(lambda: link, sock=spec.channel)
     try:
         worker = await _start(spec, link)

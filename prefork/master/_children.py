@@ -24,7 +24,7 @@ from prefork.core import _events
 from prefork.core import _frames as frames
 from prefork.core._events import Event
 from prefork.core._roster import BrokerPolicy
-from prefork.master import _child, _process, _template
+from prefork.master import _child, _process, _promote, _template
 from prefork.master._broker import Broker
 from prefork.master._channels import Channels
 from prefork.master._signals import reset_in_child
@@ -59,12 +59,13 @@ class Children:
         # Each broker's board, mapped here before the first fork of one of its workers or
         # templates, so that all of them share it.
         self.boards: dict[str, Board] = {}
+        self._promoting: dict[int, tuple[str, int]] = {}  # worker id -> its template's broker, gen
 
     def open(self, selector: selectors.BaseSelector, others: Callable[[], list[int]]) -> Channels:
         """Start reading channels and template links on ``selector``; ``others`` gives the
         master's other fds, which every child closes after fork. Returns the channels."""
         self._others = others
-        self.channels = Channels(selector, self._post, self._config.max_frame)
+        self.channels = Channels(selector, self._post, self._config.max_frame, self.promoted)
         self.templates = TemplatePool(selector, self._post, self.named, self.not_named)
         return self.channels
 
@@ -150,6 +151,7 @@ class Children:
             identity=self.identity,
             name=self._config.name or "",
             board=self.board_for(broker),
+            promote=_promote.fork_template if self._policies[broker].refork_after else None,
         )
 
     def board_for(self, broker: str) -> Board:
@@ -194,6 +196,7 @@ class Children:
         # change).
         for board in self.boards.values():
             board.clear(board.slot_of(worker_id))
+        self._promoting.pop(worker_id, None)
         self.live_channels().remove(worker_id)
         self._post(_events.WorkerExited(worker_id, dead.exit_code, dead.signal))
 
@@ -237,9 +240,54 @@ class Children:
                 measured.append((worker_id, rss))
         self._post(_events.MemoryMeasured(tuple(measured)))
 
+    # --- refork (--refork-after) ------------------------------------------------------------
+
+    def promote(self, action: _events.Promote) -> None:
+        """Ask a worker to fork the template of ``action.generation`` from itself; it answers
+        with a PROMOTED frame (``promoted``)."""
+        worker_id, generation = action.worker_id, action.generation
+        channels = self.channels
+        if channels is None or not channels.open(worker_id):
+            why = {"generation": generation, "error": "its channel is closed"}
+            self._post(_events.MessageReceived(worker_id, frames.PROMOTED, why))
+            return
+        self._promoting[worker_id] = (action.broker, generation)
+        channels.send([worker_id], frames.encode(frames.PROMOTE, {"generation": generation}))
+
+    def promoted(self, worker_id: int, body: Any, fds: list[int]) -> Any:
+        """A worker's PROMOTED frame, with the fds its read brought: keep the link of the
+        template it forked if it was asked to and the template is the master's child (a
+        worker cannot make the master supervise, or kill, another process); returns the body
+        the supervisor hears (an error in place of a pid refused)."""
+        socks = _sockets_of(fds)
+        asked = self._promoting.pop(worker_id, None)
+        said = body if isinstance(body, dict) else {}
+        generation, pid = said.get("generation"), said.get("pid")
+        why = ""
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            why = str(said.get("error") or "it named no template")
+        elif asked is None or asked[1] != generation:
+            why = f"it was not asked to fork the template of generation {generation}"
+        elif len(socks) != 1:
+            why = "the template's link did not come with the answer"
+        elif self.live_templates().reaped_already(pid):
+            why = f"the template it forked (pid {pid}) exited at once"
+        elif _process.parent(pid) != os.getpid():
+            why = f"process {pid} is not a child of the master"
+        if why or asked is None or not isinstance(pid, int):
+            for sock in socks:
+                sock.close()
+            return {"generation": generation, "error": why}
+        why = self.live_templates().adopt(asked[0], asked[1], pid, socks[0])
+        return {"generation": generation, "error": why} if why else said
+
     def template_pids(self) -> dict[tuple[str, int], int]:
         """Each template's pid, by broker and generation (a live mapping once open)."""
         return {} if self.templates is None else self.templates.pids
+
+    def standbys(self) -> dict[tuple[str, int], int]:
+        """Each template's standby worker's pid, by broker and generation (live once open)."""
+        return {} if self.templates is None else self.templates.standbys
 
     def live_channels(self) -> Channels:
         assert self.channels is not None
@@ -251,3 +299,14 @@ class Children:
 
     def read_link(self, link: TemplateLink) -> None:
         self.live_templates().read(link)
+
+
+def _sockets_of(fds: list[int]) -> list[socket.socket]:
+    """The sockets of ``fds``; an fd that is not a socket is closed and left out."""
+    socks = []
+    for fd in fds:
+        try:
+            socks.append(socket.socket(fileno=fd))
+        except OSError:
+            os.close(fd)
+    return socks

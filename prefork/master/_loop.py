@@ -132,7 +132,10 @@ class Master:
         generation, state, uptime, the requests and connections it reported, its RSS; and
         its templates (generation, state, pid, uptime)."""
         status = self._supervisor.status(time.monotonic())
-        return self._console.fill(status, self._children.pids, self._children.template_pids())
+        children = self._children
+        return self._console.fill(
+            status, children.pids, children.template_pids(), children.standbys()
+        )
 
     def relaunch_as(self, relaunch: _upgrade.Relaunch) -> None:
         """Let ``prefork ctl upgrade`` re-execute this master so (``prefork serve`` does; an
@@ -214,6 +217,7 @@ class Master:
             self._children.pids,
             sup.ledger.phase,
             template_pids=self._children.template_pids(),
+            standbys=self._children.standbys(),
             upgrade=ask,
             handover=handover,
         )
@@ -345,6 +349,8 @@ class Master:
                 children.start_template(broker, generation)
             case _events.StopTemplate(broker=broker, generation=generation, kill=kill):
                 children.live_templates().stop(broker, generation, kill)
+            case _events.Promote():
+                children.promote(action)
             case _:
                 assert_never(action)
 

@@ -77,6 +77,16 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+def parent(pid: int) -> int | None:
+    """The parent of process ``pid`` (None: no such process, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(b")", 1)[1].split()[1])  # the name, in (), may hold anything
+
+
 def reap() -> list[Reaped]:
     """Collect every child that has exited, without blocking."""
     reaped: list[Reaped] = []

@@ -114,13 +114,20 @@ def run(spec: TemplateSpec) -> int:
     _process.set_title(
         f"{prefix}: {spec.broker} template gen {spec.generation}", f"{prefix}:{spec.broker}"
     )
-    link = spec.link
     try:
         cls = _child.load_worker_class(spec.worker)
         cls.prepare_template(spec.options)
     except Exception as exc:
-        send(link, {"error": user_traceback(exc)[-_child.MAX_ERROR :]})
+        send(spec.link, {"error": user_traceback(exc)[-_child.MAX_ERROR :]})
         return 1
+    return serve_forks(spec, cls)
+
+
+def serve_forks(spec: TemplateSpec, cls: type[Worker]) -> int:
+    """The serving half of a template (a promoted worker's template starts here: it has
+    imported everything already): freeze, say it is ready, and fork workers on request
+    until the link ends."""
+    link = spec.link
     gc.freeze()  # what is imported stays shared: the collector leaves it alone
     send(link, {"ready": True})
     standby: Standby | None = None
@@ -130,6 +137,8 @@ def run(spec: TemplateSpec) -> int:
             if standby is None and armed and not _readable(link, STANDBY_DELAY):
                 standby = make_standby(spec, cls)
                 armed = standby is not None
+                if standby is not None:
+                    send(link, {"standby": standby.pid})  # for ctl status
                 continue
             message, fds = receive(link)
             if message is None:

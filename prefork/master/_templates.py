@@ -74,6 +74,7 @@ class TemplatePool:
         self._links: dict[tuple[str, int], TemplateLink] = {}
         self._by_pid: dict[int, TemplateLink] = {}
         self.pids: dict[tuple[str, int], int] = {}  # each template's, until reaped
+        self.standbys: dict[tuple[str, int], int] = {}  # each template's standby worker's pid
         self._unknown: dict[int, tuple[Reaped, float]] = {}  # children reaped, not ours yet
 
     def fds(self) -> list[int]:
@@ -97,12 +98,34 @@ class TemplatePool:
             return
         finally:
             theirs.close()
+        self._add(broker, generation, pid, ours)
+        log.info("[%s] template of generation %d (pid %d) is importing", broker, generation, pid)
+
+    def adopt(self, broker: str, generation: int, pid: int, sock: socket.socket) -> str:
+        """Take the link of the template a worker forked from itself (a refork), running as
+        ``pid``; returns "" when taken, else why not (``sock`` is then closed)."""
+        why = ""
+        if (broker, generation) in self._links:
+            why = f"generation {generation} has a template already"
+        elif (sock.family, sock.type) != (socket.AF_UNIX, socket.SOCK_SEQPACKET):
+            why = "what it passed is not a template's link"
+        if why:
+            sock.close()
+            return why
+        self._add(broker, generation, pid, sock)
+        return ""
+
+    def reaped_already(self, pid: int) -> bool:
+        """Whether ``pid`` was reaped before anyone named it (a template a worker forked that
+        died at once)."""
+        return pid in self._unknown
+
+    def _add(self, broker: str, generation: int, pid: int, ours: socket.socket) -> None:
         ours.setblocking(False)
         link = self._links[(broker, generation)] = TemplateLink(broker, generation, pid, ours)
         self._by_pid[pid] = link
         self.pids[(broker, generation)] = pid
         self._selector.register(ours, selectors.EVENT_READ, link)
-        log.info("[%s] template of generation %d (pid %d) is importing", broker, generation, pid)
 
     def stop(self, broker: str, generation: int, kill: bool) -> None:
         """Close the template's link (it leaves at its end), or ``kill`` it."""
@@ -166,8 +189,11 @@ class TemplatePool:
 
     def _take(self, link: TemplateLink, message: dict[str, object]) -> None:
         worker_id = message.get("worker")
+        key = (link.broker, link.generation)
         if message.get("ready") is True:
             self._post(TemplateReady(link.broker, link.generation))
+        elif isinstance(standby := message.get("standby"), int):
+            self.standbys[key] = standby
         elif isinstance(error := message.get("error"), str) and worker_id is None:
             link.error = error
         elif isinstance(worker_id, int) and worker_id in link.asked:
@@ -178,6 +204,8 @@ class TemplatePool:
                 why = f"the template could not fork it: {message.get('error')}"
                 self._failed(worker_id, why, True)
                 return
+            if self.standbys.get(key) == pid:
+                del self.standbys[key]  # taken: the next one is announced when forked
             dead, reaped_at = self._unknown.pop(pid, (None, 0.0))
             self._spawned(worker_id, pid, asked.channel, dead if reaped_at >= asked.at else None)
             if (signum := link.signals.pop(worker_id, None)) is not None and dead is None:
@@ -198,6 +226,7 @@ class TemplatePool:
         self._close(link)
         del self._links[(link.broker, link.generation)]
         del self.pids[(link.broker, link.generation)]
+        self.standbys.pop((link.broker, link.generation), None)
         gone = f"the template of generation {link.generation} exited before it forked the worker"
         for worker_id, asked in link.asked.items():
             asked.channel.close()
@@ -211,6 +240,7 @@ class TemplatePool:
             self._close(link)
 
     def _close(self, link: TemplateLink) -> None:
+        self.standbys.pop((link.broker, link.generation), None)  # it leaves with its template
         if link.sock.fileno() >= 0:
             self._selector.unregister(link.sock)
             link.sock.close()

@@ -25,6 +25,8 @@ HELP = {
     "prefork_workers": "Workers by state.",
     "prefork_workers_desired": "The desired number of workers.",
     "prefork_templates": "Templates (--template) by state, one per generation at most.",
+    "prefork_reforks_total": "Reloads done onto a template a warmed worker forked "
+    "(--refork-after).",
     "prefork_worker_resident_memory_bytes": "Resident memory of the live workers, summed.",
     "prefork_listen_queue": "Connections waiting in a TCP listener's accept queue.",
     "prefork_listen_queue_max": "The most connections a TCP listener's accept queue holds.",
@@ -135,7 +137,7 @@ class Accounts:
     ) -> None:
         """Set the gauges of a scrape from a (filled) status and the listeners' accept queues
         (by their ``address`` and ``broker`` labels): workers by state, desired, memory, templates
-        by state."""
+        by state; and the reforks of a broker that reforks (a counter, read off the status)."""
         workers: dict[Labels, float] = {}
         desired: dict[Labels, float] = {}
         memory: dict[Labels, float] = {}
@@ -151,6 +153,11 @@ class Accounts:
             for template in broker["templates"]:
                 state = (("broker", name), ("state", template["state"]))
                 templates[state] = templates.get(state, 0.0) + 1
+            reforks = broker.get("reforks")
+            if reforks is not None and (reforks["next_after"] is not None or reforks["count"]):
+                family = "prefork_reforks_total"
+                count = float(reforks["count"])
+                self.metrics.set_counter(family, {"broker": name}, count, HELP[family])
         for family, values in (
             ("prefork_workers", workers),
             ("prefork_workers_desired", desired),

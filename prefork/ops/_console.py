@@ -91,6 +91,7 @@ class Console:
         self._status: StatusSource = lambda now: {}
         self._pids: Mapping[int, int] = {}
         self._template_pids: Mapping[tuple[str, int], int] = {}
+        self._standbys: Mapping[tuple[str, int], int] = {}
         self._sockets: Mapping[str, list[socket.socket]] = {}
         self._phase: Callable[[], str] = lambda: "serving"
         self.control_path = ""
@@ -106,6 +107,7 @@ class Console:
         phase: Callable[[], str] | None = None,
         *,
         template_pids: Mapping[tuple[str, int], int] | None = None,
+        standbys: Mapping[tuple[str, int], int] | None = None,
         upgrade: Callable[[], str] | None = None,
         handover: Mapping[str, Any] | None = None,
     ) -> None:
@@ -114,13 +116,15 @@ class Console:
         reads it every loop turn); ``pids`` the live workers' (their memory is read for a
         snapshot); ``phase`` the master's (``Ledger.phase``: serving, shutting down,
         stopping), which ``/readyz`` tells; ``template_pids`` the templates' by broker and
-        generation. ``upgrade`` starts an in-place upgrade (or says
-        why not: the master answers through ``upgrade_refused`` later). ``handover`` is what
-        the image before this one ``export`` gave: the servers' sockets are taken from it, not
-        bound (``ValueError``, ``KeyError``, ``TypeError``, ``OSError``: it does not fit)."""
+        generation, ``standbys`` their standby workers'. ``upgrade`` starts an in-place
+        upgrade (or says why not: the master answers through ``upgrade_refused`` later).
+        ``handover`` is what the image before this one ``export`` gave: the servers' sockets
+        are taken from it, not bound (``ValueError``, ``KeyError``, ``TypeError``,
+        ``OSError``: it does not fit)."""
         self._status, self._sockets = status, sockets
         self._pids = {} if pids is None else pids  # the live mapping, filled as workers start
         self._template_pids = {} if template_pids is None else template_pids  # the same
+        self._standbys = {} if standbys is None else standbys
         if phase is not None:
             self._phase = phase
         if upgrade is not None:
@@ -295,19 +299,23 @@ class Console:
         status: dict[str, BrokerStatus],
         pids: Mapping[int, int],
         template_pids: Mapping[tuple[str, int], int],
+        standbys: Mapping[tuple[str, int], int] | None = None,
     ) -> dict[str, BrokerStatus]:
         """``status`` with each worker's reported requests and connections and its RSS, and
-        each template's pid."""
+        each template's pid and its standby's."""
+        standbys = {} if standbys is None else standbys
         for name, broker in self.accounts.fill_reports(status).items():
             for row in broker["workers"]:
                 pid = pids.get(row["id"])
                 row["rss"] = None if pid is None else self._host.rss(pid)
             for template in broker["templates"]:
-                template["pid"] = template_pids.get((name, template["generation"]))
+                key = (name, template["generation"])
+                template["pid"] = template_pids.get(key)
+                template["standby"] = standbys.get(key)
         return status
 
     def _filled(self, now: float) -> dict[str, BrokerStatus]:
-        return self.fill(self._status(now), self._pids, self._template_pids)
+        return self.fill(self._status(now), self._pids, self._template_pids, self._standbys)
 
     def snapshot(self) -> dict[str, Any]:
         """The ``status`` answer of the control socket (README, "prefork ctl")."""

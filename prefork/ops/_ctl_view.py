@@ -163,14 +163,31 @@ def _broker_header(name: str, broker: Any) -> list[str]:
     templates = b.get("templates")
     if isinstance(templates, list) and templates:
         lines.append(f"{_INDENT}templates: " + ", ".join(_template(t) for t in templates))
+    reforks = b.get("reforks")
+    if isinstance(reforks, Mapping) and (reforks.get("count") or reforks.get("next_after")):
+        lines.append(f"{_INDENT}{_reforks(reforks)}")
     return lines
 
 
+def _reforks(r: Mapping[str, Any]) -> str:
+    """``reforks: 2, the last 5m ago; next after 1000 requests``"""
+    said = f"reforks: {_text(r.get('count'))}"
+    if r.get("ago") is not None:
+        said += f", the last {span(r.get('ago'))} ago"
+    following = r.get("next_after")
+    return said + (f"; next after {_text(following)} requests" if following else "; no more")
+
+
 def _template(template: Any) -> str:
-    """``gen 3 ready (pid 4242, up 5m)``"""
+    """``gen 3 ready (pid 4242, up 5m, standby 4250, from worker 7)``"""
     t = template if isinstance(template, Mapping) else {}
     said = f"gen {_text(t.get('generation'))} {_text(t.get('state'))}"
-    return f"{said} (pid {_text(t.get('pid'))}, up {span(t.get('uptime'))})"
+    more = ""
+    if t.get("standby") is not None:
+        more += f", standby {_text(t.get('standby'))}"
+    if t.get("promoted_from") is not None:
+        more += f", from worker {_text(t.get('promoted_from'))}"
+    return f"{said} (pid {_text(t.get('pid'))}, up {span(t.get('uptime'))}{more})"
 
 
 def _last_reload(last: Mapping[str, Any] | None) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from prefork import ConfigError, Master, Worker
 from prefork.config import BrokerConfig, MasterConfig, policy_of
+from prefork.core._options import counts
 from prefork.master._child import check_worker
 
 
@@ -72,6 +73,10 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"backlog": 65536}, "backlog must be at most 65535, got 65536"),
         ({"timeout": 10**30}, "timeout must be at most 604800 seconds"),
         ({"template": True, "preload": True}, "template and preload both share"),
+        ({"refork_after": 50}, "refork_after promotes a worker to the next template: add --templ"),
+        ({"template": True, "refork_after": 0}, "refork_after must be request counts >= 1"),
+        ({"template": True, "refork_after": [5, "x"]}, "refork_after must be request counts"),
+        ({"template": True, "refork_after": True}, "refork_after must be request counts"),
     ],
 )
 def test_bad_broker_options(kwargs: dict[str, object], message: str) -> None:
@@ -84,6 +89,17 @@ def test_broker_options_and_extra_worker_options() -> None:
     assert (b.type, b.workers, b.recycle_rate, b.draining) == ("web", 3, 60, False)
     assert dict(b.config.worker_options) == {"app": "x:y"}
     assert BrokerConfig(type="w", worker=Nop, listen=["127.0.0.1:1"]).listen == ("127.0.0.1:1",)
+
+
+def test_refork_after_is_a_count_or_a_list_of_counts_on_the_api_and_the_command_line() -> None:
+    m = Master()
+    assert m.broker("a", Nop, template=True, refork_after=50).config.refork_after == (50,)
+    b = m.broker("b", Nop, template=True, refork_after=[50, 100, 1000])
+    assert b.config.refork_after == (50, 100, 1000)
+    assert m._policies["b"].refork_after == (50, 100, 1000)
+    assert counts("50,100,1000") == (50, 100, 1000)
+    with pytest.raises(ValueError):
+        counts("50,x")
 
 
 def test_listen_as_a_single_string_is_one_address() -> None:

@@ -71,6 +71,7 @@ class FakeMaster:
         self.last: dict[str, Any] | None = None
         self.draining = False
         self.templates: list[dict[str, Any]] = []
+        self.reforks: dict[str, Any] | None = None
 
     def status(self, now: float) -> dict[str, BrokerStatus]:
         broker = {
@@ -89,6 +90,8 @@ class FakeMaster:
             "workers": [worker_row(1), worker_row(2, "booting")],
             "templates": self.templates,
         }
+        if self.reforks is not None:
+            broker["reforks"] = self.reforks
         return {"http": broker}  # type: ignore[dict-item]
 
 
@@ -134,8 +137,11 @@ def test_status_is_the_masters_with_the_workers_reports_and_memory(
         {"generation": 1, "state": "ready", "pid": None, "uptime": 1.0},
         {"generation": 2, "state": "starting", "pid": None, "uptime": 0.0},
     ]
+    standbys = made.fill(master.status(0.0), {}, {}, {("http", 1): 4250})["http"]["templates"]
+    assert [t["standby"] for t in standbys] == [4250, None]
     filled = made.fill(master.status(0.0), {1: os.getpid()}, {("http", 1): 4242})
     assert [t["pid"] for t in filled["http"]["templates"]] == [4242, None]
+    assert [t["standby"] for t in filled["http"]["templates"]] == [None, None]
     first, second = filled["http"]["workers"]
     assert (first["requests"], first["connections"]) == (7, 2)
     assert first["rss"] is not None and first["rss"] > 1 << 20  # this process's memory
@@ -244,6 +250,12 @@ def test_metrics_count_starts_exits_crashes_reloads_and_reports(
     assert 'prefork_workers_desired{broker="http"} 2' in text
     assert 'prefork_templates{broker="http",state="ready"} 1' in text
     assert 'prefork_templates{broker="http",state="starting"} 1' in text
+    assert "prefork_reforks_total" not in text  # the broker does not refork
+    master.reforks = {"count": 0, "ago": None, "next_after": 50}
+    assert 'prefork_reforks_total{broker="http"} 0' in "".join(made.render_metrics())
+    master.reforks = {"count": 2, "ago": 1.0, "next_after": None}
+    assert 'prefork_reforks_total{broker="http"} 2' in "".join(made.render_metrics())
+    master.reforks = {"count": 0, "ago": None, "next_after": None}
     assert 'prefork_worker_resident_memory_bytes{broker="http"} 0' in text
     assert 'prefork_listen_queue_max{address="127.0.0.1:' in text
     assert made.snapshot()["metrics"].startswith("http://127.0.0.1:")

@@ -1051,3 +1051,22 @@ def test_the_table_lists_a_brokers_templates_under_its_header() -> None:
         "  templates: gen 2 ready (pid 4242, up 1m15s), gen - - (pid -, up -)",
         "  (no workers)",
     ]
+
+
+def test_the_table_shows_a_templates_standby_and_a_brokers_reforks() -> None:
+    template = {"generation": 3, "state": "ready", "pid": 42, "uptime": 5, "standby": 50}
+    promoted = {**template, "generation": 4, "standby": None, "promoted_from": 7}
+    reforks = {"count": 2, "ago": 90, "next_after": 1000}
+    web = {"workers": [], "templates": [template, promoted], "reforks": reforks}
+    lines = status_table({"brokers": {"web": web}}).splitlines()[3:5]
+    assert lines == [
+        "  templates: gen 3 ready (pid 42, up 5s, standby 50), "
+        "gen 4 ready (pid 42, up 5s, from worker 7)",
+        "  reforks: 2, the last 1m30s ago; next after 1000 requests",
+    ]
+    web["reforks"] = {"count": 0, "ago": None, "next_after": 50}
+    assert "  reforks: 0; next after 50 requests" in status_table({"brokers": {"web": web}})
+    web["reforks"] = {"count": 3, "ago": 1, "next_after": None}
+    assert "  reforks: 3, the last 1s ago; no more" in status_table({"brokers": {"web": web}})
+    web["reforks"] = {"count": 0, "ago": None, "next_after": None}  # does not refork: no line
+    assert "reforks" not in status_table({"brokers": {"web": web}})

@@ -245,7 +245,8 @@ def test_status_shows_each_template_by_generation_with_its_state_and_uptime() ->
     sup = templated()
     boot(sup)
     sup.handle(ReloadRequested(), 10.0)
+    row = {"pid": None, "standby": None, "promoted_from": None}
     assert sup.status(10.5)["web"]["templates"] == [
-        {"generation": 1, "state": "ready", "pid": None, "uptime": 10.5},
-        {"generation": 2, "state": "starting", "pid": None, "uptime": 0.5},
+        {**row, "generation": 1, "state": "ready", "uptime": 10.5},
+        {**row, "generation": 2, "state": "starting", "uptime": 0.5},
     ]

@@ -179,6 +179,7 @@ def test_status_before_run_shows_the_configured_count() -> None:
         "last_reload": None,
         "workers": [],
         "templates": [],
+        "reforks": {"count": 0, "ago": None, "next_after": None},
     }
 
 
