@@ -132,3 +132,13 @@ def test_a_reload_lets_the_request_in_flight_finish(
     conn.close()
     (new,) = wait_serving(master, 1, replacing={old})
     assert int(get(port).data) == new  # type: ignore[attr-defined]
+
+
+def test_a_template_imports_a_wsgi_app_for_its_workers(start: Start, sock: socket.socket) -> None:
+    port = sock.getsockname()[1]
+    master = serve(start, sock, *WSGI, "--template", "--threads", "2", app=APP, workers=2)
+    wait_log(master, "is ready", count=3, timeout=15)  # the template and its two workers
+    assert "[http] template of generation 1 is ready" in master.stderr()
+    assert get(port).status == 200
+    response, echoed = request(port, "POST", "/echo", b"from a template")
+    assert echoed == b"from a template"

@@ -722,3 +722,20 @@ def test_a_wsgi_cycle_is_the_state_cycle_type_only_with_a_pool() -> None:
 
     run(main())
     assert served_interface(hello, "auto") == "wsgi"
+
+
+def test_a_websocket_upgrade_request_is_a_plain_request_to_a_wsgi_app() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("426 Upgrade Required", [TEXT])
+        return [environ["HTTP_UPGRADE"].encode()]
+
+    upgrade = request(
+        "GET",
+        "/",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    )
+    (response,) = serve(app, upgrade, "GET")
+    assert response.status == 426 and response.body == b"websocket"
