@@ -297,7 +297,9 @@ class WSGICycle(Cycle):
 
     def _failed(self, exc: BaseException) -> None:
         left = self.disconnected or self._transport.is_closing()
-        if left and isinstance(exc, OSError):
+        if exc is self._error:
+            pass  # logged on the loop already, when the framing refused the chunk
+        elif left and isinstance(exc, OSError):
             logger.debug("client went away during the response: %r", exc)
         else:
             logger.error("Exception in WSGI application", exc_info=exc)

@@ -461,6 +461,7 @@ def test_more_than_the_content_length_closes_the_connection(
 
     h = run(main())
     assert h.out.endswith(b"\r\n\r\nab") and h.transport.closed
+    assert caplog.text.count("Exception in WSGI application") == 1  # logged once
     assert "longer than its Content-Length" in caplog.text
 
 
@@ -739,3 +740,19 @@ def test_a_websocket_upgrade_request_is_a_plain_request_to_a_wsgi_app() -> None:
     )
     (response,) = serve(app, upgrade, "GET")
     assert response.status == 426 and response.body == b"websocket"
+
+
+def test_the_access_log_and_the_stats_count_wsgi_responses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> WSGIHarness:
+        h = WSGIHarness(hello, options={"access_log": True})
+        h.feed(request("GET", "/x"))
+        await h.done(1)
+        h.stop()
+        return h
+
+    with caplog.at_level(logging.INFO, "prefork.access"):
+        h = run(main())
+    assert '"GET /x HTTP/1.1" 200 5' in caplog.text
+    assert h.state.stats.take(1, 0, 0) is not None
