@@ -68,8 +68,10 @@ class Worker:
     master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
     sockets, inherited from the master), ``backlog`` (the listen queue length the master gave
     them), ``graceful_timeout`` (how long ``prepare_for_shutdown`` may take before the
-    master's SIGKILL), ``options`` (the broker's extra keyword options) and ``board`` (a
-    ``Board`` shared with the broker's other workers, or None) with ``slot``, this worker's.
+    master's SIGKILL), ``timeout`` (the broker's ``--timeout``: how long the worker may be
+    silent; 0 when off or not known), ``options`` (the broker's extra keyword options) and
+    ``board`` (a ``Board`` shared with the broker's other workers, or None) with ``slot``,
+    this worker's.
     """
 
     #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
@@ -94,6 +96,7 @@ class Worker:
         channel: Channel,
         backlog: int = 0,
         graceful_timeout: float = 0.0,
+        timeout: float = 0.0,
         board: Board | None = None,
     ) -> None:
         self.type = type
@@ -105,6 +108,7 @@ class Worker:
         self.backlog = backlog
         # The seconds between SIGTERM and the master's SIGKILL (0: not known).
         self.graceful_timeout = graceful_timeout
+        self.timeout = timeout
         self.options = dict(options)
         self.board = board
         self.slot = board.slot_of(id) if board is not None else 0

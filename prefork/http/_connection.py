@@ -44,7 +44,7 @@ import h11
 from prefork.http._access import log_access, log_refusal
 from prefork.http._asgi import Cycle, build_scope
 from prefork.http._body import ChunkedBody, LengthBody
-from prefork.http._flow import FlowControl
+from prefork.http._flow import BODY_BUFFER, FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
@@ -65,11 +65,13 @@ IDLE, HEAD, BODY, BUSY, DISCARD, FLUSH, CLOSED = (
     Phase.CLOSED,
 )
 
-#: Reading pauses while this much request body waits for the app (and a pipelined backlog).
-BODY_BUFFER = 65536
 #: A read this small that leaves a head incomplete pauses reading for ``GATHER`` seconds.
 TINY_READ = 256
 GATHER = 0.005
+
+
+#: What ``abort_cycle`` answers.
+_ABORTED = {500: b"Internal Server Error\n", 504: b"Gateway Timeout\n"}
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -221,10 +223,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _upgrade(self, info: RequestInfo) -> None:
         """Hand the connection over to a ``WebSocketProtocol`` (``--ws none``: an upgrade
-        request is a plain request). Refused like any request: a bad handshake (400, 426),
-        over ``limit_concurrency`` (503), or while draining (503: the client reconnects to
-        the worker that replaces this one)."""
-        if self._config.ws == "none":
+        request is a plain request, and so it is to a WSGI app, which decides, as under
+        gunicorn). Refused like any request: a bad handshake (400, 426), over
+        ``limit_concurrency`` (503), or while draining (503: the client reconnects to the
+        worker that replaces this one)."""
+        if self._config.ws == "none" or self.state.pool is not None:
             self._admit(info)
             self._begin(info)
             return
@@ -288,7 +291,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._enter(BUSY)
         method = info.method
         http_version = info.http_version
-        cycle = self.cycle = Cycle(
+        cycle = self.cycle = state.cycle_type(
             build_scope(
                 state, self.server, self.client, method, info.path, http_version, info.headers
             ),
@@ -388,13 +391,14 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self._enter(IDLE)
 
-    def abort_cycle(self, cycle: Cycle) -> None:
-        """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
+    def abort_cycle(self, cycle: Cycle, status: int = 500) -> None:
+        """The app failed or left ``cycle`` unfinished: answer ``status`` (500, or 504 for a
+        WSGI thread past ``--timeout``) if we can, and close."""
         if cycle is self.cycle and self.phase is not CLOSED:
             if cycle.disconnected or self.transport.is_closing():
                 self._close()  # the client left (the app was told): nobody to answer
             else:
-                self._refuse(500, b"Internal Server Error\n")
+                self._refuse(status, _ABORTED[status])
 
     def _refuse(self, status: int, message: bytes, headers: bytes = b"") -> None:
         """Answer ``status`` (unless a response has begun) and close.
