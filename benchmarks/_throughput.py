@@ -9,7 +9,7 @@ from pathlib import Path
 
 from _load import Driver, Load, Workload, drive, finish
 from _peers import Server, check
-from _rounds import Pins, Rounds, metered
+from _rounds import Pins, Rounds, Start, metered
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def measure(
 
 def throughput(
     args: argparse.Namespace, driver: Driver, names: list[str], rows: list[Row],
-    workdir: Path, failed: dict[tuple[str, str], str],
+    workdir: Path, failed: dict[tuple[str, str], str], start: Start = Server,
 ) -> dict[tuple[str, str], list[Run]]:  # fmt: skip
     """The rows on the servers ``names`` (the round loop of _rounds.py): {(name, row key):
     the runs that succeeded}."""
@@ -79,7 +79,7 @@ def throughput(
             f"others {run.others:4.0%}"
         )
 
-    with Rounds(names, rows, workdir, pins, one, failed) as rounds:
+    with Rounds(names, rows, workdir, pins, one, failed, start) as rounds:
         rounds.prepare(lambda server, r: check(server, r.workload))
         runs = rounds.run(args.rounds, args.duration, show)
     results: dict[tuple[str, str], list[Run]] = {}
