@@ -92,6 +92,22 @@ def exchange(port: int, request: bytes, method: str = "GET", timeout: float = 10
         return Reader(sock).response(method)
 
 
+def conversation(
+    port: int, requests: bytes, methods: list[str], timeout: float = 10.0
+) -> list[Response]:
+    """Send ``requests`` (one or more, pipelined) on a new connection; every response to
+    them, interim (1xx) ones included, in order."""
+    got = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(requests)
+        reader = Reader(sock)
+        for method in methods:
+            while (response := reader.response(method)).status < 200:
+                got.append(response)
+            got.append(response)
+    return got
+
+
 def dechunk(raw: bytes) -> bytes:
     """The payload of a chunked body as ``Reader`` keeps it."""
     out, rest = b"", raw

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from helpers import MasterProcess, listener, wait_until
-from http_wire import Response, exchange
+from http_wire import Response, conversation, exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,7 +72,10 @@ def chunked(target: bytes, chunks: list[bytes]) -> bytes:
 
 
 FORM = b"a=1&a=2&b=caf%C3%A9+x&c="
-#: name -> (method, the raw request)
+REQUEST_HEAD = b"HEAD /json HTTP/1.1\r\n" + HOST + b"\r\n"
+ECHO = post(b"/echo", LARGE[:1000], b"application/octet-stream")
+
+#: name -> (the method of each request, the raw requests: several are pipelined)
 REQUESTS: dict[str, tuple[str, bytes]] = {
     "json": ("GET", get(b"/json")),
     "form": (
@@ -83,7 +86,7 @@ REQUESTS: dict[str, tuple[str, bytes]] = {
     "stream": ("GET", get(b"/stream")),
     "redirect": ("GET", get(b"/redirect")),
     "error": ("GET", get(b"/boom")),
-    "head": ("HEAD", b"HEAD /json HTTP/1.1\r\n" + HOST + b"\r\n"),
+    "head": ("HEAD", REQUEST_HEAD),
     "not-found": ("GET", get(b"/missing")),
     "large-echo": ("POST", post(b"/echo", LARGE, b"application/octet-stream")),
     "chunked-upload": ("POST", chunked(b"/echo", CHUNKS)),
@@ -92,6 +95,13 @@ REQUESTS: dict[str, tuple[str, bytes]] = {
     "cookie": ("GET", get(b"/cookie", b'Cookie: a=1; b="two words"; c=%20x\r\n')),
     "set-cookies": ("GET", get(b"/set-cookies")),
     "http10": ("GET", b"GET /json HTTP/1.0\r\n\r\n"),
+    "expect-continue": (
+        "POST",
+        post(b"/echo", LARGE[:3000], b"application/octet-stream").replace(
+            HOST, HOST + b"Expect: 100-continue\r\n"
+        ),
+    ),
+    "pipelined": ("GET GET HEAD POST", get(b"/json") + get(b"/set-cookies") + REQUEST_HEAD + ECHO),
 }
 
 # -- comparing answers -----------------------------------------------------------------------
@@ -139,9 +149,10 @@ class Served:
     master: MasterProcess
     port: int
 
-    def ask(self, name: str) -> Answer:
-        method, request = REQUESTS[name]
-        return answer(exchange(self.port, request, method), self.port)
+    def ask(self, name: str) -> list[Answer]:
+        methods, requests = REQUESTS[name]
+        responses = conversation(self.port, requests, methods.split())
+        return [answer(response, self.port) for response in responses]
 
 
 def start(argv: list[str], workdir: Path) -> Served:
