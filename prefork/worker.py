@@ -29,7 +29,8 @@ class Worker:
     master), ``generation`` (bumped by every reload), ``sockets`` (the broker's listening
     sockets, inherited from the master), ``backlog`` (the listen queue length the master gave
     them), ``graceful_timeout`` (how long ``prepare_for_shutdown`` may take before the
-    master's SIGKILL) and ``options`` (the broker's extra keyword options).
+    master's SIGKILL), ``timeout`` (the broker's ``--timeout``: how long the worker may be
+    silent; 0 when off or not known) and ``options`` (the broker's extra keyword options).
     """
 
     #: When True the worker counts as ready as soon as ``init()`` returns. Set it to False and
@@ -54,6 +55,7 @@ class Worker:
         channel: Channel,
         backlog: int = 0,
         graceful_timeout: float = 0.0,
+        timeout: float = 0.0,
     ) -> None:
         self.type = type
         self.id = id
@@ -64,6 +66,7 @@ class Worker:
         self.backlog = backlog
         # The seconds between SIGTERM and the master's SIGKILL (0: not known).
         self.graceful_timeout = graceful_timeout
+        self.timeout = timeout
         self.options = dict(options)
         # Set before prepare_for_shutdown() runs: True when a new worker takes this one's place
         # (a reload, a recycle), False for a drain, a stop or a scale-down.

@@ -45,8 +45,6 @@ FOREIGN_FLAGS: dict[str, str] = {
     "--pythonpath": "name the directory APP is imported from with --app-dir DIR",
     "-k": _WORKER_CLASS,
     "--worker-class": _WORKER_CLASS,
-    "--interface": "prefork serves ASGI 3 apps; no --interface is needed",
-    "--threads": "prefork's workers serve on an event loop, not threads; scale with --workers",
     "--worker-connections": "--limit-concurrency N bounds the connections of each worker",
     "--loop": "prefork's workers always run on uvloop",
     "-D": "prefork stays in the foreground; run it under systemd, a container or a supervisor",

@@ -27,18 +27,23 @@ _CHECK_APP = "check APP and --app-dir"
 
 
 class AppImportError(ImportError):
-    """The APP named in the options cannot be found or is not an ASGI app; the message is
-    one line naming what was looked for."""
+    """The APP named in the options cannot be found or is not an app prefork serves (as
+    ``--interface`` asks); the message is one line naming what was looked for."""
+
+
+def _is_async(app: object) -> bool:
+    """Whether ``app`` is surely ASGI: awaited when called (an ``async`` function or
+    ``__call__``, or a class whose instances are awaited)."""
+    if isinstance(app, type):
+        return hasattr(app, "__await__")
+    return inspect.iscoroutinefunction(app) or (
+        callable(app) and inspect.iscoroutinefunction(type(app).__call__)
+    )
 
 
 def interface_of(app: object) -> Interface:
     """Which kind of callable ``app`` is, by its shape alone (nothing is called)."""
-    if isinstance(app, type):  # a class: ASGI 3 when its instances are awaited
-        if hasattr(app, "__await__"):
-            return "asgi"
-    elif inspect.iscoroutinefunction(app) or (
-        callable(app) and inspect.iscoroutinefunction(type(app).__call__)
-    ):
+    if _is_async(app):
         return "asgi"
     try:
         signature = inspect.signature(app)  # type: ignore[arg-type]
@@ -84,7 +89,7 @@ def import_app(config: HTTPConfig) -> Any:
     what the user's code raises (on import, in the factory) as it is."""
     spec = config.app
     if not isinstance(spec, str):
-        return _checked(spec, spec, config.factory)
+        return _checked(spec, spec, config.factory, config.interface)
     module_name, _, attrs = spec.partition(":")
     app: Any = import_module(config)
     try:
@@ -95,14 +100,22 @@ def import_app(config: HTTPConfig) -> Any:
             f"cannot import app {spec!r}: attribute {attrs!r} not found in module "
             f"{module_name!r}; {_CHECK_APP}"
         ) from None
-    return _checked(spec, app, config.factory)
+    return _checked(spec, app, config.factory, config.interface)
 
 
-def _checked(spec: object, found: object, factory: bool) -> Any:
+def served_interface(app: object, interface: str) -> Literal["asgi", "wsgi"]:
+    """How ``app`` is served under ``--interface interface``: ``auto`` goes by its shape
+    (``interface_of``; a callable of no readable shape is served as ASGI)."""
+    if interface == "wsgi" or (interface == "auto" and interface_of(app) == "wsgi"):
+        return "wsgi"
+    return "asgi"
+
+
+def _checked(spec: object, found: object, factory: bool, interface: str = "auto") -> Any:
     """The app from ``found``: itself, or what it returns when ``factory``; refused when it
-    is not an ASGI app (a WSGI app, a factory without ``factory``, not callable)."""
+    is not an app of ``interface`` (a factory without ``factory``, not callable)."""
     name = repr(spec) if isinstance(spec, str) else shown(spec)
-    wanted = "an app factory" if factory else "an ASGI app (an async callable)"
+    wanted = "an app factory" if factory else "an ASGI or WSGI app"
     if not callable(found):
         raise AppImportError(f"{name} is {_a(found)}, not {wanted}")
     kind = interface_of(found)
@@ -111,7 +124,7 @@ def _checked(spec: object, found: object, factory: bool) -> Any:
             raise AppImportError(
                 f"{name} takes no arguments, so it looks like an app factory; add --factory"
             )
-        return _served(name, found)
+        return _served(name, found, interface)
     try:
         signature: inspect.Signature | None = inspect.signature(found)
     except (TypeError, ValueError):  # no signature to read: call it and see
@@ -127,21 +140,27 @@ def _checked(spec: object, found: object, factory: bool) -> Any:
             raise AppImportError(
                 f"app factory {name} cannot be called without arguments ({exc})"
             ) from None
-    return _served(f"what the app factory {name} returned", found())
+    return _served(f"what the app factory {name} returned", found(), interface)
 
 
-def _served(subject: str, app: object) -> Any:
-    """``app`` if prefork can serve it; ``subject`` names it in the refusal."""
+def _served(subject: str, app: object, interface: str = "auto") -> Any:
+    """``app`` if prefork can serve it as ``interface`` asks; ``subject`` names it in the
+    refusal."""
     if not callable(app):
-        raise AppImportError(f"{subject} is {_a(app)}, not an ASGI app (an async callable)")
+        raise AppImportError(f"{subject} is {_a(app)}, not an ASGI or WSGI app")
     kind = interface_of(app)
-    if kind == "wsgi":
-        raise AppImportError(
-            f"{subject} looks like a WSGI app (it takes environ and start_response); prefork "
-            "serves ASGI apps (WSGI support is planned)"
-        )
     if kind == "factory":
-        raise AppImportError(f"{subject} takes no arguments: it is not an ASGI app")
+        raise AppImportError(f"{subject} takes no arguments: it is not an ASGI or WSGI app")
+    if interface == "asgi" and kind == "wsgi":
+        raise AppImportError(
+            f"{subject} looks like a WSGI app (it takes environ and start_response), not an "
+            "ASGI app; drop --interface asgi (or give --interface wsgi)"
+        )
+    if interface == "wsgi" and _is_async(app):
+        raise AppImportError(
+            f"{subject} looks like an ASGI app (an async callable), not a WSGI app; drop "
+            "--interface wsgi (or give --interface asgi)"
+        )
     return app
 
 

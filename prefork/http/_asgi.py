@@ -46,6 +46,12 @@ class AppCall(Protocol):
     def app_failed(self, exc: BaseException) -> None: ...
 
 
+class AbortCycle(Protocol):
+    """The connection's ``abort_cycle``: answer ``status`` if nothing was sent, and close."""
+
+    def __call__(self, cycle: Cycle, status: int = 500) -> None: ...
+
+
 class ClientDisconnected(OSError):
     """Raised by ``send()`` once the client has gone away (ASGI spec 2.4)."""
 
@@ -161,7 +167,7 @@ class Cycle:
         stats: Stats,
         on_response_complete: Callable[[Cycle], None],
         on_body_consumed: Callable[[], None],
-        on_abort: Callable[[Cycle], None],
+        on_abort: AbortCycle,
     ) -> None:
         self.scope = scope
         self._transport = transport

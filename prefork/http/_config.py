@@ -33,6 +33,9 @@ from prefork.http._access import DEFAULT_ACCESS_FORMAT
 LIFESPAN_MODES = ("auto", "on", "off")
 WS_MODES = ("auto", "none", "wsproto")
 HTTP_MODES = ("auto", "h11")
+INTERFACES = ("auto", "asgi", "wsgi")
+#: The most threads --threads may give a worker (each holds a stack and a request).
+MAX_THREADS = 1024
 #: The most a request head, its line or one field may be allowed (1 MiB): past that, one
 #: client's head would hold a worker's memory.
 MAX_HEAD_BYTES = 1 << 20
@@ -61,6 +64,21 @@ class HTTPConfig:
     )
     factory: bool = option(
         False, "APP is a callable returning the ASGI app", switch, "--factory", parse=None
+    )
+    interface: str = option(
+        "auto",
+        "the app's interface: auto (told by its signature), asgi, or wsgi",
+        one_of(*INTERFACES),
+        "--interface",
+        choices=INTERFACES,
+    )
+    threads: int = option(
+        1,
+        "WSGI: threads per worker running the app (an ASGI app ignores it, with a warning)",
+        whole(1, MAX_THREADS),
+        "--threads",
+        metavar="N",
+        parse=int,
     )
     app_dir: str = option(".", "directory added to sys.path to import APP", text, "--app-dir")
     root_path: str = option(

@@ -72,6 +72,10 @@ TINY_READ = 256
 GATHER = 0.005
 
 
+#: What ``abort_cycle`` answers.
+_ABORTED = {500: b"Internal Server Error\n", 504: b"Gateway Timeout\n"}
+
+
 class HTTPProtocol(asyncio.Protocol):
     """An ``asyncio.Protocol`` serving HTTP/1.1 requests to an ASGI app."""
 
@@ -288,7 +292,7 @@ class HTTPProtocol(asyncio.Protocol):
             self._enter(BUSY)
         method = info.method
         http_version = info.http_version
-        cycle = self.cycle = Cycle(
+        cycle = self.cycle = state.cycle_type(
             build_scope(
                 state, self.server, self.client, method, info.path, http_version, info.headers
             ),
@@ -388,13 +392,14 @@ class HTTPProtocol(asyncio.Protocol):
         else:
             self._enter(IDLE)
 
-    def abort_cycle(self, cycle: Cycle) -> None:
-        """The app failed or left ``cycle`` unfinished: answer 500 if we can, and close."""
+    def abort_cycle(self, cycle: Cycle, status: int = 500) -> None:
+        """The app failed or left ``cycle`` unfinished: answer ``status`` (500, or 504 for a
+        WSGI thread past ``--timeout``) if we can, and close."""
         if cycle is self.cycle and self.phase is not CLOSED:
             if cycle.disconnected or self.transport.is_closing():
                 self._close()  # the client left (the app was told): nobody to answer
             else:
-                self._refuse(500, b"Internal Server Error\n")
+                self._refuse(status, _ABORTED[status])
 
     def _refuse(self, status: int, message: bytes, headers: bytes = b"") -> None:
         """Answer ``status`` (unless a response has begun) and close.

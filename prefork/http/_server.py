@@ -12,12 +12,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from prefork.http._app import import_app, import_module
+from prefork.http._app import import_app, import_module, served_interface
 from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
 from prefork.http._lifespan import Lifespan
 from prefork.http._state import ServerState
 from prefork.http._tls import server_context
+from prefork.http._wsgi_environ import base_environ
+from prefork.http._wsgi_pool import WSGIPool
 from prefork.worker import Worker
 
 logger = logging.getLogger("prefork.http")
@@ -74,14 +76,33 @@ class HTTPWorker(Worker):
         self.state: ServerState | None = None
         self.servers: list[asyncio.AbstractServer] = []
         self.lifespan: Lifespan | None = None
+        self.pool: WSGIPool | None = None
+        self._retiring = False
 
     async def init(self) -> None:
         loop = asyncio.get_running_loop()
-        app = import_app(self.config)  # an error reaches the master, which prints it once
+        config = self.config
+        app = import_app(config)  # an error reaches the master, which prints it once
+        pool = None
+        if served_interface(app, config.interface) == "wsgi":
+            pool = self.pool = WSGIPool(
+                app,
+                base_environ(threads=config.threads),
+                config.threads,
+                timeout=self.timeout,
+                on_stuck=self._retire_once,
+            )
+            pool.start()
+        elif config.threads != 1:
+            logger.warning(
+                "--threads %d is ignored: an ASGI app runs on the event loop", config.threads
+            )
+        self._tell_interface(pool)
         state = self.state = ServerState(
-            self.config, app, loop, retire=self.retire, report=self.report
+            config, app, loop, retire=self.retire, report=self.report, pool=pool
         )
-        lifespan = self.lifespan = Lifespan(app, self.config.lifespan, state.lifespan_state)
+        lifespan_mode = "off" if pool is not None else config.lifespan  # no lifespan in WSGI
+        lifespan = self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)
         await lifespan.startup()
         tls: dict[str, Any] = {}
         context = server_context(self.config)  # read afresh: a reload rotates certificates
@@ -94,6 +115,24 @@ class HTTPWorker(Worker):
             )
             self.servers.append(server)
         state.start_sweeping()
+
+    def _tell_interface(self, pool: WSGIPool | None) -> None:
+        """Say once (by the first worker) how the app is served."""
+        if self.id != 1:
+            return
+        how = "an ASGI app" if pool is None else f"a WSGI app, {pool.size} thread(s) per worker"
+        logger.info(
+            "serving %s as %s (--interface %s)",
+            self.title_for(self.options),
+            how,
+            self.config.interface,
+        )
+
+    def _retire_once(self) -> None:
+        """A WSGI thread is stuck: ask for this worker's replacement (once)."""
+        if not self._retiring:
+            self._retiring = True
+            self.retire()
 
     async def prepare_for_shutdown(self) -> None:
         """Drain: stop accepting, finish in-flight requests, close, lifespan shutdown, exit."""

@@ -15,11 +15,13 @@ from enum import IntEnum
 from time import perf_counter
 from typing import Any, Protocol
 
-from prefork.http._asgi import AppCall, ASGIApp, run_app
+from prefork.http._asgi import AppCall, ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
 from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
 from prefork.http._stats import Stats
+from prefork.http._wsgi import WSGICycle
+from prefork.http._wsgi_pool import WSGIPool
 
 #: How long a refused connection's socket stays open after our answer (``linger``), and how
 #: many may at once.
@@ -79,8 +81,13 @@ class ServerState:
         *,
         retire: Callable[[], None] | None = None,
         report: Callable[[dict[str, Any]], None] | None = None,
+        pool: WSGIPool | None = None,
     ) -> None:
         self.config = config
+        #: The threads running a WSGI app (None: the app is ASGI, run in tasks).
+        self.pool = pool
+        #: What a request's ``Cycle`` is: the app runs in a task, or in a pool thread.
+        self.cycle_type: type[Cycle] = Cycle if pool is None else WSGICycle
         #: Seconds of each phase's timeout, indexed by ``Phase`` (0.0: no deadline).
         self.timeouts = tuple(
             0.0 if name is None else float(getattr(config, name))
@@ -144,8 +151,11 @@ class ServerState:
 
     def start_app(self, cycle: AppCall) -> None:
         """Run the app for ``cycle`` in a task, counted in ``inflight`` until it ends (a
-        WebSocket's app runs as long as its socket)."""
+        WebSocket's app runs as long as its socket); a WSGI request in a pool thread."""
         self.inflight += 1
+        if self.pool is not None and isinstance(cycle, WSGICycle):
+            self.pool.submit(cycle, self._app_finished)
+            return
         task = self.loop.create_task(run_app(self.app, cycle, self._app_finished))
         tasks = self.tasks
         tasks.add(task)
@@ -169,6 +179,8 @@ class ServerState:
         now = self.loop.time()
         self.sweep(now)
         self.start_sweeping()
+        if self.pool is not None:
+            self.pool.check()
         # Rescheduled first: a report that raises must not end the sweep. Half a sweep early,
         # so that a timer firing a little early does not skip a report.
         if now >= self._report_at and self.send_report():

@@ -178,7 +178,7 @@ def denial_cycle(
         stats=stats,
         on_response_complete=lambda cycle: done(),
         on_body_consumed=lambda: None,
-        on_abort=lambda cycle: None,
+        on_abort=lambda cycle, status=500: None,
     )
 
 

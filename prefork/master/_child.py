@@ -48,6 +48,7 @@ class WorkerSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     heartbeat: float = 0.0
     graceful_timeout: float = 0.0
+    timeout: float = 0.0  # the broker's --timeout (a worker may bound its own threads by it)
     max_frame: int = frames.DEFAULT_MAX_FRAME
     identity: Identity = field(default_factory=Identity)
     name: str = ""  # --name: workers show as NAME:BROKER
@@ -184,6 +185,7 @@ async def _start(spec: WorkerSpec, link: _Link) -> Worker:
         sockets=spec.sockets,
         backlog=spec.backlog,
         graceful_timeout=spec.graceful_timeout,
+        timeout=spec.timeout,
         options=spec.options,
         channel=link,
     )

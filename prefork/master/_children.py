@@ -141,6 +141,7 @@ class Children:
             options=config.worker_options,
             heartbeat=self._policies[broker].heartbeat_interval,
             graceful_timeout=self._policies[broker].graceful_timeout,
+            timeout=self._policies[broker].timeout,
             max_frame=self._config.max_frame,
             identity=self.identity,
             name=self._config.name or "",

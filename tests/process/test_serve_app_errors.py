@@ -65,8 +65,17 @@ def app_dir(tmp_path: Path) -> Path:
             "cannot import app 'no_such_module_q:app': no module named 'no_such_module_q'; "
             "check APP and --app-dir",
         ),
-        (["plain:not_callable"], "'plain:not_callable' is an int (3), not an ASGI app"),
-        (["plain:wsgi"], "'plain:wsgi' looks like a WSGI app (it takes environ and"),
+        (["plain:not_callable"], "'plain:not_callable' is an int (3), not an ASGI or WSGI app"),
+        (
+            ["plain:wsgi", "--interface", "asgi"],
+            "'plain:wsgi' looks like a WSGI app (it takes "
+            "environ and start_response), not an ASGI app; drop --interface asgi",
+        ),
+        (
+            ["plain:app", "--interface", "wsgi"],
+            "'plain:app' looks like an ASGI app (an async "
+            "callable), not a WSGI app; drop --interface wsgi",
+        ),
         (["plain:create"], "'plain:create' takes no arguments, so it looks like an app factory"),
         (["--factory", "plain:app"], "'plain:app' is an ASGI app, not an app factory; drop"),
     ],

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from prefork.http import AppImportError, HTTPConfig
-from prefork.http._app import import_app, interface_of
+from prefork.http._app import import_app, interface_of, served_interface
 
 _names = itertools.count()
 
@@ -63,8 +63,8 @@ def module(tmp_path: Path) -> Iterator[str]:
     sys.path.remove(str(tmp_path))
 
 
-def load(app: Any, factory: bool = False) -> Any:
-    return import_app(HTTPConfig(app=app, factory=factory, app_dir=""))
+def load(app: Any, factory: bool = False, interface: str = "auto") -> Any:
+    return import_app(HTTPConfig(app=app, factory=factory, app_dir="", interface=interface))
 
 
 # --- the kind of an app, by its shape ----------------------------------------------------
@@ -193,18 +193,12 @@ def test_app_dir_is_added_to_the_path_once(module: str, tmp_path: Path) -> None:
         (
             "{m}:not_callable",
             False,
-            "'{m}:not_callable' is an int (3), not an ASGI app (an async callable)",
+            "'{m}:not_callable' is an int (3), not an ASGI or WSGI app",
         ),
         (
             "{m}:not_callable",
             True,
             "'{m}:not_callable' is an int (3), not an app factory",
-        ),
-        (
-            "{m}:wsgi",
-            False,
-            "'{m}:wsgi' looks like a WSGI app (it takes environ and start_response); prefork "
-            "serves ASGI apps (WSGI support is planned)",
         ),
         (
             "{m}:create",
@@ -220,21 +214,16 @@ def test_app_dir_is_added_to_the_path_once(module: str, tmp_path: Path) -> None:
             "required argument: 'config')",
         ),
         (
-            "{m}:create_wsgi",
-            True,
-            "what the app factory '{m}:create_wsgi' returned looks like a WSGI app",
-        ),
-        (
             "{m}:create_nothing",
             True,
             "what the app factory '{m}:create_nothing' returned is a NoneType (None), not an "
-            "ASGI app (an async callable)",
+            "ASGI or WSGI app",
         ),
         (
             "{m}:create_factory",
             True,
             "what the app factory '{m}:create_factory' returned takes no arguments: it is not "
-            "an ASGI app",
+            "an ASGI or WSGI app",
         ),
     ],
 )
@@ -249,7 +238,45 @@ def test_a_mistake_in_naming_the_app_is_one_line(
 
 def test_an_app_object_is_checked_as_a_named_one() -> None:
     with pytest.raises(AppImportError, match=r"^<function wsgi at .*> looks like a WSGI app"):
-        load(wsgi)
+        load(wsgi, interface="asgi")
+
+
+@pytest.mark.parametrize(
+    ("app", "factory", "interface", "message"),
+    [
+        ("{m}:wsgi", False, "asgi", "'{m}:wsgi' looks like a WSGI app (it takes environ and "
+         "start_response), not an ASGI app; drop --interface asgi (or give --interface wsgi)"),
+        ("{m}:create_wsgi", True, "asgi", "what the app factory '{m}:create_wsgi' returned "
+         "looks like a WSGI app"),
+        ("{m}:app", False, "wsgi", "'{m}:app' looks like an ASGI app (an async callable), not "
+         "a WSGI app; drop --interface wsgi (or give --interface asgi)"),
+    ],
+)  # fmt: skip
+def test_an_app_of_the_other_interface_is_one_line(
+    module: str, app: str, factory: bool, interface: str, message: str
+) -> None:
+    with pytest.raises(AppImportError) as caught:
+        load(app.format(m=module), factory, interface)
+    assert str(caught.value) == message.format(m=module) or str(caught.value).startswith(
+        message.format(m=module)
+    )
+
+
+@pytest.mark.parametrize(
+    ("app", "factory", "interface", "served"),
+    [
+        ("{m}:wsgi", False, "auto", "wsgi"),
+        ("{m}:wsgi", False, "wsgi", "wsgi"),
+        ("{m}:create_wsgi", True, "auto", "wsgi"),
+        ("{m}:app", False, "auto", "asgi"),
+        ("{m}:app", False, "asgi", "asgi"),
+    ],
+)
+def test_auto_tells_a_wsgi_app_by_its_shape(
+    module: str, app: str, factory: bool, interface: str, served: str
+) -> None:
+    found = load(app.format(m=module), factory, interface)
+    assert served_interface(found, interface) == served
 
 
 @pytest.mark.parametrize(

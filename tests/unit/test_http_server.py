@@ -181,7 +181,11 @@ def test_unix_socket_scope(tmp_path: Path) -> None:
     [
         ({"app": "prefork_no_such_module:app"}, AppImportError, "no module named"),
         ({"app": "{name}:nothing"}, AppImportError, "attribute 'nothing' not found in module"),
-        ({"app": "{name}:not_callable"}, AppImportError, r"is an int \(3\), not an ASGI app"),
+        (
+            {"app": "{name}:not_callable"},
+            AppImportError,
+            r"is an int \(3\), not an ASGI or WSGI app",
+        ),
         ({"app": "{broken}:app"}, ModuleNotFoundError, "prefork_missing_dependency"),
         ({"app": "{failing}:app", "lifespan": "on"}, LifespanFailure, "no database"),
     ],
