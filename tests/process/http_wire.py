@@ -93,10 +93,11 @@ def exchange(port: int, request: bytes, method: str = "GET", timeout: float = 10
 
 
 def conversation(
-    port: int, requests: bytes, methods: list[str], timeout: float = 10.0
+    port: int, requests: bytes, methods: list[str], later: bytes = b"", timeout: float = 10.0
 ) -> list[Response]:
-    """Send ``requests`` (one or more, pipelined) on a new connection; every response to
-    them, interim (1xx) ones included, in order."""
+    """Send ``requests`` (one or more, pipelined) on a new connection, and ``later`` once the
+    first interim (1xx) response came (a body after ``100 Continue``); every response, the
+    interim ones included, in order."""
     got = []
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(requests)
@@ -104,6 +105,9 @@ def conversation(
         for method in methods:
             while (response := reader.response(method)).status < 200:
                 got.append(response)
+                if later:
+                    sock.sendall(later)
+                    later = b""
             got.append(response)
     return got
 

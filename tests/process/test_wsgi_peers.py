@@ -3,17 +3,21 @@
 
 Each app is served by ``prefork serve --interface wsgi --threads 4 --workers 1`` and by
 ``gunicorn -k gthread --threads 4 -w 1``, both on a socket bound here (``fd://N``), and each
-request below is sent as raw bytes on a new connection to both. The answers must be equal
-after dropping only what cannot be equal:
+request below is sent as raw bytes on a new connection to both (JSON, a form, a multipart
+upload, a streamed response, a redirect, an error, HEAD, 404, a 70,000-byte echo, a chunked
+upload, escapes in the query and the path, cookies, HTTP/1.0, Expect: 100-continue, pipelined
+requests). The answers must be equal after dropping only what cannot be equal:
 
-- ``Date`` (the clock) and ``Server`` (the name) headers;
-- the allowed differences in ``ALLOWED``, each with its reason.
+- ``Date`` (the clock) and ``Server`` (the name) headers, and our port inside ``Location``;
+- the two differences in ``ALLOWED``, where prefork is right to differ;
+- the two in ``DEVIATIONS``, where it arguably is not: each has its own test, expected to
+  fail (strict) until it is fixed, so that the rest is still compared byte for byte.
 
-Header order: the app's own headers keep the order the app gave them (it is meaningful for
-repeated fields such as ``Set-Cookie``), so the header list is compared in order. Where the
-server puts the fields it adds itself (``Connection``, ``Transfer-Encoding``) among them is
-not meaningful (RFC 9110 section 5.3: only the order of same-named fields is), so those are
-compared as a set, after the app's fields.
+Header order: the app's own headers keep the order the app gave them (meaningful for repeated
+fields such as ``Set-Cookie``), so that list is compared in order. Where a server puts the
+fields it adds itself (``Connection``, ``Transfer-Encoding``) among them is not meaningful
+(RFC 9110 section 5.3: only the order of same-named fields is), so those are compared as a
+set. Bodies are compared as framed on the wire: chunk sizes included.
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ def chunked(target: bytes, chunks: list[bytes]) -> bytes:
 FORM = b"a=1&a=2&b=caf%C3%A9+x&c="
 REQUEST_HEAD = b"HEAD /json HTTP/1.1\r\n" + HOST + b"\r\n"
 ECHO = post(b"/echo", LARGE[:1000], b"application/octet-stream")
+EXPECT = post(b"/echo", LARGE[:3000], b"application/octet-stream").replace(
+    HOST, HOST + b"Expect: 100-continue\r\n"
+)
+#: name -> what the client sends after the first interim (1xx) response
+STAGED = {"expect-continue": EXPECT.partition(b"\r\n\r\n")[2]}
 
 #: name -> (the method of each request, the raw requests: several are pipelined)
 REQUESTS: dict[str, tuple[str, bytes]] = {
@@ -95,12 +104,8 @@ REQUESTS: dict[str, tuple[str, bytes]] = {
     "cookie": ("GET", get(b"/cookie", b'Cookie: a=1; b="two words"; c=%20x\r\n')),
     "set-cookies": ("GET", get(b"/set-cookies")),
     "http10": ("GET", b"GET /json HTTP/1.0\r\n\r\n"),
-    "expect-continue": (
-        "POST",
-        post(b"/echo", LARGE[:3000], b"application/octet-stream").replace(
-            HOST, HOST + b"Expect: 100-continue\r\n"
-        ),
-    ),
+    # The head alone; the body only once "100 Continue" came (``STAGED``).
+    "expect-continue": ("POST", EXPECT.partition(b"\r\n\r\n")[0] + b"\r\n\r\n"),
     "pipelined": ("GET GET HEAD POST", get(b"/json") + get(b"/set-cookies") + REQUEST_HEAD + ECHO),
 }
 
@@ -109,9 +114,33 @@ REQUESTS: dict[str, tuple[str, bytes]] = {
 DROPPED = {b"date", b"server"}
 SERVER_ADDED = {b"connection", b"transfer-encoding"}
 
-#: (app, request) -> why prefork's answer may differ from gunicorn's, and what is compared
-#: instead. Keep this short: each entry is a promise we do not keep.
-ALLOWED: dict[tuple[str, str], str] = {}
+#: Where prefork rightly answers otherwise than gunicorn: each is normalised away in
+#: ``answer`` for both servers. Keep this short.
+ALLOWED = {
+    "keep-alive": (
+        "gunicorn sends 'Connection: keep-alive' on HTTP/1.1 answers; prefork adds nothing: "
+        "persistence is HTTP/1.1's default (RFC 9112 section 9.3). 'close' is compared"
+    ),
+    "version": (
+        "an HTTP/1.0 request is answered 'HTTP/1.1 ...' by prefork (h11), 'HTTP/1.0 ...' by "
+        "gunicorn: a server sends the highest minor version it conforms to (RFC 9110 "
+        "section 2.5); the framing (Connection: close, Content-Length) is compared"
+    ),
+}
+#: Where prefork answers otherwise than gunicorn and arguably should not (reported on issue
+#: 22): normalised away here so that the rest is still compared byte for byte, and each
+#: checked by its own test, expected to fail until it is fixed.
+DEVIATIONS = {
+    "name-case": (
+        "prefork lowercases the app's header names ('content-type'); gunicorn (and waitress, "
+        "wsgiref, mod_wsgi) send them as the app gave them ('Content-Type'). Legal (RFC 9110 "
+        "section 5.1), but not what a WSGI app's own tests see under gunicorn"
+    ),
+    "reason": (
+        "prefork sends its own reason phrase ('302 Found'); gunicorn sends the app's status "
+        "string as given (Flask: '302 FOUND'), as PEP 3333 hands it to the server"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -124,7 +153,10 @@ class Answer:
     body: bytes
 
 
-def answer(response: Response, port: int) -> Answer:
+def answer(response: Response, port: int, http10: bool = False) -> Answer:
+    """``response`` with Date and Server dropped, our port in Location made a placeholder, and
+    the ALLOWED and DEVIATIONS differences normalised away (``http10``: the answer to an
+    HTTP/1.0 request)."""
     app_headers, server_headers = [], set()
     for name, value in response.headers:
         key = name.lower()
@@ -133,12 +165,14 @@ def answer(response: Response, port: int) -> Answer:
         if key == b"location":
             value = value.replace(b"127.0.0.1:%d" % port, b"127.0.0.1:PORT")
         if key in SERVER_ADDED:
-            server_headers.add((key, value.lower()))
+            if (key, value.lower()) != (b"connection", b"keep-alive"):  # ALLOWED keep-alive
+                server_headers.add((key, value.lower()))
         else:
-            app_headers.append((name, value))
-    return Answer(
-        response.status_line, tuple(app_headers), frozenset(server_headers), response.body
-    )
+            app_headers.append((key, value))  # DEVIATIONS name-case
+    version, code, _ = response.status_line.split(b" ", 2)
+    # ALLOWED version; DEVIATIONS reason: the code alone
+    status_line = (b"HTTP/1.x" if http10 else version) + b" " + code
+    return Answer(status_line, tuple(app_headers), frozenset(server_headers), response.body)
 
 
 # -- the servers -----------------------------------------------------------------------------
@@ -149,10 +183,12 @@ class Served:
     master: MasterProcess
     port: int
 
-    def ask(self, name: str) -> list[Answer]:
+    def raw(self, name: str) -> list[Response]:
         methods, requests = REQUESTS[name]
-        responses = conversation(self.port, requests, methods.split())
-        return [answer(response, self.port) for response in responses]
+        return conversation(self.port, requests, methods.split(), STAGED.get(name, b""))
+
+    def ask(self, name: str) -> list[Answer]:
+        return [answer(r, self.port, name == "http10") for r in self.raw(name)]
 
 
 def start(argv: list[str], workdir: Path) -> Served:
@@ -215,7 +251,33 @@ def pair(
 def test_an_app_answers_as_under_gunicorn_gthread(
     pair: tuple[str, Served, Served], request_name: str
 ) -> None:
+    _, ours, theirs = pair
+    assert ours.ask(request_name) == theirs.ask(request_name)
+
+
+def test_http10_is_answered_with_close_by_both(pair: tuple[str, Served, Served]) -> None:
+    """ALLOWED "version" drops no framing: both close after answering HTTP/1.0."""
+    _, ours, theirs = pair
+    for served in (ours, theirs):
+        (response,) = served.raw("http10")
+        assert response.header(b"connection") == b"close"
+
+
+@pytest.mark.xfail(strict=True, reason=DEVIATIONS["name-case"])
+def test_header_names_go_out_as_the_app_gave_them(pair: tuple[str, Served, Served]) -> None:
+    _, ours, theirs = pair
+    names = [[n for n, _ in r.headers if n.lower() not in DROPPED] for r in ours.raw("json")]
+    assert names == [
+        [n for n, _ in r.headers if n.lower() not in DROPPED] for r in theirs.raw("json")
+    ]
+
+
+def test_the_status_line_is_the_apps(
+    pair: tuple[str, Served, Served], request: pytest.FixtureRequest
+) -> None:
     app, ours, theirs = pair
-    mine, reference = ours.ask(request_name), theirs.ask(request_name)
-    assert (app, request_name) not in ALLOWED
-    assert mine == reference
+    if app == "flask":  # Django's reason phrases are the standard ones
+        request.applymarker(pytest.mark.xfail(strict=True, reason=DEVIATIONS["reason"]))
+    assert [r.status_line for r in ours.raw("not-found")] == [
+        r.status_line for r in theirs.raw("not-found")
+    ]
