@@ -225,10 +225,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     def _upgrade(self, info: RequestInfo) -> None:
         """Hand the connection over to a ``WebSocketProtocol`` (``--ws none``: an upgrade
-        request is a plain request). Refused like any request: a bad handshake (400, 426),
-        over ``limit_concurrency`` (503), or while draining (503: the client reconnects to
-        the worker that replaces this one)."""
-        if self._config.ws == "none":
+        request is a plain request, and so it is to a WSGI app, which decides, as under
+        gunicorn). Refused like any request: a bad handshake (400, 426), over
+        ``limit_concurrency`` (503), or while draining (503: the client reconnects to the
+        worker that replaces this one)."""
+        if self._config.ws == "none" or self.state.pool is not None:
             self._admit(info)
             self._begin(info)
             return

@@ -179,8 +179,6 @@ class ServerState:
         now = self.loop.time()
         self.sweep(now)
         self.start_sweeping()
-        if self.pool is not None:
-            self.pool.check()
         # Rescheduled first: a report that raises must not end the sweep. Half a sweep early,
         # so that a timer firing a little early does not skip a report.
         if now >= self._report_at and self.send_report():
@@ -189,6 +187,8 @@ class ServerState:
     def sweep(self, now: float) -> None:
         for conn in list(self.connections):
             conn.check_deadline(now)
+        if self.pool is not None:
+            self.pool.check()  # the WSGI threads' own --timeout
 
     def send_report(self) -> bool:
         """Send the master the metrics (``Stats.take``) if anything changed since the last

@@ -78,6 +78,7 @@ class WSGICycle(Cycle):
     __slots__ = (
         "_cond",
         "_error",
+        "_handed",
         "_head_sent",
         "_in_flight",
         "_on_done",
@@ -90,10 +91,12 @@ class WSGICycle(Cycle):
         super().__init__(*args, **kwargs)
         self._cond = threading.Condition(threading.Lock())
         self._in_flight = False  # a chunk handed to the loop and not written (or drained) yet
-        self._response: tuple[int, list[tuple[bytes, bytes]]] | None = None
+        # What start_response was given: status, headers, Content-Length (-1: none).
+        self._response: tuple[int, list[tuple[bytes, bytes]], int] | None = None
+        self._handed = 0  # body bytes handed to the loop
         self._head_sent = False
         self._error: BaseException | None = None
-        self._on_done: Callable[[], None] = _nothing
+        self._on_done: Callable[[], None]  # set by the pool (``WSGIPool.submit``)
         self.ended = False  # the app's thread is done with the request
         self.stuck = False  # the pool gave up on the app's thread (``--timeout``)
 
@@ -168,13 +171,16 @@ class WSGICycle(Cycle):
                 exc_info = None  # no cycle through the traceback (PEP 3333)
         elif self._response is not None:
             raise AssertionError("start_response called a second time without exc_info")
-        self._response = (parse_status(status), checked_headers(headers))
+        fields = checked_headers(headers)
+        length = -1
+        for name, value in fields:
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+        self._response = (parse_status(status), fields, length)
         return self.write
 
     def write(self, data: bytes) -> None:
         """PEP 3333's ``write`` callable: send ``data`` now (the head first, if not sent)."""
-        if self._response is None:
-            raise AssertionError("write() called before start_response")
         self._send(_bytes(data), last=False)
 
     def _send(self, data: bytes, *, last: bool) -> None:
@@ -183,9 +189,10 @@ class WSGICycle(Cycle):
             return
         head = None
         if not self._head_sent:
-            head = self._response
-            if head is None:
+            response = self._response
+            if response is None:
                 raise AssertionError("the app returned a body without calling start_response")
+            head = response[:2]
             self._head_sent = True
         with self._cond:
             while self._in_flight and not self.gone:
@@ -195,6 +202,7 @@ class WSGICycle(Cycle):
             if self.gone:
                 raise ClientDisconnected("the client closed the connection")
             self._in_flight = not last
+        self._handed += len(data)
         if last:
             self.ended = True
             self._loop.call_soon_threadsafe(self._finish, data, head)
@@ -210,9 +218,7 @@ class WSGICycle(Cycle):
                 if type(result) is list and len(result) == 1:
                     last = _bytes(result[0])  # the common case: one chunk, sent with the end
                 else:
-                    for data in result:
-                        self._send(_bytes(data), last=False)
-                    last = b""
+                    last = self._iterate(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
@@ -221,6 +227,25 @@ class WSGICycle(Cycle):
         except BaseException as exc:  # the app's errors; the thread must not die of them
             self.ended = True
             self._loop.call_soon_threadsafe(self._failed, exc)
+
+    def _iterate(self, result: Iterable[bytes]) -> bytes:
+        """Hand the chunks of ``result`` to the loop as they come, but the one that completes
+        the Content-Length the app gave: that one is returned, to go with the end of the
+        response (so an iterable of one chunk, as frameworks return, is ONE call too)."""
+        held = b""
+        for chunk in result:
+            data = _bytes(chunk)
+            if not data:
+                continue
+            if held:  # more than the Content-Length: the framing refuses it
+                self._send(held, last=False)
+                held = b""
+            response = self._response
+            if response is not None and self._handed + len(data) == response[2]:
+                held = data
+            else:
+                self._send(data, last=False)
+        return held
 
     # -- the response (on the loop) --------------------------------------------------------
 
@@ -258,28 +283,27 @@ class WSGICycle(Cycle):
             self._cond.notify()
 
     def _finish(self, data: bytes, head: tuple[int, list[tuple[bytes, bytes]]] | None) -> None:
-        if not self.stuck:
-            self._write(data, head, False)
-            if not self.complete:  # the client left (or the write failed): close
-                self._on_abort(self)
+        # (Past --timeout the connection is closed already: nothing is written.)
+        self._write(data, head, False)
+        if not self.complete:  # the client left (or the write failed): close
+            self._on_abort(self)
         self._on_done()
 
     def time_out(self) -> None:
         """The app's thread ran past ``--timeout`` (on the loop): 504 if nothing was sent,
         else the connection is closed; what the thread does later is dropped."""
         self.stuck = True
-        if not self.complete:
-            self._on_abort(self, 504)
+        self._on_abort(self, 504)  # (not complete: the thread had not ended)
 
     def _failed(self, exc: BaseException) -> None:
-        if not self.stuck:
-            left = self.disconnected or self._transport.is_closing()
-            if left and isinstance(exc, OSError):
-                logger.debug("client went away during the response: %r", exc)
-            else:
-                logger.error("Exception in WSGI application", exc_info=exc)
-            if not self.complete:
-                self._on_abort(self)
+        left = self.disconnected or self._transport.is_closing()
+        if exc is self._error:
+            pass  # logged on the loop already, when the framing refused the chunk
+        elif left and isinstance(exc, OSError):
+            logger.debug("client went away during the response: %r", exc)
+        else:
+            logger.error("Exception in WSGI application", exc_info=exc)
+        self._on_abort(self)  # (a cycle already answered is not the connection's any more)
         self._on_done()
 
 
@@ -287,10 +311,6 @@ def _bytes(data: object) -> bytes:
     if type(data) is bytes:
         return data
     raise TypeError(f"a WSGI app must yield bytes, got {type(data).__name__}")
-
-
-def _nothing() -> None:
-    pass
 
 
 def thread_stack(thread: threading.Thread | None) -> str:

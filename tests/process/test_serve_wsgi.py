@@ -132,3 +132,39 @@ def test_a_reload_lets_the_request_in_flight_finish(
     conn.close()
     (new,) = wait_serving(master, 1, replacing={old})
     assert int(get(port).data) == new  # type: ignore[attr-defined]
+
+
+def test_a_template_imports_a_wsgi_app_for_its_workers(start: Start, sock: socket.socket) -> None:
+    port = sock.getsockname()[1]
+    master = serve(start, sock, *WSGI, "--template", "--threads", "2", app=APP, workers=2)
+    wait_log(master, "is ready", count=3, timeout=15)  # the template and its two workers
+    assert "[http] template of generation 1 is ready" in master.stderr()
+    assert get(port).status == 200
+    echoed = request(port, "POST", "/echo", b"from a template")[1]
+    assert echoed == b"from a template"
+
+
+@pytest.mark.parametrize(
+    ("options", "code", "error"),
+    [
+        ((*WSGI, "--threads", "8"), 0, ""),
+        (("--interface", "asgi"), 0, ""),  # a (*args) callable may be ASGI: not refused
+    ],
+)
+def test_check_config_accepts_a_wsgi_app(
+    start: Start, sock: socket.socket, options: tuple[str, ...], code: int, error: str
+) -> None:
+    master = serve(start, sock, *options, "--check-config", app=APP, workers=1)
+    assert master.wait_exit() == code
+    assert error in master.stderr()
+
+
+def test_check_config_refuses_a_plain_wsgi_function_as_asgi(
+    start: Start, sock: socket.socket, tmp_path: Path
+) -> None:
+    (tmp_path / "plain.py").write_text("def app(environ, start_response):\n    return []\n")
+    master = serve(
+        start, sock, "--interface", "asgi", "--check-config", app="plain:app", app_dir=tmp_path
+    )
+    assert master.wait_exit() == 2
+    assert "'plain:app' looks like a WSGI app" in master.stderr()

@@ -66,3 +66,28 @@ def test_log_level_trace_is_below_debug() -> None:
     assert root.level == setup.TRACE == 5 < logging.DEBUG
     assert logging.getLevelName(setup.TRACE) == "TRACE"
     assert root.isEnabledFor(setup.TRACE)
+
+
+def test_gunicorns_threads_and_granians_interface_are_options() -> None:
+    args = cli.build_parser().parse_args(["serve", "--threads", "4", "--interface", "wsgi", "m:a"])
+    assert (args.threads, args.interface) == (4, "wsgi")
+    keys = setup._keys(cli.SERVE_CONFIGS)  # a gunicorn config file's `threads = 4` too
+    assert "threads" in keys and "interface" in keys
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--threads", "0"], "threads must be a whole number >= 1, got 0"),
+        (["--interface", "rsgi"], "invalid choice: 'rsgi'"),
+    ],
+)
+def test_a_bad_threads_or_interface_is_one_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    try:
+        assert cli.main(["serve", *argv, "m:app"]) == 2
+    except SystemExit as leaving:  # argparse's own refusal
+        assert leaving.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1

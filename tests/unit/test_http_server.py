@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -498,3 +499,71 @@ def test_no_lingering_while_the_answer_is_still_buffered_or_when_the_socket_is_g
                 s.close()
 
     uvloop.run(main())
+
+
+WSGI_SOURCE = """
+import threading
+from wsgiref.validate import validator
+
+STUCK = threading.Event()
+
+def plain(environ, start_response):
+    if environ["PATH_INFO"] == "/stuck":
+        STUCK.wait(10)
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)) or b"hello"
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+app = validator(plain)
+"""
+
+
+@pytest.mark.parametrize(("worker_id", "told"), [(1, True), (2, False)])
+def test_a_wsgi_worker_serves_in_threads_says_so_once_and_retires_once_when_stuck(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, worker_id: int, told: bool
+) -> None:
+    name = write_module(tmp_path, WSGI_SOURCE)
+
+    async def main() -> None:
+        sock = listener()
+        port = sock.getsockname()[1]
+        worker, channel = make_worker(sock, app=f"{name}:plain", app_dir=str(tmp_path), threads=3)
+        worker.id = worker_id
+        worker.timeout = 0.2
+        worker._exit = asyncio.get_running_loop().create_future()
+        await worker.init()
+        assert worker.pool is not None and len(worker.pool.threads) == 3
+        results = await asyncio.to_thread(get, port, [("GET", "/", None), ("POST", "/", b"abc")])
+        assert [(s, b) for s, _, b in results] == [(200, b"hello"), (200, b"abc")]
+        stuck = await asyncio.to_thread(get, port, [("GET", "/stuck", None)])
+        assert stuck[0][0] == 504
+        worker._retire_once()  # a second stuck thread: no second request
+        assert channel.frames.count(("retire", None)) == 1
+        sys.modules[name].STUCK.set()
+        await worker.prepare_for_shutdown()
+        assert worker._exit.result() == 0
+
+    with caplog.at_level(logging.INFO, "prefork.http"):
+        uvloop.run(main())
+    line = f"serving {name}:plain as a WSGI app, 3 thread(s) per worker (--interface auto)"
+    assert (line in caplog.text) is told
+
+
+def test_threads_with_an_asgi_app_are_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = write_module(tmp_path)
+
+    async def main() -> None:
+        worker, _channel = make_worker(
+            listener(), app=f"{name}:app", app_dir=str(tmp_path), threads=4
+        )
+        worker._exit = asyncio.get_running_loop().create_future()
+        await worker.init()
+        assert worker.pool is None
+        await worker.prepare_for_shutdown()
+
+    with caplog.at_level(logging.INFO, "prefork.http"):
+        uvloop.run(main())
+    assert "--threads 4 is ignored: an ASGI app runs on the event loop" in caplog.text
+    assert f"serving {name}:app as an ASGI app (--interface auto)" in caplog.text
