@@ -84,7 +84,9 @@ class WSGICycle(Cycle):
         "_on_done",
         "_response",
         "ended",
+        "since",
         "stuck",
+        "waiting",
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -99,6 +101,10 @@ class WSGICycle(Cycle):
         self._on_done: Callable[[], None]  # set by the pool (``WSGIPool.submit``)
         self.ended = False  # the app's thread is done with the request
         self.stuck = False  # the pool gave up on the app's thread (``--timeout``)
+        # For the pool's --timeout: when the app's own time last started counting, and
+        # whether the thread waits for the client now (bounded by --body-timeout instead).
+        self.since = 0.0
+        self.waiting = False
 
     # -- events from the connection (on the loop) ------------------------------------------
 
@@ -139,7 +145,9 @@ class WSGICycle(Cycle):
                 if self.gone:
                     raise ClientDisconnected("the client left before the request body ended")
                 self._loop.call_soon_threadsafe(self._want_body)
+                self.waiting = True
                 self._cond.wait()
+                self.waiting = False
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
             self.body.clear()
             self.body_size = 0
@@ -196,7 +204,9 @@ class WSGICycle(Cycle):
             self._head_sent = True
         with self._cond:
             while self._in_flight and not self.gone:
+                self.waiting = True
                 self._cond.wait()
+                self.waiting = False
             if self._error is not None:
                 raise self._error
             if self.gone:

@@ -8,11 +8,13 @@ most one request queued, and the connections of a worker are bounded by
 
 Stuck threads: the worker's heartbeat comes from its event loop, so a thread blocked forever
 does not make the worker look hung. Each thread's request gets ``timeout`` (the broker's
-``--timeout``) of its own, checked by the server's sweep: past it the request is answered 504
-(or its connection closed, if the response had begun), the thread's stack is logged once, a
-new thread takes its place (the pool keeps serving at full size), and ``on_stuck`` asks for
-the worker's replacement through the rolling path (the thread cannot be killed; the process
-that holds it can).
+``--timeout``) of the app's own time, checked by the server's sweep (the time the thread
+waits for the client, for body bytes or for a slow reader to take a chunk, does not count:
+``--body-timeout`` bounds that; the count starts again after each such wait): past it the
+request is answered 504 (or its connection closed, if the response had begun), the thread's
+stack is logged once, a new thread takes its place (the pool keeps serving at full size),
+and ``on_stuck`` asks for the worker's replacement through the rolling path (the thread
+cannot be killed; the process that holds it can).
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class WSGIPool:
         self._on_stuck = on_stuck
         self._clock = clock
         self._jobs: queue.SimpleQueue[WSGICycle | None] = queue.SimpleQueue()
-        #: What each busy thread runs, and since when (written by the threads themselves).
-        self._busy: dict[threading.Thread, tuple[WSGICycle, float]] = {}
+        #: What each busy thread runs (written by the threads themselves).
+        self._busy: dict[threading.Thread, WSGICycle] = {}
         self._abandoned: set[threading.Thread] = set()
         self.threads: list[threading.Thread] = []
         self.stuck = 0
@@ -87,7 +89,8 @@ class WSGIPool:
             if cycle.gone:  # the client left while the request waited: nobody to run it for
                 cycle._loop.call_soon_threadsafe(cycle._on_done)
                 continue
-            busy[me] = (cycle, clock())
+            cycle.since = clock()
+            busy[me] = cycle
             cycle.run(self.app, self.base)
             del busy[me]
             if me in self._abandoned:
@@ -98,8 +101,11 @@ class WSGIPool:
         if not self.timeout:
             return
         now = self._clock()
-        for thread, (cycle, since) in list(self._busy.items()):
-            if now - since < self.timeout or cycle.stuck or cycle.ended:
+        for thread, cycle in list(self._busy.items()):
+            if cycle.waiting:  # for the client: --body-timeout bounds that, not --timeout
+                cycle.since = now
+                continue
+            if now - cycle.since < self.timeout or cycle.stuck or cycle.ended:
                 continue
             self.stuck += 1
             self._abandoned.add(thread)

@@ -631,6 +631,38 @@ def test_a_stuck_thread_is_answered_504_logged_and_replaced(
     assert b"late" not in h.out
 
 
+def test_time_spent_waiting_for_the_client_is_not_the_apps() -> None:
+    """--timeout counts the app's own time: a thread waiting for a slow body or a slow reader
+    is bounded by --body-timeout, and its count starts again when the wait ends."""
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        data = environ["wsgi.input"].read(3)
+        start_response("200 OK", [TEXT])
+        return iter([data, b"x" * 50_000, b"end"])
+
+    async def main() -> WSGIHarness:
+        h = WSGIHarness(app, threads=1, timeout=3.0, high_water=10_000)
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        await h.until(lambda: any(c.waiting for c in h.pool._busy.values()))
+        h.clock.now += 10.0  # waiting for the body
+        h.pool.check()
+        h.feed(b"abc")
+        await h.until(lambda: h.proto.flow.write_paused)
+        await h.until(lambda: any(c.waiting for c in h.pool._busy.values()))
+        h.clock.now += 10.0  # waiting for the client to read
+        h.pool.check()
+        h.clock.now += 2.0  # the app's own time since: under 3 s
+        assert h.pool.stuck == 0
+        h.transport.client_reads()
+        await h.done(1)
+        h.pool.check()
+        h.stop()
+        return h
+
+    h = run(main())
+    assert h.pool.stuck == 0 and h.retired == 0 and h.out.endswith(b"3\r\nend\r\n0\r\n\r\n")
+
+
 def test_a_pool_with_nobody_to_tell_still_answers_504() -> None:
     release = threading.Event()
 
