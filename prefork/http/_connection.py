@@ -44,7 +44,7 @@ import h11
 from prefork.http._access import log_access, log_refusal
 from prefork.http._asgi import Cycle, build_scope
 from prefork.http._body import ChunkedBody, LengthBody
-from prefork.http._flow import FlowControl
+from prefork.http._flow import BODY_BUFFER, FlowControl
 from prefork.http._framing import simple_response
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
@@ -65,8 +65,6 @@ IDLE, HEAD, BODY, BUSY, DISCARD, FLUSH, CLOSED = (
     Phase.CLOSED,
 )
 
-#: Reading pauses while this much request body waits for the app (and a pipelined backlog).
-BODY_BUFFER = 65536
 #: A read this small that leaves a head incomplete pauses reading for ``GATHER`` seconds.
 TINY_READ = 256
 GATHER = 0.005

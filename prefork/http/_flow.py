@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 
+#: Reading pauses while this much request body waits for the app (and a pipelined backlog).
+BODY_BUFFER = 65536
+
 
 class FlowControl:
     """Pause state of both directions of one transport, and the drain waiter."""

@@ -154,7 +154,7 @@ class ServerState:
         WebSocket's app runs as long as its socket); a WSGI request in a pool thread."""
         self.inflight += 1
         if self.pool is not None and isinstance(cycle, WSGICycle):
-            self.pool.submit(cycle, self._app_finished)
+            cycle.begin(self.pool.submit, self._app_finished)
             return
         task = self.loop.create_task(run_app(self.app, cycle, self._app_finished))
         tasks = self.tasks

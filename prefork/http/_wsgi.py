@@ -34,6 +34,7 @@ from types import TracebackType
 from typing import Any
 
 from prefork.http._asgi import ClientDisconnected, Cycle
+from prefork.http._flow import BODY_BUFFER
 from prefork.http._framing import checked_header
 from prefork.http._wsgi_environ import Environ, build_environ
 from prefork.http._wsgi_input import WSGIInput
@@ -77,6 +78,7 @@ class WSGICycle(Cycle):
 
     __slots__ = (
         "_cond",
+        "_deferred",
         "_error",
         "_handed",
         "_head_sent",
@@ -98,13 +100,35 @@ class WSGICycle(Cycle):
         self._handed = 0  # body bytes handed to the loop
         self._head_sent = False
         self._error: BaseException | None = None
-        self._on_done: Callable[[], None]  # set by the pool (``WSGIPool.submit``)
+        self._on_done: Callable[[], None]  # set by ``begin``
+        self._deferred: Callable[[WSGICycle], None] | None = None  # ``begin``'s submit
         self.ended = False  # the app's thread is done with the request
         self.stuck = False  # the pool gave up on the app's thread (``--timeout``)
         # For the pool's --timeout: when the app's own time last started counting, and
         # whether the thread waits for the client now (bounded by --body-timeout instead).
         self.since = 0.0
         self.waiting = False
+
+    def begin(self, submit: Callable[[WSGICycle], None], done: Callable[[], None]) -> None:
+        """Have ``submit`` queue the app for a thread (on the loop), and ``done`` called when
+        the thread is through with it (or the client left before it was queued).
+
+        The app is queued once its body is whole, or ``BODY_BUFFER`` of it is here (where the
+        connection stops reading), or at once when the client waits for ``100 Continue``: so
+        a client sending its body slowly holds no thread while the first 64 KiB arrive (one
+        byte a minute would otherwise hold one for as long as it likes).
+        """
+        self._on_done = done
+        if not self.more_body or self.expect_continue or self.body_size >= BODY_BUFFER:
+            submit(self)
+        else:
+            self._deferred = submit
+
+    def _submit_deferred(self) -> None:
+        submit = self._deferred
+        if submit is not None:
+            self._deferred = None
+            submit(self)
 
     # -- events from the connection (on the loop) ------------------------------------------
 
@@ -113,11 +137,14 @@ class WSGICycle(Cycle):
             self.body.append(data)
             self.body_size += len(data)
             self._cond.notify()
+        if self.body_size >= BODY_BUFFER:
+            self._submit_deferred()
 
     def body_complete(self) -> None:
         with self._cond:
             self.more_body = False
             self._cond.notify()
+        self._submit_deferred()
 
     def drop_body(self) -> None:
         with self._cond:
@@ -126,9 +153,13 @@ class WSGICycle(Cycle):
 
     def disconnect(self) -> None:
         with self._cond:
-            if not self.gone:
-                self.gone = self.disconnected = True
-                self._cond.notify()
+            if self.gone:
+                return
+            self.gone = self.disconnected = True
+            self._cond.notify()
+        if self._deferred is not None:  # the app never started: nothing for a thread to do
+            self._deferred = None
+            self._on_done()
 
     def peer_closed(self) -> None:
         self.disconnected = True  # the thread reads the body to its end all the same

@@ -74,10 +74,9 @@ class WSGIPool:
         for _ in self.threads:
             self._jobs.put(None)
 
-    def submit(self, cycle: WSGICycle, done: Callable[[], None]) -> None:
-        """Run the app for ``cycle`` in the next free thread; ``done`` is called on the loop
-        when the thread is through with it."""
-        cycle._on_done = done
+    def submit(self, cycle: WSGICycle) -> None:
+        """Run the app for ``cycle`` in the next free thread (which calls ``cycle._on_done``
+        on the loop when it is through with it)."""
         self._jobs.put(cycle)
 
     def _serve(self) -> None:

@@ -361,9 +361,10 @@ def test_a_chunked_upload_and_expect_continue() -> None:
 def test_an_app_that_ignores_the_body_is_answered_and_the_rest_skipped() -> None:
     async def main() -> list[Any]:
         h = WSGIHarness(hello)
-        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        h.feed(b"a" * 70_000)  # past 64 KiB: the app starts
         await h.until(lambda: b"hello" in h.out)
-        h.feed(b"defghij" + request())
+        h.feed(b"b" * 30_000 + request())
         await h.done()
         await h.until(lambda: h.out.count(b"hello") == 2)
         h.stop()
@@ -373,12 +374,40 @@ def test_an_app_that_ignores_the_body_is_answered_and_the_rest_skipped() -> None
     assert first.body == second.body == b"hello"
 
 
+def test_a_slow_body_holds_no_thread_until_64_kib_or_its_end() -> None:
+    ran: list[str] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        ran.append(environ["PATH_INFO"])
+        return echo(environ, start_response)
+
+    async def main() -> tuple[WSGIHarness, Any]:
+        h = WSGIHarness(app, threads=1)
+        h.feed(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        other = h.connect()
+        other.data_received(request("GET", "/other"))  # the only thread is free for it
+        await h.until(lambda: b"HTTP/1.1 200" in other.transport.out)  # type: ignore[attr-defined]
+        assert ran == ["/other"] and h.state.inflight == 1
+        h.feed(b"defghij")
+        await h.done(1)
+        left = h.connect()  # a client that leaves before its body is whole: never run
+        left.data_received(b"POST /left HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab")
+        left.transport.close()
+        await h.done()
+        h.stop()
+        return h, left
+
+    h, left = run(main())
+    assert ran == ["/other", "/slow"] and h.responses("POST")[0].body == b"abcdefghij"
+    assert h.state.inflight == 0 and left.transport.out == b""
+
+
 def test_a_client_leaving_mid_body_releases_the_thread(caplog: pytest.LogCaptureFixture) -> None:
     async def main() -> WSGIHarness:
         h = WSGIHarness(echo)
-        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        await h.until(lambda: h.state.inflight == 1 and not h.pool._jobs.qsize())
-        await h.until(lambda: bool(h.pool._busy))
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+        h.feed(b"a" * 70_000)  # past 64 KiB: the app starts, reads, waits for more
+        await h.until(lambda: any(c.waiting for c in h.pool._busy.values()))
         h.transport.close()  # the connection is lost
         await h.done()
         h.stop()
@@ -642,7 +671,7 @@ def test_time_spent_waiting_for_the_client_is_not_the_apps() -> None:
 
     async def main() -> WSGIHarness:
         h = WSGIHarness(app, threads=1, timeout=3.0, high_water=10_000)
-        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n")
+        h.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
         await h.until(lambda: any(c.waiting for c in h.pool._busy.values()))
         h.clock.now += 10.0  # waiting for the body
         h.pool.check()
