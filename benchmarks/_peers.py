@@ -16,6 +16,17 @@ the OS picks, at log level warning and without an access log:
                         when gunicorn_h1c is installed, else its Python one)
     granian             granian --interface asgi --loop uvloop --http 1
     hypercorn           hypercorn --worker-class uvloop  (h11; no access log by default)
+
+and the WSGI servers (benchmarks/wsgi.py; the thread count comes in ``extra``, see
+``wsgi_threads``):
+
+    prefork-wsgi        prefork serve --interface wsgi --http auto
+    gunicorn-gthread    gunicorn -k gthread
+    gunicorn-sync       gunicorn -k sync  (one request at a time per worker, no keep-alive)
+    granian-wsgi        granian --interface wsgi --http 1
+    uvicorn-a2wsgi      uvicorn --http httptools --loop uvloop, serving the app's a2wsgi
+                        wrapping (``APP_asgi`` in the same module: uvicorn's own WSGI support is
+                        deprecated in favour of a2wsgi)
 """
 
 from __future__ import annotations
@@ -51,6 +62,11 @@ NEEDS = {
     "gunicorn-asgi": ["gunicorn", "uvloop"],
     "granian": ["granian", "uvloop"],
     "hypercorn": ["hypercorn", "uvloop"],
+    "prefork-wsgi": ["prefork"],
+    "gunicorn-gthread": ["gunicorn"],
+    "gunicorn-sync": ["gunicorn"],
+    "granian-wsgi": ["granian"],
+    "uvicorn-a2wsgi": ["uvicorn", "httptools", "uvloop", "a2wsgi"],
 }
 #: The body of the echo workload's POST, and wrk's request for it (wrk adds the
 #: Content-Length).
@@ -112,7 +128,42 @@ def command(
                 py, "-m", "hypercorn", "--worker-class", "uvloop", "--workers", w,
                 "--log-level", "warning", "--bind", f"127.0.0.1:{port}", *extra, app,
             ]  # fmt: skip
+        case "prefork-wsgi":
+            return [
+                py, "-m", "prefork", "serve", "--interface", "wsgi", "--http", "auto",
+                "--workers", w, "--log-level", "warning", "--no-access-log",
+                "--bind", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+        case "gunicorn-gthread" | "gunicorn-sync":
+            return [
+                py, "-m", "gunicorn", "-k", name.removeprefix("gunicorn-"), "-w", w,
+                "--log-level", "warning", "-b", f"127.0.0.1:{port}", *extra, app,
+            ]  # fmt: skip
+        case "granian-wsgi":
+            return [
+                py, "-m", "granian", "--interface", "wsgi", "--http", "1", "--workers", w,
+                "--log-level", "warning", "--no-access-log", *host_port, *extra, app,
+            ]  # fmt: skip
+        case "uvicorn-a2wsgi":
+            return [
+                py, "-m", "uvicorn", "--http", "httptools", "--loop", "uvloop", "--workers", w,
+                "--log-level", "warning", "--no-access-log", *host_port, *extra, f"{app}_asgi",
+            ]  # fmt: skip
     raise ValueError(f"no such server: {name}")
+
+
+def wsgi_threads(name: str, threads: int) -> list[str]:
+    """The options that give a WSGI server ``threads`` threads per worker. uvicorn-a2wsgi's
+    come from BENCH_WSGI_THREADS, which examples/bench_wsgi_apps.py reads; gunicorn's sync
+    worker has none to give."""
+    match name:
+        case "prefork-wsgi" | "gunicorn-gthread":
+            return ["--threads", str(threads)]
+        case "granian-wsgi":
+            return ["--blocking-threads", str(threads)]
+        case "uvicorn-a2wsgi" | "gunicorn-sync":
+            return []
+    raise ValueError(f"no such WSGI server: {name}")
 
 
 def missing(name: str) -> str | None:

@@ -109,6 +109,9 @@ class Case(Protocol):
 
 
 C = TypeVar("C", bound=Case)
+#: How a server is started: (name, workers, its CPUs, workdir) -> Server. Server itself
+#: serves examples/bench_apps.py; benchmarks/wsgi.py passes one that serves its WSGI apps.
+Start = Callable[[str, int, str | None, Path], Server]
 R = TypeVar("R")
 #: What a warm-up may raise and still leave the other servers and cases to run.
 SETUP_ERRORS = (
@@ -123,7 +126,8 @@ SETUP_ERRORS = (
 class Rounds(Generic[C, R]):
     """The servers ``names``, each with every number of workers the ``cases`` ask for, run
     from ``workdir``; leaving the ``with`` block stops those started. ``measure(server, case,
-    seconds)`` is one run; ``failed`` ({(name, case key): why}) is filled as servers fail."""
+    seconds)`` is one run; ``failed`` ({(name, case key): why}) is filled as servers fail;
+    ``start`` starts a server."""
 
     def __init__(
         self,
@@ -133,6 +137,7 @@ class Rounds(Generic[C, R]):
         pins: Pins,
         measure: Callable[[Server, C, float], R],
         failed: dict[tuple[str, str], str],
+        start: Start = Server,
     ) -> None:
         self.names = names
         self.cases = cases
@@ -140,6 +145,7 @@ class Rounds(Generic[C, R]):
         self.pins = pins
         self.measure = measure
         self.failed = failed
+        self.start = start
         self.servers: dict[tuple[str, int], Server] = {}
 
     def __enter__(self) -> Rounds[C, R]:
@@ -163,7 +169,7 @@ class Rounds(Generic[C, R]):
         request on each server and warm it up with a 1 s run."""
         for workers in sorted({c.workers for c in self.cases}):
             for name in self.names:
-                self.servers[name, workers] = Server(
+                self.servers[name, workers] = self.start(
                     name, workers, self.pins.server(workers), self.workdir
                 )
         for (name, workers), server in self.servers.items():

@@ -11,7 +11,7 @@ from pathlib import Path
 import ws_bench
 from _load import ERRORS, Driver, Load, Workload, drive, finish
 from _peers import Server, check
-from _rounds import Pins, Rounds, metered
+from _rounds import Pins, Rounds, Start, metered
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def measure_websocket(
 
 def throughput(
     args: argparse.Namespace, driver: Driver, names: list[str], rows: list[Row],
-    workdir: Path, failed: dict[tuple[str, str], str],
+    workdir: Path, failed: dict[tuple[str, str], str], start: Start = Server,
 ) -> dict[tuple[str, str], list[Run]]:  # fmt: skip
     """The rows on the servers ``names`` (the round loop of _rounds.py): {(name, row key):
     the runs that succeeded}."""
@@ -101,7 +101,7 @@ def throughput(
             f"others {run.others:4.0%}"
         )
 
-    with Rounds(names, rows, workdir, pins, one, failed) as rounds:
+    with Rounds(names, rows, workdir, pins, one, failed, start) as rounds:
         # A WebSocket row's client checks every echo itself.
         rounds.prepare(
             lambda server, r: None if r.workload.websocket else check(server, r.workload)

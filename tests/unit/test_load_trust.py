@@ -360,6 +360,28 @@ def test_a_failed_assert_after_a_failed_request_is_one_error(
     assert fails and tally.errors.count("read") + len(fails) == len(tally.records)
 
 
+def test_an_answer_arriving_as_its_request_is_given_up_is_not_counted() -> None:
+    """The run's end cancels a request, and its answer is read before the request's task
+    runs again: the answer is dropped (the request is unanswered), not flagged as an answer
+    to no request. Deterministic: a task's cancel() cancels the future it awaits at once."""
+
+    async def main() -> FakeTally:
+        tally = FakeTally()
+        client = Client(Target("http://h/"), tally, timeout=1.0)
+        conn = _ClientConn(client)
+        conn.connection_made(FakeTransport())
+        exchange = asyncio.ensure_future(conn.exchange(b"GET / HTTP/1.1\r\n\r\n", False))
+        await asyncio.sleep(0)
+        exchange.cancel()
+        conn.data_received(HELLO)  # before the task sees its cancellation
+        await asyncio.gather(exchange, return_exceptions=True)
+        return tally
+
+    tally = run(main)
+    assert tally.records == [] and tally.errors == [] and tally.messages == []
+    assert len(tally.unanswered_at_end) == 1
+
+
 def test_a_scenarios_answer_past_the_deadline_is_unanswered() -> None:
     async def main() -> FakeTally:
         tally = FakeTally()
