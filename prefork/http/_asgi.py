@@ -143,6 +143,7 @@ class Cycle:
         "http_11",
         "keep_alive",
         "more_body",
+        "reason",
         "scope",
         "sent",
         "start",
@@ -195,6 +196,8 @@ class Cycle:
         self.close = False
         self.sent = 0
         self.status = 0
+        # WSGI's status line reason, as the app gave it (and then its header names too)
+        self.reason: bytes | None = None
         self.waiter: asyncio.Future[None] | None = None
 
     # -- events from the connection --------------------------------------------------------
@@ -314,6 +317,8 @@ class Cycle:
                 keep_alive=self.keep_alive,
                 defaults=self.head_defaults,
                 body_length=None if more else len(body),
+                reason=self.reason,
+                names_as_given=self.reason is not None,
             )
             head = framing.head
         else:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Any
 
 # Framing modes of a response body.
 LENGTH = 0  # Content-Length given: pass bytes through, count them
@@ -116,12 +117,19 @@ DEFAULTS = HeadDefaults()
 # is checked and encoded once (the cache stops growing at ``_MAX_FIELD_LINES`` pairs).
 _PLAIN, _LENGTH, _SKIP, _CLOSE, _DATE, _SERVER = range(6)
 _KINDS = {b"transfer-encoding": _SKIP, b"date": _DATE, b"server": _SERVER}
-_FIELD_LINES: dict[tuple[object, object], tuple[int, bytes, int]] = {}
+FieldLine = tuple[int, bytes, int]
+_FIELD_LINES: dict[Any, FieldLine] = {}
+_FIELD_LINES_AS_GIVEN: dict[Any, FieldLine] = {}  # the same, names in the app's case
 _MAX_FIELD_LINES = 1024
 
 
-def _field_line(raw_name: object, raw_value: object) -> tuple[int, bytes, int]:
+def _field_line(
+    raw_name: object, raw_value: object, as_given: bool, cache: dict[Any, FieldLine]
+) -> FieldLine:
     name, value = checked_header(raw_name, raw_value)
+    # ``as_given`` (WSGI): the name goes out as the app gave it, "Content-Type" as under
+    # gunicorn; ASGI names go out lowercased (as uvicorn's httptools writes them).
+    given = _as_bytes(raw_name, "name") if as_given else name
     number = -1
     if name == b"content-length":
         if not value.isdigit():
@@ -132,9 +140,9 @@ def _field_line(raw_name: object, raw_value: object) -> tuple[int, bytes, int]:
         kind = _CLOSE if close else _SKIP
     else:
         kind = _KINDS.get(name, _PLAIN)
-    entry = (kind, b"%s: %s\r\n" % (name, value), number)
-    if len(_FIELD_LINES) < _MAX_FIELD_LINES:
-        _FIELD_LINES[raw_name, raw_value] = entry  # valid, so bytes or str: hashable
+    entry = (kind, b"%s: %s\r\n" % (given, value), number)
+    if len(cache) < _MAX_FIELD_LINES:
+        cache[raw_name, raw_value] = entry  # valid, so bytes or str: hashable
     return entry
 
 
@@ -147,26 +155,32 @@ def build_head(
     keep_alive: bool,
     defaults: HeadDefaults = DEFAULTS,
     body_length: int | None,
+    reason: bytes | None = None,
+    names_as_given: bool = False,
 ) -> ResponseHead:
     """Validate the app's status and headers and frame the response head.
 
     ``body_length`` is the whole body's length when the app gave it at once (start then one
     final body), else None (streaming). ``keep_alive`` False adds ``connection: close``.
+    ``reason``: the status line's reason phrase as the app gave it (WSGI's status string,
+    checked by the caller), else the standard one. ``names_as_given``: header names keep the
+    app's case (WSGI), else go out lowercased.
     Raises ``TypeError``/``ValueError`` for a bad status or header (the app's error).
     """
     if type(status) is not int or not 100 <= status <= 599:
         raise ValueError(f"response status must be an int in 100..599, got {status!r}")
     if 100 <= status < 200:
         raise ValueError("http.response.start cannot carry a 1xx status")
-    parts = [status_line(status)]
+    parts = [status_line(status) if reason is None else b"HTTP/1.1 %d %s\r\n" % (status, reason)]
     content_length = -1
     saw_date = saw_server = False
     close = not keep_alive
+    cache = _FIELD_LINES_AS_GIVEN if names_as_given else _FIELD_LINES
     for raw_name, raw_value in headers:
         try:
-            kind, line, number = _FIELD_LINES[raw_name, raw_value]
+            kind, line, number = cache[raw_name, raw_value]
         except (KeyError, TypeError):  # not seen yet; TypeError: unhashable, so invalid
-            kind, line, number = _field_line(raw_name, raw_value)
+            kind, line, number = _field_line(raw_name, raw_value, names_as_given, cache)
         if kind == _PLAIN:
             parts.append(line)
         elif kind == _LENGTH:

@@ -27,6 +27,7 @@ An app that raises before that gets a 500, after it a closed connection; the ite
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -42,24 +43,30 @@ from prefork.http._wsgi_input import WSGIInput
 logger = logging.getLogger("prefork.http")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+#: A reason phrase (RFC 9112 section 4): tab, space, visible latin-1 characters.
+_REASON = re.compile("[\t\x20-\x7e\x80-\xff]*")
+#: What the loop is handed to write the head: ((code, reason), header fields).
+Head = tuple[tuple[int, bytes], list[tuple[bytes, bytes]]]
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 
 
-def parse_status(status: object) -> int:
-    """The code of a WSGI status line (``"200 OK"``); ``ValueError``/``TypeError`` if it is not
-    three digits, a space and a reason without CR or LF."""
+def parse_status(status: object) -> tuple[int, bytes]:
+    """The code and reason of a WSGI status line (``"200 OK"``: ``(200, b"OK")``, the reason
+    sent as the app gave it, as gunicorn does); ``ValueError``/``TypeError`` if it is not three
+    digits, a space and a latin-1 reason without control characters (CR or LF would split the
+    response)."""
     if type(status) is not str:
         raise TypeError(f"WSGI status must be a str, got {type(status).__name__}")
     code, space, reason = status.partition(" ")
-    if len(code) != 3 or not code.isdigit() or not space or "\r" in reason or "\n" in reason:
+    if len(code) != 3 or not code.isdigit() or not space or not _REASON.fullmatch(reason):
         raise ValueError(f"WSGI status must be 'NNN reason', got {status!r}")
-    return int(code)
+    return int(code), reason.encode("latin-1")
 
 
 def checked_headers(headers: object) -> list[tuple[bytes, bytes]]:
-    """A WSGI header list as the framing takes it; ``TypeError``/``ValueError`` for anything
-    but a list of (str, str) valid fields."""
+    """A WSGI header list as the framing takes it (names as the app gave them, which go out
+    so); ``TypeError``/``ValueError`` for anything but a list of (str, str) valid fields."""
     if type(headers) is not list:
         raise TypeError(f"WSGI headers must be a list, got {type(headers).__name__}")
     fields = []
@@ -69,7 +76,8 @@ def checked_headers(headers: object) -> list[tuple[bytes, bytes]]:
         name, value = field
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"WSGI header names and values must be str, got {field!r}")
-        fields.append(checked_header(name.encode("latin-1"), value.encode("latin-1")))
+        given = name.encode("latin-1")
+        fields.append((given, checked_header(given, value.encode("latin-1"))[1]))
     return fields
 
 
@@ -96,7 +104,7 @@ class WSGICycle(Cycle):
         self._cond = threading.Condition(threading.Lock())
         self._in_flight = False  # a chunk handed to the loop and not written (or drained) yet
         # What start_response was given: status, headers, Content-Length (-1: none).
-        self._response: tuple[int, list[tuple[bytes, bytes]], int] | None = None
+        self._response: tuple[tuple[int, bytes], list[tuple[bytes, bytes]], int] | None = None
         self._handed = 0  # body bytes handed to the loop
         self._head_sent = False
         self._error: BaseException | None = None
@@ -213,7 +221,7 @@ class WSGICycle(Cycle):
         fields = checked_headers(headers)
         length = -1
         for name, value in fields:
-            if name == b"content-length" and value.isdigit():
+            if name.lower() == b"content-length" and value.isdigit():
                 length = int(value)
         self._response = (parse_status(status), fields, length)
         return self.write
@@ -290,14 +298,12 @@ class WSGICycle(Cycle):
 
     # -- the response (on the loop) --------------------------------------------------------
 
-    def _write(
-        self, data: bytes, head: tuple[int, list[tuple[bytes, bytes]]] | None, more: bool
-    ) -> bool:
+    def _write(self, data: bytes, head: Head | None, more: bool) -> bool:
         """Write a chunk (with the head first, when given); False if it was not written."""
         if self.gone or self._transport.is_closing():
             return False
         if head is not None:
-            self.status = head[0]
+            self.status, self.reason = head[0]
             self.start = {"headers": head[1]}
         try:
             self._write_body(data, more)
@@ -308,7 +314,7 @@ class WSGICycle(Cycle):
             return False
         return True
 
-    def _deliver(self, data: bytes, head: tuple[int, list[tuple[bytes, bytes]]] | None) -> None:
+    def _deliver(self, data: bytes, head: Head | None) -> None:
         if self._write(data, head, True) and self._flow.write_paused:
             self._loop.create_task(self._drained())
         else:
@@ -323,7 +329,7 @@ class WSGICycle(Cycle):
             self._in_flight = False
             self._cond.notify()
 
-    def _finish(self, data: bytes, head: tuple[int, list[tuple[bytes, bytes]]] | None) -> None:
+    def _finish(self, data: bytes, head: Head | None) -> None:
         # (Past --timeout the connection is closed already: nothing is written.)
         self._write(data, head, False)
         if not self.complete:  # the client left (or the write failed): close

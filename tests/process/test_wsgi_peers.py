@@ -9,9 +9,10 @@ upload, escapes in the query and the path, cookies, HTTP/1.0, Expect: 100-contin
 requests). The answers must be equal after dropping only what cannot be equal:
 
 - ``Date`` (the clock) and ``Server`` (the name) headers, and our port inside ``Location``;
-- the two differences in ``ALLOWED``, where prefork is right to differ;
-- the two in ``DEVIATIONS``, where it arguably is not: each has its own test, expected to
-  fail (strict) until it is fixed, so that the rest is still compared byte for byte.
+- the two differences in ``ALLOWED``, where prefork is right to differ.
+
+Header names are compared as sent (the app's case: "Content-Type") and the status line with
+the app's own reason phrase (Flask's "404 NOT FOUND"), as gunicorn sends both.
 
 Header order: the app's own headers keep the order the app gave them (meaningful for repeated
 fields such as ``Set-Cookie``), so that list is compared in order. Where a server puts the
@@ -127,20 +128,6 @@ ALLOWED = {
         "section 2.5); the framing (Connection: close, Content-Length) is compared"
     ),
 }
-#: Where prefork answers otherwise than gunicorn and arguably should not (reported on issue
-#: 22): normalised away here so that the rest is still compared byte for byte, and each
-#: checked by its own test, expected to fail until it is fixed.
-DEVIATIONS = {
-    "name-case": (
-        "prefork lowercases the app's header names ('content-type'); gunicorn (and waitress, "
-        "wsgiref, mod_wsgi) send them as the app gave them ('Content-Type'). Legal (RFC 9110 "
-        "section 5.1), but not what a WSGI app's own tests see under gunicorn"
-    ),
-    "reason": (
-        "prefork sends its own reason phrase ('302 Found'); gunicorn sends the app's status "
-        "string as given (Flask: '302 FOUND'), as PEP 3333 hands it to the server"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -155,8 +142,8 @@ class Answer:
 
 def answer(response: Response, port: int, http10: bool = False) -> Answer:
     """``response`` with Date and Server dropped, our port in Location made a placeholder, and
-    the ALLOWED and DEVIATIONS differences normalised away (``http10``: the answer to an
-    HTTP/1.0 request)."""
+    the ALLOWED differences normalised away (``http10``: the answer to an HTTP/1.0
+    request)."""
     app_headers, server_headers = [], set()
     for name, value in response.headers:
         key = name.lower()
@@ -168,10 +155,9 @@ def answer(response: Response, port: int, http10: bool = False) -> Answer:
             if (key, value.lower()) != (b"connection", b"keep-alive"):  # ALLOWED keep-alive
                 server_headers.add((key, value.lower()))
         else:
-            app_headers.append((key, value))  # DEVIATIONS name-case
-    version, code, _ = response.status_line.split(b" ", 2)
-    # ALLOWED version; DEVIATIONS reason: the code alone
-    status_line = (b"HTTP/1.x" if http10 else version) + b" " + code
+            app_headers.append((name, value))  # as sent: the app's case
+    version, rest = response.status_line.split(b" ", 1)
+    status_line = (b"HTTP/1.x" if http10 else version) + b" " + rest  # ALLOWED version
     return Answer(status_line, tuple(app_headers), frozenset(server_headers), response.body)
 
 
@@ -269,18 +255,15 @@ def app_header_names(responses: list[Response]) -> list[list[bytes]]:
     return [[n for n, _ in r.headers if n.lower() not in skipped] for r in responses]
 
 
-@pytest.mark.xfail(strict=True, reason=DEVIATIONS["name-case"])
 def test_header_names_go_out_as_the_app_gave_them(pair: tuple[str, Served, Served]) -> None:
     _, ours, theirs = pair
     assert app_header_names(ours.raw("json")) == app_header_names(theirs.raw("json"))
 
 
-def test_the_status_line_is_the_apps(
-    pair: tuple[str, Served, Served], request: pytest.FixtureRequest
-) -> None:
+def test_the_status_line_is_the_apps(pair: tuple[str, Served, Served]) -> None:
     app, ours, theirs = pair
     if app == "flask":  # Django's reason phrases are the standard ones
-        request.applymarker(pytest.mark.xfail(strict=True, reason=DEVIATIONS["reason"]))
+        assert ours.raw("not-found")[0].status_line == b"HTTP/1.1 404 NOT FOUND"
     assert [r.status_line for r in ours.raw("not-found")] == [
         r.status_line for r in theirs.raw("not-found")
     ]

@@ -142,9 +142,35 @@ def test_hello_is_one_call_from_the_thread_to_the_loop() -> None:
         return h.out
 
     out = run(main())
-    assert out.startswith(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n")
     assert out.endswith(b"\r\n\r\nhello")
     assert len(calls) == 1
+
+
+def test_the_status_line_and_header_names_go_out_as_the_app_gave_them() -> None:
+    """As under gunicorn (PEP 3333 hands the status string to the server): Flask's "302
+    FOUND" and "X-Request-ID" stay so; the framing still reads the names case-blind."""
+
+    def found(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response(
+            "302 FOUND", [("Location", "/x"), ("X-Request-ID", "7"), TEXT, ("CONTENT-length", "2")]
+        )
+        return [b"ok"]
+
+    async def main() -> bytes:
+        h = WSGIHarness(found)
+        h.feed(request() + request("HEAD"))
+        await h.done(2)
+        h.stop()
+        return h.out
+
+    out = run(main())
+    first, second = out.split(b"ok", 1)
+    assert first.startswith(
+        b"HTTP/1.1 302 FOUND\r\nLocation: /x\r\nX-Request-ID: 7\r\nContent-Type: text/plain\r\n"
+    )
+    assert b"CONTENT-length: 2\r\n" in first and b"transfer-encoding" not in out
+    assert second.startswith(b"HTTP/1.1 302 FOUND\r\n") and b"CONTENT-length: 2" in second
 
 
 def test_keep_alive_and_pipelined_requests_are_answered_in_order() -> None:
@@ -729,7 +755,8 @@ def test_a_pool_without_timeout_never_gives_up() -> None:
 @pytest.mark.parametrize(
     ("status", "error"),
     [("200", ValueError), ("2000 X", ValueError), ("20x OK", ValueError), (200, TypeError),
-     ("200 A\r\nB", ValueError)],
+     ("200 A\r\nB", ValueError), ("200 A\x00B", ValueError), ("200 A\x7fB", ValueError),
+     ("200 \u20ac", ValueError)],
 )  # fmt: skip
 def test_a_bad_status_is_refused(status: object, error: type[Exception]) -> None:
     with pytest.raises(error):
@@ -747,8 +774,9 @@ def test_bad_headers_are_refused(headers: object, error: type[Exception]) -> Non
 
 
 def test_good_status_and_headers() -> None:
-    assert parse_status("404 Not Found") == 404
-    assert checked_headers([("X-A", "é")]) == [(b"x-a", "é".encode("latin-1"))]
+    assert parse_status("404 NOT FOUND") == (404, b"NOT FOUND")  # Flask's: sent as given
+    assert parse_status("200 ") == (200, b"") and parse_status("599 \tx\xe9") == (599, b"\tx\xe9")
+    assert checked_headers([("X-A", "é")]) == [(b"X-A", "é".encode("latin-1"))]
 
 
 def test_file_wrapper_reads_blocks_and_closes_with_the_file() -> None:
