@@ -285,7 +285,9 @@ def test_chunk_scanner_reads_from_an_offset_and_counts_the_whole_body() -> None:
 
 
 def test_chunk_line_regex_is_linear_on_hostile_input() -> None:
-    start = time.perf_counter()
+    # This process's CPU time, not the clock: a busy machine must not fail it. Backtracking
+    # on these 400 KB lines would take hours; linear scanning takes milliseconds.
+    start = time.process_time()
     hostile = [
         b"1" + b";a" + b" \t" * 200_000 + b"=\r\n",
         b"1;a" + b";a=b " * 100_000 + b"\x00\r\n",
@@ -293,4 +295,4 @@ def test_chunk_line_regex_is_linear_on_hostile_input() -> None:
     for data in hostile:
         scanner = ChunkScanner(0, Limits(line=10**6, field=10**6, head=10**6, fields=100))
         assert refusal(partial(scanner.feed, data)) == (400, b"Invalid chunk header.\n")
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 2.0

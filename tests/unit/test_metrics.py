@@ -786,6 +786,7 @@ steps = st.lists(
 )
 
 
+@pytest.mark.timeout(300)  # 15-25 s alone; a loaded machine took more than the default 60
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=steps, max_series=st.integers(0, 12), max_bytes=st.integers(0, 3000))
 def test_hostile_reports_never_raise_and_the_exposition_always_parses(
