@@ -32,7 +32,8 @@ _MAX_KEYS = 1024
 class FileWrapper:
     """``wsgi.file_wrapper``: a file-like object's content as an iterable of blocks, closed
     with it (PEP 3333's optional platform-specific file handling, served as a plain
-    iterable: each block is one response chunk, bounded as any other)."""
+    iterable: each block is one response chunk, bounded as any other). No ``sendfile``:
+    uvloop's transports do not offer it (MagicStack/uvloop#228)."""
 
     def __init__(self, filelike: IO[bytes], blksize: int = 65536) -> None:
         self.filelike = filelike
