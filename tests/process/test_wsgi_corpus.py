@@ -56,9 +56,10 @@ ENVIRON_OTHERWISE: dict[str, str] = {
 
 def expected_environ(request: dict[str, Any], host: bool) -> dict[str, Any]:
     """What ``environ_echo`` answers for one of gunicorn's requests (with a Host line added,
-    ``host``), by gunicorn's rules."""
+    ``host``, to an HTTP/1.1 request: ``with_host`` adds none to 1.0), by gunicorn's rules."""
     headers: dict[str, str] = {}
-    for name, value in request["headers"] + ([["HOST", "t"]] if host else []):
+    added = [["HOST", "t"]] if host and request["version"] == [1, 1] else []
+    for name, value in request["headers"] + added:
         if "_" in name:  # ENVIRON_OTHERWISE
             continue
         key = CGI_HEADERS.get(name) or "HTTP_" + name.replace("-", "_")

@@ -329,7 +329,9 @@ class Raises(Worker):
         raise RuntimeError("no")
 
 
-def test_a_worker_with_threads_or_a_before_fork_that_raises_forks_nothing() -> None:
+def test_a_worker_with_threads_or_a_before_fork_that_raises_forks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     spec = _child.WorkerSpec("web", "x:y", 1, 1, socket.socket(), [])
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
@@ -339,7 +341,10 @@ def test_a_worker_with_threads_or_a_before_fork_that_raises_forks_nothing() -> N
     finally:
         stop.set()
         thread.join()
-    assert link is None and said["error"].startswith("not fork safe: 2 threads run")
+    assert link is None and said["error"].startswith("not fork safe: ")
+    # This test process may hold threads of other tests (pytest-xdist runs them in any
+    # order): here it is a worker with none.
+    monkeypatch.setattr(_promote.threading, "active_count", lambda: 1)
     said, link = _promote.fork_template(spec, Raises, 2)
     assert (said, link) == ({"generation": 2, "error": "RuntimeError: no"}, None)
     spec.channel.close()
