@@ -62,6 +62,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
         self.foreign = foreign or {}  # other servers' flags, each with what to do instead
+        self.bare: dict[str, tuple[str, tuple[str, ...]]] = {}  # flag -> its bare value, choices
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"prefork: error: {message}; see '{self.prog} --help'\n")
@@ -71,7 +72,21 @@ class _Parser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         if args is not None and self.prog != "prefork":  # a command's own arguments
             self._refuse_unknown_flags(args)
+            args = self._bare_values(args)
         return super().parse_known_args(args, namespace)
+
+    def _bare_values(self, args: Sequence[str]) -> list[str]:
+        """``--template APP`` is ``--template=on APP``: a flag whose value is optional takes
+        the next word only if it is one of its choices (argparse would take APP for it)."""
+        out = list(args)
+        for i, arg in enumerate(out):
+            if arg == "--":
+                break
+            if arg in self.bare:
+                value, choices = self.bare[arg]
+                if i + 1 == len(out) or out[i + 1] not in choices:
+                    out[i] = f"{arg}={value}"
+        return out
 
     def _refuse_unknown_flags(self, args: Sequence[str]) -> None:
         known = self._option_string_actions
@@ -127,6 +142,9 @@ def add_options(
             kwargs["metavar"] = meta.metavar
             if meta.choices:
                 kwargs["choices"] = meta.choices
+            if meta.bare is not None and isinstance(parser, _Parser):
+                kwargs.update(nargs="?", const=meta.bare)
+                parser.bare.update(dict.fromkeys(meta.flags, (meta.bare, meta.choices)))
             if meta.repeat:
                 kwargs["action"] = "append"
         parser.add_argument(*meta.flags, **kwargs)
@@ -289,6 +307,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(setup.dump_options((*SERVE_CONFIGS, ServeOptions), effective), end="")
             return 0
         if cli.check_config:
+            for line in master.template_choices().values():
+                print(f"prefork: {line}", file=sys.stderr)
             print("prefork: the options and the app are fine", file=sys.stderr)
             return 0
         return master.run()

@@ -32,8 +32,14 @@ from prefork.core._options import (
     whole,
 )
 from prefork.core._roster import MAX_WORKERS, BrokerPolicy
+from prefork.core._templates import templates_used
 
-__all__ = ["BrokerConfig", "MasterConfig", "brokers_unique", "policy_of"]
+__all__ = [
+    "BrokerConfig",
+    "MasterConfig",
+    "brokers_unique",
+    "policy_of",
+]
 
 #: The longest listen queue: the kernel caps it at net.core.somaxconn anyway, and listen()
 #: takes a C int.
@@ -180,6 +186,21 @@ class MasterConfig:
         return build(cls, "Master", options)
 
 
+#: ``--template``: auto (the default), on, off.
+TEMPLATE_MODES = ("auto", "on", "off")
+
+
+def _template_mode(name: str, value: Any) -> Any:
+    """auto, on or off; True and False (the API's and config files' switch) are on and off."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in TEMPLATE_MODES:
+        raise ConfigError(
+            f"{name} must be auto, on or off (True and False mean on and off), got {shown(value)}"
+        )
+    return value
+
+
 def _broker_type(name: str, value: Any) -> Any:
     if not isinstance(value, str) or not _BROKER_NAME.match(value):
         raise ConfigError(f"broker type {value!r} must be 1-64 letters, digits, '_', '.' or '-'")
@@ -278,13 +299,17 @@ class BrokerConfig:
         "--preload",
         parse=None,
     )
-    template: bool = option(
-        False,
+    template: str = option(
+        "auto",
         "fork the workers from a template process per generation that imported the code "
-        "once: they share its memory and start without importing; a reload starts a new one",
-        switch,
+        "once: they share its memory and start without importing; a reload starts a new one. "
+        "auto: unless --preload, and not for a generation whose import started threads or "
+        "opened sockets (its workers import the code themselves); on: always; off: never",
+        _template_mode,
         "--template",
-        parse=None,
+        metavar="auto|on|off",
+        choices=TEMPLATE_MODES,
+        bare="on",
     )
     refork_after: tuple[int, ...] = option(
         (),
@@ -308,15 +333,15 @@ class BrokerConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
-        if self.template and self.preload:
+        if self.template == "on" and self.preload:
             raise ConfigError(
                 "template and preload both share the code's memory; choose template, which "
                 "keeps loading new code on reload (--template, not --preload)"
             )
-        if self.refork_after and not self.template:
+        if self.refork_after and (self.template == "off" or self.preload):
             raise ConfigError(
-                "refork_after promotes a worker to the next template: add --template "
-                "(template=True)"
+                "refork_after promotes a worker to the next template: drop --template off "
+                "(template=False) and --preload"
             )
 
     @classmethod
@@ -334,8 +359,14 @@ _BROKER_OPTIONS = frozenset(
 )
 
 
-def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
-    """What the supervisor needs of one broker, from the declared options."""
+def policy_of(
+    broker: BrokerConfig, master: MasterConfig, prepares_template: bool = True
+) -> BrokerPolicy:
+    """What the supervisor needs of one broker, from the declared options
+    (``prepares_template``: see ``templates_used``)."""
+    template, fallback = templates_used(
+        broker.template, broker.preload, bool(broker.refork_after), prepares_template
+    )
     graceful = (
         master.graceful_timeout if broker.graceful_timeout is None else broker.graceful_timeout
     )
@@ -350,7 +381,8 @@ def policy_of(broker: BrokerConfig, master: MasterConfig) -> BrokerPolicy:
         backoff_cap=master.backoff_cap,
         backoff_reset=master.backoff_reset,
         max_memory=int(broker.max_worker_memory * (1 << 20)),
-        template=broker.template,
+        template=template,
+        template_fallback=fallback,
         refork_after=broker.refork_after,
     )
 

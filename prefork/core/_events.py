@@ -107,10 +107,15 @@ class MemoryMeasured:
 
 @dataclass(frozen=True, slots=True)
 class TemplateReady:
-    """The template of ``broker`` for ``generation`` imported the code: workers fork from it."""
+    """The template of ``broker`` for ``generation`` imported the code: workers fork from it.
+    ``threads``: the names of the threads its import left running, ``sockets``: how many
+    sockets it left open (a fork shares them, and copies no thread: ``--template auto`` then
+    does not use it)."""
 
     broker: str
     generation: int
+    threads: tuple[str, ...] = ()
+    sockets: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,9 +153,13 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class Spawn:
+    """Start a worker. ``plain``: the master forks it, though its broker has templates (its
+    generation's template was not used: ``--template auto`` found threads or sockets)."""
+
     worker_id: int
     broker: str
     generation: int
+    plain: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,7 @@ class Option:
     choices: tuple[str, ...] = ()
     repeat: bool = False  # the flag may be given several times, values collected in a list
     negatable: bool = False  # a switch that also has a --no-... form
+    bare: str | None = None  # the value of the flag given alone (``--template``: on)
 
 
 def option(
@@ -77,9 +78,10 @@ def option(
     choices: tuple[str, ...] = (),
     repeat: bool = False,
     negatable: bool = False,
+    bare: str | None = None,
 ) -> Any:
     """A dataclass field declaring one option (``default=REQUIRED`` for a required one)."""
-    meta = Option(help, check, flags, metavar, parse, choices, repeat, negatable)
+    meta = Option(help, check, flags, metavar, parse, choices, repeat, negatable, bare)
     return dataclasses.field(default=default, metadata={"option": meta})
 
 

@@ -48,6 +48,8 @@ class BrokerPolicy:
     max_memory: int = 0  # bytes of RSS beyond which a worker is replaced (0: no limit)
     recycle_jitter: float = 0.1  # a fixed spread, not an option: recycles must not line up
     template: bool = False  # workers fork from a template per generation (``_templates.py``)
+    # ``--template auto``: a template whose import left threads or sockets open is not used
+    template_fallback: bool = False
     refork_after: tuple[int, ...] = ()  # requests after which a worker becomes the template
 
     @property
@@ -183,8 +185,8 @@ class BrokerRecord:
 
     def may_spawn(self) -> bool:
         """Whether a worker of ``spawn_generation`` can start now, as far as its template
-        goes: always without templates, else once the template is ready."""
-        return not self.policy.template or self.templates.ready(self.spawn_generation)
+        goes: always without templates, else once the template is ready (or was not used)."""
+        return not self.policy.template or self.templates.spawnable(self.spawn_generation)
 
     @property
     def turned_away(self) -> bool:

@@ -198,8 +198,8 @@ class Supervisor:
                     commands.stop(now, out)
             case MemoryMeasured():
                 self._on_memory(event, now, out)
-            case TemplateReady(broker=broker, generation=generation):
-                _templating.ready(self.ledger.brokers[broker], generation, now, out)
+            case TemplateReady(broker=broker):
+                _templating.ready(self.ledger.brokers[broker], event, now, out)
             case TemplateExited():
                 self._on_template_exit(event, now, out)
             case _:

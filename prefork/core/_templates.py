@@ -9,8 +9,14 @@ its template is ready; the supervisor decides which generations are wanted (the 
 and the one a reload rolls onto) and when a template that failed may start again.
 
     STARTING --ready--> READY --stop--> STOPPING --reaped--> (gone)
-        |                                   ^
+        |   |                               ^
+        |   +--ready, unsafe (auto)--> UNUSED --stop (reaped already: gone)
         +--stop, boot_timeout (killed)------+
+
+An UNUSED template imported, but its import left threads or sockets open (``--template
+auto``): it is asked to leave at once, and its generation's workers import the code
+themselves (``unused``). Its record stays while the generation is wanted, so that no other
+template is started for it; the next generation tries a template again.
 
 Pure, like ``_rolling.py``: about generations only, no processes.
 """
@@ -24,10 +30,39 @@ from dataclasses import dataclass
 from prefork.core._events import Action, StartTemplate, StopTemplate
 
 
+def templates_used(mode: str, preload: bool, refork: bool, prepares: bool) -> tuple[bool, bool]:
+    """Whether a broker with ``--template mode`` forks its workers from templates, and
+    whether a template whose import left threads or sockets open is then not used (``auto``).
+    ``prepares``: the worker class imports something in the template (a ``"module:attr"``
+    worker, or a class that overrides ``prepare_template``): without it, and without
+    ``refork`` (``refork_after``), a template would only cost a process."""
+    if mode == "auto":
+        used = (prepares or refork) and not preload
+        return used, used
+    return mode == "on", False
+
+
+def template_choice(mode: str, preload: bool, refork: bool, prepares: bool) -> str:
+    """One line saying what ``--template mode`` gives (``prefork serve --check-config``)."""
+    used, fallback = templates_used(mode, preload, refork, prepares)
+    if not used:
+        why = "the worker imports nothing in one"
+        if mode == "off" or preload:
+            why = "--preload" if preload else "--template off"
+        return f"template {mode}: no templates ({why}); workers import the code"
+    if not fallback:
+        return "template on: a template per generation, whatever its import leaves running"
+    return (
+        "template auto: a template per generation, unless its import leaves threads or "
+        "sockets open (then that generation's workers import the code themselves)"
+    )
+
+
 class TemplateState(enum.Enum):
     STARTING = "starting"  # forked, importing: boot_timeout runs
     READY = "ready"  # imported: the generation's workers fork from it
     STOPPING = "stopping"  # asked to leave: reaped soon
+    UNUSED = "unused"  # imported with threads or sockets open (auto): workers import themselves
 
 
 @dataclass(slots=True)
@@ -39,6 +74,7 @@ class TemplateRecord:
     failure: str = ""  # why the supervisor killed it (it imported too long)
     promoted_from: int | None = None  # forked by this worker (a refork), not from disk
     answered: bool = True  # False: the worker has not named its pid yet (no process known)
+    left: bool = False  # UNUSED, and its process reaped already
 
 
 class Templates:
@@ -54,6 +90,17 @@ class Templates:
         """Whether workers of ``generation`` may be spawned: its template is ready."""
         t = self.by_generation.get(generation)
         return t is not None and t.state is TemplateState.READY
+
+    def unused(self, generation: int) -> bool:
+        """Whether the workers of ``generation`` import the code themselves: its template
+        was not used."""
+        t = self.by_generation.get(generation)
+        return t is not None and t.state is TemplateState.UNUSED
+
+    def spawnable(self, generation: int) -> bool:
+        """Whether workers of ``generation`` may be spawned: its template is ready, or was
+        not used (they import the code themselves)."""
+        return self.ready(generation) or self.unused(generation)
 
     def missing(self, wanted: Iterable[int]) -> bool:
         """Whether a wanted generation has no template."""
@@ -72,23 +119,38 @@ class Templates:
 
     def stop(self, t: TemplateRecord, out: list[Action]) -> None:
         """Ask ``t`` to leave; one still importing is killed (it would finish first). One a
-        worker has not named yet is forgotten: if it names it later, it is killed then."""
+        worker has not named yet is forgotten: if it names it later, it is killed then. An
+        unused one was asked to leave already: it is forgotten once reaped."""
+        if t.state is TemplateState.UNUSED:
+            if t.left:
+                del self.by_generation[t.generation]
+            else:
+                t.state = TemplateState.STOPPING
+            return
         kill = t.state is TemplateState.STARTING
         t.state = TemplateState.STOPPING
         out.append(StopTemplate(self.broker, t.generation, kill=kill))
         if not t.answered:
             del self.by_generation[t.generation]
 
-    def on_ready(self, generation: int, now: float) -> TemplateRecord | None:
-        """The template of ``generation`` is ready; returns it (None: not one that starts)."""
+    def on_ready(self, generation: int, now: float, unused: bool) -> TemplateRecord | None:
+        """The template of ``generation`` is ready (``unused``: but it is not used, and asked
+        to leave); returns it (None: not one that starts)."""
         t = self.by_generation.get(generation)
         if t is None or t.state is not TemplateState.STARTING:
             return None
         t.state, t.ready_at = TemplateState.READY, now
+        if unused:
+            t.state = TemplateState.UNUSED
         return t
 
     def on_exit(self, generation: int) -> TemplateRecord | None:
-        """The template of ``generation`` was reaped; returns its record (None: unknown)."""
+        """The template of ``generation`` was reaped; returns its record (None: unknown, or
+        unused: that one is kept while its generation is wanted)."""
+        t = self.by_generation.get(generation)
+        if t is not None and t.state is TemplateState.UNUSED:
+            t.left = True
+            return None
         return self.by_generation.pop(generation, None)
 
     def deadline(self, boot_timeout: float) -> float | None:

@@ -1,8 +1,9 @@
 """The supervisor's decisions about a broker's templates, event by event: a template is ready
-(its generation's workers may spawn), or it was reaped (asked to leave; killed after it served,
-so started again at once; failed to import, so backed off, a reload onto it rolled back, or on
-the first start the master stopped). ``_templates.py`` keeps their states; this decides.
-Pure, like the supervisor.
+(its generation's workers may spawn; under ``--template auto`` not if its import left threads
+or sockets open: then they import the code themselves), or it was reaped (asked to leave;
+killed after it served, so started again at once; failed to import, so backed off, a reload
+onto it rolled back, or on the first start the master stopped). ``_templates.py`` keeps their
+states; this decides. Pure, like the supervisor.
 """
 
 from __future__ import annotations
@@ -11,19 +12,58 @@ import logging
 from collections.abc import Callable
 
 from prefork.core import _backoff, _exits, _refork
-from prefork.core._events import Action, Log, TemplateExited
+from prefork.core._events import Action, Log, StopTemplate, TemplateExited, TemplateReady
 from prefork.core._roster import BrokerRecord
 from prefork.core._templates import TemplateState
 
+#: The most thread names a log line gives.
+SHOWN_THREADS = 5
 
-def ready(b: BrokerRecord, generation: int, now: float, out: list[Action]) -> None:
-    """The template of ``generation`` said it is ready."""
-    if (t := b.templates.on_ready(generation, now)) is not None:
-        took = f"imported in {now - t.started:.2f}s"
-        if t.promoted_from is not None:
-            took = f"forked by worker {t.promoted_from} in {now - t.started:.2f}s"
-        msg = f"[{b.policy.name}] template of generation {generation} is ready ({took})"
-        out.append(Log(logging.INFO, msg))
+
+def ready(b: BrokerRecord, e: TemplateReady, now: float, out: list[Action]) -> None:
+    """The template ``e`` names said it is ready. If its import left threads or sockets open,
+    a fork would copy no thread (a lock one held stays held) and share the sockets: with
+    ``template_fallback`` (auto) it is not used, and asked to leave; else (on) it is used,
+    with a warning. Either way one line says so."""
+    unsafe = hazards(e.threads, e.sockets)
+    unused = bool(unsafe) and b.policy.template_fallback
+    if (t := b.templates.on_ready(e.generation, now, unused)) is None:
+        return
+    name, g = b.policy.name, e.generation
+    if unused:
+        out.append(StopTemplate(name, g, kill=False))
+        refork = "; no refork in this generation" if b.policy.refork_after else ""
+        msg = (
+            f"[{name}] template of generation {g} not used: {unsafe}; workers import the "
+            f"app themselves{refork}; start threads and open connections in the lifespan "
+            "startup (or a Worker's init), or pass --template off to silence this"
+        )
+        out.append(Log(logging.WARNING, msg))
+        return
+    took = f"imported in {now - t.started:.2f}s"
+    if t.promoted_from is not None:
+        took = f"forked by worker {t.promoted_from} in {now - t.started:.2f}s"
+    msg = f"[{name}] template of generation {g} is ready ({took})"
+    if unsafe:
+        msg += (
+            f", though {unsafe}: its workers are forked from it anyway (--template on), "
+            "without those threads and sharing those sockets; pass --template auto to have "
+            "them import the app themselves"
+        )
+    out.append(Log(logging.WARNING if unsafe else logging.INFO, msg))
+
+
+def hazards(threads: tuple[str, ...], sockets: int) -> str:
+    """What an import left that a fork does not carry safely ("" for nothing): ``the import
+    started threads (Thread-1 (poll)) and opened 1 socket``."""
+    said = []
+    if threads:
+        names = ", ".join(threads[:SHOWN_THREADS])
+        more = f" and {len(threads) - SHOWN_THREADS} more" if len(threads) > SHOWN_THREADS else ""
+        said.append(f"started threads ({names}{more})")
+    if sockets:
+        said.append(f"opened {sockets} socket{'s' if sockets > 1 else ''}")
+    return f"the import {' and '.join(said)}" if said else ""
 
 
 def exited(

@@ -31,7 +31,7 @@ class Workforce:
         b.started += 1
         b.restarts += replacing
         self.ledger.workers[w.id] = w
-        out.append(Spawn(w.id, w.broker, w.generation))
+        out.append(Spawn(w.id, w.broker, w.generation, b.templates.unused(w.generation)))
         return w.id
 
     def stop(self, w: WorkerRecord, now: float, out: list[Action], cause: str) -> None:

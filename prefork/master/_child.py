@@ -89,6 +89,19 @@ def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] |
     return spec
 
 
+def prepares_template(spec: type | str) -> bool:
+    """Whether a template of this worker would import anything: a ``"module:attr"`` worker
+    is imported there, a class only if it overrides ``Worker.prepare_template`` (the master
+    imported it already)."""
+    if not isinstance(spec, type):
+        return True
+    prepare = getattr(spec, "prepare_template", None)
+    return getattr(prepare, "__func__", None) is not _PREPARE_NOTHING
+
+
+_PREPARE_NOTHING = Worker.prepare_template.__func__  # type: ignore[attr-defined]
+
+
 def load_worker_class(spec: type | str) -> type[Worker]:
     """Import ``"module:attr"`` (or take the class as is); raise if it is not a Worker."""
     if isinstance(spec, type):

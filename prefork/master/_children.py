@@ -84,7 +84,7 @@ class Children:
 
     def spawn(self, action: _events.Spawn) -> None:
         worker_id, broker = action.worker_id, action.broker
-        if self._policies[broker].template:  # the template names it (``named``)
+        if self._policies[broker].template and not action.plain:  # the template names it
             now = time.monotonic()
             if why := self.live_templates().request(worker_id, broker, action.generation, now):
                 self._post(_events.SpawnFailed(worker_id, why))

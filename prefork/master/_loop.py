@@ -30,6 +30,7 @@ from prefork.core._options import ConfigError
 from prefork.core._payloads import BrokerStatus
 from prefork.core._roster import BrokerPolicy
 from prefork.core._supervisor import Supervisor
+from prefork.core._templates import template_choice
 from prefork.master import _bringup, _child, _pidfile, _process, _sockets, _upgrade
 from prefork.master._broker import Broker, Desk
 from prefork.master._channels import Channels
@@ -120,9 +121,12 @@ class Master:
         brokers_unique([*(b.config for b in self._brokers.values()), config])
         for addr in config.listen:
             _sockets.parse(addr)
-        self._classes[type] = _child.check_worker(config.worker, config.worker_options)
+        worker_class = self._classes[type] = _child.check_worker(
+            config.worker, config.worker_options
+        )
         broker = self._brokers[type] = Broker(config, self._desk)
-        policy = self._policies[type] = policy_of(config, self.config)
+        prepares = _child.prepares_template(worker_class)
+        policy = self._policies[type] = policy_of(config, self.config, prepares)
         self._supervisor.add_broker(policy)
         return broker
 
@@ -146,6 +150,15 @@ class Master:
     def listeners(self) -> dict[str, tuple[str, ...]]:
         """Each broker and the addresses it listens on (what an upgrade keeps)."""
         return {name: broker.config.listen for name, broker in self._brokers.items()}
+
+    def template_choices(self) -> dict[str, str]:
+        """Each broker and a line saying whether its workers fork from templates, and why
+        (``--check-config`` prints it)."""
+        choices = {}
+        for name, broker in self._brokers.items():
+            c, prepares = broker.config, _child.prepares_template(self._classes[name])
+            choices[name] = template_choice(c.template, c.preload, bool(c.refork_after), prepares)
+        return choices
 
     def stop(self) -> None:
         """Stop as SIGINT does: every worker leaves gracefully, then ``run()`` returns. Queued

@@ -4,7 +4,11 @@ The master forks it like a worker (signals reset, its other fds closed, SIGKILL 
 master dies). It imports the worker class and what the class names for templates (the HTTP
 worker: the app's module), freezes what it imported for the garbage collector
 (``gc.freeze()``: the collector would otherwise write to every object's header in each worker
-and copy the shared pages), says it is ready, and waits on its link to the master.
+and copy the shared pages), says it is ready, and waits on its link to the master. Its ready
+message names the threads the import left running and counts the sockets it opened
+(``left_open``): a fork copies no thread (a lock one held stays held in every worker) and
+shares every socket, so ``--template auto`` then forks that generation's workers without it.
+Threads started in C, outside ``threading``, cannot be seen.
 
 Each request on the link is one message, ``{"worker": ID}``, carrying the new worker's end of
 its channel as an SCM_RIGHTS fd (the master made the socketpair and keeps the other end). The
@@ -37,7 +41,9 @@ import json
 import os
 import select
 import socket
+import stat
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -114,22 +120,46 @@ def run(spec: TemplateSpec) -> int:
     _process.set_title(
         f"{prefix}: {spec.broker} template gen {spec.generation}", f"{prefix}:{spec.broker}"
     )
+    before = socket_inodes()  # the listening sockets and the link are the master's
     try:
         cls = _child.load_worker_class(spec.worker)
         cls.prepare_template(spec.options)
     except Exception as exc:
         send(spec.link, {"error": user_traceback(exc)[-_child.MAX_ERROR :]})
         return 1
-    return serve_forks(spec, cls)
+    return serve_forks(spec, cls, left_open(before))
 
 
-def serve_forks(spec: TemplateSpec, cls: type[Worker]) -> int:
+def left_open(before: set[int]) -> dict[str, Any]:
+    """What the import left that a fork does not carry safely: the names of the threads
+    running besides this one, and how many sockets are open that were not ``before``."""
+    main = threading.main_thread()
+    threads = [t.name for t in threading.enumerate() if t is not main]
+    return {"threads": threads, "sockets": len(socket_inodes() - before)}
+
+
+def socket_inodes() -> set[int]:
+    """The inodes of the sockets this process holds open."""
+    inodes = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            info = os.fstat(int(name))
+        except OSError:  # the listing's own fd, closed by now
+            continue
+        if stat.S_ISSOCK(info.st_mode):
+            inodes.add(info.st_ino)
+    return inodes
+
+
+def serve_forks(
+    spec: TemplateSpec, cls: type[Worker], left: Mapping[str, Any] | None = None
+) -> int:
     """The serving half of a template (a promoted worker's template starts here: it has
-    imported everything already): freeze, say it is ready, and fork workers on request
-    until the link ends."""
+    imported everything already): freeze, say it is ready (with what the import ``left``
+    open), and fork workers on request until the link ends."""
     link = spec.link
     gc.freeze()  # what is imported stays shared: the collector leaves it alone
-    send(link, {"ready": True})
+    send(link, {"ready": True, **(left or {})})
     standby: Standby | None = None
     armed = True  # a standby may be forked (not after one could not be, until a fork works)
     try:

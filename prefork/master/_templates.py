@@ -191,7 +191,12 @@ class TemplatePool:
         worker_id = message.get("worker")
         key = (link.broker, link.generation)
         if message.get("ready") is True:
-            self._post(TemplateReady(link.broker, link.generation))
+            threads, sockets = message.get("threads"), message.get("sockets")
+            names = (
+                tuple(t for t in threads if isinstance(t, str)) if isinstance(threads, list) else ()
+            )
+            count = sockets if type(sockets) is int else 0
+            self._post(TemplateReady(link.broker, link.generation, names, count))
         elif isinstance(standby := message.get("standby"), int):
             self.standbys[key] = standby
         elif isinstance(error := message.get("error"), str) and worker_id is None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +75,11 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"backlog": 65536}, "backlog must be at most 65535, got 65536"),
         ({"timeout": 10**30}, "timeout must be at most 604800 seconds"),
         ({"template": True, "preload": True}, "template and preload both share"),
-        ({"refork_after": 50}, "refork_after promotes a worker to the next template: add --templ"),
+        ({"template": "off", "refork_after": 50}, "refork_after promotes a worker to the next"),
+        ({"preload": True, "refork_after": 50}, "drop --template off .template=False. and --prel"),
+        ({"template": "yes"}, "template must be auto, on or off .True and False mean on and off"),
+        ({"template": 1}, "template must be auto, on or off"),
+        ({"template": "on", "preload": True}, "template and preload both share"),
         ({"template": True, "refork_after": 0}, "refork_after must be request counts >= 1"),
         ({"template": True, "refork_after": [5, "x"]}, "refork_after must be request counts"),
         ({"template": True, "refork_after": True}, "refork_after must be request counts"),
@@ -100,6 +106,63 @@ def test_refork_after_is_a_count_or_a_list_of_counts_on_the_api_and_the_command_
     assert counts("50,100,1000") == (50, 100, 1000)
     with pytest.raises(ValueError):
         counts("50,x")
+
+
+class Prepares(Worker):
+    @classmethod
+    def prepare_template(cls, options: Mapping[str, Any]) -> None:
+        pass
+
+
+def test_template_is_auto_on_or_off_and_true_false_mean_on_off() -> None:
+    m = Master()
+    assert m.broker("a", Nop).config.template == "auto"
+    assert m.broker("b", Nop, template=True).config.template == "on"
+    assert m.broker("c", Nop, template=False).config.template == "off"
+    assert m.broker("d", Nop, template="off").config.template == "off"
+    assert m.broker("e", Nop, template="auto", preload=True).config.template == "auto"
+
+
+@pytest.mark.parametrize(
+    ("worker", "options", "used"),
+    [
+        # auto: a template only where it imports something, and never with preload
+        (Prepares, {}, (True, True)),
+        ("prefork.http:HTTPWorker", {}, (True, True)),  # imported in the template
+        (Nop, {}, (False, False)),  # nothing to import in one: it would only cost a process
+        (Nop, {"refork_after": 10}, (True, True)),  # refork wants templates
+        (Prepares, {"preload": True}, (False, False)),  # preload decides, no error
+        # on: always, even for a worker that imports nothing; off: never
+        (Nop, {"template": "on"}, (True, False)),
+        (Prepares, {"template": True}, (True, False)),
+        (Prepares, {"template": "off"}, (False, False)),
+    ],
+)
+def test_which_brokers_use_templates(
+    worker: type[Worker] | str, options: dict[str, Any], used: tuple[bool, bool]
+) -> None:
+    m = Master()
+    m.broker("web", worker, **options)
+    policy = m._policies["web"]
+    assert (policy.template, policy.template_fallback) == used
+
+
+def test_template_choices_say_what_each_broker_gets() -> None:
+    m = Master()
+    m.broker("a", Prepares)
+    m.broker("b", Nop)
+    m.broker("c", Prepares, template=True)
+    m.broker("d", Prepares, template="off")
+    m.broker("e", Prepares, preload=True)
+    assert m.template_choices() == {
+        "a": "template auto: a template per generation, unless its import leaves threads or "
+        "sockets open (then that generation's workers import the code themselves)",
+        "b": "template auto: no templates (the worker imports nothing in one); workers import "
+        "the code",
+        "c": "template on: a template per generation, whatever its import leaves running",
+        "d": "template off: no templates (--template off); workers import the code",
+        "e": "template auto: no templates (--preload); workers import the code",
+    }
 
 
 def test_listen_as_a_single_string_is_one_address() -> None:

@@ -107,9 +107,79 @@ def test_no_app_anywhere(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_check_config_checks_the_app_and_exits(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = serve(capsys, "--app-dir", APP_DIR, "--check-config", "hello:app")
-    assert (code, err) == (0, "prefork: the options and the app are fine")
+    assert (code, err.splitlines()) == (
+        0,
+        [
+            "prefork: template auto: a template per generation, unless its import leaves "
+            "threads or sockets open (then that generation's workers import the code "
+            "themselves)",
+            "prefork: the options and the app are fine",
+        ],
+    )
     code, _, err = serve(capsys, "--check-config", "no_such_module_q:app")
     assert code == 2 and "no module named 'no_such_module_q'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "template"),
+    [
+        ((), "auto"),
+        (("--template",), "on"),  # bare: on, as before it took a value
+        (("--template", "off"), "off"),
+        (("--template", "auto"), "auto"),
+        (("--template=on",), "on"),
+        (("--template", "--workers", "2"), "on"),
+        (("--template", "--", "hello:app"), "on"),
+    ],
+)
+def test_template_flag_takes_auto_on_off_and_alone_means_on(
+    capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], template: str
+) -> None:
+    # the app comes last: a bare --template before it must not take it for its value
+    app = () if "--" in argv else ("hello:app",)
+    code, out, _ = serve(capsys, "--app-dir", APP_DIR, "--print-config", *argv, *app)
+    assert code == 0 and f'template = "{template}"' in out.splitlines()
+
+
+def test_template_flag_given_last_and_before_the_app(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = serve(capsys, "--app-dir", APP_DIR, "--print-config", "hello:app", "--template")
+    assert code == 0 and 'template = "on"' in out.splitlines()
+    code, out, _ = serve(capsys, "--app-dir", APP_DIR, "--print-config", "--template", "hello:app")
+    assert code == 0 and 'template = "on"' in out.splitlines()
+
+
+def test_template_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = serve(capsys, "--template", "--preload", "--check-config", "hello:app")
+    assert (code, err) == (
+        2,
+        "prefork: error: template and preload both share the code's memory; choose template, "
+        "which keeps loading new code on reload (--template, not --preload)",
+    )
+    code, _, err = serve(capsys, "--template", "off", "--refork-after", "5", "hello:app")
+    assert (code, err) == (
+        2,
+        "prefork: error: refork_after promotes a worker to the next template: drop --template "
+        "off (template=False) and --preload",
+    )
+    argv = ("--app-dir", APP_DIR, "--preload", "--check-config", "hello:app")
+    code, _, err = serve(capsys, *argv)  # auto with --preload: no template, no error
+    assert code == 0 and "template auto: no templates (--preload)" in err
+
+
+def test_template_in_a_config_file_takes_a_word_or_true_false(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    conf = tmp_path / "prefork.toml"
+    for value in ("true", "false", '"auto"', '"off"'):  # true and false: on and off
+        conf.write_text(f'app = "hello:app"\ntemplate = {value}\n')
+        code, out, _ = serve(capsys, "--app-dir", APP_DIR, "-c", str(conf), "--print-config")
+        assert code == 0 and f"template = {value}" in out.splitlines()
+    conf.write_text('app = "hello:app"\ntemplate = false\nrefork-after = "5"\n')
+    code, _, err = serve(capsys, "--app-dir", APP_DIR, "-c", str(conf), "--check-config")
+    assert code == 2 and "refork_after promotes a worker to the next template" in err
+    conf.write_text('app = "hello:app"\ntemplate = "sometimes"\n')
+    code, _, err = serve(capsys, "--app-dir", APP_DIR, "-c", str(conf), "--print-config")
+    assert code == 2 and "template must be auto, on or off" in err
 
 
 # --- environment, directory, binds ---------------------------------------------------------
