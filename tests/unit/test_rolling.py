@@ -15,7 +15,8 @@ from prefork.core._roster import BrokerPolicy, WorkerRecord, WorkerState
 
 
 def policy(name: str = "web", **options: object) -> BrokerPolicy:
-    return policy_of(BrokerConfig.from_options(name, "m:W", dict(options)), MasterConfig())
+    options = {"template": "off", **options}  # (the default, auto, forks from templates)
+    return policy_of(BrokerConfig.from_options(name, "m:W", options), MasterConfig())
 
 
 # --- the rolling replacement ---------------------------------------------------------------

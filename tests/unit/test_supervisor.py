@@ -46,6 +46,7 @@ def policy(name: str, **options: Any) -> BrokerPolicy:
     """A broker's policy as the master builds it, from the declared defaults and ``options``."""
     master = {k: options.pop(k) for k in MASTER_OPTIONS if k in options}
     jitter = options.pop("recycle_jitter", None)
+    options.setdefault("template", "off")  # a test of templates says so (the default: auto)
     made = policy_of(BrokerConfig(type=name, worker="app:W", **options), MasterConfig(**master))
     return made if jitter is None else dataclasses.replace(made, recycle_jitter=jitter)
 

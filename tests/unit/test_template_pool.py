@@ -9,6 +9,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -232,6 +233,35 @@ def test_a_message_that_is_not_an_object_is_ignored(h: Harness) -> None:
     assert h.events == [] and h.pool.fds() != []
 
 
+def test_what_a_template_left_open_is_passed_on_checked(h: Harness) -> None:
+    theirs = h.start()
+    _template.send(theirs, {"ready": True, "threads": ["poll", 3], "sockets": 2})
+    h.read_all()
+    assert h.events == [TemplateReady("web", 1, ("poll",), 2)]
+    theirs = h.start(pid=4343, generation=2)
+    _template.send(theirs, {"ready": True, "threads": "poll", "sockets": True})
+    h.read_all()
+    assert h.events[1:] == [TemplateReady("web", 2, (), 0)]
+
+
+def test_left_open_names_the_threads_and_counts_the_new_sockets() -> None:
+    before = _template.socket_inodes()
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, name="left-running")
+    thread.start()
+    try:
+        with socket.socket() as opened:
+            left = _template.left_open(before)
+            assert "left-running" in left["threads"]
+            assert threading.main_thread().name not in left["threads"]
+            assert left["sockets"] == 1
+            assert os.fstat(opened.fileno()).st_ino in _template.socket_inodes()
+        assert _template.left_open(before)["sockets"] == 0
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_receive_at_the_end_of_a_link_gives_the_fds_it_carried() -> None:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     with a, b:
@@ -286,7 +316,9 @@ def test_the_template_answers_each_request_and_leaves_at_the_end_of_its_link(qui
             _template.send(ours, {"worker": 4})  # no channel: ignored
             ours.shutdown(socket.SHUT_WR)
             assert _template.run(template_spec(Refusing, theirs)) == 0
-        assert _template.receive(ours) == ({"ready": True}, [])
+        ready, fds = _template.receive(ours)  # (this process may run other tests' threads)
+        assert fds == [] and ready is not None
+        assert (ready["ready"], ready["sockets"], type(ready["threads"])) == (True, 0, list)
         answer = {"worker": 3, "error": "RuntimeError: no fork today"}
         assert _template.receive(ours) == (answer, [])
 
