@@ -33,9 +33,10 @@ from prefork.core._events import Action, StartTemplate, StopTemplate
 def templates_used(mode: str, preload: bool, refork: bool, prepares: bool) -> tuple[bool, bool]:
     """Whether a broker with ``--template mode`` forks its workers from templates, and
     whether a template whose import left threads or sockets open is then not used (``auto``).
-    ``prepares``: the worker class imports something in the template (a ``"module:attr"``
-    worker, or a class that overrides ``prepare_template``): without it, and without
-    ``refork`` (``refork_after``), a template would only cost a process."""
+    ``prepares``: the worker class imports something in the template (it overrides
+    ``prepare_template``; a ``"module:attr"`` worker is not imported by the master, which
+    cannot tell): without it, and without ``refork`` (``refork_after``), a template would
+    only cost a process (and delay the first workers by an import)."""
     if mode == "auto":
         used = (prepares or refork) and not preload
         return used, used

@@ -90,11 +90,12 @@ def check_worker(spec: type | str, options: Mapping[str, Any]) -> type[Worker] |
 
 
 def prepares_template(spec: type | str) -> bool:
-    """Whether a template of this worker would import anything: a ``"module:attr"`` worker
-    is imported there, a class only if it overrides ``Worker.prepare_template`` (the master
-    imported it already)."""
+    """Whether a template of this worker class imports anything (``--template auto`` starts
+    none otherwise): whether it overrides ``Worker.prepare_template``. A ``"module:attr"``
+    worker is imported only after fork, so the master cannot tell: False (``template=True``
+    gives it templates)."""
     if not isinstance(spec, type):
-        return True
+        return False
     prepare = getattr(spec, "prepare_template", None)
     return getattr(prepare, "__func__", None) is not _PREPARE_NOTHING
 

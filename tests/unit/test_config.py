@@ -128,7 +128,8 @@ def test_template_is_auto_on_or_off_and_true_false_mean_on_off() -> None:
     [
         # auto: a template only where it imports something, and never with preload
         (Prepares, {}, (True, True)),
-        ("prefork.http:HTTPWorker", {}, (True, True)),  # imported in the template
+        ("prefork.http:HTTPWorker", {}, (False, False)),  # not imported by the master: unknown
+        ("prefork.http:HTTPWorker", {"template": True}, (True, False)),
         (Nop, {}, (False, False)),  # nothing to import in one: it would only cost a process
         (Nop, {"refork_after": 10}, (True, True)),  # refork wants templates
         (Prepares, {"preload": True}, (False, False)),  # preload decides, no error
@@ -154,6 +155,7 @@ def test_template_choices_say_what_each_broker_gets() -> None:
     m.broker("c", Prepares, template=True)
     m.broker("d", Prepares, template="off")
     m.broker("e", Prepares, preload=True)
+    m.broker("f", "prefork.http:HTTPWorker", app="hello:app")
     assert m.template_choices() == {
         "a": "template auto: a template per generation, unless its import leaves threads or "
         "sockets open (then that generation's workers import the code themselves)",
@@ -162,6 +164,8 @@ def test_template_choices_say_what_each_broker_gets() -> None:
         "c": "template on: a template per generation, whatever its import leaves running",
         "d": "template off: no templates (--template off); workers import the code",
         "e": "template auto: no templates (--preload); workers import the code",
+        "f": "template auto: no templates (the worker imports nothing in one); workers import "
+        "the code",
     }
 
 
