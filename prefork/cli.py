@@ -142,9 +142,10 @@ def add_options(
             kwargs["metavar"] = meta.metavar
             if meta.choices:
                 kwargs["choices"] = meta.choices
-            if meta.bare is not None and isinstance(parser, _Parser):
+            if meta.bare is not None:  # ``_Parser`` rewrites ``--flag APP`` (``_bare_values``)
                 kwargs.update(nargs="?", const=meta.bare)
-                parser.bare.update(dict.fromkeys(meta.flags, (meta.bare, meta.choices)))
+                bare = getattr(parser, "bare", {})
+                bare.update(dict.fromkeys(meta.flags, (meta.bare, meta.choices)))
             if meta.repeat:
                 kwargs["action"] = "append"
         parser.add_argument(*meta.flags, **kwargs)

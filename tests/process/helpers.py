@@ -67,6 +67,15 @@ def children(pid: int) -> set[int]:
     return {int(p) for p in text.split() if alive(int(p))}
 
 
+def is_template(pid: int) -> bool:
+    """Whether ``pid`` is a template or a standby worker, as its process title says."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b" template gen " in title or b" standby gen " in title
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, in seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -215,7 +224,13 @@ class MasterProcess:
             )
 
     def workers(self) -> set[int]:
-        return children(self.pid)
+        """The master's children but its templates and their standbys (``prefork serve``
+        forks its workers from templates by default): the processes that serve."""
+        return {pid for pid in children(self.pid) if not is_template(pid)}
+
+    def templates(self) -> set[int]:
+        """The master's templates and standby workers (``--template``)."""
+        return {pid for pid in children(self.pid) if is_template(pid)}
 
     def wait_workers(self, n: int, timeout: float = 5.0) -> set[int]:
         """Wait until exactly ``n`` worker processes run under the master."""

@@ -176,7 +176,8 @@ def test_reload_wait_onto_broken_code_exits_1_and_the_old_workers_serve(
     start: Start, tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken"
-    master, port, path = ops(start, tmp_path, env={"OPS_BROKEN": str(broken)})
+    # (--template off: a worker fails, not a template: test_serve_templates.py has that)
+    master, port, path = ops(start, tmp_path, "--template", "off", env={"OPS_BROKEN": str(broken)})
     old = master.workers()
     broken.touch()
     done = ctl(path, "reload", "--wait")

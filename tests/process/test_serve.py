@@ -216,9 +216,12 @@ def test_quick_start_hello(start: Start, sock: socket.socket) -> None:
 # --- rolling reload ----------------------------------------------------------------------------
 
 
-def test_three_reloads_under_load_lose_nothing(start: Start, sock: socket.socket) -> None:
+@pytest.mark.parametrize("template", ["auto", "off"])  # the default forks from templates
+def test_three_reloads_under_load_lose_nothing(
+    start: Start, sock: socket.socket, template: str
+) -> None:
     port = sock.getsockname()[1]
-    master = serve(start, sock, workers=3)
+    master = serve(start, sock, "--template", template, workers=3)
     pids = wait_serving(master, 3)
     seen = set(pids)
     with load(port, threads=4) as clients:
@@ -391,9 +394,10 @@ def test_drain_finishes_in_flight_then_resume_and_stop(
 # --- kill -9 of a worker -----------------------------------------------------------------------
 
 
-def test_kill_9_of_a_worker_under_load(start: Start, sock: socket.socket) -> None:
+@pytest.mark.parametrize("template", ["auto", "off"])
+def test_kill_9_of_a_worker_under_load(start: Start, sock: socket.socket, template: str) -> None:
     port = sock.getsockname()[1]
-    master = serve(start, sock, workers=3)
+    master = serve(start, sock, "--template", template, workers=3)
     pids = wait_serving(master, 3)
     with load(port, threads=3, keep_alive=False) as clients:
         wait_until(
@@ -474,7 +478,9 @@ def test_app_failing_after_it_served_backs_off(
     flag = tmp_path / "broken.flag"
     spawns = tmp_path / "spawns.txt"
     env = {"SERVE_APP_BREAK_IMPORT": str(flag), "SERVE_APP_SPAWNS": str(spawns)}
-    master = serve(start, sock, workers=1, env=env)
+    # (--template off: with a template, the crashed worker comes back from the template's
+    # code, which imported: test_serve_templates.py)
+    master = serve(start, sock, "--template", "off", workers=1, env=env)
     (pid,) = wait_serving(master, 1)
     flag.touch()  # from now on the app cannot be imported
     os.kill(pid, signal.SIGKILL)
