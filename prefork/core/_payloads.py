@@ -87,9 +87,10 @@ class ReloadStatus(TypedDict):
 
 class TemplateStatus(TypedDict):
     """A template of a broker (``--template``): its generation, ``state`` (starting, ready,
-    stopping), its ``pid`` (None until the master knows it), how long it has run, the pid of
-    the ``standby`` worker it forked ahead of time (None: none now), and the worker it was
-    ``promoted_from`` (a refork; None: imported from disk)."""
+    stopping, or unused: its import left threads or sockets open, ``--template auto``), its
+    ``pid`` (None until the master knows it), how long it has run, the pid of the ``standby``
+    worker it forked ahead of time (None: none now), and the worker it was ``promoted_from``
+    (a refork; None: imported from disk)."""
 
     generation: int
     state: str
