@@ -178,8 +178,10 @@ class BrokerRecord:
     @property
     def templates_wanted(self) -> set[int]:
         """The generations that need a template: the serving one, and the one a reload rolls
-        onto (none without templates)."""
-        if not self.policy.template:
+        onto (none without templates, nor while draining: a drained master holds nothing but
+        its sockets, and a resume starts a template from the code on disk, as workers without
+        templates import it)."""
+        if not self.policy.template or self.draining:
             return set()
         return {self.serving, self.generation} if self.rolling.reloading else {self.serving}
 

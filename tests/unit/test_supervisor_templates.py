@@ -18,6 +18,7 @@ from prefork.core._events import (
     Log,
     MessageReceived,
     ReloadRequested,
+    ResumeRequested,
     Spawn,
     SpawnFailed,
     Started,
@@ -184,11 +185,26 @@ def test_a_template_that_exits_with_a_code_says_so() -> None:
     assert "[web] the template of generation 1 exited with code 1" in logs(out)
 
 
-def test_a_drain_keeps_the_template_and_a_stop_ends_it_before_the_master_exits() -> None:
+def test_a_drain_stops_the_template_and_a_resume_starts_one_from_disk() -> None:
     sup = templated()
     boot(sup)
     out = sup.handle(DrainRequested(), 10.0)
-    assert not any(isinstance(a, StopTemplate) for a in out)
+    assert StopTemplate("web", 1) in out  # a drained master holds only its sockets
+    sup.handle(WorkerExited(1, 0, None), 10.1)
+    sup.handle(ResumeRequested(), 10.2)  # the template has not left yet: nothing to fork from
+    out = sup.handle(WorkerExited(2, 0, None), 10.3)
+    assert not any(isinstance(a, Spawn | StartTemplate) for a in out)
+    out = sup.handle(TemplateExited("web", 1, 0, None), 10.4)
+    assert effects(out) == [StartTemplate("web", 1)]  # the serving generation, from disk
+    assert effects(sup.handle(TemplateReady("web", 1), 11.0)) == [
+        Spawn(3, "web", 1),
+        Spawn(4, "web", 1),
+    ]
+
+
+def test_a_stop_ends_the_template_before_the_master_exits() -> None:
+    sup = templated()
+    boot(sup)
     out = sup.handle(StopRequested(), 11.0)
     assert StopTemplate("web", 1) in out
     sup.handle(WorkerExited(1, 0, None), 11.1)
