@@ -102,10 +102,12 @@ def exited(
         wait = f"in {delay:.2f}s" if delay else "now"
         out.append(Log(logging.WARNING, f"[{name}] {reason}; starting it again {wait}"))
         return None
-    out.append(Log(logging.ERROR, f"[{name}] {reason}"))
-    out.append(Log(logging.WARNING, _backoff.failed_early(b, now, jitter())))
     rolling = b.rolling
-    if t.ready_at is None and rolling.reloading and g == b.generation:
+    rolls_back = t.ready_at is None and rolling.reloading and g == b.generation
+    if not rolls_back:  # (else the rollback's line names the reason: once is enough)
+        out.append(Log(logging.ERROR, f"[{name}] {reason}"))
+    out.append(Log(logging.WARNING, _backoff.failed_early(b, now, jitter())))
+    if rolls_back:
         out.append(Log(logging.ERROR, f"[{name}] reload rolled back: {reason}"))
         rolling.drop(now, out, reason)
     return None

@@ -81,12 +81,13 @@ def wait_answer(port: int, version: str, timeout: float = 10.0) -> float:
     return time.monotonic() - began
 
 
+@pytest.mark.parametrize("template", ["auto", "off"])  # the default reloads through templates
 def test_a_save_reloads_and_a_syntax_error_keeps_the_old_code_answering(
-    start: Start, sock: socket.socket, tmp_path: Path
+    start: Start, sock: socket.socket, tmp_path: Path, template: str
 ) -> None:
     port = sock.getsockname()[1]
     write_app(tmp_path, "v1")
-    master = serve_reloading(start, sock, tmp_path, "--workers", "2")
+    master = serve_reloading(start, sock, tmp_path, "--workers", "2", "--template", template)
     wait_watching(master)
     assert answer(port) == "v1"
     first = master.stderr().splitlines()[0]
@@ -105,7 +106,8 @@ def test_a_save_reloads_and_a_syntax_error_keeps_the_old_code_answering(
     assert log.count("could not start:\n") == 1  # the error, printed once...
     assert log.count("def broken(:") == 1
     assert log.count("SyntaxError: invalid syntax") == 2  # ...and named by the rollback
-    assert "reload rolled back: worker" in log
+    failed = "the template of generation 3" if template == "auto" else "worker"
+    assert f"reload rolled back: {failed}" in log
 
     write_app(tmp_path, "v3")  # fixed: the next save reloads again
     wait_answer(port, "v3")
