@@ -45,10 +45,13 @@ def ready(b: BrokerRecord, e: TemplateReady, now: float, out: list[Action]) -> N
         took = f"forked by worker {t.promoted_from} in {now - t.started:.2f}s"
     msg = f"[{name}] template of generation {g} is ready ({took})"
     if unsafe:
+        copies = " and ".join(
+            (["without those threads"] if e.threads else [])
+            + (["sharing those sockets"] if e.sockets else [])
+        )
         msg += (
             f", though {unsafe}: its workers are forked from it anyway (--template on), "
-            "without those threads and sharing those sockets; pass --template auto to have "
-            "them import the app themselves"
+            f"{copies}; pass --template auto to have them import the app themselves"
         )
     out.append(Log(logging.WARNING if unsafe else logging.INFO, msg))
 

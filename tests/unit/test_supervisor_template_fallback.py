@@ -121,6 +121,14 @@ def test_template_on_uses_a_template_with_threads_anyway_and_says_so() -> None:
     ]
 
 
+def test_template_on_says_what_its_workers_share_or_miss() -> None:
+    sup = make(policy("web", workers=1, template="on"))
+    sup.handle(Started(), 0.0)
+    out = sup.handle(TemplateReady("web", 1, sockets=1), 1.0)
+    assert "though the import opened 1 socket: its workers are forked from it anyway " in logs(out)
+    assert "(--template on), sharing those sockets; pass" in logs(out)
+
+
 def test_what_an_import_left_is_said_in_a_few_words() -> None:
     assert hazards((), 0) == ""
     assert hazards((), 1) == "the import opened 1 socket"
