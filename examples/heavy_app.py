@@ -2,8 +2,9 @@
 Python objects, built from the standard library only (so it installs anywhere). It answers
 with its pid, to tell the workers apart.
 
-prefork serve --app-dir examples heavy_app:app --workers 4 --template
-(``benchmarks/templates.py`` measures it with and without templates, and against peers.)
+prefork serve --app-dir examples heavy_app:app --workers 4
+(templates are the default; ``--template off`` to compare: ``benchmarks/templates.py``
+measures it with and without templates, and against peers.)
 
 HEAVY_IMPORT_SECONDS and HEAVY_OBJECTS change the weight (1.5 and 600000); HEAVY_WARM_OBJECTS
 (default 0) builds that many more objects on a process's first request, as a cache warmed by
