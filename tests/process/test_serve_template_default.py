@@ -83,6 +83,24 @@ def test_auto_forks_from_a_template_unless_the_import_started_a_thread(
     assert master.stderr().count("not used") == 1
 
 
+def test_auto_does_not_use_a_template_whose_import_opened_a_socket(
+    start: Start, sock: socket.socket, tmp_path: Path
+) -> None:
+    """A connection opened at import (a database client's, say) would be shared by every
+    worker forked from the template: auto does not use it."""
+    port = sock.getsockname()[1]
+    app = THREADED.replace('threading.Thread(target=poll, name="poll", daemon=True).start()', "")
+    app = app.replace(
+        'VERSION = "threads"', 'import socket\nCONN = socket.socket()\nVERSION = "conn"'
+    )
+    (tmp_path / "reloading_app.py").write_text(app)
+    master = serve(start, sock, tmp_path, "-w", "1")
+    wait_answer(port, "conn", timeout=20)
+    line = "[http] template of generation 1 not used: the import opened 1 socket; workers import"
+    assert master.stderr().count(line) == 1
+    wait_until(lambda: len(titles(master)) == 1 and not templates(master), 15, "1 worker only")
+
+
 def test_template_on_uses_the_template_of_a_threaded_import_and_says_so(
     start: Start, sock: socket.socket, tmp_path: Path
 ) -> None:
