@@ -845,3 +845,34 @@ def test_the_access_log_and_the_stats_count_wsgi_responses(
         h = run(main())
     assert '"GET /x HTTP/1.1" 200 5' in caplog.text
     assert h.state.stats.take(1, 0, 0) is not None
+
+
+def test_a_thread_that_returns_after_the_loop_closed_ends_quietly() -> None:
+    """A stuck thread abandoned by a worker that then ended comes back to a closed loop: its
+    response has nobody to go to, and the thread must not die of ``RuntimeError`` (an
+    unhandled exception in a thread, printed to stderr)."""
+    release = threading.Event()
+    errors: list[BaseException | None] = []
+
+    def late(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        release.wait(10)
+        start_response("200 OK", [TEXT, ("Content-Length", "4")])
+        return [b"late"]
+
+    async def main() -> WSGIHarness:
+        h = WSGIHarness(late, threads=1)
+        h.feed(request())
+        await h.until(lambda: bool(h.pool._busy))
+        return h
+
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        h = run(main())  # the loop is closed now, the thread still in the app
+        thread = h.pool.threads[0]
+        h.stop()
+        release.set()
+        thread.join(10)
+    finally:
+        threading.excepthook = hook
+    assert not thread.is_alive() and errors == []
