@@ -25,8 +25,11 @@ machine noise hits them alike. A generator's CPU is user + system time of its wh
 tree (``os.wait4`` of the process started: a prefork load master waits for its workers, so
 their time is in its figure), start-up included; its requests are the responses it counted.
 Prints, as medians over the rounds: requests/s, the generator's CPU (share of one CPU),
-requests per CPU second, and that figure over wrk -t1's (the ratio of medians); and the
-server's CPU, as a check (near 100% means the server, not the generator, set requests/s).
+requests per CPU second, and that figure over wrk -t1's and over wrk's with as many threads as
+the generator has workers (the ratio of medians); the server's CPU, as a check (near 100% means
+the server, not the generator, set requests/s); and, for prefork load, its start-up CPU (a
+50 ms run after each measured one: the interpreter, the imports, the fork) and its requests
+per CPU second without it (wrk's start-up is a few milliseconds).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,14 +172,14 @@ def prefork_load(
     workers: int,
     url: str,
     c: int,
-    d: int,
+    d: str,
     cpu: str | None,
     server: subprocess.Popen[bytes],
     tree: Path,
     rate: float | None = None,
 ) -> Run:
     pin = ["taskset", "-c", cpu] if cpu else []
-    argv = [*pin, sys.executable, "-m", "prefork", "load", url, f"-c{c}", f"-d{d}s"]
+    argv = [*pin, sys.executable, "-m", "prefork", "load", url, f"-c{c}", f"-d{d}"]
     argv += [f"-w{workers}", "--json"]
     if rate is not None:
         argv += ["--rate", f"{rate:g}"]
@@ -199,18 +203,21 @@ def main() -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     cpus = sorted(os.sched_getaffinity(0))[:2]
-    server_cpu_pin = str(cpus[0]) if len(cpus) == 2 and shutil.which("taskset") else None
-    load_pin = str(cpus[1]) if server_cpu_pin else None
+    server_pin = str(cpus[0]) if len(cpus) == 2 and shutil.which("taskset") else None
+    load_pin = str(cpus[1]) if server_pin else None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="load-capacity-") as tmp:
-        server, port, server_name = start_server(Path(tmp), server_cpu_pin)
+        server, port, server_name = start_server(Path(tmp), server_pin)
         url = f"http://127.0.0.1:{port}/"
         c, d = args.c, args.d
-        gens = {
+        wrks: dict[str, Callable[[], Run]] = {
             "wrk-t1": lambda: wrk(1, url, c, d, load_pin, server),
             "wrk-t2": lambda: wrk(2, url, c, d, load_pin, server),
-            "prefork-w1": lambda: prefork_load(1, url, c, d, load_pin, server, ROOT),
-            "prefork-w2": lambda: prefork_load(2, url, c, d, load_pin, server, ROOT),
+        }
+        # Each prefork generator: its tree, workers and rate; run for a duration.
+        loads: dict[str, tuple[Path, int, float | None]] = {
+            "prefork-w1": (ROOT, 1, None),
+            "prefork-w2": (ROOT, 2, None),
         }
         if args.base is not None:
             base = args.base.resolve()
@@ -218,27 +225,31 @@ def main() -> None:
                 sys.exit(
                     f"--base {base} has no prefork/ (git archive main prefork | tar -x -C DIR)"
                 )
-            gens["prefork-base-w1"] = lambda: prefork_load(1, url, c, d, load_pin, server, base)
+            loads["prefork-base-w1"] = (base, 1, None)
         if args.open is not None:
-            rate = args.open
-            gens["prefork-open"] = lambda: prefork_load(1, url, c, d, load_pin, server, ROOT, rate)
+            loads["prefork-open"] = (ROOT, 1, args.open)
             if args.base is not None:
-                gens["prefork-base-open"] = lambda: prefork_load(
-                    1, url, c, d, load_pin, server, base, rate
-                )
+                loads["prefork-base-open"] = (base, 1, args.open)
+
+        def load(name: str, duration: str) -> Run:
+            tree, workers, rate = loads[name]
+            return prefork_load(workers, url, c, duration, load_pin, server, tree, rate)
+
+        names = [*wrks, *loads]
         if args.only:
-            unknown = set(args.only) - set(gens)
+            unknown = set(args.only) - set(names)
             if unknown:
-                sys.exit(f"unknown generators {sorted(unknown)}; known: {sorted(gens)}")
-            gens = {name: gens[name] for name in args.only}
-        names = list(gens)
+                sys.exit(f"unknown generators {sorted(unknown)}; known: {names}")
+            names = [name for name in names if name in args.only]
         runs: dict[str, list[Run]] = {name: [] for name in names}
+        startup: dict[str, list[float]] = {name: [] for name in names if name in loads}
         try:
-            gens[names[0]]()  # warm-up (nginx's first connections, page cache)
+            for name in names:  # a warm-up (nginx's first connections, the page cache)
+                wrks[name]() if name in wrks else load(name, "1s")
             for round_no in range(args.rounds):
                 order = names if round_no % 2 == 0 else names[::-1]
                 for name in order:
-                    run = gens[name]()
+                    run = wrks[name]() if name in wrks else load(name, f"{d}s")
                     runs[name].append(run)
                     print(
                         f"round {round_no + 1}: {name}: {run.rps:,.0f} req/s, "
@@ -246,6 +257,8 @@ def main() -> None:
                         f"server {run.server_cpu / run.seconds:.0%}",
                         flush=True,
                     )
+                    if name in startup:  # what a run costs before and after its load
+                        startup[name].append(load(name, "50ms").cpu)
         finally:
             server.terminate()
             server.wait(10)
@@ -258,16 +271,32 @@ def main() -> None:
         )
         for name, rs in runs.items()
     }
-    ref = med.get("wrk-t1", (0, 0, 0, 0))[2]
+    steady = {
+        name: statistics.median(
+            r.requests / max(r.cpu - statistics.median(startup[name]), 1e-9) for r in runs[name]
+        )
+        for name in startup
+    }
     print()
-    print(f"server: {server_name}, pinned to CPU {server_cpu_pin}; generators on CPU {load_pin}")
+    print(f"server: {server_name}, pinned to CPU {server_pin}; generators on CPU {load_pin}")
     print(f"-c {c}, -d {d}s, {args.rounds} rounds, medians; load average {os.getloadavg()[0]:.2f}")
     print()
-    print("| generator | req/s | generator CPU | req per CPU-second | vs wrk -t1 | server CPU |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| generator | req/s | generator CPU | req per CPU-second | vs wrk -t1 | vs wrk, as many "
+        "threads | server CPU | start-up CPU | req per CPU-second after start-up |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, (rps, cpu, per_cpu, srv) in med.items():
-        ratio = f"{per_cpu / ref:.2f}x" if ref else "-"
-        print(f"| {name} | {rps:,.0f} | {cpu:.0%} | {per_cpu:,.0f} | {ratio} | {srv:.0%} |")
+        t1 = med.get("wrk-t1", (0, 0, 0, 0))[2]
+        same = med.get("wrk-t2" if name.endswith("w2") else "wrk-t1", (0, 0, 0, 0))[2]
+        vs_t1 = f"{per_cpu / t1:.2f}x" if t1 else "-"
+        vs_same = f"{per_cpu / same:.2f}x" if same and "open" not in name else "-"
+        first = f"{statistics.median(startup[name]):.2f} s" if name in startup else "-"
+        after = f"{steady[name]:,.0f}" if name in steady else "-"
+        print(
+            f"| {name} | {rps:,.0f} | {cpu:.0%} | {per_cpu:,.0f} | {vs_t1} | {vs_same} | "
+            f"{srv:.0%} | {first} | {after} |"
+        )
     print(f"\n(took {time.monotonic() - started:.0f} s)")
 
 
