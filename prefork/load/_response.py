@@ -25,6 +25,9 @@ MAX_HEAD = 65536
 MAX_CHUNK_LINE = 4096
 #: A kept body (``ResponseParser(keep=True)``) may not be longer.
 MAX_BODY = 16 * 1024 * 1024
+#: The echo remembers reads up to this long: each connection holds one, and a larger response
+#: costs more than its head's parse anyway (-c 10000 of 256 KiB reads would hold 2.5 GiB).
+MAX_ECHO = 4096
 
 #: Fields as received: (name, value), names in their own case.
 Headers = tuple[tuple[str, str], ...]
@@ -155,7 +158,7 @@ class ResponseParser:
                         self._state = _CLOSED
                         break
                     self._nbytes = 0
-                    if nbytes + framing == end:  # all of data, from between responses to it
+                    if nbytes + framing == end <= MAX_ECHO:  # all of data, from between responses
                         self._echo = data
                         self._echo_head = self.head_request
                         self._echo_parsed = parsed

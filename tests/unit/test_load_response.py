@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prefork.load._response import MAX_BODY, MAX_CHUNK_LINE, MAX_HEAD, Parsed, ResponseParser
+from prefork.load._response import (
+    MAX_BODY,
+    MAX_CHUNK_LINE,
+    MAX_ECHO,
+    MAX_HEAD,
+    Parsed,
+    ResponseParser,
+)
 
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: t\r\n\r\nhello"
 HELLO_HEADERS = (("Content-Length", "5"), ("Server", "t"))
@@ -310,6 +317,10 @@ def test_the_echo_is_kept_only_for_a_read_of_one_whole_response() -> None:
     parser = ResponseParser()
     assert parser.feed(NGINX) == parser.feed(NGINX)
     assert parser._echo is NGINX
+    length = MAX_ECHO - len(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    at_most = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"a" * length
+    parser.feed(at_most)
+    assert parser._echo is at_most and len(at_most) == MAX_ECHO
     mid = ResponseParser()
     mid.feed(HELLO[:30])
     assert mid.feed(HELLO[30:]) and mid._echo == HELLO  # its head held from the read before
@@ -317,7 +328,8 @@ def test_the_echo_is_kept_only_for_a_read_of_one_whole_response() -> None:
     interim.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
     interim.feed(HELLO)
     assert interim._echo is None  # its bytes began in the read before
-    for not_one in (HELLO + HELLO, HELLO + HELLO[:3], CHUNKED, ECHO_CORPUS[10]):
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % MAX_ECHO + b"a" * MAX_ECHO
+    for not_one in (HELLO + HELLO, HELLO + HELLO[:3], CHUNKED, ECHO_CORPUS[10], big):
         parser = ResponseParser()
         parser.feed(not_one)
         assert parser._echo is None, not_one
