@@ -119,10 +119,19 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._enter(CLOSED)
-        if self.cycle is not None:
-            self.cycle.disconnect()
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.disconnect()
         self.flow.lost()
         self.state.connection_closed(self)
+        self._unlink()
+
+    def _unlink(self) -> None:
+        """Leave no reference cycle behind (the bound callbacks point back at this protocol,
+        its cycle at them): the protocol is then freed by its last reference, not by the
+        cyclic GC, which took ~11% of a worker's CPU under ``Connection: close``."""
+        del self._on_complete, self._on_consumed, self._on_abort
 
     def eof_received(self) -> bool | None:
         """Answer the complete requests already read, then close (module docstring)."""
@@ -240,6 +249,7 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         )
         self.transport.set_protocol(socket)
         socket.start()
+        self._unlink()  # the WebSocket has the transport: this protocol is done
 
     def _admit(self, info: RequestInfo) -> None:
         """Refuse a request over a limit (body size, concurrency) before it starts."""
