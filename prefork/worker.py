@@ -56,9 +56,12 @@ class Board:
         """The values of the slots in use."""
         return [word - 1 for word in self._words.tolist() if word]
 
-    def fewest(self) -> int:
-        """The smallest value of a slot in use (-1 if none is)."""
-        return min(filter(None, self._words.tolist()), default=0) - 1
+    def fewest(self, besides: int = -1) -> int:
+        """The smallest value of a slot in use other than slot ``besides`` (-1 if none is)."""
+        words = self._words.tolist()
+        if besides >= 0:
+            words[besides] = 0
+        return min(filter(None, words), default=0) - 1
 
 
 class Worker:

@@ -6,9 +6,9 @@ go, so the worker that runs first takes a whole burst: 16 keep-alive connections
 together landed 16/0 or 15/1 on two workers, one core doing all the work.
 
 So a worker accepts here (at most ``BATCH`` per wake-up), and only while it holds no more
-than a slack (``Share.above``) beyond the fewest connections any worker of the broker holds;
-each worker shares its count on the broker's ``Board`` (shared memory: no system call to
-read the others'). Above that it steps aside (``RECHECK``) and the kernel's wake-up lets a
+than a slack (``Share.limit``) beyond the fewest connections any other worker of the broker
+holds; each worker shares its count on the broker's ``Board`` (shared memory: no system call
+to read the others'). Above that it steps aside (``RECHECK``) and the kernel's wake-up lets a
 worker with fewer take the connection. Fairness never stalls a connection: a worker that has
 stepped aside for ``DEFER_MAX`` (its peers are busy, paused, or hung with few connections)
 accepts again until the queue is empty.
@@ -88,14 +88,21 @@ class Share:
         if self.board is not None:
             self.board.clear(self.slot)
 
-    def above(self) -> bool:
-        """Whether this worker holds more than its share: more than the fewest any worker of
-        the broker holds, plus a slack that grows with them (an eighth, as nginx's
-        ``accept_disabled``), so that a busy pool is not shuffled for one connection."""
+    def limit(self) -> int | None:
+        """The most connections this worker may hold before it steps aside (None: no limit):
+        the fewest any other worker of the broker holds, plus a slack that grows with them
+        (an eighth, as nginx's ``accept_disabled``), so that a busy pool is not shuffled for
+        one connection. A worker alone has none: its own slot is not compared with (what it
+        published may lag what it holds by a loop turn, and a lone worker that stepped aside
+        would only idle)."""
         if self.board is None:
-            return False
-        fewest = self.board.fewest()
-        return self.held() > fewest + 2 + fewest // 8
+            return None
+        fewest = self.board.fewest(besides=self.slot)
+        return None if fewest < 0 else fewest + 2 + fewest // 8
+
+    def above(self, limit: int | None) -> bool:
+        """Whether this worker holds more than ``limit`` (from ``limit()``)."""
+        return limit is not None and self.held() > limit
 
 
 class Acceptor:
@@ -154,13 +161,14 @@ class Acceptor:
     def _ready(self) -> None:
         """The socket is readable: accept up to ``BATCH`` connections, one at a time while
         this worker is not above its share (``_accept_one``)."""
+        limit = self.share.limit()  # the peers' counts, read once per wake-up
         for _ in range(BATCH):
-            if not self._accept_one():
+            if not self._accept_one(limit):
                 return
 
-    def _accept_one(self) -> bool:
+    def _accept_one(self, limit: int | None) -> bool:
         """Accept one connection, unless this worker steps aside; whether to try another."""
-        if self.share.above():
+        if self.share.above(limit):
             now = self.loop.time()
             if not self._since or now - self._last > 5 * RECHECK:
                 self._since = now  # a new burst (after a quiet time, the queue was empty)

@@ -183,7 +183,7 @@ class WSGICycle(Cycle):
                     return b""
                 if self.gone:
                     raise ClientDisconnected("the client left before the request body ended")
-                self._loop.call_soon_threadsafe(self._want_body)
+                self.post(self._want_body)
                 self.waiting = True
                 self._cond.wait()
                 self.waiting = False
@@ -192,7 +192,7 @@ class WSGICycle(Cycle):
             self.body_size = 0
             paused = self._flow.read_paused
         if paused:  # the connection stopped reading at BODY_BUFFER: read on
-            self._loop.call_soon_threadsafe(self._on_body_consumed)
+            self.post(self._on_body_consumed)
         return body
 
     def _want_body(self) -> None:
@@ -254,9 +254,18 @@ class WSGICycle(Cycle):
         self._handed += len(data)
         if last:
             self.ended = True
-            self._loop.call_soon_threadsafe(self._finish, data, head)
+            self.post(self._finish, data, head)
         else:
-            self._loop.call_soon_threadsafe(self._deliver, data, head)
+            self.post(self._deliver, data, head)
+
+    def post(self, callback: Callable[..., object], *args: object) -> None:
+        """Call ``callback(*args)`` on the loop (from the app's thread). A loop already closed
+        (the worker ended while this thread ran on, abandoned as stuck) has nobody left to
+        tell: the thread ends quietly instead of dying of ``RuntimeError``."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return  # (not contextlib.suppress: this runs once per response or chunk)
 
     def run(self, app: WSGIApp, base: Environ) -> None:
         """Run ``app`` for this request (in a pool thread) and settle its response."""
@@ -275,7 +284,7 @@ class WSGICycle(Cycle):
             self._send(last, last=True)
         except BaseException as exc:  # the app's errors; the thread must not die of them
             self.ended = True
-            self._loop.call_soon_threadsafe(self._failed, exc)
+            self.post(self._failed, exc)
 
     def _iterate(self, result: Iterable[bytes]) -> bytes:
         """Hand the chunks of ``result`` to the loop as they come, but the one that completes

@@ -86,7 +86,7 @@ class WSGIPool:
         clock = self._clock
         while (cycle := jobs.get()) is not None:
             if cycle.gone:  # the client left while the request waited: nobody to run it for
-                cycle._loop.call_soon_threadsafe(cycle._on_done)
+                cycle.post(cycle._on_done)
                 continue
             cycle.since = clock()
             busy[me] = cycle

@@ -6,7 +6,7 @@ of loading it from a worker's event loop.
 - ``run_open`` (``_openloop``): wrk2's open loop. Send k leaves when a schedule says it is
   due, on any idle connection, and its latency runs from when it was *meant* to leave, so a
   server that stalls cannot slow the client down and hide its stall (coordinated omission).
-- ``run_scenario`` (``_scenario``): a user's ``async def scenario(client)`` in a loop on
+- ``run_scenario`` (``_scenario_run``): a user's ``async def scenario(client)`` in a loop on
   each ``Client``.
 
 The drivers must not be what limits a benchmark, so they work at the ``asyncio.Protocol``

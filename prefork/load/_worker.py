@@ -23,7 +23,7 @@ from prefork.load._client import run_closed
 from prefork.load._config import LoadConfig
 from prefork.load._openloop import run_open
 from prefork.load._ramp import run_ramped
-from prefork.load._scenario import run_scenario
+from prefork.load._scenario_run import run_scenario
 from prefork.load._schedule import RateSchedule, offset, share
 from prefork.load._stages import StagedSchedule, Stages, split_level
 from prefork.load._tally import Tally

@@ -23,7 +23,8 @@ import uvloop
 
 from prefork.load._client import _ClosedRun, _Conn, run_closed
 from prefork.load._openloop import _OpenRun, run_open
-from prefork.load._scenario import Client, RequestError, Response, run_scenario
+from prefork.load._scenario import Client, RequestError, Response
+from prefork.load._scenario_run import run_scenario
 from prefork.load._target import Target
 
 T = TypeVar("T")

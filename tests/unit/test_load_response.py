@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from prefork.load._response import MAX_BODY, MAX_CHUNK_LINE, MAX_HEAD, Parsed, ResponseParser
+from prefork.load._response import (
+    MAX_BODY,
+    MAX_CHUNK_LINE,
+    MAX_ECHO,
+    MAX_HEAD,
+    Parsed,
+    ResponseParser,
+)
 
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: t\r\n\r\nhello"
 HELLO_HEADERS = (("Content-Length", "5"), ("Server", "t"))
@@ -229,3 +238,122 @@ def test_kept_bodies_are_bounded() -> None:
 )
 def test_a_close_in_the_middle_of_a_response(message: bytes, match: str) -> None:
     refused(message, match, eof=True)
+
+
+# The echo (a read equal to the last one-response read is that response again) against the
+# full parser: a reference parser forgets its echo before every read.
+
+NGINX = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 06 Dec 2026 15:32:43 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok"
+)
+# Well-formed and hostile: each may come as a read of its own, again and again.
+ECHO_CORPUS = [
+    HELLO,
+    NGINX,
+    NGINX.replace(b"43 GMT", b"44 GMT"),  # the next second's Date
+    HELLO + HELLO,  # two responses to one request
+    b"HTTP/1.1 100 Continue\r\n\r\n" + HELLO,  # an interim response, then the answer
+    b"HTTP/1.1 100 Continue\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # a HEAD's answer, or a body to come
+    b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello",  # closes the connection
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+    CHUNKED,
+    b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\nhello",  # bad Content-Length
+    b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nX: " + b"a" * MAX_HEAD + b"\r\n\r\n",  # a head over the limit
+    b"HTTP/1.1 200 OK\r\n\r\nuntil the close",
+    HELLO[:20],
+    HELLO[20:],
+    b"hello",
+    b"garbage\r\n\r\n",
+]
+
+
+def outcome(parser: ResponseParser, reads: list[tuple[bytes, bool]], forget: bool) -> list[object]:
+    """What each read gives (its responses, or its error), then the close's."""
+    out: list[object] = []
+    for data, head_request in reads:
+        if forget:
+            parser._echo = None
+        parser.head_request = head_request
+        try:
+            out.append(parser.feed(data))
+        except ValueError as exc:
+            out.append(str(exc))
+            return out
+    try:
+        out.append(parser.feed_eof())
+    except ValueError as exc:
+        out.append(str(exc))
+    return out
+
+
+def same_with_and_without_echo(reads: list[tuple[bytes, bool]]) -> None:
+    for keep in (False, True):
+        with_echo = outcome(ResponseParser(keep=keep), reads, forget=False)
+        assert with_echo == outcome(ResponseParser(keep=keep), reads, forget=True), reads
+
+
+def test_the_echo_is_the_full_parser_for_every_pair_of_reads_split_everywhere() -> None:
+    for first in ECHO_CORPUS:
+        for second in ECHO_CORPUS:
+            for head in (False, True):
+                # The same read again, another after it, the first again, as HEAD's answer.
+                same_with_and_without_echo(
+                    [(first, False), (first, False), (second, False), (first, head)]
+                )
+            both = first + second
+            for cut in range(0, len(both) + 1, 1 if len(both) < 400 else 97):
+                reads = [(first, False), (both[:cut], False), (both[cut:], False)]
+                same_with_and_without_echo([*reads, (first, False), (first, False)])
+
+
+def test_the_echo_is_kept_only_for_a_read_of_one_whole_response() -> None:
+    parser = ResponseParser()
+    assert parser.feed(NGINX) == parser.feed(NGINX)
+    assert parser._echo is NGINX
+    length = MAX_ECHO - len(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    at_most = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"a" * length
+    parser.feed(at_most)
+    assert parser._echo is at_most and len(at_most) == MAX_ECHO
+    mid = ResponseParser()
+    mid.feed(HELLO[:30])
+    assert mid.feed(HELLO[30:]) and mid._echo == HELLO  # its head held from the read before
+    interim = ResponseParser()
+    interim.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
+    interim.feed(HELLO)
+    assert interim._echo is None  # its bytes began in the read before
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % MAX_ECHO + b"a" * MAX_ECHO
+    for not_one in (HELLO + HELLO, HELLO + HELLO[:3], CHUNKED, ECHO_CORPUS[10], big):
+        parser = ResponseParser()
+        parser.feed(not_one)
+        assert parser._echo is None, not_one
+    parser = ResponseParser()
+    parser.feed(HELLO)
+    parser.feed(HELLO[:3])  # between responses no more: the echo must not answer
+    with pytest.raises(ValueError, match="malformed status line b'HTTHTTP/"):
+        parser.feed(HELLO)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(ECHO_CORPUS[:16]), st.booleans(), st.integers(0, 400)),
+        max_size=12,
+    )
+)
+def test_the_echo_is_the_full_parser_on_any_stream_cut_anywhere(
+    pieces: list[tuple[bytes, bool, int]],
+) -> None:
+    # Whole reads, and reads cut at an arbitrary point of the stream, repeated.
+    reads = []
+    for data, head_request, cut in pieces:
+        reads.append((data, head_request))
+        if cut < len(data):
+            reads += [(data[:cut], head_request), (data[cut:], head_request)]
+    same_with_and_without_echo(reads)

@@ -14,7 +14,8 @@ from test_load_client import HELLO, Answer, FakeTally, Server, closed_port, run
 
 from prefork.load import Tally, _steps
 from prefork.load._merge import BadRun, merge
-from prefork.load._scenario import Client, RequestError, run_scenario
+from prefork.load._scenario import Client, RequestError
+from prefork.load._scenario_run import run_scenario
 from prefork.load._steps import MAX_STEP_NAME, MAX_STEPS, OTHER, Steps, step_name
 from prefork.load._summary import Second, document, text
 from prefork.load._target import Target

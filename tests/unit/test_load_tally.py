@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from prefork.load._histogram import Histogram
-from prefork.load._tally import ERROR_KINDS, MAX_MESSAGE, MAX_MESSAGES, Tally
+from prefork.load._tally import BIN_EVERY, ERROR_KINDS, MAX_MESSAGE, MAX_MESSAGES, Tally
 
 NO_ERRORS = dict.fromkeys(ERROR_KINDS, 0)
 
@@ -253,3 +253,25 @@ def test_a_malformed_report_is_refused_and_changes_nothing(bad: Any) -> None:
     with pytest.raises(ValueError, match=r"report|histogram"):
         t.absorb(bad)
     assert t.report() == before.report()
+
+
+def test_latencies_wait_to_be_binned_until_read_or_bin_every() -> None:
+    tally = Tally()
+    values = [random.Random(7).randrange(100_000) for _ in range(BIN_EVERY + 10)]
+    exact = Histogram()
+    for i, v in enumerate(values):
+        tally.record(200 if i % 3 else 500, v, 10)
+        exact.record(v)
+        if i == BIN_EVERY - 2:
+            assert tally._latency.count == 0  # all waiting
+    assert tally._latency.count == BIN_EVERY and len(tally._pending) == 10  # binned at the cap
+    assert tally.requests == len(values)  # reading bins the rest
+    assert tally.latency.to_json() == exact.to_json()
+    assert tally.succeeded == len(values) - tally.errors["status"]
+    tally.record(200, 5, 1)
+    assert tally.succeeded == len(values) - tally.errors["status"] + 1
+    tally.record(200, 5, 1)
+    assert tally.latency.count == len(values) + 2
+    tally.record(200, 5, 1)
+    report = tally.report()
+    assert report["requests"] == report["latency"]["n"] == len(values) + 3

@@ -35,7 +35,8 @@ from prefork.load import LoadConfig, _hdr, _timer
 from prefork.load._client import _ClosedRun, _Conn, _LogOnce
 from prefork.load._config import DurationError, parse_start_at
 from prefork.load._openloop import _OpenRun, run_open
-from prefork.load._scenario import Client, _ClientConn, run_scenario
+from prefork.load._scenario import Client, _ClientConn
+from prefork.load._scenario_run import run_scenario
 from prefork.load._target import Target
 from prefork.load._worker import LoadWorker
 

@@ -34,7 +34,7 @@ from prefork.core._handover import FORMAT
 from prefork.core._options import ConfigError
 from prefork.core._supervisor import Supervisor
 from prefork.core._version import VERSION
-from prefork.master import _process, _upgrade
+from prefork.master import _process, _upgrade, _upgrade_check
 from prefork.master._channels import Channels
 from prefork.master._upgrade import Check, Relaunch
 from prefork.master._upgrader import Upgrader
@@ -361,7 +361,7 @@ def test_start_check_runs_the_command_line_with_check_config(
 ) -> None:
     ran: list[Any] = []
     closed: list[int] = []
-    monkeypatch.setattr(_upgrade, "_close_on_exec", lambda: closed.append(3))
+    monkeypatch.setattr(_upgrade_check, "_close_on_exec", lambda: closed.append(3))
 
     def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
         ran.append((path, argv, env))
@@ -406,7 +406,7 @@ def test_close_on_exec_leaves_the_standard_streams_and_the_lower_fds() -> None:
     try:
         os.set_inheritable(r, True)
         os.set_inheritable(w, True)
-        _upgrade._close_on_exec(max(r, w))
+        _upgrade_check._close_on_exec(max(r, w))
         assert os.get_inheritable(min(r, w)) and not os.get_inheritable(max(r, w))
     finally:
         os.close(r)

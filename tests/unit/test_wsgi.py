@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import linecache
 import logging
 import sys
 import threading
@@ -641,6 +642,19 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
 # -- stuck threads ------------------------------------------------------------------------------
 
 
+def in_release_wait(h: WSGIHarness) -> bool:
+    """Whether the pool's busy thread runs the line ``release.wait(...)`` of its app (not
+    still on its way back from handing a chunk to the loop: its stack is logged)."""
+    for thread in list(h.pool._busy):
+        frame = sys._current_frames().get(thread.ident or 0)
+        while frame is not None:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            if frame.f_code.co_name == "app" and "release.wait(" in line:
+                return True
+            frame = frame.f_back
+    return False
+
+
 @pytest.mark.parametrize("begun", [False, True])
 def test_a_stuck_thread_is_answered_504_logged_and_replaced(
     caplog: pytest.LogCaptureFixture, begun: bool
@@ -659,7 +673,7 @@ def test_a_stuck_thread_is_answered_504_logged_and_replaced(
     async def main() -> WSGIHarness:
         h = WSGIHarness(app, threads=1, timeout=3.0)
         h.feed(request())
-        await h.until(lambda: bool(h.pool._busy) and (not begun or b"begun" in h.out))
+        await h.until(lambda: in_release_wait(h) and (not begun or b"begun" in h.out))
         h.pool.check()
         assert h.retired == 0 and not h.transport.closed  # not yet
         h.clock.now += 3.0
@@ -845,3 +859,34 @@ def test_the_access_log_and_the_stats_count_wsgi_responses(
         h = run(main())
     assert '"GET /x HTTP/1.1" 200 5' in caplog.text
     assert h.state.stats.take(1, 0, 0) is not None
+
+
+def test_a_thread_that_returns_after_the_loop_closed_ends_quietly() -> None:
+    """A stuck thread abandoned by a worker that then ended comes back to a closed loop: its
+    response has nobody to go to, and the thread must not die of ``RuntimeError`` (an
+    unhandled exception in a thread, printed to stderr)."""
+    release = threading.Event()
+    errors: list[BaseException | None] = []
+
+    def late(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        release.wait(10)
+        start_response("200 OK", [TEXT, ("Content-Length", "4")])
+        return [b"late"]
+
+    async def main() -> WSGIHarness:
+        h = WSGIHarness(late, threads=1)
+        h.feed(request())
+        await h.until(lambda: bool(h.pool._busy))
+        return h
+
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    try:
+        h = run(main())  # the loop is closed now, the thread still in the app
+        thread = h.pool.threads[0]
+        h.stop()
+        release.set()
+        thread.join(10)
+    finally:
+        threading.excepthook = hook
+    assert not thread.is_alive() and errors == []
