@@ -43,18 +43,14 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.2)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument(
-        "--template",
-        choices=("auto", "on", "off"),
-        default="off",
-        help="prefork serve's --template (auto, the default of prefork serve, and on: templates "
-        "and standbys die too); off here, as this storm was first measured",
+        "--template", action="store_true", help="serve with --template (templates die too)"
     )
     args = parser.parse_args()
     port = free_port()
     master = subprocess.Popen(
         [sys.executable, "-m", "prefork", "serve", "--app-dir", str(ROOT / "examples"),
          "--workers", str(args.workers), "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", "--template", args.template, "hello:app"],
+         "--log-level", "warning", *(["--template"] if args.template else []), "hello:app"],
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:

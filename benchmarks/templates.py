@@ -5,12 +5,11 @@
 Serves examples/heavy_app.py (imports for about 1.5 s, holds about 150 MB of objects) with N
 workers from each server in turn, on a 127.0.0.1 port the OS picks:
 
-    prefork             prefork serve --template off (each worker imports the app after its fork)
-    prefork-template    prefork serve (the default, --template auto: workers fork from a
-                        template that imported it)
+    prefork             prefork serve (each worker imports the app after its fork)
+    prefork-template    prefork serve --template (workers fork from a template that imported it)
     gunicorn-preload    gunicorn -k uvicorn's worker --preload (the master imports it)
     uvicorn             uvicorn --workers N (each worker is spawned: a fresh interpreter)
-    prefork-refork      prefork serve --refork-after 100 (measured once a worker
+    prefork-refork      prefork serve --template --refork-after 100 (measured once a worker
                         served 100 requests and the broker rolled onto the template it forked)
 
 With ``--warm N`` the app builds N more objects on each process's first request (a cache that
@@ -43,11 +42,11 @@ from _proc import children, free_port, memory_kib, stop_session
 ROOT = Path(__file__).resolve().parent.parent
 APP = "examples.heavy_app:app"
 SERVERS = {
-    "prefork": ("prefork", ("--template", "off")),
-    "prefork-template": ("prefork", ()),  # the default: --template auto
+    "prefork": ("prefork", ()),
+    "prefork-template": ("prefork", ("--template",)),
     "gunicorn-preload": ("gunicorn-uvicorn", ("--preload",)),
     "uvicorn": ("uvicorn-h11", ()),
-    "prefork-refork": ("prefork", ("--refork-after", "100")),
+    "prefork-refork": ("prefork", ("--template", "--refork-after", "100")),
 }
 
 

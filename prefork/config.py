@@ -186,7 +186,7 @@ class MasterConfig:
         return build(cls, "Master", options)
 
 
-#: ``--template``: auto (the default), on, off.
+#: ``--template``: auto, on, off (the default: no templates, see the README).
 TEMPLATE_MODES = ("auto", "on", "off")
 
 
@@ -300,7 +300,7 @@ class BrokerConfig:
         parse=None,
     )
     template: str = option(
-        "auto",
+        "off",
         "fork the workers from a template process per generation that imported the code "
         "once: they share its memory and start without importing; a reload starts a new one. "
         "auto: unless --preload, and not for a generation whose import started threads or "
@@ -340,8 +340,8 @@ class BrokerConfig:
             )
         if self.refork_after and (self.template == "off" or self.preload):
             raise ConfigError(
-                "refork_after promotes a worker to the next template: drop --template off "
-                "(template=False) and --preload"
+                "refork_after promotes a worker to the next template: add --template auto "
+                "or on (template='auto' or True), without --preload"
             )
 
     @classmethod

@@ -224,8 +224,8 @@ class MasterProcess:
             )
 
     def workers(self) -> set[int]:
-        """The master's children but its templates and their standbys (``prefork serve``
-        forks its workers from templates by default): the processes that serve."""
+        """The master's children but its templates and their standbys (with ``--template``):
+        the processes that serve."""
         return {pid for pid in children(self.pid) if not is_template(pid)}
 
     def templates(self) -> set[int]:

@@ -23,8 +23,7 @@ def test_prefork_serve_check_config_accepts_the_deployment(
     checked = start([sys.executable, "-m", "prefork", "serve", *args])
     assert checked.wait_exit() == 0, checked.stderr()
     assert checked.stderr().splitlines() == [
-        "prefork: template auto: a template per generation, unless its import leaves threads "
-        "or sockets open (then that generation's workers import the code themselves)",
+        "prefork: template off: no templates (--template off); workers import the code",
         "prefork: the options and the app are fine",
     ]
 

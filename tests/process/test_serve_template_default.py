@@ -1,7 +1,8 @@
-"""Templates by default (``--template auto``), end to end: `prefork serve` forks its workers
-from a template, unless the app's import leaves a thread running (then they import the app
-themselves, one line says so, and a reload of fixed code uses a template again); ``on`` uses
-it anyway, ``off`` starts none, and an API worker class that prepares nothing gets none."""
+"""``--template auto``, end to end: `prefork serve` forks its workers from a template, unless
+the app's import leaves a thread running (then they import the app themselves, one line says
+so, and a reload of fixed code uses a template again); ``on`` uses it anyway, the default
+(``off``) starts none, and an API worker class that prepares nothing gets none under ``auto``.
+"""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def test_auto_forks_from_a_template_unless_the_import_started_a_thread(
 ) -> None:
     port = sock.getsockname()[1]
     (tmp_path / "reloading_app.py").write_text(THREADED)
-    master = serve(start, sock, tmp_path, "-w", "2")  # the default: --template auto
+    master = serve(start, sock, tmp_path, "-w", "2", "--template", "auto")
     wait_answer(port, "threads", timeout=20)
     # one line names the thread and what to do; the template leaves, the workers import
     err = master.stderr()
@@ -94,7 +95,7 @@ def test_auto_does_not_use_a_template_whose_import_opened_a_socket(
         'VERSION = "threads"', 'import socket\nCONN = socket.socket()\nVERSION = "conn"'
     )
     (tmp_path / "reloading_app.py").write_text(app)
-    master = serve(start, sock, tmp_path, "-w", "1")
+    master = serve(start, sock, tmp_path, "-w", "1", "--template", "auto")
     wait_answer(port, "conn", timeout=20)
     line = "[http] template of generation 1 not used: the import opened 1 socket; workers import"
     assert master.stderr().count(line) == 1
@@ -117,10 +118,10 @@ def test_template_on_uses_the_template_of_a_threaded_import_and_says_so(
     wait_until(lambda: any("template gen 1" in t for t in templates(master)), 15, "template")
 
 
-def test_template_off_starts_no_template(start: Start, sock: socket.socket, tmp_path: Path) -> None:
+def test_by_default_no_template_starts(start: Start, sock: socket.socket, tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     write_app(tmp_path, "v1")
-    master = serve(start, sock, tmp_path, "-w", "2", "--template", "off")
+    master = serve(start, sock, tmp_path, "-w", "2")  # the default: --template off
     wait_answer(port, "v1", timeout=20)
     wait_until(lambda: len(titles(master)) == 2, 15, "2 workers")
     assert not templates(master) and "template of generation" not in master.stderr()
@@ -135,7 +136,7 @@ def test_auto_gives_an_api_worker_that_prepares_nothing_no_template(
         "from prefork import Master\n"
         "from workers import Echo\n"
         "master = Master()\n"
-        f"master.broker('echo', Echo, workers=2, listen=['fd://{sock.fileno()}'])\n"
+        f"master.broker('echo', Echo, workers=2, template='auto', listen=['fd://{sock.fileno()}'])\n"
         "sys.exit(master.run())\n"
     )
     port = sock.getsockname()[1]

@@ -76,7 +76,11 @@ def test_bad_master_options(options: dict[str, object], message: str) -> None:
         ({"timeout": 10**30}, "timeout must be at most 604800 seconds"),
         ({"template": True, "preload": True}, "template and preload both share"),
         ({"template": "off", "refork_after": 50}, "refork_after promotes a worker to the next"),
-        ({"preload": True, "refork_after": 50}, "drop --template off .template=False. and --prel"),
+        (
+            {"preload": True, "refork_after": 50},
+            "add --template auto or on .template=.auto. or True.,",
+        ),
+        ({"refork_after": 50}, "add --template auto or on"),  # off by default
         ({"template": "yes"}, "template must be auto, on or off .True and False mean on and off"),
         ({"template": 1}, "template must be auto, on or off"),
         ({"template": "on", "preload": True}, "template and preload both share"),
@@ -116,7 +120,8 @@ class Prepares(Worker):
 
 def test_template_is_auto_on_or_off_and_true_false_mean_on_off() -> None:
     m = Master()
-    assert m.broker("a", Nop).config.template == "auto"
+    assert m.broker("a", Nop).config.template == "off"  # the default: no templates
+    assert m.broker("a2", Nop, template="auto").config.template == "auto"
     assert m.broker("b", Nop, template=True).config.template == "on"
     assert m.broker("c", Nop, template=False).config.template == "off"
     assert m.broker("d", Nop, template="off").config.template == "off"
@@ -127,12 +132,13 @@ def test_template_is_auto_on_or_off_and_true_false_mean_on_off() -> None:
     ("worker", "options", "used"),
     [
         # auto: a template only where it imports something, and never with preload
-        (Prepares, {}, (True, True)),
-        ("prefork.http:HTTPWorker", {}, (False, False)),  # not imported by the master: unknown
+        (Prepares, {"template": "auto"}, (True, True)),
+        (Prepares, {}, (False, False)),  # the default is off
+        ("prefork.http:HTTPWorker", {"template": "auto"}, (False, False)),  # not imported: unknown
         ("prefork.http:HTTPWorker", {"template": True}, (True, False)),
-        (Nop, {}, (False, False)),  # nothing to import in one: it would only cost a process
-        (Nop, {"refork_after": 10}, (True, True)),  # refork wants templates
-        (Prepares, {"preload": True}, (False, False)),  # preload decides, no error
+        (Nop, {"template": "auto"}, (False, False)),  # nothing to import in one: a process more
+        (Nop, {"template": "auto", "refork_after": 10}, (True, True)),  # refork wants templates
+        (Prepares, {"template": "auto", "preload": True}, (False, False)),  # preload decides
         # on: always, even for a worker that imports nothing; off: never
         (Nop, {"template": "on"}, (True, False)),
         (Prepares, {"template": True}, (True, False)),
@@ -150,12 +156,12 @@ def test_which_brokers_use_templates(
 
 def test_template_choices_say_what_each_broker_gets() -> None:
     m = Master()
-    m.broker("a", Prepares)
-    m.broker("b", Nop)
+    m.broker("a", Prepares, template="auto")
+    m.broker("b", Nop, template="auto")
     m.broker("c", Prepares, template=True)
-    m.broker("d", Prepares, template="off")
-    m.broker("e", Prepares, preload=True)
-    m.broker("f", "prefork.http:HTTPWorker", app="hello:app")
+    m.broker("d", Prepares)
+    m.broker("e", Prepares, template="auto", preload=True)
+    m.broker("f", "prefork.http:HTTPWorker", app="hello:app", template="auto")
     assert m.template_choices() == {
         "a": "template auto: a template per generation, unless its import leaves threads or "
         "sockets open (then that generation's workers import the code themselves)",

@@ -110,9 +110,7 @@ def test_check_config_checks_the_app_and_exits(capsys: pytest.CaptureFixture[str
     assert (code, err.splitlines()) == (
         0,
         [
-            "prefork: template auto: a template per generation, unless its import leaves "
-            "threads or sockets open (then that generation's workers import the code "
-            "themselves)",
+            "prefork: template off: no templates (--template off); workers import the code",
             "prefork: the options and the app are fine",
         ],
     )
@@ -123,7 +121,7 @@ def test_check_config_checks_the_app_and_exits(capsys: pytest.CaptureFixture[str
 @pytest.mark.parametrize(
     ("argv", "template"),
     [
-        ((), "auto"),
+        ((), "off"),  # the default
         (("--template",), "on"),  # bare: on, as before it took a value
         (("--template", "off"), "off"),
         (("--template", "auto"), "auto"),
@@ -158,10 +156,12 @@ def test_template_refusals_are_one_line(capsys: pytest.CaptureFixture[str]) -> N
     code, _, err = serve(capsys, "--template", "off", "--refork-after", "5", "hello:app")
     assert (code, err) == (
         2,
-        "prefork: error: refork_after promotes a worker to the next template: drop --template "
-        "off (template=False) and --preload",
+        "prefork: error: refork_after promotes a worker to the next template: add --template "
+        "auto or on (template='auto' or True), without --preload",
     )
-    argv = ("--app-dir", APP_DIR, "--preload", "--check-config", "hello:app")
+    code, _, err = serve(capsys, "--refork-after", "5", "hello:app")  # off by default
+    assert code == 2 and "add --template auto or on" in err
+    argv = ("--app-dir", APP_DIR, "--template", "auto", "--preload", "--check-config", "hello:app")
     code, _, err = serve(capsys, *argv)  # auto with --preload: no template, no error
     assert code == 0 and "template auto: no templates (--preload)" in err
 
