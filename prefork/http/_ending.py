@@ -96,11 +96,7 @@ class ConnectionEnd:
             self.cycle.disconnect()
         if abort:
             self.write_deadline = 0.0
-            self.flow.lost()
-            self.transport.abort()
-        else:
-            self.flow.close()
-            self.transport.close()  # flushes first: write_deadline still bounds that
+        self.flow.end(abort)  # a close flushes first: write_deadline still bounds that
 
     # -- timeouts and drain --------------------------------------------------------------
 

@@ -67,6 +67,16 @@ class FlowControl:
         self.closed = True
         self._wake_writer()
 
+    def end(self, abort: bool) -> None:
+        """Close the transport: at once (``abort``: what the client has not read is dropped,
+        the waiting writer released) or once it has flushed (``close()``)."""
+        if abort:
+            self.lost()
+            self._transport.abort()
+        else:
+            self.close()
+            self._transport.close()
+
     def _wake_writer(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():

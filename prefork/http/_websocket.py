@@ -346,11 +346,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.session.drop_messages()
         if abort:
             self.write_deadline = 0.0
-            self.flow.lost()
-            self.transport.abort()
-        else:
-            self.flow.close()
-            self.transport.close()  # flushes first: the write deadline still bounds that
+        self.flow.end(abort)  # a close flushes first: the write deadline still bounds that
 
     def _close_for_drain(self) -> None:
         code = self.state.close_code
