@@ -30,6 +30,10 @@ REMEMBER = 30.0
 REMEMBER_MOST = 256
 
 
+#: The longest thread name a template's report may bring (the rest is cut).
+NAME_MAX = 100
+
+
 @dataclass(frozen=True, slots=True)
 class Asked:
     """A worker asked for and not named yet: when, and the master's end of its channel (read
@@ -192,10 +196,13 @@ class TemplatePool:
         key = (link.broker, link.generation)
         if message.get("ready") is True:
             threads, sockets = message.get("threads"), message.get("sockets")
+            # A sick template's report must not make a log line of megabytes: names are cut.
             names = (
-                tuple(t for t in threads if isinstance(t, str)) if isinstance(threads, list) else ()
+                tuple(t[:NAME_MAX] for t in threads if isinstance(t, str))
+                if isinstance(threads, list)
+                else ()
             )
-            count = sockets if type(sockets) is int else 0
+            count = sockets if type(sockets) is int and sockets >= 0 else 0
             self._post(TemplateReady(link.broker, link.generation, names, count))
         elif isinstance(standby := message.get("standby"), int):
             self.standbys[key] = standby

@@ -18,7 +18,7 @@ import pytest
 from prefork.core._events import Event, TemplateExited, TemplateReady
 from prefork.master import _template
 from prefork.master._process import Identity, Reaped
-from prefork.master._templates import REMEMBER, REMEMBER_MOST, TemplatePool
+from prefork.master._templates import NAME_MAX, REMEMBER, REMEMBER_MOST, TemplatePool
 from prefork.worker import Worker
 
 
@@ -242,6 +242,15 @@ def test_what_a_template_left_open_is_passed_on_checked(h: Harness) -> None:
     _template.send(theirs, {"ready": True, "threads": "poll", "sockets": True})
     h.read_all()
     assert h.events[1:] == [TemplateReady("web", 2, (), 0)]
+
+
+def test_a_sick_templates_report_is_cut_to_bounds(h: Harness) -> None:
+    """A thread name of 20,000 characters and a negative socket count: the names are cut
+    (they reach a log line), the count read as none."""
+    theirs = h.start()
+    _template.send(theirs, {"ready": True, "threads": ["x" * 20_000], "sockets": -7})
+    h.read_all()
+    assert h.events == [TemplateReady("web", 1, ("x" * NAME_MAX,), 0)]
 
 
 def test_left_open_names_the_threads_and_counts_the_new_sockets() -> None:
