@@ -188,8 +188,9 @@ class Acceptor:
             logger.error("accept() failed: %s; retrying in %.1f s", exc, RETRY_AFTER)
             self._step_aside(RETRY_AFTER)
             return False
-        conn = self._socket_class(self._family, socket.SOCK_STREAM, 0, fd)  # no getsockopt()
-        conn.setblocking(False)
+        # No getsockopt() (family and type given), and no setblocking(): uvloop makes the
+        # socket non-blocking itself when it opens the transport.
+        conn = self._socket_class(self._family, socket.SOCK_STREAM, 0, fd)
         share = self.share
         share.pending += 1
         share.publish()

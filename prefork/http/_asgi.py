@@ -309,16 +309,15 @@ class Cycle:
         if framing is None:
             start = self.start
             assert start is not None
-            framing = _framing.build_head(
+            framing = _framing.framed_head(
                 self.status,
                 start.get("headers", ()),
-                http_11=self.http_11,
-                head_request=self.head_request,
-                keep_alive=self.keep_alive,
-                defaults=self.head_defaults,
-                body_length=None if more else len(body),
-                reason=self.reason,
-                names_as_given=self.reason is not None,
+                self.http_11,
+                self.head_request,
+                self.keep_alive,
+                self.head_defaults,
+                None if more else len(body),
+                self.reason,
             )
             head = framing.head
         else:

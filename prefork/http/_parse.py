@@ -255,9 +255,11 @@ class RequestReader:
 # value trimmed of spaces and tabs). ``_lines`` has already refused control bytes and obs-fold.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
-_FIELD = rb"%s:[ \t]*%s[ \t]*\r\n" % (_TOKEN, _VALUE)
-_HEAD = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n((?:%s)*)\r\n" % (_TOKEN, _FIELD))
-_FIELDS = re.compile(rb"(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE))
+_REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n" % _TOKEN)
+# A field line from the start of a line (MULTILINE: after an LF) to its CRLF. The head is
+# clean (no CR or LF but in CRLFs), so a match is a whole line, and a head whose every line is
+# a field has as many matches as lines: one pass both checks and reads the fields.
+_FIELDS = re.compile(rb"^(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE), re.MULTILINE)
 
 
 def fast_head(
@@ -273,11 +275,15 @@ def fast_head(
     """
     if type(buf) is not bytes:
         buf = bytes(buf[:end])  # what the app sees is bytes
-    match = _HEAD.fullmatch(buf, 0, end)
-    if match is None:
+    line = _REQUEST_LINE.match(buf, 0, end)
+    if line is None or buf[end - 4 : end] != b"\r\n\r\n":
         return None
-    method, target, minor, block = match.groups()
-    headers = [(name.lower(), value) for name, value in _FIELDS.findall(block)]
+    method, target, minor = line.groups()
+    start = line.end()
+    fields = _FIELDS.findall(buf, start, end - 2)  # the head's blank line left out
+    if len(fields) != buf.count(b"\r\n", start, end) - 1:
+        return None  # a line that is not a field
+    headers = [(name.lower(), value) for name, value in fields]
     hosts = lengths = 0
     for name, value in headers:
         if name == b"host":

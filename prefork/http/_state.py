@@ -158,13 +158,16 @@ class ServerState:
         if self.pool is not None and isinstance(cycle, WSGICycle):
             cycle.begin(self.pool.submit, self._app_finished)
             return
-        task = self.loop.create_task(run_app(self.app, cycle, self._app_finished))
-        tasks = self.tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.tasks.add(self.loop.create_task(run_app(self.app, cycle, self._task_finished)))
 
     def _app_finished(self) -> None:
         self.inflight -= 1
+
+    def _task_finished(self) -> None:
+        """The app's task is ending (its last step runs this): let it go. Not a done-callback,
+        which costs a callback scheduled on the loop per request."""
+        self.inflight -= 1
+        self.tasks.discard(asyncio.current_task(self.loop))  # type: ignore[arg-type]
 
     # -- timeouts --------------------------------------------------------------------------
 

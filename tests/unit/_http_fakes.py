@@ -239,10 +239,15 @@ class Harness:
         for _ in range(10):
             await asyncio.sleep(0)
 
-    async def settle(self) -> None:
-        """Run the loop until no request task is left and callbacks have run."""
-        await self.until(lambda: not self.state.tasks)
-        for _ in range(5):
+    async def settle(self, turns: int = 10) -> None:
+        """Run the loop until no request task has been left for ``turns`` turns in a row (a
+        pipelined request starts a turn after the task of the one before has ended)."""
+        deadline = time.monotonic() + 5.0
+        quiet = 0
+        while quiet < turns:
+            if time.monotonic() > deadline:
+                raise AssertionError("the request tasks did not settle in time")
+            quiet = 0 if self.state.tasks else quiet + 1
             await asyncio.sleep(0)
 
     def responses(self, *methods: str) -> list[Response]:

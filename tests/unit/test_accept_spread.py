@@ -4,15 +4,27 @@ test's hands)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import fcntl
 import logging
+import os
 import socket
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 import pytest
+import uvloop
 
-from prefork.http._accept import BATCH, DEFER_MAX, RECHECK, RETRY_AFTER, Acceptor, Share
+from prefork.http._accept import (
+    BATCH,
+    DEFER_MAX,
+    RECHECK,
+    RETRY_AFTER,
+    Acceptor,
+    Share,
+    accepted_socket_class,
+)
 from prefork.worker import Board
 
 
@@ -227,7 +239,7 @@ def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> No
     h.wake()
     assert len(h.loop.served) == 1 and h.share.pending == 1 and h.board.values() == [1]
     _, conn, tls = h.loop.served[0]
-    assert tls == {"ssl": None} and not conn.getblocking()
+    assert tls == {"ssl": None} and conn.getblocking()  # uvloop makes it non-blocking
     assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
     h.loop.waiters[0].finish()  # connection_made: the worker holds it now
     assert h.share.pending == 0
@@ -369,3 +381,23 @@ def test_close_stops_accepting_withdraws_and_closes_the_socket(h: Harness) -> No
 def test_close_while_reading(h: Harness) -> None:
     h.acceptor.close()
     assert h.loop.reader is None and h.board.values() == [] and not h.loop.timers
+
+
+def test_uvloop_makes_an_accepted_socket_non_blocking() -> None:
+    """The acceptor leaves the accepted socket as accept() made it (a system call saved per
+    connection): uvloop's transport must make it non-blocking, or a read would block."""
+
+    async def serve(listener: socket.socket, client: socket.socket) -> int:
+        loop = asyncio.get_running_loop()
+        fd, _ = listener._accept()  # type: ignore[attr-defined]
+        conn = accepted_socket_class(socket.AF_INET)(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+        assert conn.getblocking()
+        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+        flags = fcntl.fcntl(transport.get_extra_info("socket").fileno(), fcntl.F_GETFL)
+        transport.close()
+        return flags
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    with listener, socket.create_connection(listener.getsockname()) as client:
+        flags = uvloop.run(serve(listener, client))
+    assert flags & os.O_NONBLOCK

@@ -131,3 +131,86 @@ def test_app_headers_are_checked_once_and_the_cache_is_bounded(
     assert len(_framing._FIELD_LINES) == 2
     with pytest.raises(ValueError, match="two content-length"):
         head([(b"content-length", b"0"), (b"content-length", b"0")])
+
+
+# -- framed_head: build_head remembered for the rest of the second ---------------------------
+
+
+def framed(status: Any = 200, headers: Any = (), reason: bytes | None = None) -> Any:
+    return _framing.framed_head(status, headers, True, False, True, _framing.DEFAULTS, 5, reason)
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """``time.time()`` of ``_framing``, set by the test; no head remembered from before."""
+    now = [1_000_000.0]
+    monkeypatch.setattr(_framing.time, "time", lambda: now[0])
+    _framing._HEADS.clear()
+    return now
+
+
+def test_framed_head_is_build_heads_and_remembered_within_the_second(clock: list[float]) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    first = framed(200, headers)
+    expected = head(200, headers, body_length=5)
+    assert (first.head, first.mode, first.content_length) == (
+        expected.head,
+        expected.mode,
+        expected.content_length,
+    )
+    assert framed(200, list(headers)) is first  # an equal list: the same head
+    assert framed(200, iter(headers)) is first  # any iterable, read once
+    assert framed(201, headers) is not first
+    clock[0] += 0.5
+    assert framed(200, headers) is first
+    clock[0] += 0.5  # the next second: a new date line
+    again = framed(200, headers)
+    assert again is not first and again.head != first.head  # Date: ... 46:40 then 46:41
+
+
+def test_framed_head_takes_the_headers_as_they_are_now(clock: list[float]) -> None:
+    """An app that changes its headers list between responses gets the new head."""
+    headers = [(b"x-a", b"1")]
+    one = framed(200, headers)
+    headers[0] = (b"x-a", b"2")
+    assert b"x-a: 2\r\n" in framed(200, headers).head and b"x-a: 1\r\n" in one.head
+
+
+def test_framed_head_builds_unhashable_headers_each_time(clock: list[float]) -> None:
+    inner = [b"x-a", b"1"]
+    first = framed(200, [inner])
+    assert b"x-a: 1\r\n" in first.head and not _framing._HEADS
+    inner[1] = b"2"  # a remembered head would have kept the old value
+    assert b"x-a: 2\r\n" in framed(200, [inner]).head
+    with pytest.raises(TypeError):
+        framed(200, [(b"x-a", bytearray(b"3"))])  # bytearray is not a value build_head takes
+
+
+def test_framed_head_refuses_a_status_that_only_equals_an_int(clock: list[float]) -> None:
+    framed(200)
+    with pytest.raises(ValueError, match="int"):
+        framed(200.0)  # equal to 200 as a key: never answered from the memo
+    with pytest.raises(ValueError, match="int"):
+        framed(True)  # type: ignore[arg-type]
+    assert len(_framing._HEADS) == 1
+
+
+def test_framed_head_keeps_reason_and_name_case_apart(clock: list[float]) -> None:
+    plain = framed(200, [(b"X-A", b"1")])
+    wsgi = framed(200, [(b"X-A", b"1")], reason=b"OK")
+    assert b"x-a: 1\r\n" in plain.head and b"X-A: 1\r\n" in wsgi.head
+
+
+def test_framed_head_errors_are_not_remembered(clock: list[float]) -> None:
+    with pytest.raises(ValueError, match="invalid response header name"):
+        framed(200, [(b"bad name", b"1")])
+    assert not _framing._HEADS
+
+
+def test_framed_head_keeps_at_most_max_heads(clock: list[float]) -> None:
+    """An app whose bodies vary in length makes a head per length: the memo is bounded."""
+    for length in range(3 * _framing.MAX_HEADS):
+        framed(200, [(b"content-length", b"%d" % length)])
+        assert len(_framing._HEADS) <= _framing.MAX_HEADS
+    last = [(b"content-length", b"%d" % (3 * _framing.MAX_HEADS - 1))]
+    assert len(_framing._HEADS) == _framing.MAX_HEADS and framed(200, last) is framed(200, last)
