@@ -261,8 +261,8 @@ def framed_head(
     is not an int (``200.0`` equals ``200`` as a key, and is refused by ``build_head``).
     """
     global _heads_second
-    headers = tuple(headers)  # any iterable, read once
-    key = (status, headers, http_11, head_request, keep_alive, defaults, body_length, reason)
+    fields: tuple[Any, ...] = tuple(headers)  # any iterable, read once
+    key = (status, fields, http_11, head_request, keep_alive, defaults, body_length, reason)
     now = int(time.time())
     if now != _heads_second or len(_HEADS) >= MAX_HEADS:
         _heads_second = now
@@ -278,7 +278,7 @@ def framed_head(
                 return head
     head = build_head(
         status,
-        headers,
+        fields,
         http_11=http_11,
         head_request=head_request,
         keep_alive=keep_alive,

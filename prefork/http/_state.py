@@ -167,7 +167,7 @@ class ServerState:
         """The app's task is ending (its last step runs this): let it go. Not a done-callback,
         which costs a callback scheduled on the loop per request."""
         self.inflight -= 1
-        self.tasks.discard(asyncio.current_task(self.loop))  # type: ignore[arg-type]
+        self.tasks.discard(asyncio.current_task(self.loop))
 
     # -- timeouts --------------------------------------------------------------------------
 
