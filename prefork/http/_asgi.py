@@ -1,4 +1,4 @@
-"""ASGI glue for one request: the scope, ``receive``/``send`` with the message order checked,
+"""ASGI glue for one request: ``receive``/``send`` with the message order checked,
 and running the app (with its errors turned into a 500 or a closed connection).
 
 The connection (``_connection.py``) owns the bytes; a ``Cycle`` owns one request/response. A
@@ -15,7 +15,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote
 
 from prefork.http import _framing
 from prefork.http._flow import FlowControl
@@ -23,7 +22,7 @@ from prefork.http._framing import CHUNKED, LENGTH, NO_BODY
 from prefork.http._stats import Stats
 
 if TYPE_CHECKING:
-    from prefork.http._state import ServerState
+    pass
 
 logger = logging.getLogger("prefork.http")
 
@@ -54,68 +53,6 @@ class AbortCycle(Protocol):
 
 class ClientDisconnected(OSError):
     """Raised by ``send()`` once the client has gone away (ASGI spec 2.4)."""
-
-
-def build_scope(
-    state: ServerState,
-    server: tuple[str, int | None] | None,
-    client: tuple[str, int] | None,
-    method: bytes,
-    target: bytes,
-    http_version: bytes,
-    headers: list[tuple[bytes, bytes]],
-) -> dict[str, Any]:
-    """The ASGI ``http`` scope of a request (``target`` in origin-form or ``*``)."""
-    raw_path, _, query = target.partition(b"?")
-    path = raw_path.decode("latin-1")
-    if "%" in path:
-        path = unquote(path)
-    root = state.config.root_path
-    if root:
-        path = root + path
-        raw_path = root.encode() + raw_path
-    scheme = state.scheme
-    if state.config.proxy_headers and state.trusts(client[0] if client else None):
-        client, scheme = _forwarded(headers, client, scheme, state.trusts)
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1" if http_version == b"1.1" else "1.0",
-        "server": server,
-        "client": client,
-        "scheme": scheme,
-        "method": method.decode("ascii"),
-        "root_path": root,
-        "path": path,
-        "raw_path": raw_path,
-        "query_string": query,
-        "headers": headers,
-        "state": state.lifespan_state.copy(),
-    }
-
-
-def _forwarded(
-    headers: list[tuple[bytes, bytes]],
-    client: tuple[str, int] | None,
-    scheme: str,
-    trusts: Callable[[str | None], bool],
-) -> tuple[tuple[str, int] | None, str]:
-    for name, value in headers:
-        if name == b"x-forwarded-proto":
-            proto = value.decode("latin-1").strip().lower()
-            if proto in ("http", "https"):
-                scheme = proto
-        elif name == b"x-forwarded-for":
-            hosts = [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
-            # The nearest untrusted hop is the client; if every hop is trusted, the first one.
-            for host in reversed(hosts):
-                if not trusts(host):
-                    client = (host, 0)
-                    break
-            else:
-                if hosts:
-                    client = (hosts[0], 0)
-    return client, scheme
 
 
 class Cycle:

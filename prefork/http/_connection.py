@@ -40,12 +40,13 @@ import asyncio
 import h11
 
 from prefork.http._access import log_access
-from prefork.http._asgi import Cycle, build_scope
+from prefork.http._asgi import Cycle
 from prefork.http._body import ChunkedBody, LengthBody
 from prefork.http._ending import ConnectionEnd
 from prefork.http._flow import BODY_BUFFER, FlowControl
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
+from prefork.http._scope import build_scope
 from prefork.http._state import Phase, ServerState
 from prefork.http._websocket import WebSocketProtocol
 from prefork.http._ws_handshake import read_offer, websocket_scope

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from prefork.http._asgi import build_scope
 from prefork.http._config import HTTPConfig
+from prefork.http._scope import build_scope
 from prefork.http._state import ServerState
 from prefork.http._wsgi_environ import FileWrapper, base_environ, build_environ, split_root
 from prefork.http._wsgi_input import WSGIInput
