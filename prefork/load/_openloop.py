@@ -1,8 +1,7 @@
 """wrk2's open loop of ``prefork load --rate``: send k leaves when its schedule says it is due,
 on any idle connection, its latency measured from when it was *meant* to leave (so a server
 that stalls cannot slow the client down and hide its stall); one microsecond timer
-(``_timer``) wakes for the next send, and the sends due within ``SEND_SLICE_NS`` of it leave
-with it. The connections, their warm-up, timeouts and end are
+(``_timer``) wakes for the next send. The connections, their warm-up, timeouts and end are
 ``_client._Run``'s.
 """
 
@@ -15,12 +14,6 @@ import time
 from prefork.load._client import LATE_NS, Recorder, Schedule, _Conn, _Run
 from prefork.load._target import Target
 from prefork.load._timer import PreciseTimer
-
-#: The sends due within this long of the timer's wake-up leave with it, early by this much at
-#: most: one wake-up (a timerfd set and read, an epoll wait) for each 15 sends at 30,000/s
-#: rather than one for each, and their answers come back together too. Half a millisecond is
-#: less than what a uvloop timer is off by, and far under the 10 ms after which a send is late.
-SEND_SLICE_NS = 500_000
 
 
 class _OpenRun(_Run):
@@ -45,23 +38,19 @@ class _OpenRun(_Run):
         self.waiting.append(conn)
         self.pump(now_ns)
 
-    def pump(self, now_ns: int, ahead_ns: int = 0) -> None:
-        """Send on idle connections what is due, or due within ``ahead_ns``; if nothing more
-        is, wake when it will be."""
+    def pump(self, now_ns: int) -> None:
+        """Send what is due on idle connections; if nothing more is, wake when it will be."""
         if now_ns >= self.deadline_ns or self.stopping or self.holding:
             return
         schedule = self.schedule
-        # Never one meant for the deadline or after it: none would be answered in time.
-        due = schedule.due(min(now_ns + ahead_ns, self.deadline_ns - 1) / 1e9)
+        due = schedule.due(now_ns / 1e9)
         waiting = self.waiting
         tally = self.tally
         while self.sent < due and waiting:
             intended_ns = round(schedule.intended(self.sent) * 1e9)
             if now_ns - intended_ns > LATE_NS:
                 tally.late += 1
-            # Its latency runs from its intended time when it left late (coordinated
-            # omission), from when it left when early: never from after it was asked.
-            waiting.pop().send(min(intended_ns, now_ns), now_ns)
+            waiting.pop().send(intended_ns, now_ns)
             self.sent += 1
         if self.sent >= due and not self._armed:
             # The one timer. One armed earlier wakes for a send that has left since: it finds
@@ -94,10 +83,8 @@ class _OpenRun(_Run):
             self.tally.unanswered((end_ns - round(intended(k) * 1e9)) // 1000, sent=False)
 
     def _wake(self) -> None:
-        # Only the timer sends ahead: a connection freed by an answer sends what is due, so
-        # the sends (and their answers) keep together, one wake-up for a slice's worth.
         self._armed = False
-        self.pump(time.monotonic_ns(), SEND_SLICE_NS)
+        self.pump(time.monotonic_ns())
 
 
 async def run_open(

@@ -22,7 +22,7 @@ import pytest
 import uvloop
 
 from prefork.load._client import _ClosedRun, _Conn, run_closed
-from prefork.load._openloop import SEND_SLICE_NS, _OpenRun, run_open
+from prefork.load._openloop import _OpenRun, run_open
 from prefork.load._scenario import Client, RequestError, Response
 from prefork.load._scenario_run import run_scenario
 from prefork.load._target import Target
@@ -571,71 +571,6 @@ def test_an_open_loop_sends_nothing_past_its_deadline_or_once_stopping() -> None
         return tally
 
     assert run(main).records == []
-
-
-def test_an_open_loop_sends_what_is_due_within_a_slice_from_one_wake_up() -> None:
-    """Each wake-up sends with it the sends due within ``SEND_SLICE_NS``: none early by more,
-    none meant for after the deadline; an early one's latency runs from when it left, a late
-    one's from its intended time."""
-
-    class Timer:
-        def __init__(self) -> None:
-            self.armed: list[int] = []
-
-        def at(self, when_ns: int) -> None:
-            self.armed.append(when_ns)
-
-        def close(self) -> None:
-            pass
-
-    start = 1_000.0
-    rate = 30_000  # a send every 33.3 us: 15 of them within a 0.5 ms slice
-    assert SEND_SLICE_NS == 500_000
-
-    def intended_ns(k: int) -> int:
-        return round((start + k / rate) * 1e9)
-
-    async def main() -> None:
-        tally = FakeTally()
-        run_ = _OpenRun(
-            Target("http://h/"), 64, Constant(rate, start), start + 0.05, tally, 1.0, None
-        )
-        run_._timer = timer = Timer()  # type: ignore[assignment]
-        conns = [_Conn(run_) for _ in range(64)]
-        for conn in conns:
-            conn.connection_made(FakeTransport())  # idle, held by the warm-up
-        run_.holding = False
-
-        def busy() -> list[int]:  # where each request in flight's latency runs from
-            return sorted(c.intended_ns for c in conns if c.busy)
-
-        now = intended_ns(0) + 1_000  # 1 us after send 0 was due
-        run_.pump(now)  # an answer freed a connection: only what is due leaves
-        assert run_.sent == 1 and timer.armed == [intended_ns(1)]
-        timer.armed.clear()
-        run_._armed = False  # the timer's wake-up (``_wake``): what is due within the slice
-        run_.pump(now, SEND_SLICE_NS)
-        assert run_.sent == 16  # sends 0 to 15: due within 0.5 ms from now
-        assert intended_ns(15) - now < SEND_SLICE_NS < intended_ns(16) - now
-        assert busy() == [intended_ns(0)] + [now] * 15  # the early ones: from their send
-        assert timer.armed == [intended_ns(16)]  # the next wake-up: when send 16 is due
-        assert tally.late == 0 and tally.sent == 16
-
-        later = now + 20_000_000  # 20 ms on: the 48 idle connections take sends 16 to 63
-        run_._armed = False
-        run_.pump(later, SEND_SLICE_NS)
-        assert run_.sent == 64 and tally.late == 48
-        assert busy()[16:] == [intended_ns(k) for k in range(16, 64)]  # late: from their time
-
-        for conn in conns:  # every connection idle again, 0.1 ms before the deadline
-            conn.busy = False
-        run_.waiting[:] = conns
-        run_.sent = 1_490
-        run_.pump(run_.deadline_ns - 100_000, SEND_SLICE_NS)
-        # Sends 1490 to 1499; 1500 and on would be meant for the deadline or after it.
-        assert run_.sent == 1_500 and intended_ns(1_499) < run_.deadline_ns <= intended_ns(1_500)
-
-    run(main)
 
 
 # Client
