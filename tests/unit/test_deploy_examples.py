@@ -36,7 +36,7 @@ from deploy_examples import (
     unit_value,
 )
 
-from prefork import cli
+from prefork import _serve_command, cli
 from prefork.core._options import Option, declared
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ BIND_FLAGS = ("--bind", "--host", "--port", "--uds", "--fd")
 
 def declaration(flag: str) -> tuple[dataclasses.Field[Any], Option]:
     """The option behind a ``prefork serve`` flag, from its one declaration."""
-    for config in (*cli.SERVE_CONFIGS, cli.ServeOptions):
+    for config in (*_serve_command.SERVE_CONFIGS, _serve_command.ServeOptions):
         for f, meta in declared(config):
             if flag in meta.flags:
                 return f, meta

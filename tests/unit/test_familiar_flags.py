@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from prefork import cli
+from prefork import _serve_command, cli
 from prefork.core._options import FOREIGN_FLAGS
 from prefork.master import _setup as setup
 
@@ -42,7 +42,7 @@ def test_another_servers_flag_says_what_to_do_instead(
 
 
 def test_no_foreign_flag_is_one_of_ours() -> None:
-    serve = cli._serve_parser(cli.build_parser())
+    serve = _serve_command._serve_parser(cli.build_parser())
     assert not FOREIGN_FLAGS.keys() & serve._option_string_actions.keys()
 
 
@@ -55,7 +55,7 @@ def test_only_serve_answers_for_uvicorn_and_gunicorn(capsys: pytest.CaptureFixtu
 def test_uvicorns_timeout_graceful_shutdown_is_graceful_timeout() -> None:
     args = cli.build_parser().parse_args(["serve", "--timeout-graceful-shutdown", "5", "m:app"])
     assert args.graceful_timeout == 5.0
-    keys = setup._keys(cli.SERVE_CONFIGS)  # a config file's key too
+    keys = setup._keys(_serve_command.SERVE_CONFIGS)  # a config file's key too
     assert keys["timeout-graceful-shutdown"] == keys["graceful-timeout"]
 
 
@@ -71,7 +71,7 @@ def test_log_level_trace_is_below_debug() -> None:
 def test_gunicorns_threads_and_granians_interface_are_options() -> None:
     args = cli.build_parser().parse_args(["serve", "--threads", "4", "--interface", "wsgi", "m:a"])
     assert (args.threads, args.interface) == (4, "wsgi")
-    keys = setup._keys(cli.SERVE_CONFIGS)  # a gunicorn config file's `threads = 4` too
+    keys = setup._keys(_serve_command.SERVE_CONFIGS)  # a gunicorn config file's `threads = 4` too
     assert "threads" in keys and "interface" in keys
 
 

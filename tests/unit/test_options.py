@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from prefork import ConfigError
-from prefork.cli import SERVE_CONFIGS
+from prefork._serve_command import SERVE_CONFIGS
 from prefork.config import BrokerConfig, MasterConfig, policy_of
 from prefork.core._options import (
     MAX_SECONDS,

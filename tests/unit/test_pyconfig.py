@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from prefork import cli
+from prefork import _serve_command, cli
 from prefork.core._options import ConfigError
 from prefork.master import _setup as setup
 from prefork.master._pyconfig import RENAMED, prefork_key
 
-CONFIGS = (*cli.SERVE_CONFIGS, cli.ServeOptions)
+CONFIGS = (*_serve_command.SERVE_CONFIGS, _serve_command.ServeOptions)
 GUNICORN_CONF = """\
 \"\"\"A gunicorn config, as gunicorn's docs write them.\"\"\"
 import os

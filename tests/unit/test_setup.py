@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from prefork import cli
+from prefork import _serve_command, cli
 from prefork.core._options import ConfigError
 from prefork.master import _setup as setup
 
@@ -225,13 +225,13 @@ def test_host_and_port_add_to_bind_and_replace_the_default(
     args = ["--app-dir", APP_DIR, "--port", "9100", "--print-config", "hello:app"]
     code, out, _ = serve(capsys, *args)
     assert code == 0 and 'bind = ["127.0.0.1:9100"]' in out.splitlines()  # what it binds
-    master, effective = cli._serve_master(
-        cli.build_parser().parse_args(["serve", *args]), cli.ServeOptions(port=9100)
+    master, effective = _serve_command._serve_master(
+        cli.build_parser().parse_args(["serve", *args]), _serve_command.ServeOptions(port=9100)
     )
     assert effective["listen"] == ["127.0.0.1:9100"]
     assert master._brokers["http"].config.listen == ("127.0.0.1:9100",)
     with pytest.raises(ConfigError, match="port must be a port number 0-65535, got 70000"):
-        cli.ServeOptions(port=70000)
+        _serve_command.ServeOptions(port=70000)
 
 
 # --- logging ---------------------------------------------------------------------------------
