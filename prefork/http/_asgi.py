@@ -95,7 +95,8 @@ class Cycle:
         transport: asyncio.Transport,
         flow: FlowControl,
         loop: asyncio.AbstractEventLoop,
-        *,
+        # By position from the connection (a call with 10 keywords took 0.5 us more per
+        # request than by position), by keyword from anywhere else.
         has_body: bool,
         keep_alive: bool,
         expect_continue: bool,

@@ -295,16 +295,18 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
             self.transport,
             self.flow,
             self.loop,
-            has_body=info.has_body,
-            keep_alive=info.keep_alive and not self.draining,
-            expect_continue=info.expect_continue,
-            http_11=http_version == b"1.1",
-            head_request=method == b"HEAD",
-            head_defaults=self.state.head_defaults,
-            stats=self._stats,
-            on_response_complete=self._on_complete,
-            on_body_consumed=self._on_consumed,
-            on_abort=self._on_abort,
+            # has_body, keep_alive, expect_continue, http_11, head_request, head_defaults,
+            # stats, on_response_complete, on_body_consumed, on_abort: by position, for speed
+            info.has_body,
+            info.keep_alive and not self.draining,
+            info.expect_continue,
+            http_version == b"1.1",
+            method == b"HEAD",
+            state.head_defaults,
+            self._stats,
+            self._on_complete,
+            self._on_consumed,
+            self._on_abort,
         )
         if info.has_body:
             self._read_body()  # a refusal here leaves the app unstarted
