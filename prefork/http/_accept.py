@@ -149,6 +149,15 @@ class Acceptor:
                 self._waiting = None
             self.sock.close()
 
+    def recheck(self) -> None:
+        """One of this worker's connections closed: if it stepped aside and is no longer above
+        its share, accept again now, not when ``RECHECK`` ends. Under ``Connection: close`` a
+        connection ends long before that, and a worker that waited it out idled while its
+        peer's queue grew (2 workers served 5,000 req/s where one served 16,000)."""
+        if self._waiting is not None and not self.share.above(self.share.limit()):
+            self._waiting.cancel()
+            self._resume()
+
     def _step_aside(self, delay: float) -> None:
         self.loop.remove_reader(self._fd)
         self._waiting = self.loop.call_later(delay, self._resume)

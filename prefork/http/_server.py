@@ -110,7 +110,13 @@ class HTTPWorker(Worker):
         if context is not None:  # the handshake counts against the header timeout
             tls = {"ssl": context, "ssl_handshake_timeout": self.config.header_timeout}
         share = Share(self.board, self.slot, lambda: len(state.connections))
-        state.on_closed = share.publish
+
+        def connection_closed() -> None:
+            share.publish()
+            for acceptor in self.servers:
+                acceptor.recheck()
+
+        state.on_closed = connection_closed
         for sock in self.sockets:
             sock.setblocking(False)
             server = Acceptor(loop, sock, lambda: HTTPProtocol(state), share, tls=tls)

@@ -276,6 +276,30 @@ def test_above_its_share_a_worker_steps_aside_until_a_peer_catches_up(h: Harness
     assert len(h.loop.served) == 1
 
 
+def test_a_worker_aside_accepts_again_as_soon_as_a_close_brings_it_within_its_share(
+    h: Harness,
+) -> None:
+    """Under ``Connection: close`` connections end long before RECHECK: a worker that waited
+    it out idled while its peer's queue grew (2 workers at a third of 1 worker's rate)."""
+    h.board.set(1, 0)
+    h.hold(3)
+    h.connect()
+    h.wake()
+    assert h.loop.reader is None and len(h.loop.timers) == 1  # stepped aside
+    h.hold(3)
+    h.acceptor.recheck()  # a close that leaves it above its share: still aside
+    assert h.loop.reader is None and not h.loop.timers[0].cancelled
+    h.hold(2)
+    h.acceptor.recheck()  # within its share: reading again at once
+    assert h.loop.reader is not None and h.loop.timers[0].cancelled
+    h.wake()
+    assert len(h.loop.served) == 1 and h.loop.reader is None  # it holds 3 now: aside again
+    h.loop.advance(RECHECK)
+    timers = list(h.loop.timers)
+    h.acceptor.recheck()  # not aside: nothing to do
+    assert h.loop.reader is not None and h.loop.timers == timers
+
+
 def test_a_worker_aside_for_defer_max_accepts_anyway(h: Harness) -> None:
     """A peer that holds few connections but does not accept (paused, hung, busy) does not
     stall the queue: after DEFER_MAX, this worker accepts until there is a quiet moment."""

@@ -26,6 +26,7 @@ from prefork.http import (
     LifespanFailure,
 )
 from prefork.http._app import import_app
+from prefork.worker import Board
 
 _names = itertools.count()
 
@@ -567,3 +568,28 @@ def test_threads_with_an_asgi_app_are_ignored_with_a_warning(
         uvloop.run(main())
     assert "--threads 4 is ignored: an ASGI app runs on the event loop" in caplog.text
     assert f"serving {name}:app as an ASGI app (--interface auto)" in caplog.text
+
+
+def test_a_closed_connection_is_published_and_rechecks_the_acceptors(tmp_path: Path) -> None:
+    """A worker that stepped aside from accepting must hear of every close at once (see
+    ``Acceptor.recheck``), and its peers must see its count drop."""
+    name = write_module(tmp_path)
+
+    async def main() -> None:
+        sock = listener()
+        port = sock.getsockname()[1]
+        worker, _ = make_worker(sock, app=f"{name}:app", app_dir=str(tmp_path))
+        worker.board, worker.slot = Board(), 0
+        await worker.init()
+        assert worker.state is not None and worker.board.values() == [0]
+        rechecked: list[int] = []
+        acceptor = worker.servers[0]
+        acceptor.recheck = lambda: rechecked.append(len(worker.state.connections))  # type: ignore[method-assign,union-attr]
+        await asyncio.to_thread(get, port, [("GET", "/", None)])
+        deadline = time.monotonic() + 5
+        while not rechecked and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        assert rechecked == [0] and worker.board.values() == [0]
+        await worker.drain()
+
+    uvloop.run(main())
