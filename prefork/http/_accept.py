@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -53,15 +55,64 @@ RETRY_AFTER = 0.1
 _CONNECTION_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
 
 
-def accepted_socket_class(family: int) -> type[socket.socket]:
-    """A ``socket.socket`` whose family and type are plain attributes: uvloop's
-    ``connect_accepted_socket`` reads them three times, and ``socket.socket``'s are
-    properties that make an enum each time (a microsecond each, per connection)."""
-    return type(
-        "AcceptedSocket",
-        (socket.socket,),
-        {"__slots__": (), "family": socket.AddressFamily(family), "type": socket.SOCK_STREAM},
-    )
+#: The ASGI ``server`` and ``client`` of a connection: (host, port), or (path, None) for a Unix
+#: socket's own address.
+Address = tuple[str, int | None]
+
+
+def local_address(name: Any) -> Address | None:
+    """The ASGI ``server`` of a ``getsockname()`` result."""
+    if isinstance(name, tuple):
+        return (str(name[0]), int(name[1]))
+    return (str(name), None) if name else None
+
+
+def remote_address(name: Any) -> tuple[str, int] | None:
+    """The ASGI ``client`` of a ``getpeername()`` (or ``accept()``) result: None for a Unix
+    socket's peer, which has no address."""
+    if isinstance(name, tuple):
+        return (str(name[0]), int(name[1]))
+    return None
+
+
+def fixed_local_address(sock: socket.socket) -> Address | None:
+    """The local address of every connection accepted on ``sock``: the one it is bound to,
+    unless that is a wildcard (0.0.0.0, ::), where it is the address the client dialled, one
+    ``getsockname()`` per connection (None)."""
+    name = sock.getsockname()
+    if isinstance(name, tuple) and ipaddress.ip_address(name[0].partition("%")[0]).is_unspecified:
+        return None
+    return local_address(name)
+
+
+class AcceptedFd:
+    """An accepted connection's file descriptor, handed to uvloop's
+    ``connect_accepted_socket`` in place of a ``socket.socket``: it reads ``family``, ``type``
+    and ``fileno()``, and at the transport's end calls ``close()``. A ``socket.socket`` costs
+    ~0.6 us more per connection (its ``__init__`` and ``detach()`` are Python code, and its
+    family and type are properties that make an enum each time).
+
+    Who closes the fd: uvloop's transport, from the moment it takes it (``fileno()``), and so
+    ``close()`` then does nothing (the number may already belong to a new connection); before
+    that (a protocol factory that raised), ``close()`` does.
+    """
+
+    __slots__ = ("family", "fd", "taken")
+    type = socket.SOCK_STREAM
+
+    def __init__(self, fd: int, family: int) -> None:
+        self.fd = fd
+        self.family = family
+        self.taken = False
+
+    def fileno(self) -> int:
+        self.taken = True  # uvloop's transport owns the fd now
+        return self.fd
+
+    def close(self) -> None:
+        if not self.taken:
+            self.taken = True
+            os.close(self.fd)
 
 
 class Share:
@@ -105,6 +156,12 @@ class Share:
         return limit is not None and self.held() > limit
 
 
+#: Makes the protocol of a connection from its ``client`` and ``server`` addresses (known from
+#: accept() and the listening socket: no system call to ask the transport for them; a
+#: ``server`` of None is asked, as for a wildcard bind).
+ProtocolFactory = Callable[[tuple[str, int] | None, Address | None], asyncio.Protocol]
+
+
 class Acceptor:
     """Accept connections on ``sock`` into protocols made by ``factory`` while ``share`` says
     this worker is not above its share (module docstring)."""
@@ -113,7 +170,7 @@ class Acceptor:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
-        factory: Callable[[], asyncio.Protocol],
+        factory: ProtocolFactory,
         share: Share,
         *,
         tls: dict[str, Any],
@@ -124,8 +181,9 @@ class Acceptor:
         self.share = share
         self.tls = tls
         self._fd = sock.fileno()
-        self._family = sock.family
-        self._socket_class = accepted_socket_class(sock.family)
+        self._family = int(sock.family)
+        self._server = fixed_local_address(sock)
+        self._client: tuple[str, int] | None = None  # of the connection being accepted
         self.accepting = False
         self._since = 0.0  # when this worker began to step aside (0.0: it has not)
         self._last = 0.0  # when it last did
@@ -188,7 +246,7 @@ class Acceptor:
         else:
             self._since = 0.0
         try:
-            fd, _ = self.sock._accept()  # type: ignore[attr-defined]  # the fd alone
+            fd, client = self.sock._accept()  # type: ignore[attr-defined]  # no socket object
         except (BlockingIOError, InterruptedError):
             return False  # none left, or another worker took it
         except OSError as exc:
@@ -197,19 +255,29 @@ class Acceptor:
             logger.error("accept() failed: %s; retrying in %.1f s", exc, RETRY_AFTER)
             self._step_aside(RETRY_AFTER)
             return False
-        # No getsockopt() (family and type given), and no setblocking(): uvloop makes the
-        # socket non-blocking itself when it opens the transport.
-        conn = self._socket_class(self._family, socket.SOCK_STREAM, 0, fd)
+        # No setblocking(): uvloop makes the socket non-blocking itself when it opens the
+        # transport.
+        conn = AcceptedFd(fd, self._family)
+        self._client = remote_address(client)
         share = self.share
         share.pending += 1
         share.publish()
-        # connect_accepted_socket() is a coroutine that makes the transport (uvloop sets
+        # connect_accepted_socket() is a coroutine that makes the protocol at once (in this
+        # first step: ``_protocol`` reads ``_client`` now), makes the transport (uvloop sets
         # TCP_NODELAY) and waits for connection_made() (with TLS: for the handshake); it is
         # stepped here as a Task would step it, without a Task's cost per connection.
-        self._step(self.loop.connect_accepted_socket(self.factory, conn, **self.tls), conn)
+        accepted = self.loop.connect_accepted_socket(
+            self._protocol,
+            conn,  # type: ignore[arg-type]  # what uvloop reads of a socket (AcceptedFd)
+            **self.tls,
+        )
+        self._step(accepted, conn)
         return True
 
-    def _step(self, coro: Coroutine[Any, Any, Any], conn: socket.socket) -> None:
+    def _protocol(self) -> asyncio.Protocol:
+        return self.factory(self._client, self._server)
+
+    def _step(self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd) -> None:
         try:
             waiter = coro.send(None)
         except StopIteration:

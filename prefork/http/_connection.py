@@ -39,6 +39,7 @@ import asyncio
 
 import h11
 
+from prefork.http._accept import Address, local_address, remote_address
 from prefork.http._access import log_access
 from prefork.http._asgi import Cycle
 from prefork.http._body import ChunkedBody, LengthBody
@@ -75,15 +76,22 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
     transport: asyncio.Transport
     flow: FlowControl
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        client: tuple[str, int] | None = None,
+        server: Address | None = None,
+    ) -> None:
+        """``client`` and ``server``: the addresses, when the acceptor knows them (else they
+        are asked of the transport)."""
         self.state = state
         self.loop = state.loop
         config = state.config
         self._config = config
         self._timeouts = state.timeouts
         self._stats = state.stats
-        self.server: tuple[str, int | None] | None = None
-        self.client: tuple[str, int] | None = None
+        self.server = server
+        self.client = client
         self.cycle: Cycle | None = None
         self.phase = HEAD
         self.deadline = 0.0
@@ -105,14 +113,10 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport, self.loop)
-        sockname = transport.get_extra_info("sockname")
-        peername = transport.get_extra_info("peername")
-        if isinstance(sockname, tuple):
-            self.server = (str(sockname[0]), int(sockname[1]))
-        elif sockname:
-            self.server = (str(sockname), None)
-        if isinstance(peername, tuple):
-            self.client = (str(peername[0]), int(peername[1]))
+        if self.server is None:
+            self.server = local_address(transport.get_extra_info("sockname"))
+        if self.client is None:
+            self.client = remote_address(transport.get_extra_info("peername"))
         self.state.connections.add(self)
         self._enter(HEAD)
         if self.state.draining:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from prefork.http._accept import Acceptor, Share
@@ -119,7 +120,7 @@ class HTTPWorker(Worker):
         state.on_closed = connection_closed
         for sock in self.sockets:
             sock.setblocking(False)
-            server = Acceptor(loop, sock, lambda: HTTPProtocol(state), share, tls=tls)
+            server = Acceptor(loop, sock, partial(HTTPProtocol, state), share, tls=tls)
             server.start()
             self.servers.append(server)
         state.start_sweeping()

@@ -21,9 +21,9 @@ from prefork.http._accept import (
     DEFER_MAX,
     RECHECK,
     RETRY_AFTER,
+    AcceptedFd,
     Acceptor,
     Share,
-    accepted_socket_class,
 )
 from prefork.worker import Board
 
@@ -68,7 +68,7 @@ class FakeLoop:
         self.now = 100.0
         self.reader: Callable[[], None] | None = None
         self.timers: list[Timer] = []
-        self.served: list[tuple[asyncio_protocol, socket.socket, dict[str, Any]]] = []
+        self.served: list[tuple[Any, AcceptedFd, dict[str, Any]]] = []
         self.waiters: list[Waiter] = []
         self.refuse: BaseException | None = None  # raised by connect_accepted_socket at once
 
@@ -97,7 +97,7 @@ class FakeLoop:
             timer.callback()
 
     async def connect_accepted_socket(
-        self, factory: Callable[[], object], conn: socket.socket, **tls: Any
+        self, factory: Callable[[], object], conn: AcceptedFd, **tls: Any
     ) -> None:
         self.served.append((factory(), conn, tls))
         if self.refuse is not None:
@@ -105,9 +105,6 @@ class FakeLoop:
         waiter = Waiter()
         self.waiters.append(waiter)
         await waiter
-
-
-asyncio_protocol = object
 
 
 class Harness:
@@ -124,7 +121,7 @@ class Harness:
         self.acceptor = Acceptor(
             self.loop,  # type: ignore[arg-type]
             self.listener,
-            object,  # type: ignore[arg-type]
+            lambda client, server: (client, server),  # type: ignore[arg-type,return-value]
             self.share,
             tls={"ssl": None},
         )
@@ -153,6 +150,18 @@ class Harness:
         for client in self.clients:
             client.close()
         self.listener.close()
+
+
+def _blocking(fd: int) -> bool:
+    return not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        return exc.errno == errno.EBADF
+    return False
 
 
 @pytest.fixture
@@ -238,9 +247,12 @@ def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> No
     h.connect()
     h.wake()
     assert len(h.loop.served) == 1 and h.share.pending == 1 and h.board.values() == [1]
-    _, conn, tls = h.loop.served[0]
-    assert tls == {"ssl": None} and conn.getblocking()  # uvloop makes it non-blocking
+    addresses, conn, tls = h.loop.served[0]
+    assert tls == {"ssl": None} and _blocking(conn.fd)  # uvloop makes it non-blocking
     assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
+    # The protocol is made with the addresses: the client's from accept(), the server's the
+    # listener's own (bound to 127.0.0.1).
+    assert addresses == (h.clients[0].getsockname(), h.listener.getsockname())
     h.loop.waiters[0].finish()  # connection_made: the worker holds it now
     assert h.share.pending == 0
     h.connect(BATCH + 2)
@@ -353,6 +365,9 @@ class FailingListener:
     def setblocking(self, flag: bool) -> None:
         pass
 
+    def getsockname(self) -> tuple[str, int]:
+        return ("127.0.0.1", 8000)
+
     def _accept(self) -> tuple[int, Any]:
         raise OSError(self.error, "failed")
 
@@ -380,13 +395,13 @@ def test_a_connection_not_served_is_closed_and_not_counted(h: Harness) -> None:
     h.connect()
     h.wake()
     _, first, _ = h.loop.served[0]
-    assert h.share.pending == 0 and first.fileno() == -1
+    assert h.share.pending == 0 and _closed(first.fd)
     h.loop.refuse = None
     h.connect()
     h.wake()
     _, second, _ = h.loop.served[1]
     h.loop.waiters[0].finish(ConnectionResetError("handshake failed"))
-    assert h.share.pending == 0 and second.fileno() == -1
+    assert h.share.pending == 0 and _closed(second.fd)
 
 
 def test_close_stops_accepting_withdraws_and_closes_the_socket(h: Harness) -> None:
@@ -414,9 +429,12 @@ def test_uvloop_makes_an_accepted_socket_non_blocking() -> None:
     async def serve(listener: socket.socket, client: socket.socket) -> int:
         loop = asyncio.get_running_loop()
         fd, _ = listener._accept()  # type: ignore[attr-defined]
-        conn = accepted_socket_class(socket.AF_INET)(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
-        assert conn.getblocking()
-        transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+        conn = AcceptedFd(fd, socket.AF_INET)
+        assert _blocking(fd)
+        transport, _ = await loop.connect_accepted_socket(
+            asyncio.Protocol,
+            conn,  # type: ignore[arg-type]  # what uvloop reads of a socket
+        )
         flags = fcntl.fcntl(transport.get_extra_info("socket").fileno(), fcntl.F_GETFL)
         transport.close()
         return flags

@@ -9,6 +9,7 @@ import asyncio
 import gc
 import socket
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 import uvloop
@@ -40,7 +41,7 @@ async def _serve(requests: list[bytes]) -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
     share = Share(None, 0, lambda: len(state.connections))
-    acceptor = Acceptor(loop, listener, lambda: HTTPProtocol(state), share, tls={})
+    acceptor = Acceptor(loop, listener, partial(HTTPProtocol, state), share, tls={})
     acceptor.start()
     port = listener.getsockname()[1]
     for request in requests:
