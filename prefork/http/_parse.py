@@ -139,7 +139,11 @@ def request_info(
         elif name == b"transfer-encoding":
             chunked = True
         elif name == b"connection":
-            connection.extend(t.strip() for t in value.lower().split(b","))
+            value = value.lower()
+            if b"," in value:
+                connection.extend(t.strip() for t in value.split(b","))
+            else:
+                connection.append(value)  # one token (both parsers trim a value's ends)
         elif name == b"expect":
             expect = value.lower() == b"100-continue"
         elif name == b"upgrade":
@@ -214,8 +218,10 @@ class RequestReader:
         """The head at the front of ``buf``, checked, and for a chunked request the h11
         connection that parsed it (it de-chunks the body); None while it is incomplete.
 
-        The raw lines are checked first (``_lines``: a whole short clean head at once, any
-        other line by line as it arrives, never twice). Raises ``Refused``.
+        A whole head that ``fast_head`` takes needs nothing more. Any other head's raw lines
+        are checked first (``_lines``: a whole short clean head at once, any other line by
+        line as it arrives, never twice), then read by ``fast_head`` or h11. Raises
+        ``Refused``.
         """
         buf = self.buf
         limits = self._limits
@@ -225,6 +231,14 @@ class RequestReader:
                 buf = self.buf = buf.lstrip(b"\r\n")
                 if not buf:
                     return None
+            if self.fast:
+                # A whole head at once, as nearly every client sends it: ``fast_head`` checks
+                # its lines itself (no ``quick_head_end`` scan first).
+                end = buf.find(b"\r\n\r\n") + 4
+                if 3 < end <= limits.fast:
+                    head = fast_head(buf, end, limits.fields)
+                    if head is not None:
+                        return request_info(*head, buf, end, one_length=True), None
             end = quick_head_end(buf, limits)
             if end == -1:
                 lines = self._lines = FieldLines(limits, request_line=True)
@@ -235,8 +249,8 @@ class RequestReader:
                     self.buf = bytearray(buf)  # to be appended to in place
                 return None
             self._lines = None
-        if self.fast:
-            head = fast_head(buf, end)
+        if self.fast and lines is not None:  # a head from several reads, checked by now
+            head = fast_head(buf, end, limits.fields)
             if head is not None:
                 return request_info(*head, buf, end, one_length=True), None
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.head)
@@ -252,26 +266,29 @@ class RequestReader:
 
 # RFC 9112's request head, for the heads nearly every client sends: a token method, a target
 # of visible characters, HTTP/1.0 or 1.1, and header fields as h11 reads them (token name,
-# value trimmed of spaces and tabs). ``_lines`` has already refused control bytes and obs-fold.
+# value trimmed of spaces and tabs). No pattern takes a control byte but HTAB, nor CR or LF
+# but a line's final CRLF.
 _TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _VALUE = rb"(?:[\x21-\x7e\x80-\xff]+(?:[ \t]+[\x21-\x7e\x80-\xff]+)*)?"
 _REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/1\.([01])\r\n" % _TOKEN)
-# A field line from the start of a line (MULTILINE: after an LF) to its CRLF. The head is
-# clean (no CR or LF but in CRLFs), so a match is a whole line, and a head whose every line is
-# a field has as many matches as lines: one pass both checks and reads the fields.
+# A field line from the start of a line (MULTILINE: after an LF) to its CRLF. A match holds
+# one LF, its last byte, so a head with as many matches as LFs (the blank line's aside) is
+# made of whole field lines: one pass checks the lines (no bare CR or LF, no other control
+# byte, no obs-fold) and reads the fields.
 _FIELDS = re.compile(rb"^(%s):[ \t]*(%s)[ \t]*\r\n" % (_TOKEN, _VALUE), re.MULTILINE)
 
 
 def fast_head(
-    buf: bytes | bytearray, end: int
+    buf: bytes | bytearray, end: int, max_fields: int
 ) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes]]] | None:
-    """``(method, target, version, headers)`` of the clean head ``buf[:end]``, as h11 would
-    parse it; None for any head this does not read exactly as h11 does (a Transfer-Encoding,
-    which h11 normalises; Content-Length other than once and in at most 20 digits; Host
-    other than once; anything the pattern does not take). h11 parses those, and refuses what
-    is wrong.
+    """``(method, target, version, headers)`` of the head ``buf[:end]`` (it ends in CRLF
+    CRLF), as h11 would parse it; None for any head this does not read exactly as h11 does
+    (a Transfer-Encoding, which h11 normalises; Content-Length other than once and in at most
+    20 digits; Host other than once; more than ``max_fields`` fields; anything the patterns
+    do not take, such as any line ``_lines`` refuses). The caller checks the head's length
+    (``Limits.fast``); the rest, h11 parses after ``_lines`` checked it.
 
-    tests/unit/test_http_fast_head.py checks both parsers agree on generated heads.
+    tests/unit/test_http_fast_head.py checks both paths agree on generated heads.
     """
     if type(buf) is not bytes:
         buf = bytes(buf[:end])  # what the app sees is bytes
@@ -281,8 +298,8 @@ def fast_head(
     method, target, minor = line.groups()
     start = line.end()
     fields = _FIELDS.findall(buf, start, end - 2)  # the head's blank line left out
-    if len(fields) != buf.count(b"\r\n", start, end) - 1:
-        return None  # a line that is not a field
+    if len(fields) != buf.count(b"\n", start, end) - 1 or len(fields) > max_fields:
+        return None  # a line that is not a field, or too many
     headers = [(name.lower(), value) for name, value in fields]
     hosts = lengths = 0
     for name, value in headers:

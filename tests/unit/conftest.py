@@ -51,5 +51,5 @@ def http_parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "h11":
         from prefork.http import _parse
 
-        monkeypatch.setattr(_parse, "fast_head", lambda buf, end: None)
+        monkeypatch.setattr(_parse, "fast_head", lambda buf, end, max_fields: None)
     return str(request.param)

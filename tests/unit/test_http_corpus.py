@@ -290,7 +290,7 @@ def serve(data: bytes, options: dict[str, int], how: str) -> Verdict:
     return result
 
 
-def _decline(buf: bytes | bytearray, end: int) -> None:
+def _decline(buf: bytes | bytearray, end: int, max_fields: int) -> None:
     return None
 
 

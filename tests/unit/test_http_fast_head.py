@@ -24,6 +24,7 @@ from prefork.http._parse import RequestReader, fast_head
 EXPLORE = os.environ.get("PREFORK_FUZZ_EXAMPLES")
 EXAMPLES = int(EXPLORE or "400")
 LIMITS = Limits(line=8190, field=8190, head=65536, fields=100)
+SMALL = Limits(line=40, field=30, head=120, fields=2)
 
 METHODS = [b"GET", b"POST", b"HEAD", b"OPTIONS", b"CONNECT", b"get", b"M-SEARCH", b"G{T", b""]
 TARGETS = [b"/", b"/a?b=c", b"*", b"http://h/x", b"/%7e\x80", b"/a b", b"", b"//", b"/\x7f"]
@@ -73,6 +74,18 @@ VALUES = [
     b"websocket",
     b"x" * 30,
 ]
+#: Values that make a line unclean: ``_lines`` refuses them (400); h11 would read some.
+UNCLEAN = [
+    b"a\nb",  # a bare LF
+    b"a\nX-B: c",  # a bare LF that starts what looks like a field line
+    b"a\rb",  # a bare CR
+    b"a\r",
+    b"a\x00b",
+    b"a\x7f",
+    b"a\x1b[0m",
+    b"a\r\n b",  # obs-fold
+    b"a\r\n\tb",
+]
 
 
 def _head(method: bytes, sep: bytes, target: bytes, version: bytes, fields: list[Any]) -> bytes:
@@ -84,7 +97,9 @@ def head_strategy() -> st.SearchStrategy[bytes]:
     """Half wild heads, half heads near what clients send (one Host, plain pieces) with a
     value from the edges: the fast path takes many of those."""
     wild_field = st.tuples(
-        st.sampled_from(NAMES), st.sampled_from([b":", b" :", b"::"]), st.sampled_from(VALUES)
+        st.sampled_from(NAMES),
+        st.sampled_from([b":", b" :", b"::"]),
+        st.sampled_from(VALUES + UNCLEAN),
     )
     wild = st.builds(
         _head,
@@ -94,7 +109,9 @@ def head_strategy() -> st.SearchStrategy[bytes]:
         st.sampled_from(VERSIONS),
         st.lists(wild_field, max_size=6),
     )
-    field = st.tuples(st.sampled_from(PLAIN_NAMES), st.just(b":"), st.sampled_from(VALUES))
+    field = st.tuples(
+        st.sampled_from(PLAIN_NAMES), st.just(b":"), st.sampled_from(VALUES + UNCLEAN)
+    )
     host = st.tuples(st.sampled_from([b"Host", b"host"]), st.just(b":"), st.sampled_from(VALUES))
     near = st.builds(
         lambda method, target, version, fields, host, at: _head(
@@ -123,9 +140,9 @@ def h11_reads(head: bytes) -> tuple[bytes, bytes, bytes, list[tuple[bytes, bytes
     return event.method, event.target, event.http_version, headers
 
 
-def verdict(head: bytes, fast: bool) -> object:
+def verdict(head: bytes, fast: bool, limits: Limits = LIMITS) -> object:
     """What the reader makes of ``head``: its facts, or the refusal."""
-    reader = RequestReader(LIMITS, fast=fast)
+    reader = RequestReader(limits, fast=fast)
     reader.buf = head
     try:
         parsed = reader.parse()
@@ -144,10 +161,12 @@ def verdict(head: bytes, fast: bool) -> object:
 )
 @given(head_strategy())
 def test_the_fast_path_reads_what_h11_reads_or_declines(head: bytes) -> None:
-    ours = fast_head(head, len(head))
+    ours = fast_head(head, len(head), LIMITS.fields)
     if ours is not None:
         assert ours == h11_reads(head)
     assert verdict(head, fast=True) == verdict(head, fast=False)
+    # Limits a generated head reaches: too many fields, a line or a head too long.
+    assert verdict(head, True, SMALL) == verdict(head, False, SMALL)
 
 
 @pytest.mark.parametrize(
@@ -171,12 +190,36 @@ def test_the_fast_path_reads_what_h11_reads_or_declines(head: bytes) -> None:
     ],
 )
 def test_heads_the_fast_path_leaves_to_h11(head: bytes, why: str) -> None:
-    assert fast_head(head, len(head)) is None, why
+    assert fast_head(head, len(head), LIMITS.fields) is None, why
 
 
 def test_a_head_from_several_reads_gives_bytes() -> None:
     head = bytearray(b"GET /x HTTP/1.1\r\nHost: a\r\nX-Y:  z \r\n\r\nnext")
-    parsed = fast_head(head, len(head) - 4)
+    parsed = fast_head(head, len(head) - 4, LIMITS.fields)
     assert parsed == (b"GET", b"/x", b"1.1", [(b"host", b"a"), (b"x-y", b"z")])
     assert all(type(part) is bytes for part in parsed[:3])
     assert all(type(n) is bytes and type(v) is bytes for n, v in parsed[3])
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET / HTTP/1.1\r\nHost: a\nX-B: c\r\n\r\n",  # the bare LF hides a line
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-B: c\rd\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-B: c\x00\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-B: c\r\n d\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-B: c\r\n\td\r\n\r\n",
+    ],
+)
+def test_an_unclean_line_is_refused_not_read(head: bytes) -> None:
+    """The fast path checks the lines itself (no ``quick_head_end`` before it): a head with a
+    bare LF or CR, a control byte or obs-fold is never read; ``_lines`` refuses it."""
+    assert fast_head(head, len(head), LIMITS.fields) is None
+    assert verdict(head, fast=True) == ("refused", 400)
+
+
+def test_more_fields_than_the_limit_are_left_to_the_line_checks() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nX-B: 2\r\n\r\n"
+    assert fast_head(head, len(head), 3) is not None
+    assert fast_head(head, len(head), 2) is None
+    assert verdict(head, True, SMALL) == ("refused", 431)

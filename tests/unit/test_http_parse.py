@@ -6,6 +6,7 @@ import h11
 import pytest
 
 from prefork.http import _parse
+from prefork.http._lines import Limits
 from prefork.http._parse import CONTENT_LENGTH_DIGITS, RequestInfo, inspect_request
 
 
@@ -73,6 +74,29 @@ def test_request_facts() -> None:
 def test_http_10_is_kept_alive_only_when_asked(connection: bytes, keep_alive: bool) -> None:
     info = parse(b"GET / HTTP/1.0\r\nHost: a\r\n" + connection + b"\r\n")
     assert info.keep_alive is keep_alive
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    ("connection", "keep_alive", "websocket"),
+    [
+        (b"Connection: close\r\n", False, False),
+        (b"Connection: CLOSE  \r\n", False, False),  # one token, its ends trimmed
+        (b"Connection: x,close\r\n", False, False),
+        (b"Connection: closed\r\n", True, False),  # a token, not a substring
+        (b"Connection: keep-alive,  Upgrade \r\n", True, True),
+        (b"Connection: Upgrade\r\nConnection: close\r\n", False, True),
+    ],
+)
+def test_connection_tokens_from_either_parser(
+    fast: bool, connection: bytes, keep_alive: bool, websocket: bool
+) -> None:
+    reader = _parse.RequestReader(Limits(line=8190, field=8190, head=65536, fields=100), fast=fast)
+    reader.buf = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n" + connection + b"\r\n"
+    parsed = reader.parse()
+    assert parsed is not None
+    info = parsed[0]
+    assert (info.keep_alive, info.websocket) == (keep_alive, websocket)
 
 
 def test_a_fragment_in_the_target_is_dropped() -> None:
