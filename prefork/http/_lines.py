@@ -23,9 +23,10 @@ checked is searched again. In the order they are checked, a line is refused with
   come, but the verdict waits for the blank line (the size limits bound how long): a client
   still sending its head would otherwise meet our close as a reset, not read the answer.
 
-``quick_head_end`` is the fast path of a whole, short, clean head in one buffer (nearly every
-request): a few C-level scans instead of a Python loop per line. It only ever says "fine":
-when anything is off, the caller runs ``FieldLines`` over the same bytes, which decides.
+``quick_head_end`` is the quick check of a whole, short, clean head in one buffer (for the
+heads ``_parse.fast_head``, which checks its own, did not take): a few C-level scans instead
+of a Python loop per line. It only ever says "fine": when anything is off, the caller runs
+``FieldLines`` over the same bytes, which decides.
 """
 
 from __future__ import annotations

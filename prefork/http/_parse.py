@@ -5,9 +5,10 @@ Pure: a check that fails raises ``Refused(status, reason)``, the answer to give 
 the connection (h11's ``RemoteProtocolError(error_status_hint=...)``); the connection catches it
 in one place.
 
-- ``RequestReader.parse``: the raw lines are checked in ``_lines`` (size limits, strict
-  syntax), then ``fast_head`` reads the common heads (one compiled pattern, as h11 would read
-  them) and h11 the rest;
+- ``RequestReader.parse``: ``fast_head`` reads the common heads whole (compiled patterns of
+  clean lines, as h11 would read them: taking one is also checking its lines); any other head
+  has its raw lines checked in ``_lines`` (size limits, strict syntax), then ``fast_head`` or
+  h11 reads it;
 - ``request_info``: version, request-target, CONNECT, CL+TE, duplicate CL, HTTP/1.0+TE, and
   the facts the connection needs (body, keep-alive, expect, upgrade), whichever parser read
   the head (``inspect_request`` for h11's).
