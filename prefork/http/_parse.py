@@ -187,6 +187,15 @@ def _duplicate_length(buf: bytes | bytearray, end: int) -> bool:
     return len(values) != 1 or b"," in values[0]
 
 
+#: A worker remembers the last ``MEMO_HEADS`` request heads of at most ``MEMO_HEAD_BYTES`` it
+#: read (``RequestReader``), with their ``RequestInfo``: a client sending the same head again
+#: (a keep-alive client repeating a request, a health check, a poller, a load generator) is
+#: not parsed again. ``request_info`` is pure, and a RequestInfo is never changed (the scope
+#: gets a copy of its header list), so the same bytes can share one. At most 256 KiB of heads.
+MEMO_HEADS = 256
+MEMO_HEAD_BYTES = 1024
+
+
 class RequestReader:
     """The bytes read from one connection and not parsed yet, and the head at their front.
 
@@ -194,13 +203,24 @@ class RequestReader:
     client's writes); whoever takes bytes off its front assigns the rest.
     """
 
-    __slots__ = ("_limits", "_lines", "buf", "fast")
+    __slots__ = ("_limits", "_lines", "_memo", "buf", "fast")
 
-    def __init__(self, limits: Limits, *, fast: bool = True) -> None:
+    def __init__(
+        self, limits: Limits, *, fast: bool = True, memo: dict[bytes, RequestInfo] | None = None
+    ) -> None:
         self._limits = limits
         self.fast = fast  # try ``fast_head`` before h11
+        # The heads read last and their RequestInfo (``MEMO_HEADS``), shared by the readers of
+        # one worker (one ``limits``): a head seen before is not parsed again.
+        self._memo: dict[bytes, RequestInfo] = {} if memo is None else memo
         self.buf: bytes | bytearray = b""
         self._lines: FieldLines | None = None  # the checks of an incomplete head in ``buf``
+
+    def _remember(self, head: bytes, info: RequestInfo) -> None:
+        memo = self._memo
+        if len(memo) >= MEMO_HEADS:
+            memo.clear()  # a new set of clients: start again
+        memo[head] = info
 
     def append(self, data: bytes) -> None:
         buf = self.buf
@@ -237,9 +257,18 @@ class RequestReader:
                 # its lines itself (no ``quick_head_end`` scan first).
                 end = buf.find(b"\r\n\r\n") + 4
                 if 3 < end <= limits.fast:
+                    key = None
+                    if end <= MEMO_HEAD_BYTES and type(buf) is bytes:
+                        key = buf if end == len(buf) else buf[:end]
+                        info = self._memo.get(key)
+                        if info is not None:
+                            return info, None
                     head = fast_head(buf, end, limits.fields)
                     if head is not None:
-                        return request_info(*head, buf, end, one_length=True), None
+                        info = request_info(*head, buf, end, one_length=True)
+                        if key is not None:
+                            self._remember(key, info)
+                        return info, None
             end = quick_head_end(buf, limits)
             if end == -1:
                 lines = self._lines = FieldLines(limits, request_line=True)

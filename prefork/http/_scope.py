@@ -46,7 +46,7 @@ def build_scope(
         "path": path,
         "raw_path": raw_path,
         "query_string": query,
-        "headers": headers,
+        "headers": headers.copy(),  # the app's own: the list may be a memo's (``_parse``)
         "state": state.lifespan_state.copy(),
     }
 

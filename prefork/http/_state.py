@@ -19,6 +19,7 @@ from prefork.http._asgi import AppCall, ASGIApp, Cycle, run_app
 from prefork.http._config import HTTPConfig
 from prefork.http._framing import HeadDefaults
 from prefork.http._lines import Limits
+from prefork.http._parse import RequestInfo
 from prefork.http._stats import Stats
 from prefork.http._wsgi import WSGICycle
 from prefork.http._wsgi_pool import WSGIPool
@@ -107,6 +108,8 @@ class ServerState:
             head=config.limit_request_head,
             fields=config.limit_request_fields,
         )
+        #: The request heads read last, shared by this worker's connections (``_parse``).
+        self.heads: dict[bytes, RequestInfo] = {}
         self.app = app
         self.loop = loop
         #: What a request's duration is timed with (stats, access log): microseconds, where
