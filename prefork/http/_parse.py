@@ -191,8 +191,9 @@ def _duplicate_length(buf: bytes | bytearray, end: int) -> bool:
 #: read (``RequestReader``), with their ``RequestInfo``: a client sending the same head again
 #: (a keep-alive client repeating a request, a health check, a poller, a load generator) is
 #: not parsed again. ``request_info`` is pure, and a RequestInfo is never changed (the scope
-#: gets a copy of its header list), so the same bytes can share one. At most 256 KiB of heads.
-MEMO_HEADS = 256
+#: gets a copy of its header list), so the same bytes can share one. Bound: under 1 MiB per
+#: worker, heads and parsed fields (tests/unit/test_head_memo.py, with the worst heads).
+MEMO_HEADS = 64
 MEMO_HEAD_BYTES = 1024
 
 

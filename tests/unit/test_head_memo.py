@@ -4,6 +4,7 @@ fast path's own (not run once per parser as the test_http modules are)."""
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -113,3 +114,26 @@ def test_apps_get_a_header_list_of_their_own() -> None:
     h = run(main())
     assert seen == [[(b"host", b"x"), (b"accept", b"*/*")]] * 3
     assert len(h.state.heads) == 1 and h.out.count(b"HTTP/1.1 200 ") == 3
+
+
+def test_a_full_memo_of_the_worst_heads_holds_under_a_mebibyte() -> None:
+    """The worst heads to remember: up to ``MEMO_HEAD_BYTES`` each, as many fields as the
+    limit lets the fast path take (each field a tuple of two bytes objects), all different."""
+
+    def worst(n: int) -> bytes:
+        fields = [b"Host: h"] + [b"a%d:b" % i for i in range(LIMITS.fields - 1)]
+        head = b"GET /%d HTTP/1.1\r\n%s\r\n\r\n" % (n, b"\r\n".join(fields))
+        return head
+
+    assert len(worst(10**6)) <= MEMO_HEAD_BYTES
+    reader = RequestReader(LIMITS)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(3 * MEMO_HEADS):
+            read(reader, worst(10**6 + n))  # each head a new bytes object, kept as its key
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert 0 < len(reader._memo) <= MEMO_HEADS
+    assert held < 1024 * 1024
