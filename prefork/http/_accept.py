@@ -37,6 +37,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from prefork.http._scope import ClientAddress, ServerAddress, client_address, server_address
 from prefork.worker import Board
 
 logger = logging.getLogger("prefork.http")
@@ -55,34 +56,14 @@ RETRY_AFTER = 0.1
 _CONNECTION_ERRORS = {errno.ECONNABORTED, errno.EPROTO, errno.ECONNRESET, errno.EPERM}
 
 
-#: The ASGI ``server`` and ``client`` of a connection: (host, port), or (path, None) for a Unix
-#: socket's own address.
-Address = tuple[str, int | None]
-
-
-def local_address(name: Any) -> Address | None:
-    """The ASGI ``server`` of a ``getsockname()`` result."""
-    if isinstance(name, tuple):
-        return (str(name[0]), int(name[1]))
-    return (str(name), None) if name else None
-
-
-def remote_address(name: Any) -> tuple[str, int] | None:
-    """The ASGI ``client`` of a ``getpeername()`` (or ``accept()``) result: None for a Unix
-    socket's peer, which has no address."""
-    if isinstance(name, tuple):
-        return (str(name[0]), int(name[1]))
-    return None
-
-
-def fixed_local_address(sock: socket.socket) -> Address | None:
+def fixed_server_address(sock: socket.socket) -> ServerAddress | None:
     """The local address of every connection accepted on ``sock``: the one it is bound to,
     unless that is a wildcard (0.0.0.0, ::), where it is the address the client dialled, one
     ``getsockname()`` per connection (None)."""
     name = sock.getsockname()
     if isinstance(name, tuple) and ipaddress.ip_address(name[0].partition("%")[0]).is_unspecified:
         return None
-    return local_address(name)
+    return server_address(name)
 
 
 class AcceptedFd:
@@ -159,7 +140,7 @@ class Share:
 #: Makes the protocol of a connection from its ``client`` and ``server`` addresses (known from
 #: accept() and the listening socket: no system call to ask the transport for them; a
 #: ``server`` of None is asked, as for a wildcard bind).
-ProtocolFactory = Callable[[tuple[str, int] | None, Address | None], asyncio.Protocol]
+ProtocolFactory = Callable[[ClientAddress | None, ServerAddress | None], asyncio.Protocol]
 
 
 class Acceptor:
@@ -182,8 +163,8 @@ class Acceptor:
         self.tls = tls
         self._fd = sock.fileno()
         self._family = int(sock.family)
-        self._server = fixed_local_address(sock)
-        self._client: tuple[str, int] | None = None  # of the connection being accepted
+        self._server = fixed_server_address(sock)
+        self._client: ClientAddress | None = None  # of the connection being accepted
         self.accepting = False
         self._since = 0.0  # when this worker began to step aside (0.0: it has not)
         self._last = 0.0  # when it last did
@@ -258,7 +239,7 @@ class Acceptor:
         # No setblocking(): uvloop makes the socket non-blocking itself when it opens the
         # transport.
         conn = AcceptedFd(fd, self._family)
-        self._client = remote_address(client)
+        self._client = client_address(client)
         share = self.share
         share.pending += 1
         share.publish()

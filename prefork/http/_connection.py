@@ -39,7 +39,6 @@ import asyncio
 
 import h11
 
-from prefork.http._accept import Address, local_address, remote_address
 from prefork.http._access import log_access
 from prefork.http._asgi import Cycle
 from prefork.http._body import ChunkedBody, LengthBody
@@ -47,7 +46,13 @@ from prefork.http._ending import ConnectionEnd
 from prefork.http._flow import BODY_BUFFER, FlowControl
 from prefork.http._lines import ChunkScanner, Refused
 from prefork.http._parse import RequestInfo, RequestReader
-from prefork.http._scope import build_scope
+from prefork.http._scope import (
+    ClientAddress,
+    ServerAddress,
+    build_scope,
+    client_address,
+    server_address,
+)
 from prefork.http._state import Phase, ServerState
 from prefork.http._websocket import WebSocketProtocol
 from prefork.http._ws_handshake import read_offer, websocket_scope
@@ -79,8 +84,8 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
     def __init__(
         self,
         state: ServerState,
-        client: tuple[str, int] | None = None,
-        server: Address | None = None,
+        client: ClientAddress | None = None,
+        server: ServerAddress | None = None,
     ) -> None:
         """``client`` and ``server``: the addresses, when the acceptor knows them (else they
         are asked of the transport)."""
@@ -114,9 +119,9 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.flow = FlowControl(self.transport, self.loop)
         if self.server is None:
-            self.server = local_address(transport.get_extra_info("sockname"))
+            self.server = server_address(transport.get_extra_info("sockname"))
         if self.client is None:
-            self.client = remote_address(transport.get_extra_info("peername"))
+            self.client = client_address(transport.get_extra_info("peername"))
         self.state.connections.add(self)
         self._enter(HEAD)
         if self.state.draining:

@@ -187,12 +187,13 @@ def _duplicate_length(buf: bytes | bytearray, end: int) -> bool:
     return len(values) != 1 or b"," in values[0]
 
 
-#: A worker remembers the last ``MEMO_HEADS`` request heads of at most ``MEMO_HEAD_BYTES`` it
-#: read (``RequestReader``), with their ``RequestInfo``: a client sending the same head again
-#: (a keep-alive client repeating a request, a health check, a poller, a load generator) is
-#: not parsed again. ``request_info`` is pure, and a RequestInfo is never changed (the scope
-#: gets a copy of its header list), so the same bytes can share one. Bound: under 1 MiB per
-#: worker, heads and parsed fields (tests/unit/test_head_memo.py, with the worst heads).
+#: A worker remembers up to ``MEMO_HEADS`` of the request heads of at most ``MEMO_HEAD_BYTES``
+#: it read last (``RequestReader``; emptied when full), with their ``RequestInfo``: a client
+#: sending the same head again (a keep-alive client repeating a request, a health check, a
+#: poller, a load generator) is not parsed again. ``request_info`` is pure, and a RequestInfo
+#: is never changed (the scope gets a copy of its header list), so the same bytes can share
+#: one. Bound: under 1 MiB per worker, heads and parsed fields (tests/unit/test_head_memo.py,
+#: with the worst heads).
 MEMO_HEADS = 64
 MEMO_HEAD_BYTES = 1024
 
@@ -217,11 +218,30 @@ class RequestReader:
         self.buf: bytes | bytearray = b""
         self._lines: FieldLines | None = None  # the checks of an incomplete head in ``buf``
 
-    def _remember(self, head: bytes, info: RequestInfo) -> None:
+    def _whole_head(self, buf: bytes | bytearray) -> RequestInfo | None:
+        """The head at the front of ``buf`` when it is whole and the fast path takes it, as
+        nearly every client sends it: from the memo, or read by ``fast_head``, which checks
+        its lines itself (no ``quick_head_end`` scan first). None: ``parse`` goes on."""
+        limits = self._limits
+        end = buf.find(b"\r\n\r\n") + 4
+        if not 3 < end <= limits.fast:
+            return None
         memo = self._memo
-        if len(memo) >= MEMO_HEADS:
-            memo.clear()  # a new set of clients: start again
-        memo[head] = info
+        key = None
+        if end <= MEMO_HEAD_BYTES and type(buf) is bytes:
+            key = buf if end == len(buf) else buf[:end]
+            info = memo.get(key)
+            if info is not None:
+                return info
+        head = fast_head(buf, end, limits.fields)
+        if head is None:
+            return None
+        info = request_info(*head, buf, end, one_length=True)
+        if key is not None:
+            if len(memo) >= MEMO_HEADS:
+                memo.clear()  # a new set of clients: start again
+            memo[key] = info
+        return info
 
     def append(self, data: bytes) -> None:
         buf = self.buf
@@ -254,22 +274,9 @@ class RequestReader:
                 if not buf:
                     return None
             if self.fast:
-                # A whole head at once, as nearly every client sends it: ``fast_head`` checks
-                # its lines itself (no ``quick_head_end`` scan first).
-                end = buf.find(b"\r\n\r\n") + 4
-                if 3 < end <= limits.fast:
-                    key = None
-                    if end <= MEMO_HEAD_BYTES and type(buf) is bytes:
-                        key = buf if end == len(buf) else buf[:end]
-                        info = self._memo.get(key)
-                        if info is not None:
-                            return info, None
-                    head = fast_head(buf, end, limits.fields)
-                    if head is not None:
-                        info = request_info(*head, buf, end, one_length=True)
-                        if key is not None:
-                            self._remember(key, info)
-                        return info, None
+                info = self._whole_head(buf)
+                if info is not None:
+                    return info, None
             end = quick_head_end(buf, limits)
             if end == -1:
                 lines = self._lines = FieldLines(limits, request_line=True)

@@ -13,10 +13,29 @@ if TYPE_CHECKING:
     from prefork.http._state import ServerState
 
 
+#: The ASGI ``client`` of a connection: (host, port).
+ClientAddress = tuple[str, int]
+#: The ASGI ``server``: (host, port), or (path, None) for a Unix socket.
+ServerAddress = tuple[str, int | None]
+
+
+def server_address(name: Any) -> ServerAddress | None:
+    """The ASGI ``server`` of a ``getsockname()`` result (an IPv6 one has 4 items)."""
+    if isinstance(name, tuple):
+        return name[:2]  # (str, int) already: a whole slice is the tuple itself
+    return (str(name), None) if name else None
+
+
+def client_address(name: Any) -> ClientAddress | None:
+    """The ASGI ``client`` of a ``getpeername()`` (or ``accept()``) result: None for a Unix
+    socket's peer, which has no address."""
+    return name[:2] if isinstance(name, tuple) else None
+
+
 def build_scope(
     state: ServerState,
-    server: tuple[str, int | None] | None,
-    client: tuple[str, int] | None,
+    server: ServerAddress | None,
+    client: ClientAddress | None,
     method: bytes,
     target: bytes,
     http_version: bytes,

@@ -5,6 +5,8 @@ framing), and the small apps several test modules share."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -326,3 +328,13 @@ def gated_hello() -> tuple[asyncio.Event, Any]:
         await hello_app(scope, receive, send)
 
     return gate, app
+
+
+def fd_is_open(fd: int) -> bool:
+    """Whether ``fd`` is an open file descriptor of this process (EBADF: it is not)."""
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        assert exc.errno == errno.EBADF
+        return False
+    return True

@@ -5,7 +5,6 @@ transports on loopback and a Unix socket, in this process (no fork)."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
 import socket
 from collections.abc import Callable
@@ -15,39 +14,24 @@ from typing import Any
 
 import pytest
 import uvloop
-from _http_fakes import hello_app
+from _http_fakes import fd_is_open, hello_app
 
 from prefork.http import _connection
-from prefork.http._accept import (
-    AcceptedFd,
-    Acceptor,
-    Share,
-    fixed_local_address,
-    local_address,
-    remote_address,
-)
+from prefork.http._accept import AcceptedFd, Acceptor, Share, fixed_server_address
 from prefork.http._config import HTTPConfig
 from prefork.http._connection import HTTPProtocol
+from prefork.http._scope import client_address, server_address
 from prefork.http._state import ServerState
 
 
-def _open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError as exc:
-        assert exc.errno == errno.EBADF
-        return False
-    return True
-
-
 def test_names_become_asgi_addresses() -> None:
-    assert local_address(("127.0.0.1", 80)) == ("127.0.0.1", 80)
-    assert local_address(("::1", 80, 0, 0)) == ("::1", 80)
-    assert local_address("/run/app.sock") == ("/run/app.sock", None)
-    assert local_address("") is None and local_address(None) is None
-    assert remote_address(("10.0.0.1", 5000)) == ("10.0.0.1", 5000)
-    assert remote_address(("::1", 5000, 0, 0)) == ("::1", 5000)
-    assert remote_address("") is None  # a Unix socket's peer has no address
+    assert server_address(("127.0.0.1", 80)) == ("127.0.0.1", 80)
+    assert server_address(("::1", 80, 0, 0)) == ("::1", 80)
+    assert server_address("/run/app.sock") == ("/run/app.sock", None)
+    assert server_address("") is None and server_address(None) is None
+    assert client_address(("10.0.0.1", 5000)) == ("10.0.0.1", 5000)
+    assert client_address(("::1", 5000, 0, 0)) == ("::1", 5000)
+    assert client_address("") is None  # a Unix socket's peer has no address
 
 
 @pytest.mark.parametrize(
@@ -65,13 +49,13 @@ def test_a_listener_bound_to_one_address_gives_it_to_every_connection(
     with socket.socket(family) as sock:
         sock.bind((host, 0))
         port = sock.getsockname()[1]
-        assert fixed_local_address(sock) == ((host, port) if fixed else None)
+        assert fixed_server_address(sock) == ((host, port) if fixed else None)
 
 
 def test_a_unix_listener_gives_its_path(tmp_path: Path) -> None:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(tmp_path / "s"))
-        assert fixed_local_address(sock) == (str(tmp_path / "s"), None)
+        assert fixed_server_address(sock) == (str(tmp_path / "s"), None)
 
 
 def test_accepted_fd_is_closed_by_whoever_holds_it() -> None:
@@ -82,7 +66,7 @@ def test_accepted_fd_is_closed_by_whoever_holds_it() -> None:
     right.close()
     unserved = AcceptedFd(left.detach(), socket.AF_UNIX)
     unserved.close()
-    assert not _open(unserved.fd)
+    assert not fd_is_open(unserved.fd)
     unserved.close()  # twice: nothing more
 
     async def serve() -> tuple[bool, bool]:
@@ -95,13 +79,13 @@ def test_accepted_fd_is_closed_by_whoever_holds_it() -> None:
         )
         transport.close()
         await asyncio.sleep(0.01)  # uvloop closes the fd, then calls conn.close()
-        closed = not _open(conn.fd)
+        closed = not fd_is_open(conn.fd)
         other = os.open(os.devnull, os.O_RDONLY)  # the lowest free number: likely the same
         if other != conn.fd:
             os.dup2(other, conn.fd)  # the number is another file's now, whatever the kernel
             os.close(other)  # gave
         conn.close()
-        still_open = _open(conn.fd)
+        still_open = fd_is_open(conn.fd)
         os.close(conn.fd)
         b.close()
         return closed, still_open
@@ -124,7 +108,7 @@ def test_a_protocol_that_cannot_be_made_leaves_no_fd_open() -> None:
         b.close()
         return conn.fd
 
-    assert not _open(uvloop.run(serve()))
+    assert not fd_is_open(uvloop.run(serve()))
 
 
 async def _scope_addresses(sock: socket.socket, connect: Callable[[], Any]) -> tuple[Any, Any, Any]:
@@ -163,8 +147,8 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         return ask
 
-    monkeypatch.setattr(_connection, "local_address", recorded("sockname", local_address))
-    monkeypatch.setattr(_connection, "remote_address", recorded("peername", remote_address))
+    monkeypatch.setattr(_connection, "server_address", recorded("sockname", server_address))
+    monkeypatch.setattr(_connection, "client_address", recorded("peername", client_address))
     return names
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvloop
+from _http_fakes import fd_is_open
 
 from prefork.http._accept import (
     BATCH,
@@ -154,14 +155,6 @@ class Harness:
 
 def _blocking(fd: int) -> bool:
     return not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
-
-
-def _closed(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError as exc:
-        return exc.errno == errno.EBADF
-    return False
 
 
 @pytest.fixture
@@ -395,13 +388,13 @@ def test_a_connection_not_served_is_closed_and_not_counted(h: Harness) -> None:
     h.connect()
     h.wake()
     _, first, _ = h.loop.served[0]
-    assert h.share.pending == 0 and _closed(first.fd)
+    assert h.share.pending == 0 and not fd_is_open(first.fd)
     h.loop.refuse = None
     h.connect()
     h.wake()
     _, second, _ = h.loop.served[1]
     h.loop.waiters[0].finish(ConnectionResetError("handshake failed"))
-    assert h.share.pending == 0 and _closed(second.fd)
+    assert h.share.pending == 0 and not fd_is_open(second.fd)
 
 
 def test_close_stops_accepting_withdraws_and_closes_the_socket(h: Harness) -> None:
