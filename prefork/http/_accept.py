@@ -139,8 +139,11 @@ class Share:
 
 #: Makes the protocol of a connection from its ``client`` and ``server`` addresses (known from
 #: accept() and the listening socket: no system call to ask the transport for them; a
-#: ``server`` of None is asked, as for a wildcard bind).
-ProtocolFactory = Callable[[ClientAddress | None, ServerAddress | None], asyncio.Protocol]
+#: ``server`` of None is asked, as for a wildcard bind) and its fd, for an early FIN (None with
+#: TLS: ``FlowControl``).
+ProtocolFactory = Callable[
+    [ClientAddress | None, ServerAddress | None, int | None], asyncio.Protocol
+]
 
 
 class Acceptor:
@@ -165,6 +168,8 @@ class Acceptor:
         self._family = int(sock.family)
         self._server = fixed_server_address(sock)
         self._client: ClientAddress | None = None  # of the connection being accepted
+        self._conn_fd: int | None = None  # and its fd, unless TLS must close it
+        self._plain = tls.get("ssl") is None
         self.accepting = False
         self._since = 0.0  # when this worker began to step aside (0.0: it has not)
         self._last = 0.0  # when it last did
@@ -240,6 +245,7 @@ class Acceptor:
         # transport.
         conn = AcceptedFd(fd, self._family)
         self._client = client_address(client)
+        self._conn_fd = fd if self._plain else None
         share = self.share
         share.pending += 1
         share.publish()
@@ -256,7 +262,7 @@ class Acceptor:
         return True
 
     def _protocol(self) -> asyncio.Protocol:
-        return self.factory(self._client, self._server)
+        return self.factory(self._client, self._server, self._conn_fd)
 
     def _step(self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd) -> None:
         try:

@@ -86,9 +86,10 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         state: ServerState,
         client: ClientAddress | None = None,
         server: ServerAddress | None = None,
+        fd: int | None = None,
     ) -> None:
         """``client`` and ``server``: the addresses, when the acceptor knows them (else they
-        are asked of the transport)."""
+        are asked of the transport); ``fd``: the socket's, for an early FIN (``FlowControl``)."""
         self.state = state
         self.loop = state.loop
         config = state.config
@@ -97,6 +98,7 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         self._stats = state.stats
         self.server = server
         self.client = client
+        self._fd = fd
         self.cycle: Cycle | None = None
         self.phase = HEAD
         self.deadline = 0.0
@@ -117,7 +119,7 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.flow = FlowControl(self.transport, self.loop)
+        self.flow = FlowControl(self.transport, self.loop, self._fd)
         if self.server is None:
             self.server = server_address(transport.get_extra_info("sockname"))
         if self.client is None:

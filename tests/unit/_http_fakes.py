@@ -109,6 +109,9 @@ class FakeTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_write_buffer_size(self) -> int:
+        return self.buffered  # what the client has not read (with ``high_water``)
+
     def pause_reading(self) -> None:
         self.reading = False
         self.pauses += 1

@@ -112,7 +112,7 @@ class Harness:
     """An acceptor on a real listening socket, with a fake loop, a board it shares with one
     peer (slot 1), and a count of held connections set by the test."""
 
-    def __init__(self, sock: socket.socket | None = None) -> None:
+    def __init__(self, sock: socket.socket | None = None, tls: Any = None) -> None:
         self.listener = sock or socket.create_server(("127.0.0.1", 0))
         self.listener.setblocking(False)
         self.loop = FakeLoop()
@@ -122,9 +122,9 @@ class Harness:
         self.acceptor = Acceptor(
             self.loop,  # type: ignore[arg-type]
             self.listener,
-            lambda client, server: (client, server),  # type: ignore[arg-type,return-value]
+            lambda client, server, fd: (client, server, fd),  # type: ignore[arg-type,return-value]
             self.share,
-            tls={"ssl": None},
+            tls={"ssl": tls},
         )
         self.clients: list[socket.socket] = []
 
@@ -244,8 +244,8 @@ def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> No
     assert tls == {"ssl": None} and _blocking(conn.fd)  # uvloop makes it non-blocking
     assert conn.family == socket.AF_INET and conn.type == socket.SOCK_STREAM
     # The protocol is made with the addresses: the client's from accept(), the server's the
-    # listener's own (bound to 127.0.0.1).
-    assert addresses == (h.clients[0].getsockname(), h.listener.getsockname())
+    # listener's own (bound to 127.0.0.1), and the fd (for its early FIN).
+    assert addresses == (h.clients[0].getsockname(), h.listener.getsockname(), conn.fd)
     h.loop.waiters[0].finish()  # connection_made: the worker holds it now
     assert h.share.pending == 0
     h.connect(BATCH + 2)
@@ -255,6 +255,20 @@ def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> No
     assert len(h.loop.served) == 3 + BATCH
     h.wake()  # the queue is empty (as when another worker took it): nothing happens
     assert len(h.loop.served) == 3 + BATCH and h.loop.reader is not None and not h.loop.timers
+
+
+def test_with_tls_the_protocol_gets_no_fd_to_send_a_fin_on() -> None:
+    """A TLS connection's FIN must follow its close_notify: the protocol leaves it to the
+    transport."""
+    h = Harness(tls=object())
+    h.acceptor.start()
+    try:
+        h.connect()
+        h.wake()
+        (_, _, fd), conn, tls = h.loop.served[0]
+        assert fd is None and conn.fd >= 0 and tls["ssl"] is not None
+    finally:
+        h.close()
 
 
 def test_a_wake_up_stops_accepting_at_its_share(h: Harness) -> None:
