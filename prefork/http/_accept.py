@@ -105,6 +105,7 @@ class Share:
         self._held = held  # the connections the worker serves now
         self.pending = 0  # accepted, not yet served (their transport is being made)
         self.active = False
+        self._settled: asyncio.Future[None] | None = None  # a drain waiting for pending == 0
 
     def held(self) -> int:
         return self._held() + self.pending
@@ -113,6 +114,20 @@ class Share:
         """Tell the other workers how many connections this one holds (when it accepts)."""
         if self.active and self.board is not None:
             self.board.set(self.slot, self.held())
+
+    def served(self) -> None:
+        """A connection accepted is now its protocol's (connection_made ran), or is gone."""
+        self.pending -= 1
+        if not self.pending and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    async def settled(self) -> None:
+        """Wait until every connection accepted so far has reached its protocol (a drain
+        that looked only at the protocols would miss one accepted in the loop's last turn,
+        and leave with its request unanswered)."""
+        if self.pending:
+            self._settled = asyncio.get_running_loop().create_future()
+            await self._settled
 
     def withdraw(self) -> None:
         """Stop counting for the spread (this worker accepts no more)."""
@@ -268,9 +283,9 @@ class Acceptor:
         try:
             waiter = coro.send(None)
         except StopIteration:
-            self.share.pending -= 1  # served
+            self.share.served()
         except Exception as exc:
-            self.share.pending -= 1
+            self.share.served()
             conn.close()
             logger.debug("connection not served: %r", exc)  # a failed TLS handshake
         else:

@@ -77,6 +77,7 @@ class HTTPWorker(Worker):
         self.config = HTTPConfig.from_options(self.options)
         self.state: ServerState | None = None
         self.servers: list[Acceptor] = []
+        self.share: Share | None = None
         self.lifespan: Lifespan | None = None
         self.pool: WSGIPool | None = None
         self._retiring = False
@@ -110,7 +111,7 @@ class HTTPWorker(Worker):
         context = server_context(self.config)  # read afresh: a reload rotates certificates
         if context is not None:  # the handshake counts against the header timeout
             tls = {"ssl": context, "ssl_handshake_timeout": self.config.header_timeout}
-        share = Share(self.board, self.slot, lambda: len(state.connections))
+        share = self.share = Share(self.board, self.slot, lambda: len(state.connections))
 
         def connection_closed() -> None:
             share.publish()
@@ -155,6 +156,10 @@ class HTTPWorker(Worker):
         for server in self.servers:
             server.close()
         state = self.state
+        if state is not None:
+            state.draining = True  # a connection made from now on starts draining at once
+        if self.share is not None:
+            await self.share.settled()  # what was accepted is drained with the rest
         if state is not None:
             # Idle keep-alive connections wait for their deadline, but never past most of the
             # graceful timeout: lifespan shutdown must still run before the master's SIGKILL.

@@ -450,3 +450,34 @@ def test_uvloop_makes_an_accepted_socket_non_blocking() -> None:
     with listener, socket.create_connection(listener.getsockname()) as client:
         flags = uvloop.run(serve(listener, client))
     assert flags & os.O_NONBLOCK
+
+
+def test_settled_waits_until_every_accepted_connection_reached_its_protocol() -> None:
+    """What a drain waits for after it stopped accepting: a connection accepted in the loop's
+    last turn is not a protocol of the worker yet, and would be left unanswered."""
+
+    async def main() -> None:
+        h = Harness()
+        h.acceptor.start()
+        try:
+            await asyncio.wait_for(h.share.settled(), 1)  # nothing pending: at once
+            h.connect(2)
+            h.wake()
+            settled = asyncio.ensure_future(h.share.settled())
+            for _ in range(3):
+                await asyncio.sleep(0)
+            assert not settled.done() and h.share.pending == 2
+            h.loop.waiters[0].finish()
+            await asyncio.sleep(0)
+            assert not settled.done()  # one is still on its way
+            h.loop.waiters[1].finish(ConnectionResetError())  # gone before connection_made
+            await asyncio.wait_for(settled, 1)
+            assert h.share.pending == 0
+            h.connect()
+            h.wake()
+            h.loop.waiters[2].finish()  # the drain's wait is over: nothing to wake
+            assert h.share.pending == 0
+        finally:
+            h.close()
+
+    uvloop.run(main())

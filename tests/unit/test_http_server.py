@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import itertools
 import logging
@@ -60,6 +61,13 @@ def make():
     return app
 
 not_callable = 3
+"""
+
+
+HELLO_SOURCE = """
+async def app(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hello"})
 """
 
 
@@ -149,6 +157,36 @@ def test_drain_answers_in_flight_with_close_then_exits(tmp_path: Path) -> None:
         assert worker._exit.result() == 0
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+    uvloop.run(main())
+
+
+def test_drain_answers_a_connection_accepted_in_the_loops_last_turn(tmp_path: Path) -> None:
+    """A drain that begins right after an accept, before that connection's protocol exists,
+    still answers its request: it waits for what was accepted, then drains it."""
+    name = write_module(tmp_path, HELLO_SOURCE)
+
+    async def main() -> None:
+        sock = listener()
+        port = sock.getsockname()[1]
+        worker, _ = make_worker(sock, app=f"{name}:app", app_dir=str(tmp_path), lifespan="off")
+        await worker.init()
+        assert worker.state is not None and worker.share is not None
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        while not worker.share.pending:  # accepted, connection_made not run yet
+            worker.servers[0]._ready()
+            await asyncio.sleep(0) if not worker.share.pending else None
+        assert not worker.state.connections
+        await worker.drain()
+        client.setblocking(False)
+        data = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := client.recv(65536):
+                data += chunk
+        client.close()
+        assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"\r\n\r\nhello")
+        assert b"connection: close" in data and not worker.state.connections
 
     uvloop.run(main())
 
