@@ -29,6 +29,7 @@ worker killed with -9 may hold; nginx itself turned it off by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import logging
@@ -121,13 +122,17 @@ class Share:
         if not self.pending and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
-    async def settled(self) -> None:
+    async def settled(self, within: float) -> None:
         """Wait until every connection accepted so far has reached its protocol (a drain
         that looked only at the protocols would miss one accepted in the loop's last turn,
-        and leave with its request unanswered)."""
-        if self.pending:
+        and leave with its request unanswered), or ``within`` seconds: a TLS client that
+        never finishes its handshake must not hold a drain."""
+        if not self.pending:
+            return
+        if self._settled is None or self._settled.done():
             self._settled = asyncio.get_running_loop().create_future()
-            await self._settled
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._settled), within)
 
     def withdraw(self) -> None:
         """Stop counting for the spread (this worker accepts no more)."""

@@ -158,8 +158,8 @@ class HTTPWorker(Worker):
         state = self.state
         if state is not None:
             state.draining = True  # a connection made from now on starts draining at once
-        if self.share is not None:
-            await self.share.settled()  # what was accepted is drained with the rest
+        if self.share is not None:  # what was accepted is drained with the rest, waited for
+            await self.share.settled(within=self.config.keep_alive)  # as an idle connection
         if state is not None:
             # Idle keep-alive connections wait for their deadline, but never past most of the
             # graceful timeout: lifespan shutdown must still run before the master's SIGKILL.

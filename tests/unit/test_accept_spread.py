@@ -460,10 +460,10 @@ def test_settled_waits_until_every_accepted_connection_reached_its_protocol() ->
         h = Harness()
         h.acceptor.start()
         try:
-            await asyncio.wait_for(h.share.settled(), 1)  # nothing pending: at once
+            await asyncio.wait_for(h.share.settled(60), 1)  # nothing pending: at once
             h.connect(2)
             h.wake()
-            settled = asyncio.ensure_future(h.share.settled())
+            settled = asyncio.ensure_future(h.share.settled(60))
             for _ in range(3):
                 await asyncio.sleep(0)
             assert not settled.done() and h.share.pending == 2
@@ -477,6 +477,30 @@ def test_settled_waits_until_every_accepted_connection_reached_its_protocol() ->
             h.wake()
             h.loop.waiters[2].finish()  # the drain's wait is over: nothing to wake
             assert h.share.pending == 0
+        finally:
+            h.close()
+
+    uvloop.run(main())
+
+
+def test_settled_gives_up_after_its_bound_and_can_be_waited_for_again() -> None:
+    """A TLS client that never finishes its handshake stays pending: the drain's wait ends at
+    its bound, and a later wait still ends when the connection does."""
+
+    async def main() -> None:
+        h = Harness()
+        h.acceptor.start()
+        try:
+            h.connect()
+            h.wake()
+            started = asyncio.get_running_loop().time()
+            await asyncio.wait_for(h.share.settled(0.05), 5)
+            assert h.share.pending == 1 and asyncio.get_running_loop().time() - started < 4
+            first = asyncio.ensure_future(h.share.settled(60))
+            second = asyncio.ensure_future(h.share.settled(60))
+            await asyncio.sleep(0)
+            h.loop.waiters[0].finish()
+            await asyncio.wait_for(asyncio.gather(first, second), 1)
         finally:
             h.close()
 
