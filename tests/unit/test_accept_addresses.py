@@ -78,7 +78,9 @@ def test_accepted_fd_is_closed_by_whoever_holds_it() -> None:
             conn,  # type: ignore[arg-type]  # what uvloop reads of a socket
         )
         transport.close()
-        await asyncio.sleep(0.01)  # uvloop closes the fd, then calls conn.close()
+        deadline = loop.time() + 5  # uvloop closes the fd a loop turn or two later, then
+        while fd_is_open(conn.fd) and loop.time() < deadline:  # calls conn.close()
+            await asyncio.sleep(0)
         closed = not fd_is_open(conn.fd)
         other = os.open(os.devnull, os.O_RDONLY)  # the lowest free number: likely the same
         if other != conn.fd:
