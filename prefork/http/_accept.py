@@ -35,10 +35,10 @@ import ipaddress
 import logging
 import os
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sized
 from typing import Any
 
-from prefork.http._scope import ClientAddress, ServerAddress, client_address, server_address
+from prefork.http._scope import ClientAddress, ServerAddress, server_address
 from prefork.worker import Board
 
 logger = logging.getLogger("prefork.http")
@@ -100,25 +100,35 @@ class AcceptedFd:
 class Share:
     """This worker's part in the broker's ``Board``: how many connections it holds."""
 
-    def __init__(self, board: Board | None, slot: int, held: Callable[[], int]) -> None:
+    def __init__(self, board: Board | None, slot: int, serving: Sized) -> None:
         self.board = board
         self.slot = slot
-        self._held = held  # the connections the worker serves now
+        self._serving = serving  # the connections the worker serves now (its len())
         self.pending = 0  # accepted, not yet served (their transport is being made)
         self.active = False
+        self.acceptors: list[Acceptor] = []  # this worker's, told when a connection closes
         self._settled: asyncio.Future[None] | None = None  # a drain waiting for pending == 0
 
     def held(self) -> int:
-        return self._held() + self.pending
+        return len(self._serving) + self.pending
 
     def publish(self) -> None:
         """Tell the other workers how many connections this one holds (when it accepts)."""
+        # held() inline: this runs twice per connection (the CPU of Connection: close)
         if self.active and self.board is not None:
-            self.board.set(self.slot, self.held())
+            self.board.set(self.slot, len(self._serving) + self.pending)
 
-    def served(self) -> None:
-        """A connection accepted is now its protocol's (connection_made ran), or is gone."""
-        self.pending -= 1
+    def connection_closed(self) -> None:
+        """One of this worker's connections closed: publish the new count, and let an
+        acceptor that stepped aside take connections again if it is within its share."""
+        self.publish()
+        for acceptor in self.acceptors:
+            acceptor.recheck()
+
+    def served(self, count: int = 1) -> None:
+        """``count`` connections accepted are now their protocols' (connection_made ran),
+        or are gone."""
+        self.pending -= count
         if not self.pending and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
@@ -186,6 +196,7 @@ class Acceptor:
         self.tls = tls
         self._fd = sock.fileno()
         self._family = int(sock.family)
+        self._inet = self._family in (socket.AF_INET, socket.AF_INET6)  # else a Unix socket
         self._server = fixed_server_address(sock)
         self._client: ClientAddress | None = None  # of the connection being accepted
         self._conn_fd: int | None = None  # and its fd, unless TLS must close it
@@ -194,9 +205,12 @@ class Acceptor:
         self._since = 0.0  # when this worker began to step aside (0.0: it has not)
         self._last = 0.0  # when it last did
         self._waiting: asyncio.TimerHandle | None = None
+        # Accepted this wake-up, their connect coroutines waiting for connection_made.
+        self._made: list[tuple[Coroutine[Any, Any, Any], AcceptedFd, asyncio.Future[Any]]] = []
 
     def start(self) -> None:
         self.accepting = True
+        self.share.acceptors.append(self)
         self.share.active = True
         self.share.publish()
         self.loop.add_reader(self._fd, self._ready)
@@ -207,6 +221,7 @@ class Acceptor:
         if self.accepting:
             self.accepting = False
             self.share.withdraw()
+            self.share.acceptors.remove(self)
             self.loop.remove_reader(self._fd)
             if self._waiting is not None:
                 self._waiting.cancel()
@@ -237,11 +252,16 @@ class Acceptor:
         limit = self.share.limit()  # the peers' counts, read once per wake-up
         for _ in range(BATCH):
             if not self._accept_one(limit):
-                return
+                break
+        if self._made:
+            made, self._made = self._made, []
+            # After the connection_made() of each (uvloop scheduled them as it made the
+            # transports): one callback per wake-up, not a waiter's callback per connection.
+            self.loop.call_soon(self._settle, made)
 
     def _accept_one(self, limit: int | None) -> bool:
         """Accept one connection, unless this worker steps aside; whether to try another."""
-        if self.share.above(limit):
+        if limit is not None and self.share.above(limit):  # (no call for a lone worker)
             now = self.loop.time()
             if not self._since or now - self._last > 5 * RECHECK:
                 self._since = now  # a new burst (after a quiet time, the queue was empty)
@@ -264,7 +284,7 @@ class Acceptor:
         # No setblocking(): uvloop makes the socket non-blocking itself when it opens the
         # transport.
         conn = AcceptedFd(fd, self._family)
-        self._client = client_address(client)
+        self._client = client[:2] if self._inet else None  # client_address(), inline
         self._conn_fd = fd if self._plain else None
         share = self.share
         share.pending += 1
@@ -278,13 +298,38 @@ class Acceptor:
             conn,  # type: ignore[arg-type]  # what uvloop reads of a socket (AcceptedFd)
             **self.tls,
         )
-        self._step(accepted, conn)
+        waiter = self._step(accepted, conn)
+        if waiter is not None:
+            self._made.append((accepted, conn, waiter))
         return True
 
     def _protocol(self) -> asyncio.Protocol:
         return self.factory(self._client, self._server, self._conn_fd)
 
-    def _step(self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd) -> None:
+    def _settle(
+        self, made: list[tuple[Coroutine[Any, Any, Any], AcceptedFd, asyncio.Future[Any]]]
+    ) -> None:
+        """Finish the connect coroutines of one wake-up whose connection_made() ran; one
+        still waiting (a TLS handshake) goes on when its waiter is done."""
+        for coro, conn, waiter in made:
+            if waiter.done():
+                waiter = self._step(coro, conn)
+            if waiter is not None:
+                self._finish_later(coro, conn, waiter)
+
+    def _finish(self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd) -> None:
+        waiter = self._step(coro, conn)
+        if waiter is not None:
+            self._finish_later(coro, conn, waiter)
+
+    def _finish_later(
+        self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd, waiter: asyncio.Future[Any]
+    ) -> None:
+        waiter.add_done_callback(lambda _: self._finish(coro, conn))
+
+    def _step(self, coro: Coroutine[Any, Any, Any], conn: AcceptedFd) -> Any:
+        """Run ``coro`` to its next wait, as a Task would step it: the future it waits on,
+        or None once it is over (the connection is served, or is not)."""
         try:
             waiter = coro.send(None)
         except StopIteration:
@@ -295,4 +340,5 @@ class Acceptor:
             logger.debug("connection not served: %r", exc)  # a failed TLS handshake
         else:
             waiter._asyncio_future_blocking = False  # as a Task does, having taken it
-            waiter.add_done_callback(lambda _: self._step(coro, conn))
+            return waiter
+        return None

@@ -130,7 +130,8 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
             self.start_drain()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._enter(CLOSED)
+        self.phase = CLOSED  # _enter(CLOSED) inline: no timeout (once per connection)
+        self.deadline = 0.0
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None

@@ -91,7 +91,8 @@ class ConnectionEnd:
 
     def _close(self, abort: bool = False) -> None:
         """Close (``abort``: at once, dropping what the client has not read yet)."""
-        self._enter(CLOSED)
+        self.phase = CLOSED  # _enter(CLOSED) inline: no timeout (once per connection)
+        self.deadline = 0.0
         if self.cycle is not None:
             self.cycle.disconnect()
         if abort:

@@ -111,14 +111,8 @@ class HTTPWorker(Worker):
         context = server_context(self.config)  # read afresh: a reload rotates certificates
         if context is not None:  # the handshake counts against the header timeout
             tls = {"ssl": context, "ssl_handshake_timeout": self.config.header_timeout}
-        share = self.share = Share(self.board, self.slot, lambda: len(state.connections))
-
-        def connection_closed() -> None:
-            share.publish()
-            for acceptor in self.servers:
-                acceptor.recheck()
-
-        state.on_closed = connection_closed
+        share = self.share = Share(self.board, self.slot, state.connections)
+        state.on_closed = share.connection_closed
         for sock in self.sockets:
             sock.setblocking(False)
             server = Acceptor(loop, sock, partial(HTTPProtocol, state), share, tls=tls)

@@ -125,7 +125,7 @@ async def _scope_addresses(sock: socket.socket, connect: Callable[[], Any]) -> t
 
     state = ServerState(HTTPConfig(app="x:app"), app, loop)
     sock.setblocking(False)
-    share = Share(None, 0, lambda: 0)
+    share = Share(None, 0, ())
     acceptor = Acceptor(loop, sock, partial(HTTPProtocol, state), share, tls={})
     acceptor.start()
     reader, writer = await connect()

@@ -50,6 +50,9 @@ class Waiter:
     def add_done_callback(self, callback: Callable[[Waiter], None]) -> None:
         self.callbacks.append(callback)
 
+    def done(self) -> bool:
+        return self.finished
+
     def finish(self, error: BaseException | None = None) -> None:
         self.finished, self.error = True, error
         for callback in self.callbacks:
@@ -69,9 +72,11 @@ class FakeLoop:
         self.now = 100.0
         self.reader: Callable[[], None] | None = None
         self.timers: list[Timer] = []
+        self.soon: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
         self.served: list[tuple[Any, AcceptedFd, dict[str, Any]]] = []
         self.waiters: list[Waiter] = []
         self.refuse: BaseException | None = None  # raised by connect_accepted_socket at once
+        self.waits = 1  # the futures connect_accepted_socket awaits in turn (1: uvloop's)
 
     def time(self) -> float:
         return self.now
@@ -84,6 +89,15 @@ class FakeLoop:
         removed = self.reader is not None
         self.reader = None
         return removed
+
+    def call_soon(self, callback: Callable[..., None], *args: Any) -> None:
+        self.soon.append((callback, args))
+
+    def run_soon(self) -> None:
+        """Run the callbacks scheduled so far (the loop's next turn)."""
+        soon, self.soon = self.soon, []
+        for callback, args in soon:
+            callback(*args)
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> Timer:
         timer = Timer(self.now + delay, callback)
@@ -103,9 +117,21 @@ class FakeLoop:
         self.served.append((factory(), conn, tls))
         if self.refuse is not None:
             raise self.refuse
-        waiter = Waiter()
-        self.waiters.append(waiter)
-        await waiter
+        for _ in range(self.waits):
+            waiter = Waiter()
+            self.waiters.append(waiter)
+            await waiter
+
+
+class Held:
+    """How many connections the worker serves, set by the test (what ``Share`` takes the
+    len() of)."""
+
+    def __init__(self, count: int = 0) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
 
 
 class Harness:
@@ -117,8 +143,8 @@ class Harness:
         self.listener.setblocking(False)
         self.loop = FakeLoop()
         self.board = Board()
-        self.held = 0
-        self.share = Share(self.board, 0, lambda: self.held)
+        self.held = Held()
+        self.share = Share(self.board, 0, self.held)
         self.acceptor = Acceptor(
             self.loop,  # type: ignore[arg-type]
             self.listener,
@@ -137,12 +163,16 @@ class Harness:
     def hold(self, n: int) -> None:
         """The worker holds ``n`` connections now (and says so, as it does when one
         closes)."""
-        self.held = n
+        self.held.count = n
         self.share.publish()
 
-    def wake(self) -> None:
+    def wake(self, turn: bool = True) -> None:
+        """The listener is readable (``turn``: and the loop's turn ends before any
+        connection_made() runs)."""
         assert self.loop.reader is not None, "not reading"
         self.loop.reader()
+        if turn:
+            self.loop.run_soon()
 
     def close(self) -> None:
         self.acceptor.close()
@@ -182,18 +212,18 @@ def test_board_slots_hold_values_and_empty_ones_do_not_count() -> None:
 
 def test_share_is_above_beyond_the_fewest_plus_a_slack_that_grows() -> None:
     board = Board()
-    held = [0]
-    share = Share(board, 0, lambda: held[0])
+    held = Held()
+    share = Share(board, 0, held)
     share.publish()
     assert board.values() == []  # not active yet: nothing published
     share.active = True
     board.set(1, 0)  # an idle peer
     for n, above in [(0, False), (2, False), (3, True)]:
-        held[0] = n
+        held.count = n
         share.publish()
         assert share.above(share.limit()) is above, n
     board.set(1, 16)  # a peer holding 16: slack 2 + 16 // 8
-    held[0] = 20
+    held.count = 20
     share.publish()
     share.pending = 1
     assert share.held() == 21 and share.above(share.limit())
@@ -212,11 +242,11 @@ def test_a_worker_alone_on_its_board_is_never_above() -> None:
     worker that stepped aside only idled (Connection: close ran at 0.69x of uvloop's own
     accept before this)."""
     board = Board()
-    held = [0]
-    share = Share(board, 3, lambda: held[0])
+    held = Held()
+    share = Share(board, 3, held)
     share.active = True
     share.publish()  # published 0
-    held[0] = 100
+    held.count = 100
     assert not share.above(share.limit())
     board.set(7, 90)  # a peer joins, holding 90: slack 2 + 11
     assert not share.above(share.limit())
@@ -225,7 +255,7 @@ def test_a_worker_alone_on_its_board_is_never_above() -> None:
 
 
 def test_without_a_board_a_worker_is_never_above() -> None:
-    share = Share(None, 0, lambda: 1000)
+    share = Share(None, 0, Held(1000))
     share.active = True
     share.publish()
     share.withdraw()
@@ -255,6 +285,42 @@ def test_a_wake_up_accepts_what_is_queued_counted_until_served(h: Harness) -> No
     assert len(h.loop.served) == 3 + BATCH
     h.wake()  # the queue is empty (as when another worker took it): nothing happens
     assert len(h.loop.served) == 3 + BATCH and h.loop.reader is not None and not h.loop.timers
+
+
+def test_a_wake_up_finishes_its_connections_in_one_callback_once_they_are_made(
+    h: Harness,
+) -> None:
+    """uvloop schedules each transport's connection_made() as the acceptor makes it; one
+    callback scheduled after the whole batch finds them all made, and finishes every connect
+    coroutine in one go (a done-callback per connection cost a scheduled callback each)."""
+    h.connect(3)
+    h.wake(turn=False)
+    assert h.share.pending == 3 and len(h.loop.soon) == 1  # one callback for the batch
+    for waiter in h.loop.waiters:
+        waiter.finish()  # connection_made() ran, earlier in the same turn
+    assert h.share.pending == 3
+    h.loop.run_soon()
+    assert h.share.pending == 0 and not any(w.callbacks for w in h.loop.waiters)
+    h.wake()  # the queue is empty: no callback
+    assert h.loop.soon == []
+
+
+def test_a_connection_not_made_by_the_batchs_callback_is_finished_when_it_is(
+    h: Harness,
+) -> None:
+    """A TLS connection waits for its handshake: past the batch's callback, it is finished by
+    its waiter's, however many futures its coroutine awaits in turn."""
+    h.loop.waits = 2
+    h.connect(2)
+    h.wake(turn=False)
+    h.loop.waiters[0].finish()  # the first made; the second's handshake under way
+    h.loop.run_soon()
+    assert h.share.pending == 2 and len(h.loop.waiters) == 3  # the first awaits again
+    h.loop.waiters[1].finish()
+    assert h.share.pending == 2 and len(h.loop.waiters) == 4
+    h.loop.waiters[2].finish()
+    h.loop.waiters[3].finish()
+    assert h.share.pending == 0
 
 
 def test_with_tls_the_protocol_gets_no_fd_to_send_a_fin_on() -> None:
@@ -305,12 +371,13 @@ def test_a_worker_aside_accepts_again_as_soon_as_a_close_brings_it_within_its_sh
     h.connect()
     h.wake()
     assert h.loop.reader is None and len(h.loop.timers) == 1  # stepped aside
-    h.hold(3)
-    h.acceptor.recheck()  # a close that leaves it above its share: still aside
+    h.held.count = 3
+    h.share.connection_closed()  # a close that leaves it above its share: still aside
     assert h.loop.reader is None and not h.loop.timers[0].cancelled
-    h.hold(2)
-    h.acceptor.recheck()  # within its share: reading again at once
+    h.held.count = 2
+    h.share.connection_closed()  # within its share: reading again at once
     assert h.loop.reader is not None and h.loop.timers[0].cancelled
+    assert h.board.values()[0] == 2 + h.share.pending  # and the count it published
     h.wake()
     assert len(h.loop.served) == 1 and h.loop.reader is None  # it holds 3 now: aside again
     h.loop.advance(RECHECK)

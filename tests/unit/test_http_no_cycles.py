@@ -40,7 +40,7 @@ async def _serve(requests: list[bytes]) -> None:
     state = ServerState(HTTPConfig(app="x:app"), hello_app, loop)
     listener = socket.create_server(("127.0.0.1", 0))
     listener.setblocking(False)
-    share = Share(None, 0, lambda: len(state.connections))
+    share = Share(None, 0, state.connections)
     acceptor = Acceptor(loop, listener, partial(HTTPProtocol, state), share, tls={})
     acceptor.start()
     port = listener.getsockname()[1]
