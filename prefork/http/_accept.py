@@ -293,11 +293,14 @@ class Acceptor:
         # first step: ``_protocol`` reads ``_client`` now), makes the transport (uvloop sets
         # TCP_NODELAY) and waits for connection_made() (with TLS: for the handshake); it is
         # stepped here as a Task would step it, without a Task's cost per connection.
-        accepted = self.loop.connect_accepted_socket(
-            self._protocol,
-            conn,  # type: ignore[arg-type]  # what uvloop reads of a socket (AcceptedFd)
-            **self.tls,
-        )
+        if self._plain:  # no keywords: a faster call
+            accepted = self.loop.connect_accepted_socket(self._protocol, conn)  # type: ignore[arg-type]
+        else:
+            accepted = self.loop.connect_accepted_socket(
+                self._protocol,
+                conn,  # type: ignore[arg-type]  # what uvloop reads of a socket (AcceptedFd)
+                **self.tls,
+            )
         waiter = self._step(accepted, conn)
         if waiter is not None:
             self._made.append((accepted, conn, waiter))

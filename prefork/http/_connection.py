@@ -135,7 +135,8 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
-            cycle.disconnect()
+            if not cycle.gone:  # (a close told it already)
+                cycle.disconnect()
         self.flow.lost()
         self.state.connection_closed(self)
         self._unlink()
@@ -297,7 +298,8 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         else:
             buf = reader.buf
             reader.buf = buf[info.head_end :] if info.head_end < len(buf) else b""
-            self._enter(BUSY)
+            self.phase = BUSY  # _enter(BUSY) inline: no timeout (once per request)
+            self.deadline = 0.0
         method = info.method
         http_version = info.http_version
         cycle = self.cycle = state.cycle_type(

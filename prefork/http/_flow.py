@@ -99,7 +99,7 @@ class FlowControl:
             self.lost()
             transport.abort()
             return
-        self.close()
+        self.closed = True  # close(), inline
         # Not once the transport is closing: uvloop may have closed the fd, and its number may
         # already be another connection's.
         fd = self._fd
