@@ -105,7 +105,7 @@ class HTTPProtocol(ConnectionEnd, asyncio.Protocol):
         self.write_deadline = 0.0
         self.draining = False
         # The bytes read and not parsed yet.
-        self._reader = RequestReader(state.limits, fast=config.http != "h11", memo=state.heads)
+        self._reader = RequestReader(state.limits, state.fast_heads, state.heads)
         self._parser: h11.Connection | None = None  # of a chunked request's head
         self._body: LengthBody | ChunkedBody | None = None  # the request body being read
         self._eof = False

@@ -208,8 +208,10 @@ class RequestReader:
     __slots__ = ("_limits", "_lines", "_memo", "buf", "fast")
 
     def __init__(
-        self, limits: Limits, *, fast: bool = True, memo: dict[bytes, RequestInfo] | None = None
+        self, limits: Limits, fast: bool = True, memo: dict[bytes, RequestInfo] | None = None
     ) -> None:
+        """``fast`` and ``memo`` may come by position: a class called with keywords packs them
+        in a dict (once per connection)."""
         self._limits = limits
         self.fast = fast  # try ``fast_head`` before h11
         # The heads read last and their RequestInfo (``MEMO_HEADS``), shared by the readers of

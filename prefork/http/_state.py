@@ -110,6 +110,8 @@ class ServerState:
         )
         #: The request heads read last, shared by this worker's connections (``_parse``).
         self.heads: dict[bytes, RequestInfo] = {}
+        #: Whether heads try the fast path before h11 (``--http``).
+        self.fast_heads = config.http != "h11"
         self.app = app
         self.loop = loop
         #: What a request's duration is timed with (stats, access log): microseconds, where
