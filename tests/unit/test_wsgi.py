@@ -629,8 +629,13 @@ def test_a_request_whose_client_left_while_queued_is_not_run() -> None:
         await h.until(lambda: bool(h.pool._busy))
         other = h.connect()
         other.data_received(request("GET", "/queued"))
+        queued = other.cycle
+        assert isinstance(queued, WSGICycle)
         other.transport.close()
         await h.settle_loop()
+        inflight = h.state.inflight  # the queued request no longer counts
+        queued.disconnect()  # told again (a second close): nothing more
+        assert h.state.inflight == inflight
         release.set()
         await h.done()
         h.stop()
