@@ -10,11 +10,11 @@ worker's total is read. The same run with a fifth of the requests gives the star
 per request = (total(N) - total(N/5)) / (4N/5).
 
 Unlike requests/s on a shared machine, which moves by several percent between runs, the
-count moves by about 0.2% (the hash seed fixed): a change of a few hundred instructions per
-request shows. It says nothing of system calls or of the kernel's work (their count, not
-their cost, is in ``strace -c``). Needs valgrind (``apt-get install valgrind``); a run takes
-a minute or two. ``--base DIR`` counts another checkout too (e.g. ``git worktree add DIR
-REV``).
+count moves by about 1% (the hash seed fixed; what is left is how many connections a wake-up
+of the worker finds): a change of about a thousand instructions per request shows. It says
+nothing of system calls or of the kernel's work (their count, not their cost, is in ``strace
+-c``). Needs valgrind (``apt-get install valgrind``); a run takes a minute or two. ``--base
+DIR`` counts another checkout too (e.g. ``git worktree add DIR REV``).
 """
 
 from __future__ import annotations

@@ -125,10 +125,9 @@ class Share:
         for acceptor in self.acceptors:
             acceptor.recheck()
 
-    def served(self, count: int = 1) -> None:
-        """``count`` connections accepted are now their protocols' (connection_made ran),
-        or are gone."""
-        self.pending -= count
+    def served(self) -> None:
+        """A connection accepted is now its protocol's (connection_made ran), or is gone."""
+        self.pending -= 1
         if not self.pending and self._settled is not None and not self._settled.done():
             self._settled.set_result(None)
 
@@ -166,6 +165,10 @@ class Share:
         """Whether this worker holds more than ``limit`` (from ``limit()``)."""
         return limit is not None and self.held() > limit
 
+
+#: Connections accepted at one wake-up, each with its connect coroutine and the future that
+#: coroutine waits on (its connection_made(), or a TLS handshake).
+Made = list[tuple[Coroutine[Any, Any, Any], AcceptedFd, asyncio.Future[Any]]]
 
 #: Makes the protocol of a connection from its ``client`` and ``server`` addresses (known from
 #: accept() and the listening socket: no system call to ask the transport for them; a
@@ -205,8 +208,6 @@ class Acceptor:
         self._since = 0.0  # when this worker began to step aside (0.0: it has not)
         self._last = 0.0  # when it last did
         self._waiting: asyncio.TimerHandle | None = None
-        # Accepted this wake-up, their connect coroutines waiting for connection_made.
-        self._made: list[tuple[Coroutine[Any, Any, Any], AcceptedFd, asyncio.Future[Any]]] = []
 
     def start(self) -> None:
         self.accepting = True
@@ -250,17 +251,18 @@ class Acceptor:
         """The socket is readable: accept up to ``BATCH`` connections, one at a time while
         this worker is not above its share (``_accept_one``)."""
         limit = self.share.limit()  # the peers' counts, read once per wake-up
+        made: Made = []
         for _ in range(BATCH):
-            if not self._accept_one(limit):
+            if not self._accept_one(limit, made):
                 break
-        if self._made:
-            made, self._made = self._made, []
+        if made:
             # After the connection_made() of each (uvloop scheduled them as it made the
             # transports): one callback per wake-up, not a waiter's callback per connection.
             self.loop.call_soon(self._settle, made)
 
-    def _accept_one(self, limit: int | None) -> bool:
-        """Accept one connection, unless this worker steps aside; whether to try another."""
+    def _accept_one(self, limit: int | None, made: Made) -> bool:
+        """Accept one connection, unless this worker steps aside; whether to try another.
+        A connection whose connect coroutine waits (for connection_made) joins ``made``."""
         if limit is not None and self.share.above(limit):  # (no call for a lone worker)
             now = self.loop.time()
             if not self._since or now - self._last > 5 * RECHECK:
@@ -303,15 +305,13 @@ class Acceptor:
             )
         waiter = self._step(accepted, conn)
         if waiter is not None:
-            self._made.append((accepted, conn, waiter))
+            made.append((accepted, conn, waiter))
         return True
 
     def _protocol(self) -> asyncio.Protocol:
         return self.factory(self._client, self._server, self._conn_fd)
 
-    def _settle(
-        self, made: list[tuple[Coroutine[Any, Any, Any], AcceptedFd, asyncio.Future[Any]]]
-    ) -> None:
+    def _settle(self, made: Made) -> None:
         """Finish the connect coroutines of one wake-up whose connection_made() ran; one
         still waiting (a TLS handshake) goes on when its waiter is done."""
         for coro, conn, waiter in made:

@@ -176,7 +176,8 @@ def test_drain_answers_a_connection_accepted_in_the_loops_last_turn(tmp_path: Pa
         client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         while not worker.share.pending:  # accepted, connection_made not run yet
             worker.servers[0]._ready()
-            await asyncio.sleep(0) if not worker.share.pending else None
+            if not worker.share.pending:  # not queued yet: let the loop turn
+                await asyncio.sleep(0)
         assert not worker.state.connections
         await worker.drain()
         client.setblocking(False)
