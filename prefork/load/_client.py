@@ -29,6 +29,7 @@ import logging
 import time
 import typing
 
+from prefork.load._direct import Sockets, SocketTransport
 from prefork.load._response import ResponseParser
 from prefork.load._target import Target
 
@@ -120,12 +121,19 @@ class _Run:
         #: ``--targets``: the next request and whether it is a HEAD, in turn (over every
         #: connection of the worker); None for the one request.
         self.rotate = itertools.cycle(target.rotation).__next__ if target.rotation else None
+        self.sockets: Sockets | None = None  # while it serves, for plain http
+
+    #: After a response the next request leaves at once (wrk's closed loop): the dispatcher
+    #: of plain connections may send it itself (``_direct``).
+    resends = False
 
     def idle(self, conn: _Conn, now_ns: int) -> None:
         raise NotImplementedError
 
     async def serve(self) -> float:
         """Run until the deadline; the time the connections' set-up put it off by."""
+        # Plain connections are read and written here (``_direct``), TLS ones by uvloop.
+        self.sockets = None if self.target.tls else Sockets(self.loop)
         slots = [self.loop.create_task(self._slot()) for _ in range(self.connections)]
         self._sweeper = self.loop.call_later(self.timeout, self._sweep)
         try:
@@ -142,6 +150,8 @@ class _Run:
             for slot in slots:
                 slot.cancel()
             await asyncio.gather(*slots, return_exceptions=True)  # each waits for its close
+            if self.sockets is not None:
+                self.sockets.close()
         return shift
 
     async def _warm_up(self) -> float:
@@ -210,9 +220,12 @@ class _Run:
         target = self.target
         try:
             async with asyncio.timeout(self.timeout):
-                transport, _ = await self.loop.create_connection(
-                    lambda: conn, *self._address, **target.tls
-                )
+                if self.sockets is None:
+                    transport, _ = await self.loop.create_connection(
+                        lambda: conn, *self._address, **target.tls
+                    )
+                else:
+                    transport, _ = await self.sockets.connect(lambda: conn, *self._address)
         except asyncio.CancelledError:
             # Cancelled after connection_made, uvloop closes the transport without calling
             # connection_lost: the connection is gone all the same.
@@ -247,29 +260,29 @@ class _Conn(asyncio.Protocol):
         "_eof",
         "_feed",
         "_idle",
-        "_parser",
         "_record",
-        "_request",
-        "_run",
         "_write",
         "answered",
         "busy",
         "done",
         "failed",
         "intended_ns",
+        "parser",
+        "request",
+        "run",
         "sent_ns",
         "transport",
     )
 
     def __init__(self, run: _Run) -> None:
         parser = ResponseParser(head_request=run.target.head_request)
-        self._run = run
-        self._parser = parser
+        self.run = run
+        self.parser = parser
         self._feed = parser.feed
         self._eof = parser.feed_eof
         self._record = run.tally.record
         self._idle = run.idle
-        self._request = run.target.request
+        self.request = run.target.request
         self.done: asyncio.Future[None] = run.loop.create_future()
         self.answered = 0
         self.busy = False  # a request is in flight
@@ -279,9 +292,11 @@ class _Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)
+        if isinstance(transport, SocketTransport) and self.run.resends and self.run.rotate is None:
+            transport.hot = self  # the dispatcher answers its whole responses again itself
         self._write = self.transport.write
-        self._run.live.add(self)
-        if self._run.stopping:
+        self.run.live.add(self)
+        if self.run.stopping:
             self.transport.abort()
         else:
             self._idle(self, time.monotonic_ns())
@@ -290,12 +305,12 @@ class _Conn(asyncio.Protocol):
         self.busy = True
         self.intended_ns = intended_ns
         self.sent_ns = now_ns
-        self._run.tally.sent += 1
-        rotate = self._run.rotate
+        self.run.tally.sent += 1
+        rotate = self.run.rotate
         if rotate is None:
-            self._write(self._request)
+            self._write(self.request)
         else:
-            request, self._parser.head_request = rotate()
+            request, self.parser.head_request = rotate()
             self._write(request)
         if self.transport.is_closing():  # the write failed: uvloop closes at once
             self.fail("write")
@@ -306,20 +321,20 @@ class _Conn(asyncio.Protocol):
         try:
             responses = self._feed(data)
         except ValueError as exc:
-            self.fail("read", f"bad response from {self._run.target.authority}: {exc}")
+            self.fail("read", f"bad response from {self.run.target.authority}: {exc}")
             return
         now = time.monotonic_ns()
         for status, nbytes, keep_alive, _, _ in responses:
             if not self.busy:
-                self.fail("read", f"{self._run.target.authority} answered no request")
+                self.fail("read", f"{self.run.target.authority} answered no request")
                 return
-            if now >= self._run.deadline_ns:
+            if now >= self.run.deadline_ns:
                 return  # too late: the run's end counts it unanswered
             self._record(status, (now - self.intended_ns) // 1000, nbytes)
             self.busy = False
             self.answered += 1
             if len(responses) > 1:  # one request in flight, two answers: pairs would be wrong
-                self.fail("read", f"{self._run.target.authority} answered one request twice")
+                self.fail("read", f"{self.run.target.authority} answered one request twice")
                 return
             if not keep_alive:
                 self.transport.close()
@@ -327,37 +342,39 @@ class _Conn(asyncio.Protocol):
             self._idle(self, now)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._run.closed(self)
+        self.run.closed(self)
         self.done.set_result(None)
-        if not self.busy or self.failed or self._run.stopping:
+        if not self.busy or self.failed or self.run.stopping:
             return
         now = time.monotonic_ns()
         try:
             ended = self._eof() if exc is None else []
         except ValueError:
             ended = []
-        if now >= self._run.deadline_ns:
+        if now >= self.run.deadline_ns:
             self.failed = True
-            self._run.tally.unanswered((self._run.deadline_ns - self.intended_ns) // 1000)
+            self.run.tally.unanswered((self.run.deadline_ns - self.intended_ns) // 1000)
             return
         for status, nbytes, _, _, _ in ended:  # a body that ran until the close
             self._record(status, (now - self.intended_ns) // 1000, nbytes)
             self.answered += 1
             return
-        self._run.tally.error("read")
+        self.run.tally.error("read")
         reason = exc or "closed"
-        self._run.log(f"{self._run.target.authority} dropped a request in flight: {reason}")
+        self.run.log(f"{self.run.target.authority} dropped a request in flight: {reason}")
 
     def fail(self, kind: str, why: str | None = None) -> None:
         """Count the request in flight (if any) as failed and drop the connection."""
         self.failed = True
-        self._run.tally.error(kind)
+        self.run.tally.error(kind)
         if why is not None:
-            self._run.log(why)
+            self.run.log(why)
         self.transport.abort()
 
 
 class _ClosedRun(_Run):
+    resends = True
+
     def idle(self, conn: _Conn, now_ns: int) -> None:
         if self.holding:
             self.parked.append(conn)

@@ -90,6 +90,8 @@ class ResponseParser:
         "_scan",
         "_state",
         "_status",
+        "again",
+        "again_status",
         "head_request",
     )
 
@@ -109,6 +111,12 @@ class ResponseParser:
         self._echo: bytes | None = None
         self._echo_head = False
         self._echo_parsed: Parsed = (0, 0, False, (), b"")
+        #: The echo while it holds (None otherwise): a read equal to these bytes, fed now, is
+        #: one whole response of status ``again_status`` that leaves the parser between
+        #: responses, as ``feed`` would say. It holds for the ``head_request`` of the last feed:
+        #: a caller that changes ``head_request`` must not rely on it.
+        self.again: bytes | None = None
+        self.again_status = 0
 
     def feed(self, data: bytes) -> list[Parsed]:
         """The responses completed by ``data``. Raises ``ValueError`` on a malformed response,
@@ -121,6 +129,7 @@ class ResponseParser:
             and self.head_request == self._echo_head
         ):
             return [self._echo_parsed]
+        self.again = None  # until this read leaves the parser between responses
         if self._buf:
             data = self._buf + data
             self._buf = b""
@@ -159,9 +168,10 @@ class ResponseParser:
                         break
                     self._nbytes = 0
                     if nbytes + framing == end <= MAX_ECHO:  # all of data, from between responses
-                        self._echo = data
+                        self._echo = self.again = data
                         self._echo_head = self.head_request
                         self._echo_parsed = parsed
+                        self.again_status = status
                     continue
                 self._status = status
                 self._keep_alive = keep_alive
@@ -236,6 +246,7 @@ class ResponseParser:
         close), or none. Raises ``ValueError`` if it cut a response short."""
         state = self._state
         self._state = _CLOSED
+        self.again = None
         if state is _UNTIL_EOF_STATE:
             return [self._done()]
         if state is _CLOSED or (state is _HEAD and not self._buf and not self._nbytes):
