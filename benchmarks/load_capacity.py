@@ -140,7 +140,9 @@ def run_generator(
     before = server_cpu(server)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         began = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        # Not from this directory: ``python -m`` puts the working directory first on sys.path,
+        # ahead of PYTHONPATH, and the repository's own prefork would shadow --base's.
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=tempfile.gettempdir())
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - began
         proc.returncode = os.waitstatus_to_exitcode(status)

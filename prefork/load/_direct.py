@@ -85,9 +85,6 @@ class SocketTransport(asyncio.Transport):
         #: Set by a protocol whose whole responses again the dispatcher may answer (``Hot``).
         self.hot: Hot | None = None
 
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol
-
     def is_closing(self) -> bool:
         return self._closing
 
@@ -116,9 +113,6 @@ class SocketTransport(asyncio.Transport):
         else:
             self._backlog += memoryview(data)[sent:]
             self._sockets.watch(self._fd, _IN | _OUT)
-
-    def get_write_buffer_size(self) -> int:
-        return len(self._backlog)
 
     def close(self) -> None:
         """Stop reading; send what is buffered, then close."""
@@ -208,16 +202,20 @@ class Sockets:
                 sock.close()
                 raise
             protocol = factory()
-            transport = SocketTransport(self, sock, protocol)
-            self._transports[transport._fd] = transport
-            self._epoll.register(transport._fd, _IN)
-            protocol.connection_made(transport)
-            return transport, protocol
+            return self.adopt(sock, protocol), protocol
         if not errors:
             raise OSError(f"no address for {host}:{port}")
         if len({str(exc) for exc in errors}) == 1:
             raise errors[0]
         raise OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))
+
+    def adopt(self, sock: socket.socket, protocol: asyncio.Protocol) -> SocketTransport:
+        """Serve ``protocol`` on ``sock`` (connected, non-blocking) from now on."""
+        transport = SocketTransport(self, sock, protocol)
+        self._transports[transport._fd] = transport
+        self._epoll.register(transport._fd, _IN)
+        protocol.connection_made(transport)
+        return transport
 
     def watch(self, fd: int, events: int) -> None:
         self._epoll.modify(fd, events)
