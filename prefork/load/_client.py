@@ -11,8 +11,10 @@ of loading it from a worker's event loop.
 
 The drivers must not be what limits a benchmark, so they work at the ``asyncio.Protocol``
 level: ``data_received`` parses, records and writes the next request, with no task, future or
-timer per request. One timer per run finds the requests over ``timeout`` (it wakes when the
-oldest one in flight would be), and the open loop has one more, armed for the next send.
+timer per request. Plain connections are ``_direct``'s sockets, not uvloop's transports, and a
+closed loop's whole response again is answered there, without a call to ``data_received``.
+One timer per run finds the requests over ``timeout`` (it wakes when the oldest one in flight
+would be), and the open loop has one more, armed for the next send.
 
 Times: ``deadline`` and the schedule's times are seconds of ``time.monotonic()``, the clock of
 ``loop.time()`` (uvloop's ``loop.time()`` is the same clock rounded down to the millisecond;
