@@ -151,9 +151,11 @@ class _Run:
                 conn.transport.abort()
             for slot in slots:
                 slot.cancel()
-            await asyncio.gather(*slots, return_exceptions=True)  # each waits for its close
-            if self.sockets is not None:
-                self.sockets.close()
+            try:
+                await asyncio.gather(*slots, return_exceptions=True)  # each waits for its close
+            finally:  # cancelled again meanwhile (a second Ctrl-C): the epoll still goes
+                if self.sockets is not None:
+                    self.sockets.close()
         return shift
 
     async def _warm_up(self) -> float:

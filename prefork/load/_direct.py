@@ -73,8 +73,10 @@ class SocketTransport(asyncio.Transport):
 
     __slots__ = ("_backlog", "_closing", "_fd", "_protocol", "_sock", "_sockets", "hot", "received")
 
-    def __init__(self, sockets: Sockets, sock: socket.socket, protocol: asyncio.Protocol) -> None:
-        super().__init__({"socket": sock, "peername": sock.getpeername()})
+    def __init__(
+        self, sockets: Sockets, sock: socket.socket, protocol: asyncio.Protocol, peername: object
+    ) -> None:
+        super().__init__({"socket": sock, "peername": peername})
         self._sockets = sockets
         self._sock = sock
         self._fd = sock.fileno()
@@ -202,16 +204,19 @@ class Sockets:
                 sock.close()
                 raise
             protocol = factory()
-            return self.adopt(sock, protocol), protocol
+            # The address connected to, not getpeername(): a reset by now would raise there.
+            return self.adopt(sock, protocol, address), protocol
         if not errors:
             raise OSError(f"no address for {host}:{port}")
         if len({str(exc) for exc in errors}) == 1:
             raise errors[0]
         raise OSError("Multiple exceptions: " + ", ".join(str(exc) for exc in errors))
 
-    def adopt(self, sock: socket.socket, protocol: asyncio.Protocol) -> SocketTransport:
-        """Serve ``protocol`` on ``sock`` (connected, non-blocking) from now on."""
-        transport = SocketTransport(self, sock, protocol)
+    def adopt(
+        self, sock: socket.socket, protocol: asyncio.Protocol, peername: object
+    ) -> SocketTransport:
+        """Serve ``protocol`` on ``sock`` (connected to ``peername``, non-blocking) from now on."""
+        transport = SocketTransport(self, sock, protocol, peername)
         self._transports[transport._fd] = transport
         self._epoll.register(transport._fd, _IN)
         protocol.connection_made(transport)

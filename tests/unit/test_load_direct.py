@@ -16,8 +16,13 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
+from prefork.load._client import _ClosedRun, _Conn
 from prefork.load._direct import Sockets, SocketTransport
+from prefork.load._openloop import _OpenRun
 from prefork.load._response import ResponseParser
+from prefork.load._schedule import RateSchedule
+from prefork.load._tally import Tally
+from prefork.load._target import Target
 
 T = TypeVar("T")
 HELLO = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
@@ -57,7 +62,7 @@ def pair(sockets: Sockets, protocol: asyncio.Protocol) -> tuple[SocketTransport,
     """A transport on one end of a Unix socket pair, and the other end (blocking)."""
     ours, peer = socket.socketpair()
     ours.setblocking(False)
-    return sockets.adopt(ours, protocol), peer
+    return sockets.adopt(ours, protocol, ""), peer
 
 
 def fill(sock: socket.socket) -> None:
@@ -458,3 +463,36 @@ def test_the_hot_path_counts_a_failed_write() -> None:
     conn, error = run(main)
     assert conn.answered == 1 and conn.failures == ["write"]
     assert isinstance(error, BrokenPipeError)
+
+
+def test_only_a_closed_loop_with_one_request_is_answered_by_the_dispatcher() -> None:
+    async def main() -> list[bool]:
+        loop = asyncio.get_running_loop()
+        sockets = Sockets(loop)
+        deadline = time.monotonic() + 60
+        rotating = Target("http://h/")
+        rotating.rotation = ((REQUEST, False), (REQUEST, True))
+        runs = [
+            _ClosedRun(Target("http://h/"), 1, deadline, Tally(), 1.0, loop),
+            _ClosedRun(rotating, 1, deadline, Tally(), 1.0, loop),
+            _OpenRun(
+                Target("http://h/"),
+                1,
+                RateSchedule(1, time.monotonic()),
+                deadline,
+                Tally(),
+                1.0,
+                loop,
+            ),
+        ]
+        hot = []
+        for run_ in runs:
+            conn = _Conn(run_)
+            transport, _ = pair(sockets, conn)
+            hot.append(transport.hot is conn)
+        sockets.close()
+        await asyncio.sleep(0)
+        runs[2]._timer.close()  # type: ignore[attr-defined]
+        return hot
+
+    assert run(main) == [True, False, False]
