@@ -30,7 +30,7 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
-    return uvloop.run(asyncio.wait_for(main(), 10))  # type: ignore[arg-type]
+    return uvloop.run(asyncio.wait_for(main(), 10))
 
 
 async def until(check: Callable[[], object], seconds: float = 5.0) -> None:
@@ -58,11 +58,21 @@ class Recording(asyncio.Protocol):
         self.lost.set_result(exc)
 
 
+R = TypeVar("R", bound=Recording)
+
+
 def pair(sockets: Sockets, protocol: asyncio.Protocol) -> tuple[SocketTransport, socket.socket]:
     """A transport on one end of a Unix socket pair, and the other end (blocking)."""
     ours, peer = socket.socketpair()
     ours.setblocking(False)
     return sockets.adopt(ours, protocol, ""), peer
+
+
+def opened(protocol: R) -> tuple[Sockets, R, SocketTransport, socket.socket]:
+    """The running loop's ``Sockets``, with ``protocol`` on one end of a pair (``pair``)."""
+    sockets = Sockets(asyncio.get_running_loop())
+    transport, peer = pair(sockets, protocol)
+    return sockets, protocol, transport, peer
 
 
 def fill(sock: socket.socket) -> None:
@@ -82,9 +92,7 @@ def drain(peer: socket.socket, want: int) -> bytes:
 
 def test_reads_writes_and_the_peers_end() -> None:
     async def main() -> list[Any]:
-        sockets = Sockets(asyncio.get_running_loop())
-        protocol = Recording()
-        transport, peer = pair(sockets, protocol)
+        sockets, protocol, transport, peer = opened(Recording())
         transport.write(b"ping")
         assert peer.recv(10) == b"ping"
         peer.sendall(b"pong")
@@ -103,9 +111,7 @@ def test_reads_writes_and_the_peers_end() -> None:
 
 def test_a_full_socket_buffers_then_sends_and_a_close_waits_for_it() -> None:
     async def main() -> None:
-        sockets = Sockets(asyncio.get_running_loop())
-        protocol = Recording()
-        transport, peer = pair(sockets, protocol)
+        sockets, protocol, transport, peer = opened(Recording())
         fill(transport.get_extra_info("socket"))
         transport.write(b"first")  # the socket takes nothing: buffered
         transport.write(b"second")  # behind it
@@ -125,9 +131,7 @@ def test_a_full_socket_buffers_then_sends_and_a_close_waits_for_it() -> None:
 
 def test_a_backlog_sent_over_several_wake_ups_then_reading_again() -> None:
     async def main() -> list[Any]:
-        sockets = Sockets(asyncio.get_running_loop())
-        protocol = Recording()
-        transport, peer = pair(sockets, protocol)
+        sockets, protocol, transport, peer = opened(Recording())
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         big = b"y" * 300_000  # more than the socket takes at once: the rest in parts
         transport.write(big)
@@ -146,9 +150,7 @@ def test_a_backlog_sent_over_several_wake_ups_then_reading_again() -> None:
 
 def test_a_failed_write_loses_the_connection_with_its_error() -> None:
     async def main() -> None:
-        sockets = Sockets(asyncio.get_running_loop())
-        protocol = Recording()
-        transport, peer = pair(sockets, protocol)
+        sockets, protocol, transport, peer = opened(Recording())
         peer.close()
         transport.write(b"to nobody")
         assert transport.is_closing()
@@ -160,9 +162,7 @@ def test_a_failed_write_loses_the_connection_with_its_error() -> None:
 
 def test_a_failed_flush_loses_the_connection_and_a_full_one_waits() -> None:
     async def main() -> None:
-        sockets = Sockets(asyncio.get_running_loop())
-        protocol = Recording()
-        transport, peer = pair(sockets, protocol)
+        sockets, protocol, transport, peer = opened(Recording())
         fill(transport.get_extra_info("socket"))
         transport.write(b"held")
         transport.flush()  # still full: waits, nothing lost
@@ -327,6 +327,11 @@ def test_a_connect_cancelled_makes_nothing() -> None:
         loop = asyncio.get_running_loop()
         sockets = Sockets(loop)
         made: list[Recording] = []
+
+        def make() -> Recording:
+            made.append(Recording())
+            return made[-1]
+
         # A listener whose queue is full: the connect waits (a SYN dropped), then is cancelled.
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
@@ -335,9 +340,7 @@ def test_a_connect_cancelled_makes_nothing() -> None:
         held = [socket.create_connection(("127.0.0.1", port))]  # the queue's one place
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await sockets.connect(
-                    lambda: made.append(Recording()) or made[-1], "127.0.0.1", port
-                )
+                await sockets.connect(make, "127.0.0.1", port)
         assert made == []
         for sock in held:
             sock.close()
@@ -386,9 +389,7 @@ class HotConn(Recording):
 
 def test_the_hot_path_records_and_sends_the_next_request() -> None:
     async def main() -> HotConn:
-        sockets = Sockets(asyncio.get_running_loop())
-        conn = HotConn()
-        transport, peer = pair(sockets, conn)
+        sockets, conn, transport, peer = opened(HotConn())
         transport.hot = conn
         loop = asyncio.get_running_loop()
         for _ in range(3):
@@ -413,9 +414,7 @@ def test_the_hot_path_buffers_what_the_socket_does_not_take() -> None:
 
     async def main() -> HotConn:
         loop = asyncio.get_running_loop()
-        sockets = Sockets(loop)
-        conn = HotConn(request=big)
-        transport, peer = pair(sockets, conn)
+        sockets, conn, transport, peer = opened(HotConn(request=big))
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         transport.hot = conn
         peer.sendall(HELLO)
@@ -432,16 +431,13 @@ def test_the_hot_path_buffers_what_the_socket_does_not_take() -> None:
 
 def test_the_hot_path_with_a_backlog_leaves_the_read_to_data_received() -> None:
     async def main() -> HotConn:
-        sockets = Sockets(asyncio.get_running_loop())
-        conn = HotConn()
-        transport, peer = pair(sockets, conn)
+        sockets, conn, transport, peer = opened(HotConn())
         fill(transport.get_extra_info("socket"))
         transport.write(b"held")  # a backlog: the next request would go out behind it
         transport.hot = conn
         peer.sendall(HELLO)
         await until(lambda: HELLO in conn.events)
-        transport.abort()
-        sockets.close()
+        sockets.close()  # aborts it
         return conn
 
     conn = run(main)
@@ -450,9 +446,7 @@ def test_the_hot_path_with_a_backlog_leaves_the_read_to_data_received() -> None:
 
 def test_the_hot_path_counts_a_failed_write() -> None:
     async def main() -> tuple[HotConn, Exception | None]:
-        sockets = Sockets(asyncio.get_running_loop())
-        conn = HotConn()
-        transport, peer = pair(sockets, conn)
+        sockets, conn, transport, peer = opened(HotConn())
         transport.hot = conn
         peer.sendall(HELLO)
         peer.close()  # the response is there to read; the request has nowhere to go
