@@ -231,8 +231,8 @@ class _Run:
                 else:
                     transport, _ = await self.sockets.connect(lambda: conn, *self._address)
         except asyncio.CancelledError:
-            # Cancelled after connection_made, uvloop closes the transport without calling
-            # connection_lost: the connection is gone all the same.
+            # Cancelled after connection_made (a TLS connection: uvloop's), uvloop closes the
+            # transport without calling connection_lost: the connection is gone all the same.
             self.closed(conn)
             raise
         self._address = transport.get_extra_info("peername")[:2]

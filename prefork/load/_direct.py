@@ -38,12 +38,16 @@ _OUT = select.EPOLLOUT
 
 
 class HotTally(typing.Protocol):
+    """What the hot path counts in (``_tally.Tally``)."""
+
     sent: int
 
     def record(self, status: int, latency_us: int, nbytes: int) -> None: ...
 
 
 class HotRun(typing.Protocol):
+    """The run a hot connection belongs to (``_client._ClosedRun``)."""
+
     deadline_ns: int
 
     @property
@@ -104,8 +108,7 @@ class SocketTransport(asyncio.Transport):
             self.lost(exc)
             return
         if sent < len(data):
-            self._backlog += memoryview(data)[sent:]
-            self._sockets.watch(self._fd, _IN | _OUT)
+            self._hold(data, sent)
 
     def write_rest(self, data: bytes, sent: int) -> None:
         """The dispatcher's own write took ``sent`` bytes of ``data`` (-1: it raised): the rest
@@ -113,8 +116,12 @@ class SocketTransport(asyncio.Transport):
         if sent < 0:
             self.write(data)  # again, to learn why (or to buffer it when the socket was full)
         else:
-            self._backlog += memoryview(data)[sent:]
-            self._sockets.watch(self._fd, _IN | _OUT)
+            self._hold(data, sent)
+
+    def _hold(self, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """Keep what the socket did not take of ``data``; send it when it is writable."""
+        self._backlog += memoryview(data)[sent:]
+        self._sockets.watch(self._fd, _IN | _OUT)
 
     def close(self) -> None:
         """Stop reading; send what is buffered, then close."""
@@ -264,7 +271,7 @@ class Sockets:
                     # take it: the response recorded, the next request sent at once.
                     tally = run.tally
                     tally.record(
-                        hot.parser.again_status, (now - hot.intended_ns) // 1000, len(data)
+                        hot.parser.again_parsed[0], (now - hot.intended_ns) // 1000, len(data)
                     )
                     hot.answered += 1
                     hot.intended_ns = hot.sent_ns = now

@@ -77,11 +77,9 @@ class ResponseParser:
     """
 
     __slots__ = (
+        "_again_head",
         "_body",
         "_buf",
-        "_echo",
-        "_echo_head",
-        "_echo_parsed",
         "_framing",
         "_headers",
         "_keep_alive",
@@ -91,7 +89,7 @@ class ResponseParser:
         "_state",
         "_status",
         "again",
-        "again_status",
+        "again_parsed",
         "head_request",
     )
 
@@ -106,29 +104,19 @@ class ResponseParser:
         self._status = 0
         self._keep_alive = True
         self._headers: Headers = ()
-        # The echo: bytes that, fed between responses (as a HEAD's answer or not), are exactly
-        # one whole response, which leaves the parser between responses again.
-        self._echo: bytes | None = None
-        self._echo_head = False
-        self._echo_parsed: Parsed = (0, 0, False, (), b"")
         #: The echo while it holds (None otherwise): a read equal to these bytes, fed now, is
-        #: one whole response of status ``again_status`` that leaves the parser between
-        #: responses, as ``feed`` would say. It holds for the ``head_request`` of the last feed:
-        #: a caller that changes ``head_request`` must not rely on it.
+        #: one whole response, ``again_parsed``, that leaves the parser between responses, as
+        #: the full parser would say. It holds for the ``head_request`` it was read with (a HEAD's
+        #: answer has no body): ``feed`` checks that; a caller reading it must not change it.
         self.again: bytes | None = None
-        self.again_status = 0
+        self._again_head = False
+        self.again_parsed: Parsed = (0, 0, False, (), b"")
 
     def feed(self, data: bytes) -> list[Parsed]:
         """The responses completed by ``data``. Raises ``ValueError`` on a malformed response,
         a head over ``MAX_HEAD`` or a kept body over ``MAX_BODY``."""
-        if (
-            data == self._echo
-            and self._state is _HEAD
-            and not self._buf
-            and not self._nbytes
-            and self.head_request == self._echo_head
-        ):
-            return [self._echo_parsed]
+        if data == self.again and self.head_request == self._again_head:
+            return [self.again_parsed]
         self.again = None  # until this read leaves the parser between responses
         if self._buf:
             data = self._buf + data
@@ -168,10 +156,9 @@ class ResponseParser:
                         break
                     self._nbytes = 0
                     if nbytes + framing == end <= MAX_ECHO:  # all of data, from between responses
-                        self._echo = self.again = data
-                        self._echo_head = self.head_request
-                        self._echo_parsed = parsed
-                        self.again_status = status
+                        self.again = data
+                        self._again_head = self.head_request
+                        self.again_parsed = parsed
                     continue
                 self._status = status
                 self._keep_alive = keep_alive

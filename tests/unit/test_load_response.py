@@ -279,7 +279,7 @@ def outcome(parser: ResponseParser, reads: list[tuple[bytes, bool]], forget: boo
     out: list[object] = []
     for data, head_request in reads:
         if forget:
-            parser._echo = None
+            parser.again = None
         parser.head_request = head_request
         try:
             out.append(parser.feed(data))
@@ -316,23 +316,23 @@ def test_the_echo_is_the_full_parser_for_every_pair_of_reads_split_everywhere() 
 def test_the_echo_is_kept_only_for_a_read_of_one_whole_response() -> None:
     parser = ResponseParser()
     assert parser.feed(NGINX) == parser.feed(NGINX)
-    assert parser._echo is NGINX
+    assert parser.again is NGINX
     length = MAX_ECHO - len(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
     at_most = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"a" * length
     parser.feed(at_most)
-    assert parser._echo is at_most and len(at_most) == MAX_ECHO
+    assert parser.again is at_most and len(at_most) == MAX_ECHO
     mid = ResponseParser()
     mid.feed(HELLO[:30])
-    assert mid.feed(HELLO[30:]) and mid._echo == HELLO  # its head held from the read before
+    assert mid.feed(HELLO[30:]) and mid.again == HELLO  # its head held from the read before
     interim = ResponseParser()
     interim.feed(b"HTTP/1.1 100 Continue\r\n\r\n")
     interim.feed(HELLO)
-    assert interim._echo is None  # its bytes began in the read before
+    assert interim.again is None  # its bytes began in the read before
     big = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % MAX_ECHO + b"a" * MAX_ECHO
     for not_one in (HELLO + HELLO, HELLO + HELLO[:3], CHUNKED, ECHO_CORPUS[10], big):
         parser = ResponseParser()
         parser.feed(not_one)
-        assert parser._echo is None, not_one
+        assert parser.again is None, not_one
     parser = ResponseParser()
     parser.feed(HELLO)
     parser.feed(HELLO[:3])  # between responses no more: the echo must not answer
